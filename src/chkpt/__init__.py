@@ -1,0 +1,75 @@
+"""chkpt: makes every Python script run recoverable.
+
+Installed, it saves the numpy arrays, DataFrames and other large data of every script
+run in the environment to a global store. This module is the public API; it imports
+nothing heavy so that `import chkpt` inside a user's script costs next to nothing.
+
+Inside a running script: `snapshot`, `track`, `paused` (no-ops when chkpt is not active).
+In a notebook or REPL: `runs`, `load`, `history`.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports this package
+if TYPE_CHECKING:
+    from typing import Any
+
+    from chkpt.api import Run
+
+__version__ = "0.1.0"
+__all__ = ["history", "load", "paused", "runs", "snapshot", "track"]
+
+
+def snapshot(label: str = "") -> None:
+    """Take a checkpoint now, labelled `label` (does nothing when chkpt is not active)."""
+    from chkpt import session
+
+    active = session.active()
+    if active is not None:
+        active.explicit_snapshot(label)
+
+
+def track(obj: Any, name: str) -> Any:
+    """Save `obj` under `name` in every checkpoint from now on, whatever its type or size."""
+    from chkpt import session
+
+    active = session.active()
+    if active is not None:
+        active.track(obj, name)
+    return obj
+
+
+class paused:
+    """No periodic checkpoint is taken while the block runs (exit and crash ones still are)."""
+
+    def __enter__(self) -> None:
+        from chkpt import session
+
+        self._session = session.active()
+        if self._session is not None:
+            self._session.pause()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            self._session.resume()
+
+
+def runs(script: str | None = None) -> list[Run]:
+    """Runs in the store, newest first; `script` keeps those of one script (name or path)."""
+    from chkpt import api
+
+    return api.runs(script)
+
+
+def load(name: str, run: str | None = None, script: str | None = None) -> Any:
+    """Load variable `name` from a checkpoint (default: the latest of this directory's script)."""
+    from chkpt import api
+
+    return api.load(name, run=run, script=script)
+
+
+def history(name: str, run: str | None = None, script: str | None = None) -> list[tuple[Any, Any]]:
+    """Every saved version of variable `name` in one run, as (checkpoint, value) pairs."""
+    from chkpt import api
+
+    return api.history(name, run=run, script=script)

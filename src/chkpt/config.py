@@ -1,0 +1,274 @@
+"""Layered configuration, and where each effective value came from.
+
+Layers, lowest first: built-in defaults; the user's config.toml (platformdirs' user config
+dir); the project's overrides (`chkpt.toml`, or `[tool.chkpt]` in `pyproject.toml`, in the
+nearest directory at or above the script that has either); `CHKPT_<KEY>` environment
+variables; options given to the runner. A bad file or value never stops the script: it
+is reported as one warning naming the file and key, and the lower layer's value stays.
+
+This runs on the start-up path of every traced script, so TOML is parsed only when a
+file actually holds chkpt settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from chkpt import paths
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up; only type checkers import it
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+DEFAULT_MODULES = ["numpy", "pandas", "polars", "pyarrow", "torch", "scipy.sparse", "xarray"]
+
+
+class ConfigError(ValueError):
+    """A value that cannot be used; the message says what was expected."""
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SECONDS = {"": 1, "s": 1, "ms": 0.001, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _number_and_unit(text: str) -> tuple[float, str] | None:
+    """(64.0, "kib") from "64KiB"; None when the text is not a number with a unit."""
+    text = text.strip()
+    end = 0
+    while end < len(text) and (text[end].isdigit() or text[end] == "."):
+        end += 1
+    try:
+        return float(text[:end]), text[end:].strip().lower()
+    except ValueError:
+        return None
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "64KiB", "250MB" or "5GiB"."""
+    if isinstance(value, bool):
+        raise ConfigError('expected a size like 1048576, "64KiB" or "5GiB"')
+    if isinstance(value, int | float) and value >= 0:
+        return int(value)
+    if isinstance(value, str):
+        parsed = _number_and_unit(value)
+        if parsed is not None and parsed[1] in _UNITS:
+            return int(parsed[0] * _UNITS[parsed[1]])
+    raise ConfigError(f'expected a size like 1048576, "64KiB" or "5GiB", got {value!r}')
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 30, 1.5, "30s", "5m", "2h" or "500ms"."""
+    if isinstance(value, bool):
+        raise ConfigError('expected a duration like 30, "30s" or "5m"')
+    if isinstance(value, int | float) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        parsed = _number_and_unit(value)
+        if parsed is not None and parsed[1] in _SECONDS:
+            return parsed[0] * _SECONDS[parsed[1]]
+    raise ConfigError(f'expected a duration like 30, "30s" or "5m", got {value!r}')
+
+
+def parse_str_list(value: Any) -> list[str]:
+    """A list of strings; from the environment, comma-separated."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ConfigError(f"expected a list of strings, got {value!r}")
+
+
+def parse_path(value: Any) -> str:
+    """A directory path; "~" is expanded, "" means the default."""
+    if isinstance(value, str):
+        return os.path.expanduser(value.strip()) if value.strip() else ""
+    raise ConfigError(f"expected a path string, got {value!r}")
+
+
+def parse_count(value: Any) -> int:
+    """A whole number ≥ 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise ConfigError(f"expected a whole number ≥ 0, got {value!r}")
+
+
+class Setting:
+    """One config key: its default (as a user would write it), parser and meaning."""
+
+    __slots__ = ("default", "doc", "key", "parse")
+
+    def __init__(self, key: str, default: Any, parse: Callable[[Any], Any], doc: str) -> None:
+        self.key = key
+        self.default = default
+        self.parse = parse
+        self.doc = doc
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in [
+        Setting("interval", "60s", parse_duration,
+                "how often a periodic checkpoint may be taken while the script runs"),
+        Setting("min_size", "1KiB", parse_size,
+                "smaller values are not saved by periodic/exit checkpoints (crash keeps them)"),
+        Setting("max_object_size", "2GiB", parse_size,
+                "larger values are skipped, and listed as skipped"),
+        Setting("max_checkpoint_size", "4GiB", parse_size,
+                "new data one checkpoint may write; the largest values are dropped first"),
+        Setting("max_run_size", "20GiB", parse_size,
+                "data one run may write in all; later checkpoints are skipped past it"),
+        Setting("max_store_size", "20GiB", parse_size,
+                "the store's cap; least recently used runs are evicted past it"),
+        Setting("keep", 10, parse_count,
+                "checkpoints kept per run (the first, the exit/crash one and the latest stay)"),
+        Setting("dir", "", parse_path,
+                "store root; empty means platformdirs' user cache dir (~/.cache/chkpt)"),
+        Setting("modules", DEFAULT_MODULES, parse_str_list,
+                "module prefixes whose objects are salient data"),
+        Setting("include", [], parse_str_list,
+                "script globs to trace even inside the interpreter's prefix (pip, pytest…)"),
+        Setting("exclude", [], parse_str_list,
+                "script globs never to trace"),
+        Setting("include_names", [], parse_str_list,
+                "variable-name globs always saved, whatever their type (within max sizes)"),
+        Setting("exclude_names", [], parse_str_list,
+                "variable-name globs never saved"),
+    ]
+}
+
+
+class Config:
+    """Effective settings (attributes named as the keys) and the layer each came from."""
+
+    interval: float
+    min_size: int
+    max_object_size: int
+    max_checkpoint_size: int
+    max_run_size: int
+    max_store_size: int
+    keep: int
+    dir: str
+    modules: list[str]
+    include: list[str]
+    exclude: list[str]
+    include_names: list[str]
+    exclude_names: list[str]
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.warnings: list[str] = []
+        for setting in SETTINGS.values():
+            setattr(self, setting.key, setting.parse(setting.default))
+            self.sources[setting.key] = "default"
+
+    def apply(self, values: Mapping[str, Any], source: str, origin: str | None = None) -> None:
+        """Lay `values` over the current ones; bad keys/values become warnings."""
+        where = origin or source
+        for key, raw in values.items():
+            setting = SETTINGS.get(key)
+            if setting is None:
+                self.warnings.append(f"{where}: unknown key {key!r} (ignored){_did_you_mean(key)}")
+                continue
+            try:
+                setattr(self, key, setting.parse(raw))
+            except ConfigError as exc:
+                self.warnings.append(f"{where}: key {key!r}: {exc} (kept {self.sources[key]} value)")
+                continue
+            self.sources[key] = source
+
+    @property
+    def store_dir(self) -> str:
+        """The store root this config points at."""
+        return self.dir or paths.user_cache_dir()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SETTINGS}
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, SETTINGS, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _read_toml(path: str) -> dict[str, Any] | str:
+    """The parsed file, or an error sentence."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        return f"not valid TOML ({exc}); the file is ignored"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror}); the file is ignored"
+
+
+def find_project_file(start_dir: str) -> tuple[str, str] | None:
+    """(path, kind) of the nearest chkpt.toml or pyproject.toml at or above start_dir."""
+    current = os.path.abspath(start_dir)
+    while True:
+        for name in ("chkpt.toml", "pyproject.toml"):
+            candidate = os.path.join(current, name)
+            if os.path.isfile(candidate):
+                return candidate, name
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def _layer_file(config: Config, path: str, source: str, table: str | None) -> None:
+    if table is not None:
+        try:
+            with open(path, "rb") as handle:
+                if b"tool.chkpt" not in handle.read():
+                    return  # the common case: a pyproject without chkpt settings
+        except OSError:
+            return
+    data = _read_toml(path)
+    if isinstance(data, str):
+        config.warnings.append(f"{path}: {data}")
+        return
+    if table is not None:
+        section = data.get("tool", {}).get("chkpt")
+        if not isinstance(section, dict):
+            if section is not None:
+                config.warnings.append(f"{path}: [tool.chkpt] must be a table (ignored)")
+            return
+        data = section
+    config.apply(data, source, origin=path)
+
+
+def load(
+    start_dir: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective config for a script in `start_dir` (cwd when None)."""
+    config = Config()
+    user_file = paths.user_config_file()
+    if os.path.isfile(user_file):
+        _layer_file(config, user_file, f"user file {user_file}", None)
+    project = find_project_file(start_dir or os.getcwd())
+    if project is not None:
+        path, kind = project
+        table = "tool.chkpt" if kind == "pyproject.toml" else None
+        _layer_file(config, path, f"project file {path}", table)
+    env = os.environ if environ is None else environ
+    for key in SETTINGS:
+        variable = f"CHKPT_{key.upper()}"
+        if variable in env:
+            config.apply({key: env[variable]}, f"env {variable}")
+    if overrides:
+        config.apply(overrides, "command line")
+    return config

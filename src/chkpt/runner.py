@@ -1,0 +1,123 @@
+"""Explicit mode: `python -m chkpt [options] script.py args…` and `chkpt run …`.
+
+Runs the script or module exactly as `python script.py` / `python -m pkg.mod` would:
+`__name__ == "__main__"` in a fresh `__main__` module (so classes defined in the script
+pickle), `__file__`, `sys.argv`, `sys.path[0]`, relative imports under -m, the exit code,
+and the traceback text, from which chkpt's own frames are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+from chkpt import session
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType
+
+    from chkpt.config import Config
+
+
+class UsageError(Exception):
+    """The script or module cannot be run (missing, unreadable); the message says why."""
+
+
+def _fresh_main() -> types.ModuleType:
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = sys.modules["builtins"]
+    sys.modules["__main__"] = main
+    return main
+
+
+def _script_code(path: str) -> tuple[CodeType, str]:
+    filename = os.path.join(os.getcwd(), path)  # as CPython names the main code
+    try:
+        with open(path, "rb") as handle:
+            source = handle.read()
+    except OSError as exc:
+        raise UsageError(f"can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}") from None
+    return compile(source, filename, "exec", dont_inherit=True), filename
+
+
+def run_script(path: str, args: list[str], config: Config) -> None:
+    """Run the file at `path` as __main__ under a session; returns only via SystemExit."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "__main__.py")
+    code, filename = _script_code(path)
+    import importlib.machinery
+
+    main = _fresh_main()
+    main.__dict__.update(
+        __file__=filename,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", filename),
+        __spec__=None,
+        __package__=None,
+        __cached__=None,
+    )
+    sys.argv[:] = [path, *args]
+    sys.path[0] = os.path.dirname(filename)
+    _execute(code, main.__dict__, config)
+
+
+def run_module(module: str, args: list[str], config: Config) -> None:
+    """Run `module` as `python -m module` would."""
+    import runpy
+
+    sys.argv[:] = [module, *args]  # runpy replaces argv[0] with the file name
+    sys.path[0] = os.getcwd()
+    try:
+        _, spec, code = runpy._get_module_details(module)  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise UsageError(f"{exc}") from None
+    main = _fresh_main()
+    sys.argv[0] = spec.origin or module
+    main.__dict__.update(
+        __file__=spec.origin,
+        __loader__=spec.loader,
+        __spec__=spec,
+        __package__=spec.parent,
+        __cached__=spec.cached,
+    )
+    _execute(code, main.__dict__, config)
+
+
+def _execute(code: CodeType, main_globals: dict, config: Config) -> None:
+    session.start_explicit(config, main_globals, code.co_filename)
+    try:
+        exec(code, main_globals)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        _report_unhandled(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            _die_of_sigint()
+        raise SystemExit(1) from None
+
+
+def _report_unhandled(exc: BaseException) -> None:
+    """Print the traceback as Python would, without chkpt's frames in it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    sys.last_exc = exc
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
+    sys.excepthook(type(exc), exc, tb)
+
+
+def _die_of_sigint() -> None:
+    """Python ends an unhandled KeyboardInterrupt by killing itself with SIGINT: do the same."""
+    import atexit
+    import signal
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)

@@ -1,0 +1,238 @@
+"""The driver of one traced process: decides when checkpoints are taken.
+
+A Session ties the effective config, the monitor (periodic safe points) and the process's
+exit paths (atexit for normal exit, sys.exit and unhandled exceptions; SIGTERM; the
+explicit API) to the checkpoint writer. Everything here is on the start-up path of every
+traced script, so it only imports what Python has already loaded; capture, serialization
+and the store are imported at the first checkpoint.
+
+Forked children (multiprocessing's fork, os.fork) never checkpoint: the session switches
+itself off in the child, so a child can never write into its parent's run.
+"""
+
+from __future__ import annotations
+
+import _signal
+import atexit
+import os
+import sys
+import time
+
+from chkpt import activation, guard
+from chkpt import config as config_module
+from chkpt.monitor import Monitor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType, FrameType, TracebackType
+    from typing import Any
+
+    from chkpt.checkpoint import Writer
+    from chkpt.config import Config
+
+_active: Session | None = None
+
+
+def active() -> Session | None:
+    """The session watching this process, if chkpt is on."""
+    if _active is None or guard.disabled or _active.closed:
+        return None
+    return _active
+
+
+class Session:
+    """Everything chkpt does for one traced process."""
+
+    def __init__(self, config: Config, main_globals: dict, argv: list[str]) -> None:
+        self.config = config
+        self.main_globals = main_globals
+        self.argv = list(argv)
+        self.target_file: str | None = None
+        self.started = time.time()
+        self.exit_status: Any = None
+        self.closed = False
+        self.tracked: dict[str, Any] = {}
+        self._pause_depth = 0
+        self._busy = False
+        self._last_checkpoint = time.monotonic()
+        self._writer: Writer | None = None
+        self.monitor = Monitor(main_globals, self._on_safe_point)
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Hook the exit paths and start the periodic timer."""
+        global _active
+        _active = self
+        guard.on_disable(self.close)
+        atexit.register(self._at_exit)
+        os.register_at_fork(after_in_child=self._in_forked_child)
+        if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, self._on_sigterm)
+        self._wrap_sys_exit()
+        self.monitor.start_timer(self.config.interval, self._on_tick)
+
+    def _wrap_sys_exit(self) -> None:
+        """Remember the status given to sys.exit: atexit cannot see it otherwise."""
+        original = sys.exit
+        session = self
+
+        def exit(status: object = None) -> None:
+            session.exit_status = status
+            original(status)
+
+        exit.__doc__ = original.__doc__
+        sys.exit = exit
+
+    def close(self) -> None:
+        """Stop watching; later triggers do nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        self.monitor.close()
+        if _signal.getsignal(_signal.SIGTERM) == self._on_sigterm:
+            _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+
+    def _in_forked_child(self) -> None:
+        self._writer = None  # the parent's open run must never be written by a child
+        self.close()
+
+    # -- the user's API -------------------------------------------------------------------------
+
+    def explicit_snapshot(self, label: str) -> None:
+        self.take("explicit", sys._getframe(2), label=label)
+
+    def track(self, obj: Any, name: str) -> None:
+        self.tracked[name] = obj
+
+    def pause(self) -> None:
+        self._pause_depth += 1
+
+    def resume(self) -> None:
+        self._pause_depth = max(0, self._pause_depth - 1)
+
+    # -- triggers -------------------------------------------------------------------------------
+
+    def _on_tick(self, frame: FrameType | None) -> None:
+        try:
+            due = time.monotonic() - self._last_checkpoint >= self.config.interval * 0.9
+            if due and not self._busy and not self._pause_depth and not self.closed:
+                self.monitor.request_safe_point(frame)
+        except Exception as exc:
+            guard.fail(exc, "periodic checkpoint")
+
+    def _on_safe_point(self, frame: FrameType) -> None:
+        if not self._pause_depth:
+            self.take("periodic", frame)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.take("signal", frame, label="SIGTERM", final_status="killed")
+        self.close()
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGTERM)
+
+    def _at_exit(self) -> None:
+        exc = getattr(sys, "last_exc", None)
+        if exc is not None and self._died_of(exc):
+            self.take("crash", None, exc=exc, final_status="crashed")
+        else:
+            self.take("exit", None, final_status="finished")
+        self.close()
+
+    def _died_of(self, exc: BaseException) -> bool:
+        """Whether `exc` is the exception the script itself died of (not one shown by a REPL)."""
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals is self.main_globals:
+                return True
+            tb = tb.tb_next
+        return False
+
+    # -- taking a checkpoint --------------------------------------------------------------------
+
+    def target_frames(self, frame: FrameType | None, tb: TracebackType | None) -> list[FrameType]:
+        """Frames of the target file, innermost first, from a stack or a traceback."""
+        frames: list[FrameType] = []
+        if tb is not None:
+            while tb is not None:
+                frames.append(tb.tb_frame)
+                tb = tb.tb_next
+            frames.reverse()
+        while frame is not None:
+            frames.append(frame)
+            frame = frame.f_back
+        target = self.target_file
+        return [f for f in frames if f.f_code.co_filename == target or f.f_globals is self.main_globals]
+
+    def take(
+        self,
+        trigger: str,
+        frame: FrameType | None,
+        *,
+        label: str = "",
+        exc: BaseException | None = None,
+        final_status: str | None = None,
+    ) -> None:
+        """Take one checkpoint now; chkpt's own failure never reaches the user's code."""
+        if self.closed or self._busy:
+            return
+        self._busy = True
+        try:
+            from chkpt.checkpoint import Writer
+
+            if self._writer is None:
+                self._writer = Writer(self)
+            frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
+            self._writer.write(trigger, frames, label=label, exc=exc)
+            if final_status is not None:
+                self._writer.finish(final_status, exc=exc, exit_status=self.exit_status)
+        except Exception as error:
+            guard.fail(error, f"the {trigger} checkpoint")
+        finally:
+            self._busy = False
+            self._last_checkpoint = time.monotonic()
+
+
+def _warn_config(config: Config) -> None:
+    for warning in config.warnings:
+        guard.warn(warning)
+
+
+def start_for_script(path: str) -> Session | None:
+    """Autoload for `python path.py`: watch it if it is a user script."""
+    config = config_module.load(os.path.dirname(path))
+    _warn_config(config)
+    if activation.decide(path, config) is not None:
+        return None
+    session = Session(config, sys.modules["__main__"].__dict__, sys.argv)
+    session.target_file = path
+    session.begin()
+    return session
+
+
+def start_for_module(module: str) -> Session | None:
+    """Autoload for `python -m module`: the file is known when runpy starts it."""
+    config = config_module.load(os.getcwd())
+    _warn_config(config)
+    session = Session(config, sys.modules["__main__"].__dict__, ["-m", module, *sys.argv[1:]])
+
+    def on_main_start(code: CodeType) -> bool:
+        if activation.decide(code.co_filename, config) is not None:
+            session.close()
+            return False
+        session.target_file = code.co_filename
+        session.argv = list(sys.argv)
+        return True
+
+    session.monitor.watch_for_main_start(on_main_start)
+    session.begin()
+    return session
+
+
+def start_explicit(config: Config, main_globals: dict, target_file: str) -> Session:
+    """For the runner (`python -m chkpt script.py`): watch whatever it is given."""
+    _warn_config(config)
+    session = Session(config, main_globals, sys.argv)
+    session.target_file = target_file
+    session.begin()
+    return session

@@ -1,0 +1,106 @@
+"""SPEC §3 activation rules, one test each, every one in a real interpreter of this venv."""
+
+from __future__ import annotations
+
+import sysconfig
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import python, runs, write
+
+MAKES_DATA = """\
+import sys
+import numpy as np
+big = np.ones(200_000)
+print(any(m.startswith('chkpt') for m in sys.modules))
+"""
+
+
+def test_file_script_is_traced(env, work):
+    write(work, "job.py", MAKES_DATA)
+    assert python(["job.py"], env, work).stdout == "True\n"
+    assert [r["script"] for r in runs(env, work)] == [str(work / "job.py")]
+
+
+def test_script_in_a_subdirectory_by_relative_path(env, work):
+    write(work, "sub/job.py", MAKES_DATA)
+    python(["./sub/../sub/job.py"], env, work)
+    assert runs(env, work)[0]["script_name"] == "job.py"
+
+
+def test_user_module_under_dash_m_is_traced(env, work):
+    write(work, "pkg/__init__.py", "")
+    write(work, "pkg/helper.py", "FACTOR = 3\n")
+    write(work, "pkg/mod.py", "from .helper import FACTOR\n" + MAKES_DATA + "print(__name__, FACTOR)\n")
+    result = python(["-m", "pkg.mod"], env, work)
+    assert result.stdout == "True\n__main__ 3\n", result.stderr
+    assert runs(env, work)[0]["script"] == str(work / "pkg" / "mod.py")
+
+
+def test_dash_c_is_not_traced_and_imports_nothing(env, work):
+    result = python(["-c", MAKES_DATA], env, work)
+    assert result.stdout == "False\n"
+    assert runs(env, work) == []
+
+
+def test_stdin_is_not_traced(env, work):
+    assert python(["-"], env, work, stdin=MAKES_DATA).stdout == "False\n"
+    assert runs(env, work) == []
+
+
+def test_repl_is_not_traced(env, work):
+    result = python(["-i"], env, work, stdin=MAKES_DATA)
+    assert "False" in result.stdout
+    assert runs(env, work) == []
+
+
+@pytest.fixture
+def site_module():
+    """A module that makes data, installed into this venv's site-packages for one test."""
+    name = f"chkpt_test_tool_{uuid.uuid4().hex[:8]}"
+    path = Path(sysconfig.get_paths()["purelib"]) / f"{name}.py"
+    path.write_text(MAKES_DATA)
+    yield name, path
+    path.unlink()
+
+
+def test_programs_inside_the_interpreter_prefix_are_not_traced(env, work, site_module):
+    name, path = site_module
+    assert python(["-m", name], env, work).returncode == 0
+    assert python([str(path)], env, work).returncode == 0
+    assert runs(env, work) == []
+
+
+def test_pytest_is_never_traced(env, work):
+    write(work, "test_data.py", """
+        import numpy as np
+        big = np.ones(200_000)
+        def test_x():
+            assert big.sum() == 200_000
+    """)
+    result = python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_data.py"], env, work)
+    assert "1 passed" in result.stdout, result.stdout + result.stderr
+    assert runs(env, work) == []
+
+
+def test_include_glob_traces_a_program_inside_the_prefix(env, work, site_module):
+    name, path = site_module
+    env["CHKPT_INCLUDE"] = f"{name}.py"
+    python([str(path)], env, work)
+    assert [r["script"] for r in runs(env, work)] == [str(path)]
+
+
+def test_exclude_glob_keeps_a_user_script_untraced(env, work):
+    write(work, "scratch_job.py", MAKES_DATA)
+    write(work, "chkpt.toml", 'exclude = ["scratch_*.py"]\n')
+    assert python(["scratch_job.py"], env, work).stdout == "True\n"
+    assert runs(env, work) == []
+
+
+def test_exclude_glob_with_a_path(env, work):
+    write(work, "tmp/job.py", MAKES_DATA)
+    env["CHKPT_EXCLUDE"] = str(work / "tmp") + "/*"
+    python(["tmp/job.py"], env, work)
+    assert runs(env, work) == []

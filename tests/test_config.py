@@ -1,0 +1,160 @@
+"""SPEC §3a: every config layer, its precedence, `chkpt config`, and bad input."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chkpt import config as config_module
+from chkpt import paths
+from conftest import chkpt, chkpt_json, python, runs, write
+
+SCRIPT = "import numpy as np\nsmall = np.ones(300)\nprint('ran')\n"  # 2.4 KB of data
+
+
+def user_config(env, text):
+    path = os.path.join(env["XDG_CONFIG_HOME"], "chkpt", "config.toml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def effective(env, work):
+    return chkpt_json(["config"], env, work)
+
+
+def test_defaults_come_from_the_builtin_layer(env, work):
+    shown = effective(env, work)
+    assert shown["interval"] == {"value": 60.0, "source": "default"}
+    assert shown["min_size"]["value"] == 1024
+    assert shown["modules"]["value"][:2] == ["numpy", "pandas"]
+
+
+def test_user_file_overrides_defaults(env, work):
+    path = user_config(env, 'interval = "5m"\nmax_store_size = "5GiB"\n')
+    shown = effective(env, work)
+    assert shown["interval"] == {"value": 300.0, "source": f"user file {path}"}
+    assert shown["max_store_size"]["value"] == 5 * 1024**3
+
+
+def test_project_pyproject_overrides_user_file(env, work):
+    user_config(env, 'interval = "5m"\n')
+    write(work, "pyproject.toml", '[project]\nname = "x"\n\n[tool.chkpt]\ninterval = 10\n')
+    write(work, "sub/deeper/job.py", SCRIPT)
+    shown = chkpt_json(["config", "--script-dir", str(work / "sub" / "deeper")], env, work)
+    assert shown["interval"] == {"value": 10.0,
+                                 "source": f"project file {work / 'pyproject.toml'}"}
+
+
+def test_chkpt_toml_wins_over_pyproject_in_the_same_directory(env, work):
+    write(work, "pyproject.toml", "[tool.chkpt]\ninterval = 10\n")
+    write(work, "chkpt.toml", "interval = 20\n")
+    assert effective(env, work)["interval"]["value"] == 20.0
+
+
+def test_env_overrides_project(env, work):
+    write(work, "chkpt.toml", "min_size = 0\n")
+    env["CHKPT_MIN_SIZE"] = "64KiB"
+    shown = effective(env, work)
+    assert shown["min_size"] == {"value": 65536, "source": "env CHKPT_MIN_SIZE"}
+
+
+def test_runner_options_override_env(env, work):
+    write(work, "job.py", SCRIPT)
+    env["CHKPT_MIN_SIZE"] = "1MiB"  # would make `small` too small to save
+    python(["-m", "chkpt", "--min-size", "0", "job.py"], env, work)
+    assert runs(env, work)[0]["checkpoints"] == 1
+
+
+def test_project_layer_changes_what_a_script_saves(env, work):
+    write(work, "job.py", SCRIPT)
+    python(["job.py"], env, work)
+    assert len(runs(env, work)) == 1
+    write(work, "pyproject.toml", '[tool.chkpt]\nmin_size = "1MiB"\n')
+    python(["job.py"], env, work)
+    assert len(runs(env, work)) == 1  # too small now: the second run saved nothing
+
+
+def test_every_key_has_an_env_variable(work):
+    samples = {"interval": "7s", "dir": "/tmp/elsewhere", "keep": "3", "modules": "numpy,torch",
+               "include": "a*.py", "exclude": "b*.py", "include_names": "x*",
+               "exclude_names": "y*"}
+    for key in config_module.SETTINGS:
+        variable = f"CHKPT_{key.upper()}"
+        loaded = config_module.load(str(work), environ={variable: samples.get(key, "3KiB")})
+        assert loaded.sources[key] == f"env {variable}", key
+        assert loaded.warnings == []
+
+
+def test_syntax_error_warns_once_names_the_file_and_the_script_runs(env, work):
+    path = user_config(env, 'interval = "5m\n')
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work)
+    assert result.returncode == 0 and result.stdout == "ran\n"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and path in lines[0] and "not valid TOML" in lines[0]
+    assert runs(env, work)[0]["checkpoints"] == 1  # defaults were used
+
+
+def test_unknown_key_warns_with_a_suggestion(env, work):
+    path = user_config(env, "intervall = 5\n")
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work)
+    assert result.stdout == "ran\n"
+    assert result.stderr == (f"chkpt: {path}: unknown key 'intervall' (ignored); "
+                             "did you mean 'interval'?\n")
+
+
+def test_wrong_type_warns_names_key_and_keeps_default(env, work):
+    write(work, "pyproject.toml", "[tool.chkpt]\nmax_object_size = [1]\n")
+    result = chkpt(["config"], env, work)
+    assert "max_object_size" in result.stderr and "pyproject.toml" in result.stderr
+    assert effective(env, work)["max_object_size"]["source"] == "default"
+
+
+def test_bad_env_value_warns_and_keeps_lower_layer(env, work):
+    env["CHKPT_INTERVAL"] = "soon"
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work)
+    assert result.stdout == "ran\n"
+    assert "CHKPT_INTERVAL" in result.stderr and "soon" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("64KiB", 65536), ("250MB", 250_000_000), ("5GiB", 5 * 1024**3), (1024, 1024), ("0", 0),
+])
+def test_sizes(text, expected):
+    assert config_module.parse_size(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), (1.5, 1.5), ("500ms", 0.5),
+])
+def test_durations(text, expected):
+    assert config_module.parse_duration(text) == expected
+
+
+def test_xdg_dirs_match_platformdirs(monkeypatch, tmp_path):
+    import platformdirs
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "c"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "k"))
+    assert paths.user_config_dir() == platformdirs.user_config_dir("chkpt", appauthor=False)
+    assert paths.user_cache_dir() == platformdirs.user_cache_dir("chkpt", appauthor=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert paths.user_config_dir() == platformdirs.user_config_dir("chkpt", appauthor=False)
+    assert paths.user_cache_dir() == platformdirs.user_cache_dir("chkpt", appauthor=False)
+
+
+def test_example_config_lists_every_key_with_its_default():
+    import tomllib
+
+    here = os.path.dirname(os.path.dirname(__file__))
+    with open(os.path.join(here, "config.example.toml"), "rb") as handle:
+        example = tomllib.load(handle)
+    assert set(example) == set(config_module.SETTINGS)
+    for key, setting in config_module.SETTINGS.items():
+        assert setting.parse(example[key]) == setting.parse(setting.default), key

@@ -57,7 +57,13 @@ class Writer:
             "host": os.uname().nodename if hasattr(os, "uname") else "",
             "started": session.started,
         }
-        return self.store.create_run(meta)
+        run = self.store.create_run(meta)
+        if session.source is not None:
+            digest, written = self.store.put_blob(session.source)
+            self.run_bytes += written
+            run.meta["source"] = {"hash": digest, "size": len(session.source)}
+            run.save_meta()
+        return run
 
     def write(
         self, trigger: str, frames: list[FrameType], *, label: str = "",

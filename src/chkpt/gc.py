@@ -103,6 +103,9 @@ def survey(store: Store, report: Report) -> list[RunInfo]:
             meta = {"id": run_id, "status": "corrupt", "script": None}
             last_used = 0.0
         blobs: dict[str, int] = {}
+        source = meta.get("source")
+        if isinstance(source, dict) and "hash" in source:
+            blobs[source["hash"]] = int(source.get("size", 0))
         for index in store.checkpoint_indexes(run_id):
             try:
                 blobs.update(checkpoint_blobs(store.read_checkpoint(run_id, index)))

@@ -48,6 +48,7 @@ class Session:
         self.main_globals = main_globals
         self.argv = list(argv)
         self.target_file: str | None = None
+        self.source: bytes | None = None  # the script as it was when it started
         self.started = time.time()
         self.exit_status: Any = None
         self.closed = False
@@ -59,6 +60,15 @@ class Session:
         self.monitor = Monitor(main_globals, self._on_safe_point)
 
     # -- lifetime -----------------------------------------------------------------------------
+
+    def set_target(self, path: str) -> None:
+        """The file being watched; its source is kept as it is now (it may be edited later)."""
+        self.target_file = path
+        try:
+            with open(path, "rb") as handle:
+                self.source = handle.read()
+        except OSError:
+            self.source = None
 
     def begin(self) -> None:
         """Hook the exit paths and start the periodic timer."""
@@ -205,7 +215,7 @@ def start_for_script(path: str) -> Session | None:
     if activation.decide(path, config) is not None:
         return None
     session = Session(config, sys.modules["__main__"].__dict__, sys.argv)
-    session.target_file = path
+    session.set_target(path)
     session.begin()
     return session
 
@@ -220,7 +230,7 @@ def start_for_module(module: str) -> Session | None:
         if activation.decide(code.co_filename, config) is not None:
             session.close()
             return False
-        session.target_file = code.co_filename
+        session.set_target(code.co_filename)
         session.argv = list(sys.argv)
         return True
 
@@ -233,6 +243,6 @@ def start_explicit(config: Config, main_globals: dict, target_file: str) -> Sess
     """For the runner (`python -m chkpt script.py`): watch whatever it is given."""
     _warn_config(config)
     session = Session(config, main_globals, sys.argv)
-    session.target_file = target_file
+    session.set_target(target_file)
     session.begin()
     return session

@@ -13,6 +13,14 @@ with every event off. When a periodic checkpoint falls due:
    reached too. LINE is switched off at once and the checkpoint is taken at that line,
    between two statements of the user's code.
 
+Resume points: a due checkpoint first arms the module code only and waits for a top-level
+statement boundary or the header of a top-level loop between two iterations (told apart
+from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
+`chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
+seconds of module-level lines gives way to the next module line; when the module frame does
+not run a line for a whole interval (the script is deep inside one long function call), the
+next tick arms every code object of the file and the checkpoint is taken in that function.
+
 For `python -m pkg.mod` the main module's file is known only once runpy starts it: a
 global PY_START callback waits for the code that runs in __main__'s namespace, then switches
 itself off (every other code object costs one callback, then DISABLE).
@@ -22,19 +30,57 @@ from __future__ import annotations
 
 import _signal
 import _thread
+import os
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import CodeType, FrameType
+    from typing import Any
 
 _mon = sys.monitoring
 _LINE = _mon.events.LINE
 _PY_START = _mon.events.PY_START
 _PREFERRED_TOOL_IDS = (4, 3, 5, 2)
+BOUNDARY_PATIENCE = 2.0
 # Delivered only through interrupt_main, never by the OS; a signal no program uses.
 SIGNUM = getattr(_signal, "SIGRTMAX", getattr(_signal, "SIGVTALRM", 26))
+
+
+def _other_threads() -> int:
+    """OS threads besides the calling one, as CPython counts them for its fork warning."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[17]) - 1  # num_threads, field 20 of stat(5)
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+class _ForkWarningFilter:
+    """A warnings filter entry that matches only CPython's fork-with-threads warning
+    (warnings calls `.match(text)` on a filter's message object, so no regex is needed)."""
+
+    def __init__(self) -> None:
+        self.entry = ("ignore", self, DeprecationWarning, None, 0)
+
+    def match(self, text: str) -> bool:
+        return text.startswith("This process (pid=") and "is multi-threaded, use of " in text
+
+    def install(self, warnings: Any) -> None:
+        if self.entry not in warnings.filters:
+            warnings.filters.insert(0, self.entry)
+            warnings._filters_mutated()
+
+    def remove(self, warnings: Any) -> None:
+        if self.entry in warnings.filters:
+            warnings.filters.remove(self.entry)
+            warnings._filters_mutated()
+
+
+_FORK_WARNING_FILTER = _ForkWarningFilter()
 
 
 def _claim_tool_id() -> int:
@@ -54,16 +100,39 @@ def nested_codes(code: CodeType) -> list[CodeType]:
     return found
 
 
+def top_level_boundaries(source: bytes) -> dict[int, str]:
+    """line → "statement", "for" or "while" for each top-level statement of a module."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    lines: dict[int, str] = {}
+    for statement in tree.body:
+        decorators = getattr(statement, "decorator_list", [])
+        lines[min([statement.lineno, *(d.lineno for d in decorators)])] = "statement"
+        if isinstance(statement, ast.For | ast.AsyncFor):
+            lines[statement.lineno] = "for"
+        elif isinstance(statement, ast.While):
+            lines[statement.lineno] = "while"
+    return lines
+
+
 class Monitor:
     """Arms LINE events on the target file's code on request; nothing runs otherwise."""
 
-    def __init__(self, main_globals: dict, on_safe_point: Callable[[FrameType], None]) -> None:
+    def __init__(self, main_globals: dict,
+                 on_safe_point: Callable[[FrameType, dict[str, object]], None]) -> None:
         self.main_globals = main_globals
         self.target_file: str | None = None
         self._on_safe_point = on_safe_point
         self._tool = _claim_tool_id()
         self._codes: list[CodeType] = []
         self._armed = False
+        self._waiting_for_boundary = False
+        self._boundaries: Callable[[], dict[int, str]] = dict
+        self._armed_at = 0.0
         self._timer_stop: _thread.LockType | None = None
         self._stopped = False
         _mon.register_callback(self._tool, _LINE, self._on_line)
@@ -97,17 +166,30 @@ class Monitor:
 
     # -- arming -------------------------------------------------------------------------------
 
-    def request_safe_point(self, frame: FrameType | None) -> None:
-        """Have the next line run in the target file call back (main thread only)."""
-        if self._stopped or self._armed:
+    def request_safe_point(self, frame: FrameType | None,
+                           boundaries: Callable[[], dict[int, str]]) -> None:
+        """Have the target file call back at its next resume point, or else its next line.
+
+        Runs in a signal handler, possibly in the middle of an import: it only sets events.
+        `boundaries()` (the top-level statement and loop lines) is called later, from the
+        LINE callback, where the script sits between two of its own statements.
+        """
+        if self._stopped:
             return
         if not self._codes:
             self._find_main_code(frame)
             if not self._codes:
                 return
-        for code in self._codes:
-            _mon.set_local_events(self._tool, code, _LINE)
-        self._armed = True
+        if not self._armed:
+            self._boundaries = boundaries
+            self._waiting_for_boundary = True
+            self._armed_at = time.monotonic()
+            _mon.set_local_events(self._tool, self._codes[0], _LINE)
+            self._armed = True
+        elif self._waiting_for_boundary:  # a whole interval without a module line
+            self._waiting_for_boundary = False
+            for code in self._codes:
+                _mon.set_local_events(self._tool, code, _LINE)
 
     def disarm(self) -> None:
         if not self._armed:
@@ -117,8 +199,24 @@ class Monitor:
             _mon.set_local_events(self._tool, code, 0)
 
     def _on_line(self, code: CodeType, line: int) -> None:
+        frame = sys._getframe(1)
+        position: dict[str, object] = {"frame": "module" if code is self._codes[0] else "function",
+                                       "boundary": None}
+        if self._waiting_for_boundary:
+            kind = self._boundaries().get(line)
+            if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
+                return  # keep waiting for a top-level statement or loop boundary
+            if kind == "for":
+                import opcode
+
+                at_next_item = code.co_code[frame.f_lasti] == opcode.opmap["FOR_ITER"]
+                kind = "loop" if at_next_item else "statement"
+            elif kind == "while":
+                kind = "loop"
+            position["boundary"] = kind
+        position["resumable"] = position["boundary"] is not None
         self.disarm()
-        self._on_safe_point(sys._getframe(1))
+        self._on_safe_point(frame, position)
 
     # -- the periodic timer ---------------------------------------------------------------------
 
@@ -138,6 +236,28 @@ class Monitor:
                 _thread.interrupt_main(SIGNUM)
 
         _thread.start_new_thread(sleep_and_interrupt, ())
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent)
+
+    def _before_fork(self) -> None:
+        """Python 3.12+ warns after fork() when the process has other OS threads, counted
+        after the fork (when libraries such as OpenBLAS have stopped theirs): chkpt's timer
+        thread must not cause that warning. It is filtered out from here on, and let
+        through again after the fork if plain Python would have warned too."""
+        if self._stopped or _other_threads() < 0:
+            return
+        import warnings
+
+        _FORK_WARNING_FILTER.install(warnings)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._stopped or _other_threads() <= 1:  # only the timer: plain Python is silent
+            return
+        import warnings
+
+        _FORK_WARNING_FILTER.remove(warnings)
+        if sys.version_info < (3, 13):  # 3.12 warned before this hook, into the filter
+            warnings.warn(f"This process (pid={os.getpid()}) is multi-threaded, use of fork() "
+                          "may lead to deadlocks in the child.", DeprecationWarning, stacklevel=2)
 
     # -- shutting down --------------------------------------------------------------------------
 

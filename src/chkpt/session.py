@@ -57,6 +57,7 @@ class Session:
         self._busy = False
         self._last_checkpoint = time.monotonic()
         self._writer: Writer | None = None
+        self._boundary_lines: dict[int, str] | None = None
         self.monitor = Monitor(main_globals, self._on_safe_point)
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -80,6 +81,7 @@ class Session:
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
             _signal.signal(_signal.SIGTERM, self._on_sigterm)
         self._wrap_sys_exit()
+        self._watch_thread_crashes()
         self.monitor.start_timer(self.config.interval, self._on_tick)
 
     def _wrap_sys_exit(self) -> None:
@@ -93,6 +95,30 @@ class Session:
 
         exit.__doc__ = original.__doc__
         sys.exit = exit
+
+    def _watch_thread_crashes(self) -> None:
+        """Checkpoint when a thread dies of an exception, through threading.excepthook.
+
+        `threading` costs milliseconds to import, so when the script has not imported it
+        yet, a one-shot import hook wraps the hook the moment the script does.
+        """
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            self._wrap_threading_excepthook(threading)
+        else:
+            sys.meta_path.insert(0, _ThreadingImportHook(self._wrap_threading_excepthook))
+
+    def _wrap_threading_excepthook(self, threading: Any) -> None:
+        original = threading.excepthook
+        session = self
+
+        def excepthook(args: Any) -> None:
+            if args.exc_type is not SystemExit and args.exc_value is not None:
+                name = getattr(args.thread, "name", "?")
+                session.take("crash", None, exc=args.exc_value, label=f"thread {name}")
+            original(args)
+
+        threading.excepthook = excepthook
 
     def close(self) -> None:
         """Stop watching; later triggers do nothing."""
@@ -125,15 +151,23 @@ class Session:
 
     def _on_tick(self, frame: FrameType | None) -> None:
         try:
-            due = time.monotonic() - self._last_checkpoint >= self.config.interval * 0.9
+            due = time.monotonic() - self._last_checkpoint >= self.config.interval * 0.5
             if due and not self._busy and not self._pause_depth and not self.closed:
-                self.monitor.request_safe_point(frame)
+                self.monitor.request_safe_point(frame, self._boundaries)
         except Exception as exc:
             guard.fail(exc, "periodic checkpoint")
 
-    def _on_safe_point(self, frame: FrameType) -> None:
+    def _boundaries(self) -> dict[int, str]:
+        """The script's top-level statement and loop lines (parsed once, at the first need)."""
+        if self._boundary_lines is None:
+            from chkpt.monitor import top_level_boundaries
+
+            self._boundary_lines = top_level_boundaries(self.source) if self.source else {}
+        return self._boundary_lines
+
+    def _on_safe_point(self, frame: FrameType, position: dict[str, Any]) -> None:
         if not self._pause_depth:
-            self.take("periodic", frame)
+            self.take("periodic", frame, position=position)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.take("signal", frame, label="SIGTERM", final_status="killed")
@@ -182,6 +216,7 @@ class Session:
         label: str = "",
         exc: BaseException | None = None,
         final_status: str | None = None,
+        position: dict[str, Any] | None = None,
     ) -> None:
         """Take one checkpoint now; chkpt's own failure never reaches the user's code."""
         if self.closed or self._busy:
@@ -193,7 +228,10 @@ class Session:
             if self._writer is None:
                 self._writer = Writer(self)
             frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
-            self._writer.write(trigger, frames, label=label, exc=exc)
+            if position is None and frames:
+                position = {"frame": "module" if frames[0].f_code.co_name == "<module>" else "function",
+                            "boundary": None, "resumable": False}
+            self._writer.write(trigger, frames, label=label, exc=exc, position=position)
             if final_status is not None:
                 self._writer.finish(final_status, exc=exc, exit_status=self.exit_status)
         except Exception as error:
@@ -201,6 +239,36 @@ class Session:
         finally:
             self._busy = False
             self._last_checkpoint = time.monotonic()
+
+
+class _ThreadingImportHook:
+    """A meta path finder that only waits for `threading`, calls back once it has loaded,
+    and removes itself; every other import costs it one method call."""
+
+    def __init__(self, on_loaded: Any) -> None:
+        self.on_loaded = on_loaded
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "threading":
+            return None
+        sys.meta_path.remove(self)
+        finder = sys.modules["_frozen_importlib_external"].PathFinder
+        spec = finder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+        on_loaded = self.on_loaded
+
+        def exec_then_hook(module: Any) -> None:
+            exec_module(module)
+            try:
+                on_loaded(module)
+            except Exception as exc:
+                guard.fail(exc, "watching threads")
+
+        loader.exec_module = exec_then_hook
+        return spec
 
 
 def _warn_config(config: Config) -> None:

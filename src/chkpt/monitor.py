@@ -230,6 +230,9 @@ class Monitor:
         self._timer_stop = stop
 
         def sleep_and_interrupt() -> None:
+            # Signals sent to the process must reach the main thread: Python's own exit
+            # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
             while not stop.acquire(timeout=interval):
                 if self._stopped:
                     return

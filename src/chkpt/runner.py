@@ -109,15 +109,8 @@ def _report_unhandled(exc: BaseException) -> None:
 
 
 def _die_of_sigint() -> None:
-    """Python ends an unhandled KeyboardInterrupt by killing itself with SIGINT: do the same."""
+    """Python ends an unhandled KeyboardInterrupt by running atexit, then dying of SIGINT."""
     import atexit
-    import signal
 
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
+    session.die_of_sigint()

@@ -179,9 +179,12 @@ class Session:
         exc = getattr(sys, "last_exc", None)
         if exc is not None and self._died_of(exc):
             self.take("crash", None, exc=exc, final_status="crashed")
+            self.close()
+            if isinstance(exc, KeyboardInterrupt):
+                die_of_sigint()
         else:
             self.take("exit", None, final_status="finished")
-        self.close()
+            self.close()
 
     def _died_of(self, exc: BaseException) -> bool:
         """Whether `exc` is the exception the script itself died of (not one shown by a REPL)."""
@@ -269,6 +272,22 @@ class _ThreadingImportHook:
 
         loader.exec_module = exec_then_hook
         return spec
+
+
+def die_of_sigint() -> None:
+    """End the process as Python does after an unhandled KeyboardInterrupt (killed by SIGINT).
+
+    Python does it after the atexit handlers, but an import inside an atexit handler (as a
+    first checkpoint makes) turns its exit status into 1; chkpt's handler runs last, so it
+    ends the process itself, the same way.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGINT)
 
 
 def _warn_config(config: Config) -> None:

@@ -1,0 +1,229 @@
+"""The checkpoint engine (SPEC §5): when checkpoints are taken, from which frames, and that
+nothing runs between them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from conftest import PYTHON, chkpt_json, python, runs, write
+
+
+def checkpoints(env, work, ref="latest"):
+    return chkpt_json(["show", ref], env, work)["checkpoints"]
+
+
+def loaded(env, work, ref: str, expression: str) -> str:
+    """Evaluate `expression` over a checkpoint (as `c`) in a fresh interpreter."""
+    code = f"from chkpt import api\nrun, sel = api.resolve({ref!r})\nc = run.checkpoint(sel)\nprint({expression})"
+    result = python(["-c", code], env, work)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_no_event_is_enabled_between_checkpoints(env, work):
+    write(work, "probe.py", """
+        import sys
+        mon = sys.monitoring
+        tool = next(t for t in range(6) if mon.get_tool(t) == "chkpt")
+        here = sys._getframe().f_code
+        print(mon.get_events(tool), mon.get_local_events(tool, here))
+    """)
+    assert python(["probe.py"], env, work).stdout == "0 0\n"
+
+
+def test_periodic_checkpoints_reach_a_top_level_loop_that_is_already_running(env, work):
+    write(work, "spin.py", """
+        import time
+        import numpy as np
+        state = np.zeros(1000)
+        i = 0
+        start = time.time()
+        while time.time() - start < 1.5:
+            i += 1
+            state[0] = i
+    """)
+    env["CHKPT_INTERVAL"] = "0.2"
+    assert python(["spin.py"], env, work).returncode == 0
+    periodic = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
+    assert len(periodic) >= 3
+    assert all(c["function"] == "<module>" and 7 <= c["line"] <= 9 for c in periodic)
+    counts = [float(loaded(env, work, f"latest@{c['index']}", "c.load('state')[0]")) for c in periodic]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+
+
+def test_loop_iterations_of_the_script_are_resume_points(env, work):
+    write(work, "train.py", """
+        import time
+        import numpy as np
+        losses = np.zeros(1000)
+        def train(epoch):
+            t = time.time()
+            while time.time() - t < 0.02:
+                pass
+            return 1.0 / (epoch + 1)
+        for epoch in range(60):
+            losses[epoch] = train(epoch)
+    """)
+    env["CHKPT_INTERVAL"] = "0.2"
+    python(["train.py"], env, work)
+    periodic = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
+    assert periodic
+    for checkpoint in periodic:
+        assert (checkpoint["line"], checkpoint["frame"], checkpoint["boundary"]) == (10, "module", "loop")
+        assert checkpoint["resumable"] is True
+        assert "epoch" in {v["name"] for v in checkpoint["variables"]}
+
+
+def test_deep_in_a_function_the_checkpoint_holds_the_locals_of_every_frame(env, work):
+    write(work, "deep.py", """
+        import time
+        import numpy as np
+        def inner(buf):
+            scratch = buf * 3
+            t = time.time()
+            while time.time() - t < 1.2:
+                pass
+        def outer():
+            big = np.ones(3000)
+            inner(big * 2)
+        outer()
+    """)
+    env["CHKPT_INTERVAL"] = "0.15"
+    python(["deep.py"], env, work)
+    in_function = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
+    assert in_function, "no periodic checkpoint while the script sat in a function"
+    last = in_function[-1]
+    assert (last["function"], last["frame"], last["resumable"]) == ("inner", "function", False)
+    names = {v["name"]: v["scope"] for v in last["variables"]}
+    assert names["buf"] == "local of inner" and names["scratch"] == "local of inner"
+    assert names["big"] == "local of outer"
+
+
+def test_snapshot_track_and_paused(env, work):
+    write(work, "api.py", """
+        import time
+        import chkpt
+        import numpy as np
+        data = np.ones(5000)
+        settings = {"lr": 0.1}
+        chkpt.track(settings, "settings")
+        chkpt.snapshot("loaded")
+        with chkpt.paused():
+            t = time.time()
+            while time.time() - t < 0.8:
+                data += 1
+        print("done")
+    """)
+    env["CHKPT_INTERVAL"] = "0.1"
+    assert python(["api.py"], env, work).stdout == "done\n"
+    taken = checkpoints(env, work)
+    explicit = [c for c in taken if c["trigger"] == "explicit"]
+    assert [(c["label"], c["line"]) for c in explicit] == [("loaded", 8)]
+    assert "settings" in {v["name"] for v in explicit[0]["variables"]}  # tracked: saved though tiny
+    assert not [c for c in taken if c["trigger"] == "periodic" and 9 <= c["line"] <= 12]
+
+
+def test_snapshot_and_track_do_nothing_without_chkpt(env, work):
+    write(work, "api.py", """
+        import chkpt
+        chkpt.track([1], "x")
+        chkpt.snapshot("s")
+        with chkpt.paused():
+            print("ok")
+    """)
+    env["CHKPT"] = "0"
+    assert python(["api.py"], env, work).stdout == "ok\n"
+
+
+def test_sigterm_writes_a_final_checkpoint_and_dies_as_plain_python_would(env, work):
+    write(work, "serve.py", """
+        import time
+        import numpy as np
+        model = np.ones(10_000)
+        print("ready", flush=True)
+        while True:
+            model += 1
+            time.sleep(0.01)
+    """)
+    for extra in ({"CHKPT": "0"}, {}):
+        process = subprocess.Popen([PYTHON, "serve.py"], cwd=work, env=dict(env, **extra),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert (process.returncode, out, err) == (-signal.SIGTERM, "", "")
+    (run,) = runs(env, work)
+    assert run["status"] == "killed"
+    last = checkpoints(env, work)[-1]
+    assert (last["trigger"], last["label"]) == ("signal", "SIGTERM")
+    assert "model" in {v["name"] for v in last["variables"]}
+
+
+def test_a_handler_the_script_installs_for_sigterm_stays_in_charge(env, work):
+    write(work, "graceful.py", """
+        import signal, sys, time
+        import numpy as np
+        model = np.ones(10_000)
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.01)
+    """)
+    process = subprocess.Popen([PYTHON, "graceful.py"], cwd=work, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 7
+    (run,) = runs(env, work)
+    assert (run["status"], run["exit_code"]) == ("finished", 7)
+    assert checkpoints(env, work)[-1]["trigger"] == "exit"
+
+
+def test_keyboard_interrupt_counts_as_a_crash(env, work):
+    write(work, "ki.py", "import numpy as np\nx = np.ones(5000)\nraise KeyboardInterrupt\n")
+    result = python(["ki.py"], env, work)
+    assert result.returncode == -signal.SIGINT
+    (run,) = runs(env, work)
+    assert (run["status"], run["exception"]) == ("crashed", "KeyboardInterrupt")
+
+
+def test_exit_status_of_sys_exit_is_recorded(env, work):
+    write(work, "bye.py", "import sys\nimport numpy as np\nx = np.ones(5000)\nsys.exit(3)\n")
+    assert python(["bye.py"], env, work).returncode == 3
+    (run,) = runs(env, work)
+    assert (run["status"], run["exit_code"]) == ("finished", 3)
+
+
+def test_a_crash_in_another_thread_is_checkpointed_and_the_run_goes_on(env, work):
+    write(work, "worker.py", """
+        import threading
+        import numpy as np
+        def work(n):
+            partial = np.full(4000, n)
+            raise ValueError("worker failed")
+        t = threading.Thread(target=work, args=(5,), name="w1")
+        t.start()
+        t.join()
+        result = np.ones(4000)
+    """)
+    python(["worker.py"], env, work)
+    taken = checkpoints(env, work)
+    crash = next(c for c in taken if c["trigger"] == "crash")
+    assert (crash["label"], crash["function"], crash["line"]) == ("thread w1", "work", 6)
+    assert {"partial", "n"} <= {v["name"] for v in crash["variables"]}
+    assert taken[-1]["trigger"] == "exit"
+    assert runs(env, work)[0]["status"] == "finished"
+
+
+def test_an_internal_failure_switches_chkpt_off_with_one_warning(env, work):
+    blocker = work / "not-a-directory"
+    blocker.write_text("")
+    env["CHKPT_DIR"] = str(blocker / "store")
+    write(work, "job.py", "import numpy as np\nx = np.ones(5000)\nprint('fine')\nraise SystemExit(4)\n")
+    result = python(["job.py"], env, work)
+    assert (result.returncode, result.stdout) == (4, "fine\n")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chkpt: ") and "chkpt is off" in lines[0]

@@ -31,6 +31,18 @@ if TYPE_CHECKING:
     from chkpt.config import Config
 
 _active: Session | None = None
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_CODE_TYPE_NAMES = frozenset({"module", "function", "builtin_function_or_method", "type", "method"})
+
+
+def _plainly_not_data(value: object, min_size: int) -> bool:
+    """Code, or a builtin scalar or string smaller than min_size (no import needed to tell)."""
+    cls = type(value)
+    if cls.__module__ != "builtins" or isinstance(value, _CONTAINERS):
+        return False
+    if cls.__name__ in _CODE_TYPE_NAMES or isinstance(value, int | float | complex | type(None)):
+        return True
+    return isinstance(value, str | bytes) and sys.getsizeof(value) < min_size
 
 
 def active() -> Session | None:
@@ -197,6 +209,25 @@ class Session:
 
     # -- taking a checkpoint --------------------------------------------------------------------
 
+    def _nothing_to_save(self) -> bool:
+        """Whether every global is plainly not data (code, small builtin values).
+
+        A script that made no data then exits without importing the checkpoint machinery
+        (tens of milliseconds); anything else is left to the real capture to judge.
+        """
+        if self.tracked:
+            return False
+        limit = self.config.min_size
+        for name, value in self.main_globals.items():
+            if name.startswith("__") or _plainly_not_data(value, limit):
+                continue
+            if isinstance(value, _CONTAINERS) and len(value) <= 100 and sys.getsizeof(value) < limit:
+                items = value.values() if isinstance(value, dict) else value
+                if all(_plainly_not_data(item, limit) for item in items):
+                    continue
+            return False
+        return True
+
     def target_frames(self, frame: FrameType | None, tb: TracebackType | None) -> list[FrameType]:
         """Frames of the target file, innermost first, from a stack or a traceback."""
         frames: list[FrameType] = []
@@ -223,6 +254,9 @@ class Session:
     ) -> None:
         """Take one checkpoint now; chkpt's own failure never reaches the user's code."""
         if self.closed or self._busy:
+            return
+        if trigger == "exit" and self._writer is None and self._nothing_to_save():
+            self.close()
             return
         self._busy = True
         try:

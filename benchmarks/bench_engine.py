@@ -1,0 +1,146 @@
+"""Engine overhead beside plain Python (SPEC §9 rows 1-4), measured side by side.
+
+Two fresh venvs of the same interpreter with numpy and pandas: one plain, one with chkpt
+installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each
+workload runs alternately in both, many times, and the medians are compared. The loop and
+call workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
+with 8 MB of arrays to save), and also under the seed prototype's approach (global LINE
+events with a filename check in the callback) as the reference row.
+
+    python benchmarks/bench_engine.py [--repeat 15] [--interval 0.25] [--markdown]
+
+Run it with the Python to measure (3.12 or 3.13); the venvs are cached in
+benchmarks/.venvs/<version>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+VENVS = REPO / "benchmarks" / ".venvs" / VERSION
+
+WORKLOADS = {
+    "empty": "",
+    "import_numpy_pandas": "import numpy\nimport pandas\n",
+    "loop_10m": (
+        "import numpy as np\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "total = 0\nfor i in range(10_000_000):\n    total += i\n"
+    ),
+    "calls_1m": (
+        "import numpy as np\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "def small(a, b):\n    return a + b\n"
+        "total = 0\nfor i in range(1_000_000):\n    total = small(total, i)\n"
+    ),
+}
+
+SEED_RUNNER = '''
+import sys
+target = sys.argv[1]
+sys.argv = sys.argv[1:]
+mon = sys.monitoring
+def on_line(code, line):
+    if code.co_filename != target:
+        return
+mon.use_tool_id(5, "seed")
+mon.register_callback(5, mon.events.LINE, on_line)
+mon.set_events(5, mon.events.LINE)
+code = compile(open(target).read(), target, "exec")
+exec(code, {"__name__": "__main__", "__file__": target})
+'''
+
+
+def make_venvs() -> tuple[Path, Path]:
+    """(plain, with_chkpt) interpreters, built once per Python version."""
+    plain, traced = VENVS / "plain", VENVS / "chkpt"
+    stamp = VENVS / "stamp"
+    want = (REPO / "pyproject.toml").read_text() + "".join(
+        p.read_text() for p in sorted((REPO / "src" / "chkpt").glob("*.py")))
+    if stamp.exists() and stamp.read_text() == want:
+        return plain / "bin" / "python", traced / "bin" / "python"
+    shutil.rmtree(VENVS, ignore_errors=True)
+    for venv in (plain, traced):
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy", "pandas"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([str(traced / "bin" / "python"), "-m", "pip", "install", "-q", str(REPO)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stamp.write_text(want)
+    return plain / "bin" / "python", traced / "bin" / "python"
+
+
+def timed(args: list[str], env: dict[str, str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def compare(variants: dict[str, list[str]], env: dict[str, str], cwd: str, repeat: int) -> dict[str, float]:
+    """Median wall time of each variant, run alternately so drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for args in variants.values():  # warm the page cache
+        timed(args, env, cwd)
+    for _ in range(repeat):
+        for name, args in variants.items():
+            times[name].append(timed(args, env, cwd))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def count_checkpoints(chkpt_python: Path, env: dict[str, str], cwd: str) -> float:
+    chkpt = chkpt_python.parent / "chkpt"
+    runs = json.loads(subprocess.run([str(chkpt), "ls", "--json", "-n", "1000"], env=env, cwd=cwd,
+                                     capture_output=True, text=True, check=True).stdout)
+    return statistics.mean(r["checkpoints"] for r in runs) if runs else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--interval", default="0.25")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args()
+    plain, traced = make_venvs()
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHKPT")}
+        env.update(HOME=work, XDG_CONFIG_HOME=f"{work}/config", CHKPT_DIR=f"{work}/store",
+                   CHKPT_INTERVAL=args.interval)
+        Path(work, "seed_runner.py").write_text(SEED_RUNNER)
+        medians = compare({"plain": [str(plain), "-c", "pass"], "chkpt": [str(traced), "-c", "pass"]},
+                          env, work, args.repeat * 3)
+        rows.append(("python -c pass", medians["plain"], medians["chkpt"], None, ""))
+        for name, source in WORKLOADS.items():
+            script = Path(work, f"{name}.py")
+            script.write_text(source)
+            variants = {"plain": [str(plain), script.name], "chkpt": [str(traced), script.name]}
+            if name in ("loop_10m", "calls_1m"):
+                variants["seed"] = [str(plain), "seed_runner.py", str(script)]
+            shutil.rmtree(f"{work}/store", ignore_errors=True)
+            repeat = args.repeat * (3 if name == "empty" else 1)
+            medians = compare(variants, env, work, repeat)
+            note = ""
+            if name in ("loop_10m", "calls_1m"):
+                note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"
+            rows.append((f"script: {name}", medians["plain"], medians["chkpt"], medians.get("seed"), note))
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeat}+ alternated runs, "
+          f"CHKPT_INTERVAL={args.interval}")
+    header = "| workload | plain | chkpt | ratio | seed prototype | seed ratio | notes |"
+    print(header)
+    print("|" + "---|" * 7)
+    for label, base, ours, seed, note in rows:
+        seed_cells = f"{seed * 1000:.1f} ms | {seed / base:.2f}x" if seed else "- | -"
+        print(f"| {label} | {base * 1000:.1f} ms | {ours * 1000:.1f} ms | {ours / base:.3f}x | {seed_cells} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -213,6 +213,51 @@ def _read_toml(path: str) -> dict[str, Any] | str:
         return f"cannot be read ({exc.strerror}); the file is ignored"
 
 
+def _parsed_cache_path(path: str) -> str:
+    return os.path.join(paths.user_cache_dir(), "parsed-config", path.replace(os.sep, "%") + ".marshal")
+
+
+def _read_settings(path: str, table: str | None) -> dict[str, Any] | str:
+    """The chkpt settings of a TOML file (a whole file, or its [tool.chkpt] table).
+
+    Importing tomllib costs milliseconds at every script start, so the settings are cached
+    (marshal, keyed by the file's mtime and size) in the user cache dir and parsed again
+    only when the file changes.
+    """
+    import marshal
+
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror}); the file is ignored"
+    key = (info.st_mtime_ns, info.st_size)
+    cache = _parsed_cache_path(path)
+    try:
+        with open(cache, "rb") as handle:
+            cached_key, settings = marshal.load(handle)
+        if tuple(cached_key) == key:
+            return settings
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    data = _read_toml(path)
+    if isinstance(data, str):
+        return data
+    settings = data.get("tool", {}).get("chkpt") if table else data
+    if settings is None:
+        settings = {}
+    elif not isinstance(settings, dict):
+        return "[tool.chkpt] must be a table (ignored)"
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            marshal.dump((key, settings), handle)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):
+        pass  # a read-only or odd cache dir only costs the parse next time
+    return settings
+
+
 def find_project_file(start_dir: str) -> tuple[str, str] | None:
     """(path, kind) of the nearest chkpt.toml or pyproject.toml at or above start_dir."""
     current = os.path.abspath(start_dir)
@@ -235,18 +280,11 @@ def _layer_file(config: Config, path: str, source: str, table: str | None) -> No
                     return  # the common case: a pyproject without chkpt settings
         except OSError:
             return
-    data = _read_toml(path)
-    if isinstance(data, str):
-        config.warnings.append(f"{path}: {data}")
+    settings = _read_settings(path, table)
+    if isinstance(settings, str):
+        config.warnings.append(f"{path}: {settings}")
         return
-    if table is not None:
-        section = data.get("tool", {}).get("chkpt")
-        if not isinstance(section, dict):
-            if section is not None:
-                config.warnings.append(f"{path}: [tool.chkpt] must be a table (ignored)")
-            return
-        data = section
-    config.apply(data, source, origin=path)
+    config.apply(settings, source, origin=path)
 
 
 def load(

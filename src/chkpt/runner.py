@@ -32,23 +32,22 @@ def _fresh_main() -> types.ModuleType:
     return main
 
 
-def _script_code(path: str) -> tuple[CodeType, str]:
+def _script_code(path: str) -> CodeType:
     filename = os.path.join(os.getcwd(), path)  # as CPython names the main code
     try:
         with open(path, "rb") as handle:
             source = handle.read()
     except OSError as exc:
         raise UsageError(f"can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}") from None
-    return compile(source, filename, "exec", dont_inherit=True), filename
+    return compile(source, filename, "exec", dont_inherit=True)
 
 
-def run_script(path: str, args: list[str], config: Config) -> None:
-    """Run the file at `path` as __main__ under a session; returns only via SystemExit."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "__main__.py")
-    code, filename = _script_code(path)
+def prepare_script(path: str, args: list[str]) -> dict:
+    """A fresh __main__ for the script at `path`, and sys.argv / sys.path[0] as
+    `python path args…` sets them; returns the module's globals."""
     import importlib.machinery
 
+    filename = os.path.join(os.getcwd(), path)  # as CPython names the main code
     main = _fresh_main()
     main.__dict__.update(
         __file__=filename,
@@ -59,7 +58,15 @@ def run_script(path: str, args: list[str], config: Config) -> None:
     )
     sys.argv[:] = [path, *args]
     sys.path[0] = os.path.dirname(filename)
-    _execute(code, main.__dict__, config)
+    return main.__dict__
+
+
+def run_script(path: str, args: list[str], config: Config) -> None:
+    """Run the file at `path` as __main__ under a session; returns only via SystemExit."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "__main__.py")
+    code = _script_code(path)
+    execute(code, prepare_script(path, args), config)
 
 
 def run_module(module: str, args: list[str], config: Config) -> None:
@@ -81,26 +88,28 @@ def run_module(module: str, args: list[str], config: Config) -> None:
         __package__=spec.parent,
         __cached__=spec.cached,
     )
-    _execute(code, main.__dict__, config)
+    execute(code, main.__dict__, config)
 
 
-def _execute(code: CodeType, main_globals: dict, config: Config) -> None:
-    session.start_explicit(config, main_globals, code.co_filename)
+def execute(code: CodeType, main_globals: dict, config: Config, run_meta: dict | None = None) -> None:
+    """Run `code` in `main_globals` under a new session, with Python's exit semantics."""
+    session.start_explicit(config, main_globals, code.co_filename, run_meta)
     try:
         exec(code, main_globals)
     except SystemExit:
         raise
     except BaseException as exc:
-        _report_unhandled(exc)
+        report_unhandled(exc)
         if isinstance(exc, KeyboardInterrupt):
             _die_of_sigint()
         raise SystemExit(1) from None
 
 
-def _report_unhandled(exc: BaseException) -> None:
-    """Print the traceback as Python would, without chkpt's frames in it."""
+def report_unhandled(exc: BaseException) -> None:
+    """Print the traceback as Python would, without chkpt's own frames at its top."""
+    package = os.path.dirname(__file__) + os.sep
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(package):
         tb = tb.tb_next
     exc.__traceback__ = tb
     sys.last_exc = exc

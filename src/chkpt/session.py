@@ -65,6 +65,7 @@ class Session:
         self.exit_status: Any = None
         self.closed = False
         self.tracked: dict[str, Any] = {}
+        self.run_meta: dict[str, Any] = {}  # extra run metadata (e.g. resumed_from)
         self._pause_depth = 0
         self._busy = False
         self._last_checkpoint = time.monotonic()
@@ -242,6 +243,18 @@ class Session:
         target = self.target_file
         return [f for f in frames if f.f_code.co_filename == target or f.f_globals is self.main_globals]
 
+    def _position(self, trigger: str, frames: list[FrameType],
+                  position: dict[str, Any] | None) -> dict[str, Any]:
+        """Where the checkpoint stands: module or function frame, resume boundary, and the
+        script's frames outermost first (resume finds the running top-level statement there)."""
+        if position is None:
+            at_top = bool(frames) and frames[0].f_code.co_name == "<module>"
+            position = {"frame": "module" if at_top else "function", "boundary": None,
+                        # a top-level snapshot() is a resume point (right after it)
+                        "resumable": at_top and trigger == "explicit"}
+        position["stack"] = [{"function": f.f_code.co_name, "line": f.f_lineno} for f in reversed(frames)]
+        return position
+
     def take(
         self,
         trigger: str,
@@ -265,10 +278,8 @@ class Session:
             if self._writer is None:
                 self._writer = Writer(self)
             frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
-            if position is None and frames:
-                position = {"frame": "module" if frames[0].f_code.co_name == "<module>" else "function",
-                            "boundary": None, "resumable": False}
-            self._writer.write(trigger, frames, label=label, exc=exc, position=position)
+            self._writer.write(trigger, frames, label=label, exc=exc,
+                               position=self._position(trigger, frames, position))
             if final_status is not None:
                 self._writer.finish(final_status, exc=exc, exit_status=self.exit_status)
         except Exception as error:
@@ -360,10 +371,15 @@ def start_for_module(module: str) -> Session | None:
     return session
 
 
-def start_explicit(config: Config, main_globals: dict, target_file: str) -> Session:
-    """For the runner (`python -m chkpt script.py`): watch whatever it is given."""
+def start_explicit(config: Config, main_globals: dict, target_file: str,
+                   run_meta: dict | None = None) -> Session:
+    """For the runner (`python -m chkpt script.py`): watch whatever it is given.
+
+    `run_meta` adds fields to the run's metadata (resume records `resumed_from`).
+    """
     _warn_config(config)
     session = Session(config, main_globals, sys.argv)
+    session.run_meta = dict(run_meta or {})
     session.set_target(target_file)
     session.begin()
     return session

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports 
 if TYPE_CHECKING:
     from typing import Any
 
-    from chkpt.api import Run
+    from chkpt.api import Checkpoint, Run
 
 __version__ = "0.1.0"
 __all__ = ["history", "load", "paused", "runs", "snapshot", "track"]
@@ -55,21 +55,33 @@ class paused:
 
 
 def runs(script: str | None = None) -> list[Run]:
-    """Runs in the store, newest first; `script` keeps those of one script (name or path)."""
+    """Runs in the store, newest first; `script` keeps those of one script (name or path).
+
+    A run has `.checkpoints` (each with `.variables`, `.load(name)`, `[name]`), and
+    `.checkpoint("crash")` / `.checkpoint(3)` picks one.
+    """
     from chkpt import api
 
     return api.runs(script)
 
 
-def load(name: str, run: str | None = None, script: str | None = None) -> Any:
-    """Load variable `name` from a checkpoint (default: the latest of this directory's script)."""
+def load(name: str, run: str | Run | None = None, script: str | None = None) -> Any:
+    """Load variable `name` as last saved.
+
+    By default from the latest run of a script in the current directory that saved it;
+    `script="train.py"` picks that script's latest run, `run` a run or checkpoint by
+    reference ("latest", "3fa2", "latest:train.py@crash") or a `Run` from `runs()`.
+    Names as `chkpt show` lists them: "df", "model.weights", "results['train']".
+    """
     from chkpt import api
 
     return api.load(name, run=run, script=script)
 
 
-def history(name: str, run: str | None = None, script: str | None = None) -> list[tuple[Any, Any]]:
-    """Every saved version of variable `name` in one run, as (checkpoint, value) pairs."""
+def history(name: str, run: str | Run | None = None,
+            script: str | None = None) -> list[tuple[Checkpoint, Any]]:
+    """Every saved version of variable `name` in one run, oldest first, as (checkpoint,
+    value) pairs; the run is chosen as for `load`."""
     from chkpt import api
 
     return api.history(name, run=run, script=script)

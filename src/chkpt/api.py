@@ -2,11 +2,16 @@
 
 Used by the CLI and by notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`). Listing
 reads only the small JSON files; a variable's data is read when it is loaded, large arrays
-memory-mapped.
+memory-mapped (copy-on-write: changing the loaded array never changes the store).
 
-References (SPEC §7): `latest`, `latest:analysis.py`, a run id or id prefix, each optionally
-followed by `@N` (checkpoint index), `@crash`, `@exit`, `@signal`, `@first` or `@last`
+References (SPEC §7): `latest`, `latest:analysis.py`, a run id or id prefix, or a script
+name (its latest run), each optionally followed by `@N` (checkpoint index; negative counts
+from the end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last`
 (the default).
+
+Variable names are those `chkpt show` lists: `df`, `model.weights`, `results['train']`
+(either quote style), `frames[3]`, and `step:batch` for a local of function `step` whose
+name clashes with another variable.
 
 Loading unpickles data: only ever point chkpt at your own store.
 """
@@ -14,6 +19,7 @@ Loading unpickles data: only ever point chkpt at your own store.
 from __future__ import annotations
 
 import os
+import time
 
 from chkpt import config as config_module
 from chkpt import serialize
@@ -23,13 +29,34 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit")
+
 
 class NotFound(LookupError):
     """A run, checkpoint or variable that does not exist; the message names it."""
 
 
+class LoadError(Exception):
+    """A saved value that cannot be turned back into an object; the message says which and why."""
+
+
 def default_store() -> Store:
     return Store(config_module.load(os.getcwd()).store_dir)
+
+
+def shape_text(shape: list[int] | None) -> str:
+    """[1000, 10] → "1000x10"."""
+    return "x".join(map(str, shape)) if shape else ""
+
+
+def canonical_name(name: str) -> str:
+    """The spelling capture saves a path under: `results["train"]` → `results['train']`, so
+    that any spelling of the same path (quote style, spaces) names the same variable."""
+    from chkpt import capture
+
+    name = name.strip()
+    path = capture.parse_path(name)
+    return capture.path_name(*path) if path else name
 
 
 class Variable:
@@ -45,20 +72,45 @@ class Variable:
         self.dtype: str | None = entry.get("dtype")
         self.scope: str = entry.get("scope", "global")
 
-    def load(self) -> Any:
+    def load(self, parts: dict[str, Any] | None = None) -> Any:
+        """The value; buffers of 1 MiB or more are memory-mapped, not read.
+
+        A container saved with its parts on their own (`results`, `model`) loads them too;
+        `parts` keeps a part reachable by two paths one object.
+        """
         store = self.checkpoint.run.store
         stream_ref = self.entry["pickle"]
         stream = store.read_blob(stream_ref["hash"], stream_ref.get("size"))
         buffers = [store.read_blob(b["hash"], b.get("size")) for b in self.entry["buffers"]]
         store.touch_run(self.checkpoint.run.id)
-        return serialize.loads(stream, buffers)
+        parts = {} if parts is None else parts
+
+        def resolve(name: str) -> Any:  # NotFound makes the part a placeholder with the reason
+            if name not in parts:
+                reasons = [s["reason"] for s in self.checkpoint.skipped if s["name"] == name]
+                if reasons:
+                    raise NotFound(reasons[0])
+                parts[name] = self.checkpoint.variable(name).load(parts)
+            return parts[name]
+
+        try:
+            return serialize.loads(stream, buffers, resolve)
+        except Exception as exc:
+            hint = ""
+            if "__main__" in str(exc):
+                hint = " (its class is defined in the script, which is not imported here)"
+            raise LoadError(f"cannot load {self.name} from {self.checkpoint.ref}: "
+                            f"{type(exc).__name__}: {exc}{hint}") from None
 
     def __repr__(self) -> str:
-        return f"<Variable {self.name} {self.type} {self.size} B>"
+        from chkpt.fmt import human_size
+
+        details = " ".join(filter(None, [self.type, shape_text(self.shape), self.dtype or ""]))
+        return f"<Variable {self.name}: {details}, {human_size(self.size)}>"
 
 
 class Checkpoint:
-    """One checkpoint's manifest."""
+    """One checkpoint's manifest: when and where it was taken, what it saved and skipped."""
 
     def __init__(self, run: Run, manifest: dict[str, Any]) -> None:
         self.run = run
@@ -69,24 +121,67 @@ class Checkpoint:
         self.file: str | None = manifest.get("file")
         self.line: int | None = manifest.get("line")
         self.function: str | None = manifest.get("function")
-        self.label: str = manifest.get("label", "")
+        self.label: str = manifest.get("label") or ""
+        self.exception: str | None = manifest.get("exception")
         self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
         self.aliases: dict[str, str] = manifest.get("aliases", {})
         self.variables = [Variable(self, v) for v in manifest.get("variables", [])]
 
+    @property
+    def ref(self) -> str:
+        """A reference that names this checkpoint: `RUN@N`."""
+        return f"{self.run.id}@{self.index}"
+
+    @property
+    def where(self) -> str:
+        """"analysis.py:42", with " in f()" inside a function."""
+        if not self.line:
+            return "-"
+        inside = f" in {self.function}()" if self.function and self.function != "<module>" else ""
+        return f"{os.path.basename(self.file or self.run.script)}:{self.line}{inside}"
+
+    @property
+    def size(self) -> int:
+        """Bytes of the values saved (shared or unchanged data counted in full)."""
+        return sum(v.size for v in self.variables)
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a value can be loaded by: saved names, then aliases."""
+        return [v.name for v in self.variables] + list(self.aliases)
+
     def variable(self, name: str) -> Variable:
+        name = canonical_name(name)
         name = self.aliases.get(name, name)
         for variable in self.variables:
             if variable.name == name:
                 return variable
-        raise NotFound(f"no variable {name!r} in {self.run.id}@{self.index}"
-                       f"{_closest(name, [v.name for v in self.variables])}")
+        hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
+        raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 
     def load(self, name: str) -> Any:
-        return self.variable(name).load()
+        """A saved value, or a value inside one (`results['train']['x']`, `model.weights`)."""
+        try:
+            return self.variable(name).load()
+        except NotFound:
+            from chkpt import capture
+
+            path = capture.parse_path(name)
+            for cut in range(len(path[1]) - 1, -1, -1) if path else ():
+                prefix = capture.path_name(path[0], path[1][:cut])
+                if prefix in self:
+                    return capture.follow(self.variable(prefix).load(), path[1][cut:])
+            raise
+
+    def __getitem__(self, name: str) -> Any:
+        return self.load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and canonical_name(name) in self.names
 
     def __repr__(self) -> str:
-        return f"<Checkpoint {self.run.id}@{self.index} {self.trigger} line {self.line}>"
+        return (f"<Checkpoint {self.ref} {self.trigger} at {self.where}, "
+                f"{len(self.variables)} variables>")
 
 
 class Run:
@@ -100,7 +195,9 @@ class Run:
         self.status: str = meta.get("status", "?")
         self.started: float = float(meta.get("started") or 0)
         self.ended: float | None = meta.get("ended")
+        self.exception: str | None = meta.get("exception")
         self._checkpoints: list[Checkpoint] | None = None
+        self._blobs: dict[str, int] | None = None
         self.problems: list[str] = []
 
     @property
@@ -117,17 +214,41 @@ class Run:
         return self._checkpoints
 
     @property
+    def blobs(self) -> dict[str, int]:
+        """hash → size of the data blobs this run refers to (read from manifests only)."""
+        if self._blobs is None:
+            from chkpt.gc import checkpoint_blobs
+
+            self._blobs = {}
+            for checkpoint in self.checkpoints:
+                self._blobs.update(checkpoint_blobs(checkpoint.manifest))
+        return self._blobs
+
+    @property
     def size(self) -> int:
         """Bytes of the distinct blobs this run refers to."""
-        from chkpt.gc import checkpoint_blobs
+        return sum(self.blobs.values())
 
-        blobs: dict[str, int] = {}
-        for checkpoint in self.checkpoints:
-            blobs.update(checkpoint_blobs(checkpoint.manifest))
-        return sum(blobs.values())
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end: to now while it runs, to its last checkpoint if it died
+        without recording an end (SIGKILL), so it ran at least that long."""
+        if not self.started:
+            return None
+        if self.ended:
+            return float(self.ended) - self.started
+        if self.status == "running":
+            return max(0.0, time.time() - self.started)
+        last = self.checkpoints[-1].time if self.checkpoints else None
+        return last - self.started if last else None
+
+    @property
+    def crash(self) -> Checkpoint | None:
+        """The checkpoint taken where the run died, if it crashed."""
+        return next((c for c in reversed(self.checkpoints) if c.trigger == "crash"), None)
 
     def checkpoint(self, selector: str | int | None = None) -> Checkpoint:
-        """By index, or "crash", "exit", "signal", "first", "last" (default)."""
+        """By index (negative: from the end), or "crash", "exit", "signal", "first", "last" (default)."""
         checkpoints = self.checkpoints
         if not checkpoints:
             raise NotFound(f"run {self.id} has no readable checkpoint")
@@ -147,102 +268,162 @@ class Run:
         for checkpoint in reversed(checkpoints):
             if checkpoint.trigger == selector:
                 return checkpoint
-        triggers = ", ".join(sorted({c.trigger for c in checkpoints}))
-        raise NotFound(f"run {self.id} has no {selector} checkpoint (it has: {triggers})")
+        triggers = ", ".join(dict.fromkeys(c.trigger for c in checkpoints))
+        raise NotFound(f"run {self.id} ({os.path.basename(self.script)}, {self.status}) has no "
+                       f"{selector} checkpoint (it has: {triggers}){self._elsewhere(str(selector))}")
+
+    def _elsewhere(self, trigger: str) -> str:
+        """A hint naming the newest other run of this script that has a `trigger` checkpoint."""
+        if trigger not in TRIGGER_SELECTORS:
+            return ""
+        for other in runs(self.script, self.store):
+            if other.id != self.id and any(c.trigger == trigger for c in other.checkpoints):
+                return f"; the latest run of it with one is {other.id}@{trigger}"
+        return ""
 
     def __repr__(self) -> str:
-        return f"<Run {self.id} {os.path.basename(self.script)} {self.status}>"
+        from chkpt.fmt import human_size, plural, relative_time
+
+        return (f"<Run {self.id} {os.path.basename(self.script)} {self.status}, started "
+                f"{relative_time(self.started)}, {plural(len(self.checkpoints), 'checkpoint')}, "
+                f"{human_size(self.size)}>")
 
 
 def _closest(name: str, candidates: list[str]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, candidates, n=3)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.5)
     return f"; closest: {', '.join(close)}" if close else ""
 
 
 def all_runs(store: Store, problems: list[str] | None = None) -> list[Run]:
-    """Every readable run, newest first."""
-    runs = []
+    """Every readable run, newest first; unreadable ones are described in `problems`."""
+    found = []
     for run_id in store.run_ids():
         try:
-            runs.append(Run(store, store.read_run(run_id)))
+            found.append(Run(store, store.read_run(run_id)))
         except FileNotFoundError:
             continue  # being created, or debris gc will remove
         except StoreError as exc:
             if problems is not None:
                 problems.append(str(exc))
-    runs.sort(key=lambda r: r.started, reverse=True)
-    return runs
+    found.sort(key=lambda r: r.started, reverse=True)
+    return found
 
 
-def _matches_script(run: Run, script: str) -> bool:
+def matches_script(run: Run, script: str) -> bool:
+    """Whether `run` is of `script`: its path (relative to the cwd) or its file name."""
     return run.script == os.path.abspath(script) or os.path.basename(run.script) == script
 
 
 def runs(script: str | None = None, store: Store | None = None) -> list[Run]:
     """Runs, newest first; `script` (a file name or path) keeps one script's runs."""
     found = all_runs(store or default_store())
-    return [r for r in found if script is None or _matches_script(r, script)]
+    return [r for r in found if script is None or matches_script(r, script)]
 
 
 def resolve(ref: str | None, store: Store | None = None,
             script: str | None = None) -> tuple[Run, str | None]:
     """The run a reference names, and its checkpoint selector (after "@")."""
     store = store or default_store()
-    ref = ref or "latest"
-    run_part, _, selector = ref.partition("@")
+    run_part, _, selector = (ref or "latest").strip().partition("@")
     found = runs(script, store)
-    if run_part.startswith("latest"):
-        wanted_script = run_part.partition(":")[2]
-        if wanted_script:
-            found = [r for r in found if _matches_script(r, wanted_script)]
+    if run_part in ("", "latest") or run_part.startswith("latest:"):
+        wanted = run_part.partition(":")[2]
+        matching = [r for r in found if matches_script(r, wanted)] if wanted else found
+        if matching:
+            return matching[0], selector or None
         if not found:
-            what = f"script {wanted_script or script}" if (wanted_script or script) else "any"
-            raise NotFound(f"no run of {what} in {store.root}")
-        return found[0], selector or None
+            where = f" of {script}" if script else ""
+            raise NotFound(f"no runs{where} in {store.root} yet (run a script with chkpt installed)")
+        raise NotFound(f"no run of {wanted} in {store.root}{_closest(wanted, _script_names(found))}")
     matching = [r for r in found if r.id.startswith(run_part)]
     if len(matching) == 1:
         return matching[0], selector or None
-    if not matching:
-        raise NotFound(f"no run {run_part!r} in {store.root}"
-                       f"{_closest(run_part, [r.id for r in found])}")
-    ids = ", ".join(r.id for r in matching[:5])
-    raise NotFound(f"run prefix {run_part!r} is ambiguous ({ids})")
+    if len(matching) > 1:
+        ids = ", ".join(r.id for r in matching[:5])
+        raise NotFound(f"run prefix {run_part!r} is ambiguous ({ids})")
+    by_script = [r for r in found if matches_script(r, run_part)]
+    if by_script:
+        return by_script[0], selector or None
+    close = _closest(run_part, [r.id for r in found] + _script_names(found))
+    if not close and found:
+        close = "; latest: " + ", ".join(f"{r.id} ({os.path.basename(r.script)})" for r in found[:3])
+    raise NotFound(f"no run {run_part!r} in {store.root}{close}")
+
+
+def _script_names(found: list[Run]) -> list[str]:
+    return [os.path.basename(r.script) for r in found]
 
 
 def _runs_here(store: Store) -> list[Run]:
+    """Runs of scripts in the current directory, or started from it, newest first."""
     cwd = os.getcwd()
     return [r for r in runs(None, store)
             if os.path.dirname(r.script) == cwd or r.meta.get("cwd") == cwd]
 
 
-def load(name: str, run: str | None = None, script: str | None = None,
-         store: Store | None = None) -> Any:
-    """Variable `name` from a run's checkpoint (default: the latest run here that has it)."""
-    store = store or default_store()
+def _candidate_runs(run: str | Run | None, script: str | None, store: Store) -> list[tuple[Run, str | None]]:
+    """The runs `load`/`history` look in, newest first, each with its checkpoint selector."""
+    if isinstance(run, Run):
+        return [(run, None)]
     if run is not None or script is not None:
-        found, selector = resolve(run, store, script)
-        return found.checkpoint(selector).load(name)
-    for candidate in _runs_here(store):
-        try:
-            return candidate.checkpoint().load(name)
-        except NotFound:
-            continue
-    raise NotFound(f"no run of a script in {os.getcwd()} saved {name!r}")
+        return [resolve(run, store, script)]
+    return [(r, None) for r in _runs_here(store)]
 
 
-def history(name: str, run: str | None = None, script: str | None = None,
-            store: Store | None = None) -> list[tuple[Checkpoint, Any]]:
-    """Every saved version of `name` in one run, oldest first."""
+def _not_saved_here(name: str, store: Store) -> NotFound:
+    elsewhere = runs(None, store)[:3]
+    hint = ""
+    if elsewhere:
+        hint = "; pass script= or run= (latest runs: " + ", ".join(
+            f"{r.id} {os.path.basename(r.script)}" for r in elsewhere) + ")"
+    return NotFound(f"no run of a script in {os.getcwd()} saved {name!r}{hint}")
+
+
+def _never_saved(run: Run, name: str) -> NotFound:
+    name = canonical_name(name)
+    names = [n for checkpoint in run.checkpoints for n in checkpoint.names]
+    return NotFound(f"run {run.id} never saved {name!r}{_closest(name, names)}")
+
+
+def load(name: str, run: str | Run | None = None, script: str | None = None,
+         store: Store | None = None) -> Any:
+    """Variable `name` as last saved: by the run named (a reference or Run) or the latest
+    run of `script`; by default the latest run of a script in the current directory that
+    saved it. A reference with "@" picks the checkpoint; else the newest that has `name`."""
     store = store or default_store()
-    found, _ = resolve(run, store, script)
-    versions = []
-    for checkpoint in found.checkpoints:
-        try:
-            versions.append((checkpoint, checkpoint.load(name)))
-        except NotFound:
-            continue
-    if not versions:
-        raise NotFound(f"run {found.id} never saved {name!r}")
-    return versions
+    candidates = _candidate_runs(run, script, store)
+    for found, selector in candidates:
+        if selector:
+            return found.checkpoint(selector).load(name)
+        for checkpoint in reversed(found.checkpoints):
+            try:
+                return checkpoint.load(name)
+            except NotFound:
+                continue
+        if run is not None or script is not None:
+            raise _never_saved(found, name)
+    raise _not_saved_here(name, store)
+
+
+def history(name: str, run: str | Run | None = None, script: str | None = None,
+            store: Store | None = None) -> list[tuple[Checkpoint, Any]]:
+    """Every saved version of `name` in one run, oldest first, as (checkpoint, value) pairs.
+
+    The run: as named by `run` or `script`, by default the latest run of a script in the
+    current directory that saved `name`.
+    """
+    store = store or default_store()
+    for found, _ in _candidate_runs(run, script, store):
+        versions = []
+        for checkpoint in found.checkpoints:
+            try:
+                versions.append((checkpoint, checkpoint.load(name)))
+            except NotFound:
+                continue
+        if versions:
+            return versions
+        if run is not None or script is not None:
+            raise _never_saved(found, name)
+    raise _not_saved_here(name, store)

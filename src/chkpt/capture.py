@@ -1,43 +1,63 @@
 """Finds the salient objects of a scope and names them (SPEC §4, §7).
 
 Input: the script's globals and the locals of its frames. Output: the values to save, each
-under a Python-like path (`df`, `model.weights`, `results["train"]`, `frames[3]`), and the
-values skipped with the reason. Data objects nested in user objects and builtin containers
-are found to a bounded depth and number of visited objects; an object reachable by two
-names is saved once (the second name is an alias).
+under a Python-like path (`df`, `model.weights`, `results["train"]`, `frames[3]`), the
+values skipped with the reason, and names that alias an already saved value.
+
+Nested data: builtin containers and the attributes of objects are walked, to a bounded
+depth and number of visited objects, to find the data objects inside; each is saved on its
+own under its path. The container or object it was found in (`results`, `model`) is saved
+too, as a *skeleton*: its own pickle, holding its small values inline and references to the
+separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lock`), so
+`chkpt.load("model")` gives the whole object back and `chkpt.load("model.weights")` just the
+array. One object reachable by two paths is saved once: the first path names it, later ones
+are aliases.
 
 Naming: globals keep their name; a local keeps its name unless another global or local
 already has it, then it is qualified by its function: `step:batch` (and `step#2:batch` for
-a second frame of the same function).
+a second frame of the same function). Dict keys are written as their `repr`
+(`results['train']`, `scores[3]`, `grid[(1, 2)]`); `api.canonical_name` maps any other
+spelling (`results["train"]`) to that form, and `parse_path`/`follow` let a path below a
+saved value (`results['train']['x']`) be loaded from it.
 """
 
 from __future__ import annotations
 
-from chkpt import salience
+import gc
+import sys
+
+from chkpt import salience, serialize
 from chkpt.fmt import human_size
+from chkpt.salience import CONTAINER, DATA, DEFINITION, LIBRARY_OBJECT, OTHER, SCALAR, USER_OBJECT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-MAX_DEPTH = 4
-MAX_VISITS = 20_000
-MAX_CONTAINER_ITEMS = 100  # larger containers are saved whole rather than walked
+MAX_DEPTH = 5  # results["a"]["b"]["c"]["d"]["e"]; deeper values stay inside their container
+MAX_VISITS = 2_000  # nested values looked at per capture (the roots themselves are not counted)
+MAX_CONTAINER_ITEMS = 1_000  # larger containers are saved whole rather than walked
+LIBRARY_DEPTH = 1  # a third-party object's own attributes are looked at, not theirs
+
+_getsizeof = sys.getsizeof
+_NESTING = frozenset({dict, list, tuple, set, frozenset})
+_BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
 
 
 class Item:
-    """One value to save."""
+    """One value to save: `obj` is what is serialized (a Skeleton for a walked container)."""
 
     __slots__ = ("info", "name", "obj", "scope", "size", "type")
 
-    def __init__(self, name: str, obj: Any, size: int, scope: str) -> None:
+    def __init__(self, name: str, obj: Any, size: int, scope: str, *, of: Any = None) -> None:
+        shown = obj if of is None else of
         self.name = name
         self.obj = obj
         self.size = size
         self.scope = scope
-        self.type = salience.type_label(obj)
-        self.info = salience.describe(obj)
+        self.type = salience.type_label(shown)
+        self.info = salience.describe(shown)
 
 
 class Capture:
@@ -83,82 +103,212 @@ def named_roots(
 
 
 class _Walker:
+    """One capture's traversal: what is saved under which name, and what refers to what."""
+
     def __init__(self, rules: salience.Rules, keep_small: bool, capture: Capture) -> None:
         self.rules = rules
+        self.min_size = rules.min_size
         self.keep_small = keep_small
+        self.drop_small = not keep_small and not rules.include_names  # small values can be dropped unseen
         self.capture = capture
-        self.visits = 0
-        self.saved_as: dict[int, str] = {}
-        self.owners_counted: set[int] = set()
+        self.visits_left = MAX_VISITS
+        self.saved_as: dict[int, str] = {}  # id of a saved value → its name (later paths alias it)
+        self.refs: serialize.Refs = {}  # id → (order, persistent id, value), for skeletons
+        self.walked: set[int] = set()  # containers and objects already walked (shared or cyclic)
+        self.linked = 0  # nested values saved or aliased so far
+        self.pending: list[tuple[str, str]] = []  # unsaveable values inside the current root
 
-    def visit(self, name: str, obj: Any, scope: str, depth: int) -> None:
-        self.visits += 1
-        if self.visits > MAX_VISITS or salience.is_definition(obj):
+    # -- roots ----------------------------------------------------------------------------------
+
+    def root(self, name: str, obj: Any, scope: str) -> bool:
+        """Handle one named value; True when it is a nest of builtins left for `walk_root` later."""
+        if self.drop_small and type(obj) in salience.SCALAR_TYPES and _getsizeof(obj) < self.min_size \
+                and scope != "tracked":
+            return False  # the common case, kept cheap: a number or a short string
+        rules = self.rules
+        kind, reason = rules.kind(obj)
+        if kind is DEFINITION or rules.name_excluded(name):
+            return False
+        if kind is not SCALAR:
+            known = self.saved_as.get(id(obj))
+            if known is not None:
+                self.capture.aliases[name] = known
+                return False
+        if reason is not None:
+            self.capture.skip(name, reason)
+            return False
+        if kind is DATA or kind is SCALAR or kind is OTHER:
+            self.consider(name, obj, scope, self.whole_size(obj, kind), self.forced(name, scope))
+            return False
+        if kind is CONTAINER and type(obj) in _NESTING and len(obj) <= MAX_CONTAINER_ITEMS:
+            held = set(map(type, obj.values() if type(obj) is dict else obj))
+            if held <= salience.SCALAR_TYPES:  # numbers and strings only: nothing to look for
+                self.consider(name, obj, scope, salience.builtin_size(obj), self.forced(name, scope))
+                return False
+            if held <= _BUILTIN_TYPES:
+                return True  # builtins in builtins: rarely data, looked into once the rest is done
+        self.walk_root(name, obj, scope)
+        return False
+
+    def walk_root(self, name: str, obj: Any, scope: str) -> None:
+        """Look inside a container or object: save its data parts, and it as a skeleton."""
+        kind = self.rules.kind(obj)[0]
+        forced = self.forced(name, scope)
+        linked, self.pending = self.linked, []
+        depth = LIBRARY_DEPTH if kind is LIBRARY_OBJECT else MAX_DEPTH
+        inline = self.inside(name, obj, scope, kind, depth)
+        if inline is None:  # nothing to look into: an ordinary value
+            self.consider(name, obj, scope, self.whole_size(obj, kind), forced)
+        elif self.linked > linked or (self.pending and (forced or self.keep_small or inline >= self.min_size)):
+            self.skeleton(name, obj, scope, inline)
+        else:
+            self.consider(name, obj, scope, inline, forced)
+
+    def forced(self, name: str, scope: str) -> bool:
+        """Whether `name` is saved whatever its size (tracked, or matching include_names)."""
+        return scope == "tracked" or (not self.drop_small and self.rules.name_forced(name))
+
+    def skeleton(self, name: str, obj: Any, scope: str, size: int) -> None:
+        """Save `obj` with its separately saved parts as references."""
+        for nested, reason in self.pending:
+            self.capture.skip(nested, reason)
+        if size > self.rules.max_object_size:
+            self.capture.skip(name, self.too_large(size) + "; its parts are saved on their own")
             return
-        if self.rules.name_excluded(name):
-            return
+        order = len(self.refs)
+        self.record(name, obj, ("ref", name))
+        self.capture.items.append(Item(name, serialize.Skeleton(obj, self.refs, order), size, scope, of=obj))
+
+    def consider(self, name: str, obj: Any, scope: str, size: int, forced: bool) -> bool:
+        """Save `obj` on its own if its size is within the limits; whether it was."""
+        if size > self.rules.max_object_size:
+            self.capture.skip(name, self.too_large(size))
+            self.refs[id(obj)] = (len(self.refs), ("skip", name, self.too_large(size)), obj)
+            return False
+        if size < self.min_size and not (forced or self.keep_small):
+            return False
+        self.record(name, obj, ("ref", name))
+        self.capture.items.append(Item(name, obj, size, scope))
+        return True
+
+    def too_large(self, size: int) -> str:
+        return f"{human_size(size)} is over max_object_size ({human_size(self.rules.max_object_size)})"
+
+    def record(self, name: str, obj: Any, pid: tuple[str, ...]) -> None:
+        if type(obj) not in salience.SCALAR_TYPES:
+            self.saved_as[id(obj)] = name
+        self.refs[id(obj)] = (len(self.refs), pid, obj)
+
+    # -- nested values ----------------------------------------------------------------------------
+
+    def inside(self, name: str, obj: Any, scope: str, kind: str, depth: int) -> int | None:
+        """Visit the values in `obj`; the bytes that stay in its own pickle, None if not walked."""
+        if depth <= 0 or self.visits_left <= 0:
+            return None
+        if kind is CONTAINER:
+            if not isinstance(obj, dict | list | tuple) or len(obj) > MAX_CONTAINER_ITEMS:
+                return None
+            values = obj.values() if isinstance(obj, dict) else obj
+            size = _getsizeof(obj)
+        else:
+            values = getattr(obj, "__dict__", None)
+            if not isinstance(values, dict):
+                return None
+            size = _getsizeof(obj) + _getsizeof(values)
+            values = values.values()
+        if salience.SCALAR_TYPES.issuperset(map(type, values)):
+            return None  # only numbers and strings: nothing to find
+        self.walked.add(id(obj))
+        if kind is CONTAINER and isinstance(obj, dict):
+            for key, value in list(obj.items()):
+                text = key_text(key)
+                if text is None:
+                    size += self.whole_size(value, self.rules.kind(value)[0])
+                else:
+                    size += self.nested(f"{name}[{text}]", value, scope, depth - 1)
+        elif kind is CONTAINER:
+            for index, value in enumerate(list(obj)):
+                size += self.nested(f"{name}[{index}]", value, scope, depth - 1)
+        else:
+            below = depth - 1 if kind is USER_OBJECT else min(depth - 1, LIBRARY_DEPTH - 1)
+            for key, value in list(obj.__dict__.items()):
+                if isinstance(key, str) and key.isidentifier():
+                    size += self.nested(f"{name}.{key}", value, scope, below)
+                else:
+                    size += _getsizeof(value)
+        return size
+
+    def nested(self, name: str, obj: Any, scope: str, depth: int) -> int:
+        """Handle a value found inside a root; the bytes it adds to the root's own pickle."""
+        self.visits_left -= 1
+        rules = self.rules
+        kind, reason = rules.kind(obj)
+        if kind is SCALAR:
+            size = _getsizeof(obj)
+            if size < self.min_size:
+                return size
+            self.linked += self.consider(name, obj, scope, size, False)
+            return 0
+        if kind is DEFINITION:
+            if isinstance(obj, type(sys)):  # a module cannot be pickled; functions and classes can
+                self.refs[id(obj)] = (len(self.refs), ("skip", name, "a module (code, not data)"), obj)
+            return 0
+        if rules.name_excluded(name):
+            self.refs[id(obj)] = (len(self.refs), ("skip", name, "excluded by exclude_names"), obj)
+            return 0
         known = self.saved_as.get(id(obj))
         if known is not None:
             self.capture.aliases[name] = known
-            return
-        forced = scope == "tracked" or self.rules.name_forced(name)
-        reason = salience.unsaveable_reason(obj)
+            self.linked += 1
+            return 0
+        if id(obj) in self.walked:
+            return 0
         if reason is not None:
-            self.capture.skip(name, reason)
-            return
-        if self.rules.is_data(obj):
-            self.consider(name, obj, scope, self.size_of_data(obj), forced)
-        elif isinstance(obj, salience.BUILTIN_CONTAINERS):
-            self.visit_container(name, obj, scope, depth, forced)
-        elif isinstance(obj, salience.BUILTIN_SCALARS) or forced:
-            self.consider(name, obj, scope, salience.builtin_size(obj), forced)
-        elif depth < MAX_DEPTH:
+            self.pending.append((name, reason))
+            self.refs[id(obj)] = (len(self.refs), ("skip", name, reason), obj)
+            return 0
+        if kind is DATA:
+            size = salience.data_size(obj)
+            if size < self.min_size and not self.keep_small:
+                return size
+            self.linked += self.consider(name, obj, scope, size, True)
+            return 0
+        if kind is OTHER:
+            return _getsizeof(obj)
+        inline = self.inside(name, obj, scope, kind, depth)
+        if inline is not None:
+            return inline
+        size = self.whole_size(obj, kind)
+        if kind is CONTAINER and size >= self.min_size:
+            self.linked += self.consider(name, obj, scope, size, False)
+            return 0
+        return size
+
+    def whole_size(self, obj: Any, kind: str) -> int:
+        """Estimated bytes of `obj` saved as one value."""
+        if kind is DATA:
+            return salience.data_size(obj)
+        if kind is CONTAINER:
+            return salience.builtin_size(obj, self.element_size)
+        if kind is USER_OBJECT or kind is LIBRARY_OBJECT:
             attributes = getattr(obj, "__dict__", None)
-            if isinstance(attributes, dict):
-                for key, value in list(attributes.items()):
-                    if isinstance(key, str) and not key.startswith("__"):
-                        self.visit(f"{name}.{key}", value, scope, depth + 1)
+            extra = salience.builtin_size(attributes, self.element_size) if isinstance(attributes, dict) else 0
+            return _getsizeof(obj) + extra
+        return _getsizeof(obj)
 
-    def size_of_data(self, obj: Any) -> int:
-        owner = salience.buffer_owner(obj)
-        if owner is not obj:
-            if id(owner) in self.owners_counted:
-                return 0  # the view's memory is already counted with its base
-            self.owners_counted.add(id(owner))
-        return salience.data_size(obj)
+    def element_size(self, obj: Any) -> int:
+        return salience.data_size(obj) if self.rules.kind(obj)[0] is DATA else _getsizeof(obj)
 
-    def visit_container(self, name: str, obj: Any, scope: str, depth: int, forced: bool) -> None:
-        walkable = isinstance(obj, dict | list | tuple) and len(obj) <= MAX_CONTAINER_ITEMS
-        if walkable and depth < MAX_DEPTH and not forced and self.holds_data(obj):
-            if isinstance(obj, dict):
-                for key, value in list(obj.items()):
-                    if isinstance(key, str | int | float | bool | bytes | tuple):
-                        self.visit(f"{name}[{key!r}]", value, scope, depth + 1)
-            else:
-                for index, value in enumerate(obj):
-                    self.visit(f"{name}[{index}]", value, scope, depth + 1)
-            return
-        self.consider(name, obj, scope, salience.builtin_size(obj), forced)
+    # -- after the walk -------------------------------------------------------------------------
 
-    def holds_data(self, container: Any) -> bool:
-        values = container.values() if isinstance(container, dict) else container
-        return any(
-            self.rules.is_data(v) or not isinstance(v, salience.BUILTIN_SCALARS)
-            for v in values
-        )
-
-    def consider(self, name: str, obj: Any, scope: str, size: int, forced: bool) -> None:
-        if size > self.rules.max_object_size:
-            self.capture.skip(
-                name,
-                f"{human_size(size)} is over max_object_size "
-                f"({human_size(self.rules.max_object_size)})",
-            )
-            return
-        if size < self.rules.min_size and not (forced or self.keep_small):
-            return
-        self.saved_as[id(obj)] = name
-        self.capture.items.append(Item(name, obj, size, scope))
+    def note_views(self) -> None:
+        """Mark arrays that view another saved array (`view_of`): they share its memory."""
+        for item in self.capture.items:
+            obj = item.obj
+            if getattr(obj, "base", None) is not None and hasattr(obj, "nbytes"):
+                owner = self.saved_as.get(id(salience.buffer_owner(obj)))
+                if owner is not None and owner != item.name:
+                    item.info["view_of"] = owner
 
 
 def collect(
@@ -167,6 +317,88 @@ def collect(
     """The values to save from `roots`, by the salience rules."""
     capture = Capture()
     walker = _Walker(rules, keep_small, capture)
-    for name, value, scope in roots:
-        walker.visit(name, value, scope, 0)
+    later = [root for root in roots if walker.root(*root)]
+    pure = _only_builtins([value for _, value, _ in later])
+    for name, value, scope in later:
+        if pure or _only_builtins([value]):
+            walker.consider(name, value, scope, salience.builtin_size(value), walker.forced(name, scope))
+        else:
+            walker.walk_root(name, value, scope)
+    walker.note_views()
     return capture
+
+
+def _only_builtins(containers: list[Any]) -> bool:
+    """Whether nothing but builtin values is nested in `containers` as deep as a walk would go.
+
+    Looked at level by level with `gc.get_referents`, in C: a namespace full of nested
+    dicts of settings costs microseconds, not a Python-level walk.
+    """
+    layer = containers
+    for _ in range(MAX_DEPTH):
+        if not layer:
+            return True
+        held = gc.get_referents(*layer)
+        if not _BUILTIN_TYPES.issuperset(map(type, held)):
+            return False
+        layer = [v for v in held if type(v) in _NESTING and len(v) <= MAX_CONTAINER_ITEMS]
+    return True
+
+
+# -- path names -------------------------------------------------------------------------------------
+
+
+def key_text(key: Any) -> str | None:
+    """A dict key as it appears in a path (`"train"`, `3`, `(1, 2)`); None if it has no literal."""
+    cls = type(key)
+    if cls in (str, int, float, bool, bytes) or key is None:
+        return repr(key)
+    if cls is tuple and all(key_text(part) is not None for part in key):
+        return repr(key)
+    return None
+
+
+def parse_path(name: str) -> tuple[str, list[tuple[str, Any]]] | None:
+    """`results['train'].x` → ("results", [("item", "train"), ("attr", "x")]); None if not a path."""
+    import ast
+
+    cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
+    root, rest = name[:cut], name[cut:]
+    if not root:
+        return None
+    try:
+        node = ast.parse("_" + rest, mode="eval").body
+    except SyntaxError:
+        return None
+    steps: list[tuple[str, Any]] = []
+    while not isinstance(node, ast.Name):
+        if isinstance(node, ast.Attribute):
+            steps.append(("attr", node.attr))
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            try:
+                steps.append(("item", ast.literal_eval(node.slice)))
+            except ValueError:
+                return None
+            node = node.value
+        else:
+            return None
+    if node.id != "_":
+        return None
+    steps.reverse()
+    return root, steps
+
+
+def path_name(root: str, steps: list[tuple[str, Any]]) -> str:
+    """The canonical name of a parsed path."""
+    parts = [root]
+    for kind, key in steps:
+        parts.append(f".{key}" if kind == "attr" else f"[{key_text(key)}]")
+    return "".join(parts)
+
+
+def follow(obj: Any, steps: list[tuple[str, Any]]) -> Any:
+    """The value at `steps` below `obj` (attributes and items)."""
+    for kind, key in steps:
+        obj = getattr(obj, key) if kind == "attr" else obj[key]
+    return obj

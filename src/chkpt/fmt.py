@@ -1,8 +1,23 @@
-"""Text for people: human sizes, durations, relative times and aligned tables."""
+"""Text for people: human sizes, durations, relative times, aligned tables, colour and progress.
+
+Colour and progress are for terminals only: both switch themselves off when the stream is
+not a TTY, and colour also when `NO_COLOR` is set (https://no-color.org) or `TERM=dumb`.
+Imported by the checkpoint writer for `human_size`, so it imports nothing at module level
+beyond what Python has already loaded.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
+          "magenta": "35", "cyan": "36"}
 
 
 def human_size(size: float) -> str:
@@ -24,32 +39,173 @@ def human_duration(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
 def relative_time(when: float, now: float | None = None) -> str:
-    """A past time as "3 min ago", "yesterday 14:02" or a date."""
+    """A past time as "just now", "3 min ago", "5 h ago", "yesterday 14:02" or a date."""
     now = time.time() if now is None else now
     delta = now - when
     if delta < 60:
         return "just now"
     if delta < 3600:
         return f"{int(delta // 60)} min ago"
-    if delta < 86400:
+    if delta < 6 * 3600:
         return f"{int(delta // 3600)} h ago"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+    then, today = time.localtime(when), time.localtime(now)
+    if then[:3] == today[:3]:
+        return time.strftime("today %H:%M", then)
+    if then[:3] == time.localtime(now - 86400)[:3]:
+        return time.strftime("yesterday %H:%M", then)
+    return time.strftime("%Y-%m-%d %H:%M", then)
 
 
-def table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
-    """Aligned columns; the indexes in `right` are right-aligned (numbers, sizes)."""
+def plural(count: int, word: str) -> str:
+    """(1, "run") → "1 run"; (3, "run") → "3 runs"."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def colour_enabled(stream: Any) -> bool:
+    """Whether to colour text written to `stream`: a terminal, and NO_COLOR not set."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+class Painter:
+    """Wraps text in ANSI styles when enabled, and returns it unchanged otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, *styles: str) -> str:
+        if not self.enabled or not styles or not text:
+            return text
+        codes = ";".join(STYLES[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+
+def visible_len(text: str) -> int:
+    """Length of `text` as shown on a terminal (ANSI style sequences take no room)."""
+    length = 0
+    inside = False
+    for char in text:
+        if inside:
+            inside = char != "m"
+        elif char == "\x1b":
+            inside = True
+        else:
+            length += 1
+    return length
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] | None = None,
+          paint: Painter | None = None) -> str:
+    """Aligned columns; the indexes in `right` are right-aligned (numbers, sizes).
+
+    Cells may already be painted: widths count visible characters only.
+    """
     right = right or set()
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], visible_len(cell))
     lines = []
-    for row in [headers, *rows]:
-        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-                 for i, cell in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
+    for number, row in enumerate([headers, *rows]):
+        cells = []
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - visible_len(cell))
+            cells.append(pad + cell if i in right else cell + pad)
+        line = "  ".join(cells).rstrip()
+        lines.append(paint(line, "bold") if number == 0 and paint else line)
     return "\n".join(lines)
+
+
+class Progress:
+    """One line on stderr that shows long work advancing ("exporting df (2/5, 1.2 of 3.4 GiB) 4s").
+
+    Drawn only on a terminal and only once the work has lasted `delay` seconds, by a
+    background thread so that one long step still shows time passing; erased at the end.
+    Use as a context manager, calling `step(name, size)` before each item and `echo` for
+    lines that should appear above it.
+    """
+
+    def __init__(self, verb: str, items: int, total_bytes: int, stream: TextIO | None = None,
+                 delay: float = 0.5) -> None:
+        self.verb = verb
+        self.items = items
+        self.total_bytes = total_bytes
+        self.stream = sys.stderr if stream is None else stream
+        self.delay = delay
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.count = 0
+        self.done_bytes = 0
+        self.current = ""
+        self._current_size = 0
+        self._drawn = False
+        self._started = time.monotonic()
+        self._stop: Any = None
+        self._thread: Any = None
+        self._lock: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            import threading
+
+            self._lock = threading.Lock()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, name="chkpt-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def step(self, name: str, size: int) -> None:
+        """Start the next item (the previous one is done)."""
+        self.done_bytes += self._current_size
+        self.count += 1
+        self.current = name
+        self._current_size = size
+
+    def echo(self, text: str) -> None:
+        """Print `text` on stdout, above the progress line."""
+        if self._lock is None:
+            print(text, flush=True)
+            return
+        with self._lock:
+            self._erase()
+            print(text, flush=True)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self._started
+        done = human_size(self.done_bytes)
+        return (f"{self.verb} {shorten(self.current, 40)} ({self.count}/{self.items}, "
+                f"{done} of {human_size(self.total_bytes)}) {elapsed:.0f}s")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            if time.monotonic() - self._started >= self.delay:
+                with self._lock:
+                    self.stream.write("\r\x1b[K" + self.line())
+                    self.stream.flush()
+                    self._drawn = True
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self._erase()

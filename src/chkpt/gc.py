@@ -2,50 +2,71 @@
 
 Eviction picks the least recently used runs first (a run is used when it is written or
 loaded) and never touches a run whose writer is alive. Blobs are shared between runs, so a
-run frees only the blobs no other run refers to.
+run frees only the blobs no other run refers to. Leftovers of killed processes are swept:
+files in tmp/ and run directories without run.json once older than the grace period,
+blobs no manifest refers to (after a short grace, see BLOB_GRACE_SECONDS), and manifests
+that cannot be parsed.
 
 Concurrency: `gc.lock` at the store root is held shared by a writer while it commits a
 checkpoint and exclusively by gc while it decides and deletes, so gc never deletes a blob
-that a checkpoint being committed refers to. Automatic eviction at a run's end only tries
-the lock and skips if another process holds it: a script never waits for a cleanup.
+that a checkpoint being committed refers to. Automatic eviction only tries the lock and
+skips if another process holds it: a script never waits for a cleanup.
+
+Cost: the automatic check reads the running size estimate in `<root>/usage` (one small
+file), not a stat of every blob; the full survey runs only when the estimate is over the
+cap or was last measured more than RESCAN_SECONDS ago.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 
-from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError
+from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError, hold_lock, release_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+# Every writer holds the shared lock from its first blob to its manifest, so under the
+# exclusive lock an unreferenced blob is garbage: the short grace only covers filesystems
+# where flock does not lock (some network mounts). It also keeps what thinning just
+# released from counting as freed at once; the cap estimate is re-measured by each gc.
+BLOB_GRACE_SECONDS = 60.0
+RESCAN_SECONDS = 86400.0  # measure the store (and sweep leftovers) at least daily
+LOW_WATER = 0.9  # automatic eviction goes down to this fraction of the cap, not just under it
+
 
 class StoreLock:
-    """The store-wide gc lock: shared for writers, exclusive for gc."""
+    """The store-wide gc lock: shared for writers, exclusive for gc.
+
+    Used as a context manager (`with StoreLock(...) as locked`) or, by a checkpoint handed
+    to a background thread, through `acquire()` and `release()`.
+    """
 
     def __init__(self, store: Store, exclusive: bool, blocking: bool = True) -> None:
         self.path = os.path.join(store.root, "gc.lock")
         self.mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         self.blocking = blocking
-        self.fd = -1
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when non-blocking and another process holds it."""
+        self.fd = hold_lock(self.path, self.mode, self.blocking)
+        return self.fd is not None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            release_lock(self.fd)
+            self.fd = None
 
     def __enter__(self) -> bool:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, self.mode | (0 if self.blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = -1
-            return False
-        return True
+        return self.acquire()
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.release()
 
 
 class RunInfo:
@@ -62,7 +83,7 @@ class RunInfo:
 
 
 class Report:
-    """What a gc did or, with --dry-run, would do."""
+    """What a gc did or, with --dry-run, would do. Sizes count blobs and leftovers in tmp/."""
 
     def __init__(self) -> None:
         self.runs: list[dict[str, Any]] = []
@@ -70,7 +91,9 @@ class Report:
         self.store_size_before = 0
         self.store_size_after = 0
         self.problems: list[str] = []
-        self.orphans = 0
+        self.orphans = 0  # unreferenced blobs removed
+        self.leftovers = 0  # stale files and directories removed from tmp/
+        self.corrupt_manifests: list[str] = []
 
 
 def checkpoint_blobs(manifest: dict[str, Any]) -> dict[str, int]:
@@ -109,8 +132,12 @@ def survey(store: Store, report: Report) -> list[RunInfo]:
         for index in store.checkpoint_indexes(run_id):
             try:
                 blobs.update(checkpoint_blobs(store.read_checkpoint(run_id, index)))
-            except (StoreError, FileNotFoundError) as exc:
-                report.problems.append(str(exc))
+            except FileNotFoundError:
+                continue  # thinned meanwhile
+            except (StoreError, ValueError, TypeError, AttributeError) as exc:
+                report.problems.append(str(exc) if isinstance(exc, StoreError) else
+                                       f"{store.checkpoint_path(run_id, index)} is corrupt ({exc})")
+                report.corrupt_manifests.append(store.checkpoint_path(run_id, index))
         runs.append(RunInfo(meta, blobs, last_used))
     return runs
 
@@ -123,6 +150,26 @@ def _removable(store: Store, run: RunInfo, now: float) -> bool:
     return True
 
 
+def _tmp_entries(store: Store) -> list[tuple[str, int, float]]:
+    """(path, bytes, mtime) of what sits in tmp/."""
+    entries = []
+    try:
+        names = os.listdir(store.tmp_dir)
+    except OSError:
+        return entries
+    for name in names:
+        path = os.path.join(store.tmp_dir, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        size = info.st_size
+        if os.path.isdir(path):  # a deleted run's directory, if its deletion was cut short
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+        entries.append((path, size, info.st_mtime))
+    return entries
+
+
 def collect(
     store: Store,
     *,
@@ -132,7 +179,12 @@ def collect(
     dry_run: bool = False,
     blocking: bool = True,
 ) -> Report | None:
-    """Evict runs and sweep the store; None when `blocking` is False and gc is busy elsewhere."""
+    """Evict runs and sweep the store; None when `blocking` is False and gc is busy elsewhere.
+
+    Runs go when they are older than `older_than` (seconds since last use), corrupt, or
+    debris of a killed start, then least recently used first while the store is over
+    `max_size`; `script` limits eviction to that script's runs. Leftovers are swept always.
+    """
     report = Report()
     if not store.exists():
         return report
@@ -141,26 +193,36 @@ def collect(
             return None
         now = time.time()
         runs = survey(store, report)
-        sizes = {digest: info.st_size for digest, info in store.blob_files()}
-        report.store_size_before = sum(sizes.values())
+        blobs = {digest: (info.st_size, info.st_mtime) for digest, info in store.blob_files()}
+        tmp = _tmp_entries(store)
+        report.store_size_before = sum(s for s, _ in blobs.values()) + sum(s for _, s, _ in tmp)
         refcount: dict[str, int] = {}
         for run in runs:
             for digest in run.blobs:
                 refcount[digest] = refcount.get(digest, 0) + 1
+        _check_references(runs, blobs, report)
+
+        # Leftovers first: what goes anyway counts before any run is evicted for the cap.
+        orphans = [d for d, (_, mtime) in blobs.items()
+                   if d not in refcount and now - mtime > BLOB_GRACE_SECONDS]
+        stale = [(path, size) for path, size, mtime in tmp if now - mtime > TMP_GRACE_SECONDS]
+        report.orphans, report.leftovers = len(orphans), len(stale)
+        report.freed = sum(blobs[d][0] for d in orphans) + sum(size for _, size in stale)
+        freed_blobs = list(orphans)
+        evicted: list[RunInfo] = []
 
         def evict(run: RunInfo) -> None:
             freed = 0
             for digest in run.blobs:
                 refcount[digest] -= 1
-                if refcount[digest] == 0:
-                    freed += sizes.get(digest, 0)
+                if refcount[digest] == 0 and digest in blobs:
+                    freed += blobs[digest][0]
+                    freed_blobs.append(digest)
             report.freed += freed
             report.runs.append(dict(run.meta, freed=freed))
-            if not dry_run:
-                store.delete_run(run.id)
+            evicted.append(run)
 
-        candidates = sorted((r for r in runs if _removable(store, r, now)),
-                            key=lambda r: r.last_used)
+        candidates = sorted((r for r in runs if _removable(store, r, now)), key=lambda r: r.last_used)
         remaining = []
         for run in candidates:
             too_old = older_than is not None and now - run.last_used > older_than
@@ -170,17 +232,54 @@ def collect(
             else:
                 remaining.append(run)
         if max_size is not None:
-            size = report.store_size_before - report.freed
             for run in remaining:
-                if size <= max_size:
+                if report.store_size_before - report.freed <= max_size:
                     break
                 if script is None or _same_script(run.meta.get("script"), script):
-                    before = report.freed
                     evict(run)
-                    size -= report.freed - before
-        report.orphans = _sweep(store, refcount, sizes, now, dry_run, report)
         report.store_size_after = report.store_size_before - report.freed
+        if not dry_run:
+            _delete(store, evicted, freed_blobs, stale, report)
+            gone = set(freed_blobs)
+            store.reset_usage(sum(size for d, (size, _) in blobs.items() if d not in gone))
     return report
+
+
+def _check_references(runs: list[RunInfo], blobs: dict[str, tuple[int, float]], report: Report) -> None:
+    """Report blobs that manifests refer to but that are missing or of the wrong size."""
+    for run in runs:
+        for digest, size in run.blobs.items():
+            found = blobs.get(digest)
+            if found is None:
+                report.problems.append(f"run {run.id} refers to blob {digest}, which is missing")
+            elif found[0] != size:
+                report.problems.append(f"run {run.id} refers to blob {digest}, which is truncated "
+                                       f"({found[0]} of {size} bytes)")
+
+
+def _delete(store: Store, evicted: list[RunInfo], freed_blobs: list[str],
+            stale: list[tuple[str, int]], report: Report) -> None:
+    """Manifests go before the blobs they refer to, so a cut-short gc leaves no dangling one."""
+    for path in report.corrupt_manifests:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    for run in evicted:
+        store.delete_run(run.id)
+    for digest in freed_blobs:
+        try:
+            os.unlink(store.blob_path(digest))
+        except OSError:
+            pass
+    for path, _ in stale:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def _same_script(path: Any, wanted: str) -> bool:
@@ -189,45 +288,16 @@ def _same_script(path: Any, wanted: str) -> bool:
     return path == os.path.abspath(wanted) or os.path.basename(path) == wanted
 
 
-def _sweep(store: Store, refcount: dict[str, int], sizes: dict[str, int], now: float,
-           dry_run: bool, report: Report) -> int:
-    """Delete blobs nothing refers to (past the grace period) and stale temporary files."""
-    removed = 0
-    for digest, size in sizes.items():
-        if refcount.get(digest, 0) > 0:
-            continue
-        path = store.blob_path(digest)
-        try:
-            young = now - os.path.getmtime(path) < TMP_GRACE_SECONDS
-        except OSError:
-            continue
-        if young and digest not in refcount:
-            continue  # written by a checkpoint not yet committed
-        removed += 1
-        if digest not in refcount:
-            report.freed += size
-        if not dry_run:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-    try:
-        leftovers = os.listdir(store.tmp_dir)
-    except OSError:
-        leftovers = []
-    for name in leftovers:
-        path = os.path.join(store.tmp_dir, name)
-        try:
-            if now - os.path.getmtime(path) > TMP_GRACE_SECONDS and not dry_run:
-                os.unlink(path)
-        except OSError:
-            pass
-    return removed
-
-
 def enforce_cap(store: Store, max_size: int, *, blocking: bool) -> Report | None:
-    """Bring the store under `max_size` if it is over; cheap when it is not."""
-    total = sum(info.st_size for _, info in store.blob_files())
-    if total <= max_size:
+    """Bring the store under `max_size` if it is over; reads one small file when it is not.
+
+    Over the cap by the estimate, runs are evicted down to LOW_WATER of it, so that a store
+    hovering at its cap is not surveyed after every run. An estimate that is missing or
+    older than RESCAN_SECONDS is replaced by a full survey (which also sweeps leftovers).
+    """
+    usage = store.read_usage()
+    if usage is None or time.time() - usage[1] > RESCAN_SECONDS:
+        return collect(store, max_size=max_size, blocking=blocking)
+    if usage[0] <= max_size:
         return None
-    return collect(store, max_size=max_size, blocking=blocking)
+    return collect(store, max_size=int(max_size * LOW_WATER), blocking=blocking)

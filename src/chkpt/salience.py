@@ -2,26 +2,50 @@
 
 Data objects are recognised by the module their type comes from (the `modules` prefixes:
 numpy, pandas, polars, pyarrow, torch, scipy.sparse, xarray by default) and measured by
-duck-typed probes (`nbytes`, pandas' `memory_usage`, polars' `estimated_size()`, torch's
-`element_size() * nelement()`), then `sys.getsizeof`. A numpy view is charged to the buffer
-it shares, so a view and its base count once.
+duck-typed probes (`nbytes`, pandas' `memory_usage`, polars' `estimated_size()`, pyarrow's
+`get_total_buffer_size()`, torch's `element_size() * nelement()`), then `sys.getsizeof`.
+A value is measured by the bytes its serialization holds: a numpy view pickles only its own
+elements, never its base, so it is charged its own `nbytes`; a pyarrow slice pickles the
+whole buffers it refers to, so it is charged those.
+
+Every value is sorted into a kind once per type (cached), because a capture looks at tens of
+thousands of values and must stay in the low milliseconds.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from itertools import islice
+from operator import methodcaller
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from chkpt.config import Config
 
 BUILTIN_CONTAINERS = (dict, list, tuple, set, frozenset)
 BUILTIN_SCALARS = (int, float, complex, bool, type(None), str, bytes, bytearray)
+# Exact types whose values hold no other object: a container made only of these is never walked.
+SCALAR_TYPES = frozenset({int, float, complex, bool, type(None), str, bytes, bytearray})
 _DEFINITIONS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
                 types.MethodType, types.CodeType, staticmethod, classmethod, property)
+_FILE_TYPES = frozenset({"TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom",
+                         "FileIO"})
+_LOCK_TYPES = frozenset({"lock", "RLock", "_RLock", "Condition", "Semaphore", "BoundedSemaphore",
+                         "Event", "Barrier"})
+
+# Kinds of values, decided per type.
+DEFINITION = "definition"  # modules, functions, classes: code, never saved nor listed
+UNSAVEABLE = "unsaveable"  # skipped and listed with the reason
+DATA = "data"              # an object of a data library (the `modules` prefixes)
+SCALAR = "scalar"          # a builtin number, string or bytes
+CONTAINER = "container"    # dict, list, tuple, set, frozenset (and their subclasses)
+USER_OBJECT = "user"       # an instance of a class of the script or of the user's own modules
+LIBRARY_OBJECT = "library"  # an instance of a third-party class: its attributes are looked at
+OTHER = "other"            # anything else (stdlib objects, slotted objects): saved whole
 
 
 def type_module(obj: Any) -> str:
@@ -38,34 +62,42 @@ def type_label(obj: Any) -> str:
     return f"{module.split('.')[0]}.{cls.__qualname__}"
 
 
-def is_definition(obj: Any) -> bool:
-    """Modules, functions and classes are code, not data: never saved, never listed."""
-    if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
-        return False
-    return isinstance(obj, _DEFINITIONS)
-
-
-def unsaveable_reason(obj: Any) -> str | None:
-    """Why `obj` cannot be saved (open files, sockets, locks, generators, lambdas), else None."""
-    name = type(obj).__name__
-    module = type_module(obj)
-    if isinstance(obj, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType):
+def _type_reason(cls: type) -> str | None:
+    name = cls.__name__
+    module = getattr(cls, "__module__", "") or ""
+    if issubclass(cls, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType):
         return f"a {name} cannot be saved (its running state is not data)"
-    if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
-        return "a lambda cannot be saved (code, not data)"
-    if module in ("_io", "io") or name in ("TextIOWrapper", "BufferedReader", "BufferedWriter"):
+    if issubclass(cls, types.FrameType | types.TracebackType):
+        return f"a {name} cannot be saved (it is interpreter state)"
+    if module in ("_io", "io") and name in _FILE_TYPES:
         return f"an open file ({name}) cannot be saved"
     if module == "socket" or name == "socket":
         return "a socket cannot be saved"
-    if module in ("_thread", "threading") or name in ("lock", "RLock", "Condition", "Semaphore"):
+    if module in ("_thread", "threading") and name in _LOCK_TYPES:
         return f"a {name} (thread synchronisation) cannot be saved"
-    if module.startswith(("multiprocessing", "concurrent", "asyncio", "sqlite3")):
-        return f"a {type_label(obj)} holds live system resources and cannot be saved"
+    if module in ("mmap", "subprocess", "selectors", "ssl") or module.startswith(
+            ("multiprocessing", "concurrent", "asyncio", "sqlite3")):
+        return f"a {module.split('.')[0]}.{cls.__qualname__} holds live system resources and cannot be saved"
     return None
 
 
+def _is_stdlib(module: str) -> bool:
+    top = module.partition(".")[0]
+    names = sys.stdlib_module_names
+    return top in names or top.lstrip("_") in names or top == "builtins"
+
+
+def _is_third_party(module: str) -> bool:
+    """Whether `module` was installed (site-packages), rather than written by the user."""
+    if module == "__main__":
+        return False
+    loaded = sys.modules.get(module.partition(".")[0])
+    path = getattr(loaded, "__file__", None) or ""
+    return "site-packages" in path or "dist-packages" in path
+
+
 class Rules:
-    """The salience rules of one config."""
+    """The salience rules of one config, with the per-type decisions they lead to."""
 
     def __init__(self, config: Config) -> None:
         self.prefixes = tuple(config.modules)
@@ -73,25 +105,56 @@ class Rules:
         self.max_object_size = config.max_object_size
         self.include_names = list(config.include_names)
         self.exclude_names = list(config.exclude_names)
+        self._include = _name_matcher(self.include_names)
+        self._exclude = _name_matcher(self.exclude_names)
+        self._kinds: dict[type, tuple[str, str | None]] = {}
 
     def is_data(self, obj: Any) -> bool:
         """Whether `obj` is an object of one of the data libraries."""
-        module = type_module(obj)
-        return any(module == p or module.startswith(p + ".") for p in self.prefixes)
+        return self.kind(obj)[0] == DATA
+
+    def kind(self, obj: Any) -> tuple[str, str | None]:
+        """(kind, reason it cannot be saved or None); decided once per type."""
+        cls = type(obj)
+        if cls is types.FunctionType and obj.__name__ == "<lambda>":
+            return UNSAVEABLE, "a lambda cannot be saved (code, not data)"
+        known = self._kinds.get(cls)
+        if known is None:
+            known = self._kinds[cls] = self._classify(cls)
+        return known
+
+    def _classify(self, cls: type) -> tuple[str, str | None]:
+        if issubclass(cls, _DEFINITIONS):
+            return DEFINITION, None
+        reason = _type_reason(cls)
+        if reason is not None:
+            return UNSAVEABLE, reason
+        module = getattr(cls, "__module__", "") or ""
+        if any(module == p or module.startswith(p + ".") for p in self.prefixes):
+            return DATA, None
+        if issubclass(cls, BUILTIN_SCALARS):
+            return SCALAR, None
+        if issubclass(cls, BUILTIN_CONTAINERS):
+            return CONTAINER, None
+        if _is_stdlib(module) or not getattr(cls, "__dictoffset__", 0):
+            return OTHER, None
+        return (LIBRARY_OBJECT if _is_third_party(module) else USER_OBJECT), None
 
     def name_forced(self, name: str) -> bool:
-        return _name_matches(name, self.include_names)
+        return self._include is not None and self._include(name) is not None
 
     def name_excluded(self, name: str) -> bool:
-        return _name_matches(name, self.exclude_names)
+        return self._exclude is not None and self._exclude(name) is not None
 
 
-def _name_matches(name: str, patterns: list[str]) -> bool:
+def _name_matcher(patterns: list[str]) -> Callable[[str], Any] | None:
+    """One compiled regular expression for a list of globs (None when there are none)."""
     if not patterns:
-        return False
+        return None
     import fnmatch
+    import re
 
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -110,22 +173,24 @@ def buffer_owner(obj: Any) -> Any:
 
 
 def data_size(obj: Any) -> int:
-    """Estimated bytes held by a data-library object (duck-typed probes)."""
+    """Estimated bytes a data-library object serializes to (duck-typed probes)."""
+    module = type_module(obj)
     try:
-        estimated = getattr(obj, "estimated_size", None)  # polars
-        if callable(estimated) and type_module(obj).startswith("polars"):
-            return int(estimated())
-        memory_usage = getattr(obj, "memory_usage", None)  # pandas
-        if callable(memory_usage) and type_module(obj).startswith("pandas"):
-            usage = memory_usage(index=True, deep=False)
+        if module.startswith("polars"):
+            return int(obj.estimated_size())
+        if module.startswith("pandas"):
+            usage = obj.memory_usage(index=True, deep=False) if hasattr(obj, "index") \
+                else obj.memory_usage(deep=False)
             return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+        if module.startswith("pyarrow") and hasattr(obj, "get_total_buffer_size"):
+            return int(obj.get_total_buffer_size())  # a slice pickles its whole buffers
         element_size = getattr(obj, "element_size", None)  # torch
         if callable(element_size) and hasattr(obj, "nelement"):
             return int(element_size()) * int(obj.nelement())
         nbytes = _int_or_none(getattr(obj, "nbytes", None))  # numpy, pyarrow, xarray
         if nbytes is not None:
             return nbytes
-        parts = [getattr(obj, a, None) for a in ("data", "indices", "indptr", "row", "col")]
+        parts = [getattr(obj, a, None) for a in ("data", "indices", "indptr", "row", "col", "coords")]
         sizes = [_int_or_none(getattr(p, "nbytes", None)) for p in parts if p is not None]
         if any(s is not None for s in sizes):  # scipy.sparse
             return sum(s for s in sizes if s is not None)
@@ -134,30 +199,26 @@ def data_size(obj: Any) -> int:
     return sys.getsizeof(obj)
 
 
-def builtin_size(obj: Any, budget: int = 1000) -> int:
-    """Estimated bytes of a builtin value, sampling large containers."""
+_BUILTIN_TYPES = SCALAR_TYPES | {dict, list, tuple, set, frozenset}
+_sizeof = methodcaller("__sizeof__")
+KEY_SIZE = 64  # a dict key, usually a short string: counted, not measured (measuring costs more)
+
+
+def builtin_size(obj: Any, element_size: Callable[[Any], int] = sys.getsizeof, sample: int = 32) -> int:
+    """Estimated bytes of a builtin value: large containers are measured on a sample."""
     size = sys.getsizeof(obj)
-    if isinstance(obj, dict):
-        items = obj.items()
-        count = len(obj)
-        sample = [sys.getsizeof(k) + sys.getsizeof(v) for k, v in _first(items, budget)]
-    elif isinstance(obj, list | tuple | set | frozenset):
-        count = len(obj)
-        sample = [sys.getsizeof(v) for v in _first(obj, budget)]
-    else:
+    if not isinstance(obj, BUILTIN_CONTAINERS) or not obj:
         return size
-    if sample:
-        size += sum(sample) * count // len(sample)
-    return size
-
-
-def _first(iterable: Any, n: int) -> list[Any]:
-    out = []
-    for item in iterable:
-        if len(out) >= n:
-            break
-        out.append(item)
-    return out
+    count = len(obj)
+    values: Any = obj.values() if isinstance(obj, dict) else obj
+    if count > sample:
+        values = list(islice(values, sample))
+    if element_size is sys.getsizeof and _BUILTIN_TYPES.issuperset(map(type, values)):
+        element_size = _sizeof  # the same for builtins, and several times cheaper per call
+    part = sum(map(element_size, values))
+    if isinstance(obj, dict):
+        part += KEY_SIZE * min(count, sample)
+    return size + part * count // min(count, sample)
 
 
 def describe(obj: Any) -> dict[str, Any]:

@@ -1,18 +1,37 @@
 """Turns one value into bytes and back, never copying a large buffer it does not have to.
 
-Pickle protocol 5 with out-of-band buffers: numpy arrays (and the blocks of pandas frames)
-hand their memory over as PickleBuffers, which the store hashes and writes straight from
-the object's own memory. What remains in the pickle stream is small metadata.
+Pickle protocol 5 with out-of-band buffers: numpy arrays (and the blocks of pandas frames,
+the buffers of pyarrow tables, the arrays of scipy.sparse matrices) hand their memory over
+as PickleBuffers, which the store hashes and writes straight from the object's own memory.
+Objects that pickle as one big `bytes` state (polars frames, torch storages) have that
+state moved out of band too, so it is not copied again into the stream. What remains in
+the stream is small metadata.
+
+A `Skeleton` (a container or object whose parts capture saved on their own) pickles with
+those parts as references (persistent ids), resolved at load time through `resolve`; a part
+that was not saved loads as an `Unsaved` placeholder naming it and the reason.
+
+Classes defined in the saving script live in its `__main__`. Loading elsewhere (a notebook,
+`chkpt shell`), the class is taken from the current `__main__` if it defines it; otherwise
+the object loads as a `StandIn` of that class name with all its attributes, and no methods.
+The script is never run to find the class.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
+
+    Refs = dict[int, tuple[int, tuple[str, ...], Any]]
+
+OUT_OF_BAND_STATE = 64 * 1024  # a bytes state at least this large is written as a raw buffer
+_STATE_MODULES = ("polars", "torch")  # their objects pickle as one bytes state or argument
 
 
 class Serialized:
@@ -29,17 +48,192 @@ class Serialized:
         return len(self.stream) + sum(b.nbytes for b in self.buffers)
 
 
+class Skeleton:
+    """`root` to be pickled with the values in `refs` registered before `order` as references."""
+
+    __slots__ = ("order", "refs", "root")
+
+    def __init__(self, root: Any, refs: Refs, order: int) -> None:
+        self.root = root
+        self.refs = refs
+        self.order = order
+
+
+class Unsaved:
+    """Stands, in a loaded container or object, for a part that was not saved."""
+
+    __slots__ = ("name", "reason")
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<not saved: {self.name}: {self.reason}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Unsaved, (self.name, self.reason)
+
+
+class StandIn:
+    """An object of a class the saving script defined, loaded where that class is not defined.
+
+    Its attributes are all there, its methods are not; define or import the class in
+    `__main__` before loading to get real instances.
+    """
+
+    __chkpt_class__ = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
+        self = object.__new__(cls)
+        if args or kwargs:
+            self.__dict__["_args"] = (args, kwargs) if kwargs else args
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Arguments were kept by __new__."""
+
+    def __setstate__(self, state: Any) -> None:
+        slots = None
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict | type(None)):
+            state, slots = state
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        elif state is not None:
+            self.__dict__["_state"] = state
+        if slots:
+            self.__dict__.update(slots)
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # a dict subclass's items
+        self.__dict__.setdefault("_items", {})[key] = value
+
+    def append(self, value: Any) -> None:  # a list subclass's items
+        self.__dict__.setdefault("_list", []).append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__.setdefault("_list", []).extend(values)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}: {type(value).__name__}" for key, value in vars(self).items())
+        return f"<stand-in for __main__.{self.__chkpt_class__} ({fields})>"
+
+
+_stand_ins: dict[str, type] = {}
+
+
+def stand_in(qualname: str) -> type:
+    """The stand-in class for `__main__.<qualname>` (one per name, so instances share it)."""
+    cls = _stand_ins.get(qualname)
+    if cls is None:
+        name = qualname.rpartition(".")[2]
+        cls = _stand_ins[qualname] = type(name, (StandIn,), {
+            "__chkpt_class__": qualname, "__qualname__": qualname, "__module__": __name__})
+    return cls
+
+
+class _OutOfBand:
+    """A large bytes value in an object's reduced form, written as a raw buffer."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return bytes, (pickle.PickleBuffer(self.data),)
+
+
+def _large_bytes_out_of_band(obj: Any) -> Any:
+    """obj's reduced form with its large bytes state/arguments out of band, else NotImplemented."""
+    module = getattr(type(obj), "__module__", None) or ""
+    if not module.startswith(_STATE_MODULES) or isinstance(obj, type):  # classes pickle by name
+        return NotImplemented
+    reduced = obj.__reduce_ex__(5)
+    if not isinstance(reduced, tuple) or len(reduced) < 2:
+        return NotImplemented
+
+    def big(value: Any) -> bool:
+        return type(value) is bytes and len(value) >= OUT_OF_BAND_STATE
+
+    args = reduced[1]
+    state = reduced[2] if len(reduced) > 2 else None
+    if not big(state) and not (isinstance(args, tuple) and any(big(a) for a in args)):
+        return NotImplemented
+    if isinstance(args, tuple):
+        args = tuple(_OutOfBand(a) if big(a) else a for a in args)
+    return (reduced[0], args, _OutOfBand(state) if big(state) else state, *reduced[3:])
+
+
+class _Pickler(pickle.Pickler):
+    """Protocol 5, large bytes states out of band, and a skeleton's parts as references."""
+
+    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
+                 skeleton: Skeleton | None) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
+        self.skeleton = skeleton
+
+    def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
+        skeleton = self.skeleton
+        if skeleton is None:
+            return None
+        entry = skeleton.refs.get(id(obj))
+        if entry is None or entry[0] >= skeleton.order or entry[2] is not obj:
+            return None
+        return entry[1]
+
+    def reducer_override(self, obj: Any) -> Any:
+        return _large_bytes_out_of_band(obj)
+
+
+def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None) -> bytes:
+    if isinstance(obj, Skeleton) or (getattr(type(obj), "__module__", None) or "").startswith(_STATE_MODULES):
+        skeleton = obj if isinstance(obj, Skeleton) else None
+        file = io.BytesIO()
+        _Pickler(file, buffer_callback, skeleton).dump(skeleton.root if skeleton else obj)
+        return file.getvalue()
+    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+
+
 def dumps(obj: Any) -> Serialized:
-    """Serialize `obj`; raises whatever pickle raises for an unsaveable value."""
+    """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value."""
     buffers: list[pickle.PickleBuffer] = []
-    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    stream = _pickle(obj, buffers.append)
     try:
         raws = [buffer.raw() for buffer in buffers]
     except BufferError:  # a non-contiguous buffer: keep it in the stream instead
-        return Serialized(pickle.dumps(obj, protocol=5), [])
+        return Serialized(_pickle(obj, None), [])
     return Serialized(stream, raws)
 
 
-def loads(stream: bytes, buffers: Sequence[Any]) -> Any:
-    """The value back from its stream and buffers (any buffer-protocol objects)."""
-    return pickle.loads(stream, buffers=buffers)
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, stream: Any, buffers: Sequence[Any], resolve: Callable[[str], Any] | None) -> None:
+        super().__init__(io.BytesIO(stream), buffers=buffers)
+        self.resolve = resolve
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__":
+            found: Any = sys.modules.get("__main__")
+            for part in name.split("."):
+                found = getattr(found, part, None)
+            return found if found is not None else stand_in(name)
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, name = pid[0], pid[1]
+        if kind == "skip":
+            return Unsaved(name, pid[2])
+        if self.resolve is None:
+            return Unsaved(name, "saved on its own; load it through its checkpoint")
+        try:
+            return self.resolve(name)
+        except LookupError as exc:
+            return Unsaved(name, str(exc).strip("'\""))
+
+
+def loads(stream: bytes, buffers: Sequence[Any], resolve: Callable[[str], Any] | None = None) -> Any:
+    """The value back from its stream and buffers (any buffer-protocol objects).
+
+    `resolve(name)` gives the value of a part saved on its own (a skeleton's reference); it
+    raises LookupError for a part that is not in the checkpoint (loaded as `Unsaved`).
+    """
+    return _Unpickler(stream, buffers, resolve).load()

@@ -3,6 +3,8 @@
 Layout (docs/store-format.md has the full format):
 
     <root>/STORE                     format marker
+    <root>/gc.lock                   flock: shared while a checkpoint commits, exclusive for gc
+    <root>/usage                     running estimate of the blobs' total size (for the cap)
     <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash
     <root>/runs/<run>/run.json       run metadata (rewritten atomically)
     <root>/runs/<run>/lock           flock'ed by the writing process while it lives
@@ -14,6 +16,8 @@ hash name), its manifest last (tmp/, then renamed). A reader therefore only ever
 complete checkpoints, and a process killed at any instant leaves at worst orphan files in
 tmp/ or unreferenced blobs, which gc removes once they are older than a grace period.
 Unchanged data has the same hash and is not written again, in this run or any other.
+Nothing is fsync'ed: a killed process loses nothing the kernel has accepted, and what a
+power cut could leave behind (a short blob) is caught by the size and hash checks on load.
 """
 
 from __future__ import annotations
@@ -24,17 +28,57 @@ import json
 import os
 import secrets
 import shutil
+import time
 
 import xxhash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 FORMAT = 1
 MARKER = f"chkpt store {FORMAT}\n"
 TMP_GRACE_SECONDS = 3600.0
+WRITE_CHUNK = 1 << 30  # os.write moves at most ~2 GiB per call on Linux
+
+# Lock descriptors this process holds. A forked child closes its copies at once: a flock
+# belongs to the open file, so a long-lived child (a multiprocessing worker) would otherwise
+# keep its parent's run "live" and block gc forever.
+_held_fds: set[int] = set()
+
+
+def _close_held_fds_in_child() -> None:
+    for fd in _held_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_fds_in_child)
+
+
+def hold_lock(path: str, mode: int, blocking: bool = True) -> int | None:
+    """Open and flock `path`; the descriptor, or None when non-blocking and busy."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            return None
+        raise
+    _held_fds.add(fd)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    """Close a descriptor from `hold_lock` (a no-op after a fork closed it in the child)."""
+    if fd in _held_fds:
+        _held_fds.discard(fd)
+        os.close(fd)
 
 
 class StoreError(Exception):
@@ -46,21 +90,27 @@ def hash_buffer(data: Any) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def _write_file(path: str, data: Any, tmp_dir: str) -> None:
-    """Write `data` to `path` so that `path` appears only complete."""
+def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str) -> None:
+    """Write the bytes-like `chunks` one after the other to `path`, which appears only complete."""
     tmp = os.path.join(tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(fd, view[: 1 << 30])
-            view = view[written:]
-    except BaseException:
+        for chunk in chunks:
+            view = memoryview(chunk).cast("B")
+            while view:
+                written = os.write(fd, view[:WRITE_CHUNK])
+                view = view[written:]
         os.close(fd)
-        os.unlink(tmp)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -76,6 +126,10 @@ def _read_json(path: str) -> dict[str, Any]:
     return data
 
 
+def dump_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=1, default=str).encode()
+
+
 class Store:
     """One store root on disk."""
 
@@ -84,6 +138,7 @@ class Store:
         self.blobs_dir = os.path.join(root, "blobs")
         self.runs_dir = os.path.join(root, "runs")
         self.tmp_dir = os.path.join(root, "tmp")
+        self.usage_path = os.path.join(root, "usage")
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -93,11 +148,13 @@ class Store:
         info = os.stat(self.root)
         if hasattr(os, "getuid") and info.st_uid != os.getuid():
             raise StoreError(f"{self.root} belongs to another user; not using it")
+        if info.st_mode & 0o077:
+            os.chmod(self.root, 0o700)  # it holds the user's data
         for directory in (self.blobs_dir, self.runs_dir, self.tmp_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         marker = os.path.join(self.root, "STORE")
         if not os.path.exists(marker):
-            _write_file(marker, MARKER.encode(), self.tmp_dir)
+            _write_file(marker, [MARKER.encode()], self.tmp_dir)
 
     def exists(self) -> bool:
         return os.path.isdir(self.runs_dir)
@@ -107,21 +164,38 @@ class Store:
     def blob_path(self, digest: str) -> str:
         return os.path.join(self.blobs_dir, digest[:2], digest[2:])
 
+    def has_blob(self, digest: str, size: int) -> bool:
+        """Whether the blob is stored whole; reusing it refreshes its mtime (gc's grace period).
+
+        A blob of the wrong size (cut short by a power loss, or damaged) counts as absent, so
+        the next write of the same data replaces it instead of referring to it again.
+        """
+        path = self.blob_path(digest)
+        try:
+            if os.stat(path).st_size != size:
+                return False
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def write_blob(self, digest: str, chunks: Iterable[Any]) -> None:
+        """Store the bytes whose hash is `digest`, given as consecutive bytes-like chunks."""
+        path = self.blob_path(digest)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _write_file(path, chunks, self.tmp_dir)
+
     def put_blob(self, data: Any) -> tuple[str, int]:
         """Store bytes-like `data`; returns (hash, bytes newly written: 0 when deduplicated)."""
         digest = hash_buffer(data)
-        path = self.blob_path(digest)
-        try:
-            os.utime(path)  # already stored: refresh it so gc's grace period protects it
+        size = memoryview(data).nbytes
+        if self.has_blob(digest, size):
             return digest, 0
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write_file(path, data, self.tmp_dir)
-        return digest, memoryview(data).nbytes
+        self.write_blob(digest, [data])
+        return digest, size
 
     def read_blob(self, digest: str, expected_size: int | None = None) -> Any:
-        """The blob's bytes; large ones memory-mapped copy-on-write (writable, read lazily)."""
+        """The blob's bytes, checked against its hash; large ones memory-mapped copy-on-write."""
         path = self.blob_path(digest)
         try:
             size = os.path.getsize(path)
@@ -129,13 +203,16 @@ class Store:
             raise StoreError(f"blob {digest} is missing from {self.blobs_dir}") from None
         if expected_size is not None and size != expected_size:
             raise StoreError(f"blob {digest} is truncated ({size} of {expected_size} bytes)")
-        if size < (1 << 20):
-            with open(path, "rb") as handle:
-                return bytearray(handle.read())
-        import mmap
-
         with open(path, "rb") as handle:
-            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            if size < (1 << 20):
+                data: Any = bytearray(handle.read())
+            else:
+                import mmap
+
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        if hash_buffer(data) != digest:
+            raise StoreError(f"blob {digest} is corrupt (its content does not match its hash)")
+        return data
 
     def blob_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """(hash, stat) of every blob file."""
@@ -154,6 +231,31 @@ class Store:
                     yield shard + name, os.stat(os.path.join(shard_dir, name))
                 except OSError:
                     continue
+
+    # -- the size estimate ----------------------------------------------------------------------
+    # `usage` holds "base <bytes> <unix time>" (the blobs' total as gc last measured it), then
+    # one "+<bytes>" line appended by each commit. Appends happen under the shared gc lock and
+    # gc rewrites the file under the exclusive one, so no addition is lost.
+
+    def add_usage(self, new_bytes: int) -> None:
+        fd = os.open(self.usage_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"+{new_bytes}\n".encode())
+        finally:
+            os.close(fd)
+
+    def read_usage(self) -> tuple[int, float] | None:
+        """(estimated blob bytes, when gc last measured them), None when unknown."""
+        try:
+            with open(self.usage_path, "rb") as handle:
+                lines = handle.read().decode().split("\n")
+            _, base, measured = lines[0].split()
+            return int(base) + sum(int(line[1:]) for line in lines[1:] if line), float(measured)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+
+    def reset_usage(self, total: int) -> None:
+        _write_file(self.usage_path, [f"base {total} {time.time():.0f}\n".encode()], self.tmp_dir)
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -221,7 +323,19 @@ class Store:
             pass
 
     def delete_run(self, run_id: str) -> None:
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        """Remove a run at once: moved out of runs/ in one rename, then deleted from tmp/.
+
+        Killed halfway, the run is either still whole or gone, and the rest of its directory
+        sits in tmp/ until gc's next sweep.
+        """
+        trash = os.path.join(self.tmp_dir, f"run-{run_id}-{secrets.token_hex(4)}")
+        try:
+            os.rename(self.run_dir(run_id), trash)
+        except FileNotFoundError:
+            return
+        except OSError:
+            trash = self.run_dir(run_id)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 class RunWriter:
@@ -233,23 +347,29 @@ class RunWriter:
         self.directory = store.run_dir(run_id)
         self.meta = dict(meta, id=run_id, status="running", format=FORMAT)
         os.makedirs(os.path.join(self.directory, "checkpoints"), mode=0o700, exist_ok=True)
-        self._lock_fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT,
-                                0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_fd = hold_lock(os.path.join(self.directory, "lock"), fcntl.LOCK_EX)
         self.next_index = 1
+        self.triggers: dict[int, str] = {}  # of this process's checkpoints, for thinning
         self.save_meta()
 
     def save_meta(self) -> None:
-        data = json.dumps(self.meta, indent=1, default=str).encode()
-        _write_file(os.path.join(self.directory, "run.json"), data, self.store.tmp_dir)
+        path = os.path.join(self.directory, "run.json")
+        _write_file(path, [dump_json(self.meta)], self.store.tmp_dir)
 
-    def add_checkpoint(self, manifest: dict[str, Any]) -> int:
-        """Commit a manifest whose blobs are all written; returns its index."""
+    def reserve_index(self) -> int:
+        """The index of the next checkpoint, taken now although it commits later."""
         index = self.next_index
-        manifest = dict(manifest, index=index, run=self.run_id)
-        data = json.dumps(manifest, indent=1, default=str).encode()
-        _write_file(self.store.checkpoint_path(self.run_id, index), data, self.store.tmp_dir)
         self.next_index += 1
+        return index
+
+    def add_checkpoint(self, manifest: dict[str, Any], index: int | None = None) -> int:
+        """Commit a manifest whose blobs are all written; returns its index."""
+        if index is None:
+            index = self.reserve_index()
+        manifest = dict(manifest, index=index, run=self.run_id)
+        _write_file(self.store.checkpoint_path(self.run_id, index), [dump_json(manifest)],
+                    self.store.tmp_dir)
+        self.triggers[index] = str(manifest.get("trigger"))
         return index
 
     def thin(self, keep: int) -> None:
@@ -259,10 +379,12 @@ class RunWriter:
             return
         protected = {indexes[0], indexes[-1]}
         for index in indexes:
-            try:
-                trigger = self.store.read_checkpoint(self.run_id, index).get("trigger")
-            except (StoreError, FileNotFoundError):
-                continue
+            trigger = self.triggers.get(index)
+            if trigger is None:
+                try:
+                    trigger = self.store.read_checkpoint(self.run_id, index).get("trigger")
+                except (StoreError, FileNotFoundError):
+                    continue
             if trigger in ("exit", "crash", "signal"):
                 protected.add(index)
         removable = [i for i in indexes if i not in protected]
@@ -273,6 +395,6 @@ class RunWriter:
                 pass
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        if self._lock_fd is not None:
+            release_lock(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,171 @@
+"""Capture and serialization throughput, side by side with pickle and numpy.save (issue 4).
+
+Builds about 1 GiB of mixed numpy arrays and pandas DataFrames as a namespace, then times:
+
+- capture: `capture.collect` of that namespace (finding and measuring the values);
+- chkpt: capture + `serialize.dumps` of every value, in memory, and then written to files;
+- pickle: `pickle.dumps(value, protocol=5)` of every value (buffers in band), and `pickle.dump`
+  to files;
+- numpy.save: every array and every DataFrame column's array, to memory and to files;
+
+and prints each as GB/s and as the ratio chkpt / other. A second part times a capture of a
+large namespace (10k globals, mostly numbers, strings and nested dicts of small values) that
+does not change between captures (SPEC §9: a capture must cost next to nothing then).
+
+    .venv/3.12/bin/python benchmarks/bench_capture.py [--gib 1.0] [--repeat 3]
+
+Files go to a temporary directory on the disk of $TMPDIR and are not fsynced (the page cache
+absorbs them: this measures the serialization path, not the disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+from chkpt import capture, config, salience, serialize
+
+
+def make_data(gib: float) -> dict[str, object]:
+    """About `gib` GiB: half big numeric arrays, half DataFrames of mixed dtypes."""
+    rng = np.random.default_rng(0)
+    total = int(gib * 2**30)
+    namespace: dict[str, object] = {}
+    per_array = total // 2 // 8
+    for i in range(8):
+        n = per_array // 8
+        namespace[f"array{i}"] = rng.random(n) if i % 2 else np.arange(n, dtype=np.int64)
+    namespace["fortran"] = np.asfortranarray(rng.random((1000, 500)))
+    rows = total // 2 // 8 // 40  # 8 frames of ~40 bytes a row
+    for i in range(8):
+        namespace[f"frame{i}"] = pd.DataFrame({
+            "x": rng.random(rows), "y": rng.random(rows), "n": np.arange(rows, dtype=np.int64),
+            "k": pd.Categorical(rng.integers(0, 50, rows)), "when": pd.date_range("2024", periods=rows, freq="s"),
+        })
+    return namespace
+
+
+def timed(function, repeat: int) -> float:
+    """Median seconds of `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def arrays_of(namespace: dict[str, object]) -> list[np.ndarray]:
+    out = []
+    for value in namespace.values():
+        if isinstance(value, pd.DataFrame):
+            out.extend(value[column].to_numpy() for column in value.columns)
+        else:
+            out.append(value)
+    return out
+
+
+def throughput(gib: float, repeat: int) -> None:
+    """chkpt vs pickle vs numpy.save on about `gib` GiB."""
+    namespace = make_data(gib)
+    rules = salience.Rules(config.Config())
+    roots = capture.named_roots(namespace, [], {})
+    arrays = arrays_of(namespace)
+    nbytes = sum(salience.data_size(v) for v in namespace.values())
+    print(f"data: {nbytes / 2**30:.2f} GiB in {len(namespace)} values "
+          f"(numpy.save writes {sum(a.nbytes for a in arrays) / 2**30:.2f} GiB of column arrays)")
+
+    def chkpt_memory() -> list[serialize.Serialized]:
+        return [serialize.dumps(item.obj) for item in capture.collect(roots, rules).items]
+
+    def pickle_memory() -> list[bytes]:
+        return [pickle.dumps(value, protocol=5) for value in namespace.values()]
+
+    def numpy_memory() -> None:
+        for array in arrays:
+            np.save(io.BytesIO(), array, allow_pickle=False)
+
+    with tempfile.TemporaryDirectory() as directory:
+        def target(name: str):
+            return open(os.path.join(directory, name), "wb")
+
+        def chkpt_files() -> None:
+            for item in capture.collect(roots, rules).items:
+                data = serialize.dumps(item.obj)
+                with target(item.name) as handle:
+                    handle.write(data.stream)
+                    for buffer in data.buffers:
+                        handle.write(buffer)
+
+        def pickle_files() -> None:
+            for name, value in namespace.items():
+                with target(name) as handle:
+                    pickle.dump(value, handle, protocol=5)
+
+        def numpy_files() -> None:
+            for index, array in enumerate(arrays):
+                with target(f"a{index}") as handle:
+                    np.save(handle, array, allow_pickle=False)
+
+        results = {
+            "capture only": timed(lambda: capture.collect(roots, rules), repeat),
+            "chkpt capture+dumps (memory)": timed(chkpt_memory, repeat),
+            "pickle.dumps p5 (memory)": timed(pickle_memory, repeat),
+            "numpy.save (memory)": timed(numpy_memory, repeat),
+            "chkpt capture+dumps (files)": timed(chkpt_files, repeat),
+            "pickle.dump p5 (files)": timed(pickle_files, repeat),
+            "numpy.save (files)": timed(numpy_files, repeat),
+        }
+    print(f"\n{'operation':34} {'seconds':>9} {'GB/s':>8}")
+    for name, seconds in results.items():
+        print(f"{name:34} {seconds:9.3f} {nbytes / seconds / 1e9:8.2f}")
+    for where in ("memory", "files"):
+        ours = results[f"chkpt capture+dumps ({where})"]
+        pickled = results["pickle.dumps p5 (memory)" if where == "memory" else "pickle.dump p5 (files)"]
+        saved = results[f"numpy.save ({where})"]
+        print(f"throughput ratio, {where}: chkpt/pickle = {pickled / ours:.2f}x, "
+              f"chkpt/numpy.save = {saved / ours:.2f}x")
+
+
+def unchanged_namespace(repeat: int) -> None:
+    """A capture of 10k globals that did not change since the last one."""
+    rules = salience.Rules(config.Config())
+    print("\nunchanged large namespace (10k globals):")
+    big = {}
+    for i in range(10_000):
+        kind = i % 10
+        if kind < 5:
+            big[f"number{i}"] = i * 1.5
+        elif kind < 7:
+            big[f"text{i}"] = f"value number {i}"
+        elif kind < 9:
+            big[f"settings{i}"] = {"depth": i, "opts": {"x": [1, 2, 3], "y": "z"}, "tags": ["a", "b"]}
+        else:
+            big[f"row{i}"] = [i, i * 2.0, "x"]
+    for i in range(20):
+        big[f"data{i}"] = np.random.default_rng(i).random(1000)
+    roots = capture.named_roots(big, [], {})
+    seconds = timed(lambda: capture.collect(roots, rules), max(repeat, 20))
+    print(f"capture of {len(roots)} globals: {seconds * 1000:.2f} ms (median), "
+          f"{len(capture.collect(roots, rules).items)} values saved")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    throughput(args.gib, args.repeat)
+    unchanged_namespace(args.repeat)
+
+
+if __name__ == "__main__":
+    main()

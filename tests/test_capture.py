@@ -1,0 +1,306 @@
+"""Issue 4: what a checkpoint captures, under which names, what it skips and why."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from conftest import chkpt, chkpt_json, python, write
+
+STORY = """
+import threading
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import scipy.sparse as sp
+
+
+class Model:
+    def __init__(self):
+        self.weights = np.random.default_rng(0).random((100, 50))
+        self.lock = threading.Lock()
+
+
+df_train = pd.DataFrame({"a": np.arange(1000), "b": np.linspace(0, 1, 1000)})
+df_test = pd.DataFrame({"a": np.arange(200), "b": np.linspace(0, 1, 200)})
+results = {"train": df_train, "test": df_test}
+model = Model()
+frames = [np.full(300, i, dtype=np.float32) for i in range(3)]
+events = pl.DataFrame({"t": np.arange(2000), "kind": ["click", "view"] * 1000})
+table = pa.table({"id": np.arange(3000)})
+sparse = sp.random(200, 200, density=0.05, format="csr", random_state=0)
+signal = np.arange(100_000.0)
+window = signal[1000:5000]
+huge = np.zeros(2_000_000)
+log = open(__file__)
+print("done")
+"""
+
+STORY_CHECK = """
+import numpy as np, pandas as pd, chkpt
+exec(open("story.py").read().replace("print", "str").replace("class Model", "class _Model")
+     .replace("model = Model()", "").replace("log = open(__file__)", ""))
+pd.testing.assert_frame_equal(chkpt.load('results["train"]'), df_train)
+pd.testing.assert_frame_equal(chkpt.load("results['test']"), df_test)
+loaded = chkpt.load("results")
+assert list(loaded) == ["train", "test"]
+pd.testing.assert_frame_equal(loaded["train"], df_train)
+model = chkpt.load("model")
+assert type(model).__name__ == "Model" and "stand-in for __main__.Model" in repr(model)
+np.testing.assert_array_equal(model.weights, np.random.default_rng(0).random((100, 50)))
+assert "a lock (thread synchronisation) cannot be saved" in repr(model.lock)
+np.testing.assert_array_equal(chkpt.load("model.weights"), model.weights)
+assert [f[0] for f in chkpt.load("frames")] == [0, 1, 2]
+np.testing.assert_array_equal(chkpt.load("frames[2]"), frames[2])
+assert chkpt.load("events").equals(events) and chkpt.load("table").equals(table)
+assert (chkpt.load("sparse") != sparse).nnz == 0
+np.testing.assert_array_equal(chkpt.load("window"), window)
+print("ok")
+"""
+
+
+def test_user_story_saves_the_data_names_nested_paths_and_lists_the_skipped(env, work):
+    for module in ("polars", "pyarrow", "scipy"):
+        pytest.importorskip(module, reason=f"{module} is a test extra; not installed for this Python")
+    write(work, "story.py", STORY)
+    result = python(["story.py"], {**env, "CHKPT_MAX_OBJECT_SIZE": "1MiB"}, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    names = {v["name"]: v for v in checkpoint["variables"]}
+    assert sorted(names) == sorted([
+        "df_train", "df_test", "results", "model", "model.weights", "frames", "frames[0]", "frames[1]",
+        "frames[2]", "events", "table", "sparse", "signal", "window"])
+    assert checkpoint["aliases"] == {"results['train']": "df_train", "results['test']": "df_test"}
+    assert [(s["name"], s["reason"]) for s in checkpoint["skipped"]] == [
+        ("model.lock", "a lock (thread synchronisation) cannot be saved"),
+        ("huge", "15.3 MiB is over max_object_size (1.0 MiB)"),
+        ("log", "an open file (TextIOWrapper) cannot be saved"),
+    ]
+    assert names["model"]["type"] == "__main__.Model" and names["results"]["type"] == "dict"
+    assert names["model.weights"]["shape"] == [100, 50] and names["window"]["view_of"] == "signal"
+    assert names["events"]["type"] == "polars.DataFrame" and names["sparse"]["type"] == "scipy.csr_matrix"
+
+    loaded = python(["-c", STORY_CHECK], env, work)
+    assert loaded.stdout == "ok\n", loaded.stderr
+
+
+def test_human_show_lists_skipped_values_with_their_reason(env, work):
+    write(work, "s.py", "import threading, numpy as np\nlock = threading.Lock()\ndata = np.ones(1000)\n"
+                        "gen = (i for i in range(3))\nf = lambda x: x\n")
+    python(["s.py"], env, work)
+    shown = chkpt(["show", "latest"], env, work).stdout
+    assert "lock" in shown and "a lock (thread synchronisation) cannot be saved" in shown
+    assert "a generator cannot be saved (its running state is not data)" in shown
+    assert "a lambda cannot be saved (code, not data)" in shown
+
+
+UNSAVEABLE = """
+import socket, threading
+import numpy as np
+
+
+class Opaque:
+    def __init__(self):
+        self.text = "x" * 5000
+        self.values = np.arange(2000.0)
+
+    def __reduce__(self):
+        raise TypeError("Opaque objects refuse pickling")
+
+
+good = np.arange(5000)
+opaque = Opaque()
+bad_array = np.array([lambda: 1] * 200, dtype=object)
+sock = socket.socket()
+event = threading.Event()
+gen = (i for i in range(10))
+cfg = {"cb": lambda x: x, "data": np.ones(500)}
+print("done")
+"""
+
+
+def test_one_unsaveable_value_never_aborts_the_checkpoint(env, work):
+    write(work, "u.py", UNSAVEABLE)
+    result = python(["u.py"], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    names = {v["name"] for v in checkpoint["variables"]}
+    assert {"good", "opaque.text", "opaque.values", "cfg", "cfg['data']"} <= names
+    skipped = {s["name"]: s["reason"] for s in checkpoint["skipped"]}
+    assert skipped["opaque"] == "cannot be pickled (TypeError: Opaque objects refuse pickling)"
+    assert skipped["bad_array"].startswith("cannot be pickled")
+    assert skipped["sock"] == "a socket cannot be saved"
+    assert skipped["event"] == "a Event (thread synchronisation) cannot be saved"
+    assert skipped["gen"] == "a generator cannot be saved (its running state is not data)"
+    assert skipped["cfg['cb']"] == "a lambda cannot be saved (code, not data)"
+    check = "import chkpt; c = chkpt.load('cfg'); print(c['data'].sum(), c['cb'])"
+    loaded = python(["-c", check], env, work)
+    assert loaded.stdout == "500.0 <not saved: cfg['cb']: a lambda cannot be saved (code, not data)>\n", \
+        loaded.stderr
+
+
+MAIN_CLASSES = """
+import dataclasses
+from typing import NamedTuple
+import numpy as np
+
+
+@dataclasses.dataclass
+class Experiment:
+    name: str
+    data: np.ndarray
+    notes: list
+
+
+class Pair(NamedTuple):
+    left: int
+    right: str
+
+
+class Bag(dict):
+    pass
+
+
+experiment = Experiment("run1", np.arange(3000.0), ["a"] * 200)
+pair_list = [Pair(i, str(i)) for i in range(100)]
+bag = Bag(values=np.arange(1000))
+"""
+
+
+def test_objects_of_script_classes_load_elsewhere_as_stand_ins_or_as_the_real_class(env, work):
+    write(work, "m.py", MAIN_CLASSES)
+    assert python(["m.py"], env, work).returncode == 0
+    stand_in = """
+import chkpt
+e = chkpt.load("experiment")
+print(type(e).__name__, e.name, e.data.shape, len(e.notes), "stand-in" in repr(e))
+print(chkpt.load("pair_list")[3]._args)
+print(chkpt.load("bag")._items["values"].shape)
+"""
+    loaded = python(["-c", stand_in], env, work)
+    assert loaded.stdout == "Experiment run1 (3000,) 200 True\n(3, '3')\n(1000,)\n", loaded.stderr
+
+    real = """
+import dataclasses, chkpt
+import numpy as np
+
+@dataclasses.dataclass
+class Experiment:
+    name: str
+    data: np.ndarray
+    notes: list
+
+e = chkpt.load("experiment")
+print(type(e) is Experiment, e.name, float(e.data.sum()))
+"""
+    loaded = python(["-c", real], env, work)
+    assert loaded.stdout == "True run1 4498500.0\n", loaded.stderr
+
+
+SALIENCE = """
+import chkpt
+import numpy as np
+
+counter = 42
+name = "experiment"
+lr = 0.01
+tiny = np.arange(3)
+secret_token = np.arange(10_000)
+settings = {"depth": 3, "tags": ["a", "b"], "nested": {"x": 1}}
+history = [0.5] * 500
+chkpt.track(np.arange(2), "kept_small")
+
+
+def step(x):
+    batch = np.ones((64, 32))
+    i = 3
+    counter = x
+    raise RuntimeError("boom")
+
+
+step(7)
+"""
+
+
+def test_salience_rules_and_crash_locals(env, work):
+    write(work, "sal.py", SALIENCE)
+    result = python(["sal.py"], {**env, "CHKPT_EXCLUDE_NAMES": "secret*", "CHKPT_INCLUDE_NAMES": "lr"}, work)
+    assert result.returncode == 1 and "RuntimeError: boom" in result.stderr
+    checkpoints = chkpt_json(["show", "latest"], env, work)["checkpoints"]
+    crash = checkpoints[-1]
+    assert crash["trigger"] == "crash"
+    names = {v["name"]: v for v in crash["variables"]}
+    # a crash keeps every saveable value, small ones too, and the locals of the failing frame
+    assert {"counter", "name", "lr", "tiny", "settings", "history", "kept_small", "batch", "i", "x",
+            "step:counter"} <= set(names)
+    assert names["step:counter"]["scope"] == "local of step" and "secret_token" not in names
+    assert all(not s["name"].startswith("secret") for s in crash["skipped"])
+
+    write(work, "quiet.py", SALIENCE.replace("step(7)\n", ""))
+    python(["quiet.py"], {**env, "CHKPT_EXCLUDE_NAMES": "secret*", "CHKPT_INCLUDE_NAMES": "lr"}, work)
+    exit_names = {v["name"] for v in chkpt_json(["show", "latest:quiet.py"], env, work)["checkpoints"][-1]["variables"]}
+    # an exit checkpoint keeps data and sizeable values, not the noise under min_size (1 KiB)
+    assert exit_names == {"lr", "history", "kept_small"}
+
+
+def test_large_namespace_finds_data_after_thousands_of_small_nested_values():
+    import numpy as np
+
+    from chkpt import capture, config, salience
+
+    namespace = {}
+    for i in range(10_000):
+        namespace[f"v{i}"] = {"a": i, "b": {"x": [1, 2, 3], "y": "z"}} if i % 3 else f"value {i}"
+    namespace["results"] = {"fold": {"train": np.ones(500), "meta": {"n": 500}}}
+    big_list = [np.full(10, i) for i in range(5000)]  # too long to walk: saved whole
+    namespace["many"] = big_list
+    rules = salience.Rules(config.Config())
+    captured = capture.collect(capture.named_roots(namespace, [], {}), rules)
+    names = sorted(item.name for item in captured.items)
+    assert names == ["many", "results", "results['fold']['train']"]
+    assert captured.skipped == [] and captured.aliases == {}
+
+
+def test_shared_and_cyclic_structures_are_saved_once_and_load_as_shared(env, work):
+    source = """
+import numpy as np
+shared = np.arange(4000.0)
+a = {"x": shared, "y": [shared, shared]}
+a["self"] = a
+b = (a, shared)
+"""
+    write(work, "cyc.py", source)
+    assert python(["cyc.py"], env, work).returncode == 0
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    assert sorted(v["name"] for v in checkpoint["variables"]) == ["a", "b", "shared"]
+    assert checkpoint["aliases"] == {"a['x']": "shared", "a['y'][0]": "shared", "a['y'][1]": "shared",
+                                     "b[0]": "a", "b[1]": "shared"}
+    check = """
+import chkpt
+b = chkpt.load("b")
+a = b[0]
+print(a["self"] is a, a["x"] is b[1] is a["y"][0], float(a["x"].sum()))
+"""
+    loaded = python(["-c", check], env, work)
+    assert loaded.stdout == "True True 7998000.0\n", loaded.stderr
+
+
+def test_serialization_keeps_large_buffers_out_of_the_stream():
+    import numpy as np
+
+    from chkpt import serialize
+
+    array = np.arange(1_000_000.0)
+    data = serialize.dumps(array)
+    assert len(data.stream) < 1000 and len(data.buffers) == 1
+    assert np.shares_memory(np.frombuffer(data.buffers[0], dtype=np.float64), array)  # not copied
+    assert serialize.loads(data.stream, data.buffers).tolist() == array.tolist()
+    polars = pytest.importorskip("polars", reason="polars is a test extra; not installed for this Python")
+    frame = polars.DataFrame({"a": array})
+    data = serialize.dumps(frame)
+    assert len(data.stream) < 1000 and sum(b.nbytes for b in data.buffers) >= array.nbytes
+    assert serialize.loads(data.stream, data.buffers).equals(frame)
+    assert pickle.loads(pickle.dumps(serialize.Unsaved("x", "why"))).reason == "why"

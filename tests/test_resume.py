@@ -1,0 +1,434 @@
+"""Issue 7: `chkpt resume` runs an edited script again from a checkpoint (SPEC §8).
+
+Each corpus script is run until it crashes, edited (the bug fixed), and resumed. What the
+crashed run printed followed by what the resumed run printed must be what a fresh run of the
+edited script prints, and the resumed run's final state (its exit checkpoint) must equal the
+fresh run's. The refusals each have a test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chkpt import api
+from conftest import PYTHON, run, runs, write
+
+RESUME = [PYTHON, "-c", "import sys; from chkpt.resume import main; sys.exit(main(sys.argv[1:]))"]
+
+
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """No periodic checkpoints, and every value saved, so the states compare in full."""
+    return dict(env, CHKPT_INTERVAL="1h", CHKPT_MIN_SIZE="0")
+
+
+def resume(args: list[str], env: dict[str, str], work: Path):
+    return run([*RESUME, *args], env, work)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+def final_state(run_id: str) -> dict[str, object]:
+    checkpoint = api.resolve(f"{run_id}@exit")[0].checkpoint("exit")
+    return {v.name: v.load() for v in checkpoint.variables}
+
+
+def assert_same_state(resumed: dict[str, object], fresh: dict[str, object]) -> None:
+    assert sorted(resumed) == sorted(fresh)
+    for name, value in fresh.items():
+        assert_same_value(resumed[name], value, name)
+
+
+def assert_same_value(resumed: object, fresh: object, name: str) -> None:
+    if type(fresh).__module__.startswith("chkpt"):  # the placeholder of a value not saved
+        assert repr(resumed) == repr(fresh), name
+    elif isinstance(fresh, dict):
+        assert list(resumed) == list(fresh), name
+        for key, value in fresh.items():
+            assert_same_value(resumed[key], value, f"{name}[{key!r}]")
+    elif hasattr(fresh, "equals"):  # pandas
+        assert fresh.equals(resumed), name
+    elif type(fresh).__module__.startswith("numpy") or not hasattr(fresh, "__dict__"):
+        np.testing.assert_equal(resumed, fresh, err_msg=name)
+    else:  # an object of a class defined in the script
+        assert sorted(vars(resumed)) == sorted(vars(fresh)), name
+        for key, value in vars(fresh).items():
+            assert_same_value(vars(resumed)[key], value, f"{name}.{key}")
+
+
+def crash_fix_resume(env, work, name: str, source: str, fixes: list[tuple[str, str]],
+                     resume_args: list[str] = (), script_args: list[str] = ()):
+    """Run `source` (it must crash), apply `fixes`, resume; check output and final state
+    against a fresh run of the fixed script. Returns the resume process."""
+    script = write(work, name, source)
+    crashed = run([PYTHON, name, *script_args], env, work)
+    assert crashed.returncode == 1, crashed.stderr
+    for old, new in fixes:
+        edit(script, old, new)
+    resumed = resume([name, *resume_args], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run([PYTHON, name, *script_args], env, work)
+    assert fresh.returncode == 0, fresh.stderr
+    assert crashed.stdout + resumed.stdout == fresh.stdout
+    newest = runs(env, work)
+    assert [r["status"] for r in newest[:3]] == ["finished", "finished", "crashed"]
+    assert_same_state(final_state(newest[1]["id"]), final_state(newest[0]["id"]))
+    return resumed
+
+
+def notes(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("chkpt:")]
+
+
+# -- the corpus ------------------------------------------------------------------------------------
+
+PIPELINE = """
+    import numpy as np
+    import pandas as pd
+
+    def clean(frame):
+        return frame[frame["x"] % 7 != 0].reset_index(drop=True)
+
+    raw = pd.DataFrame({"x": np.arange(5000), "y": np.arange(5000) * 0.5})
+    print("loaded", len(raw))
+    data = clean(raw)
+    print("cleaned", len(data))
+    stats = {"mean": float(data["y"].mean()), "n": len(data)}
+    print("stats", stats)
+    report = f"{stats['n']} rows, mean {stats['mean']:.2f}"
+    print(report.uper())
+    data["z"] = data["y"] * 2
+    print("done", float(data["z"].sum()))
+"""
+
+
+def test_pipeline_crashed_on_a_typo_resumes_at_the_crashed_statement(env, work):
+    resumed = crash_fix_resume(env, work, "pipeline.py", PIPELINE, [("report.uper()", "report.upper()")])
+    assert resumed.stdout.startswith("4285 ROWS")  # nothing before the fixed line ran again visibly
+    said = "\n".join(notes(resumed))
+    assert "restored" in said and "data" in said and "stats" in said
+    assert "re-ran 3 import/definition statements" in said
+    assert "continuing at line 15" in said
+
+
+TRAINING = """
+    import numpy as np
+
+    weights = np.zeros(2000)
+    history = []
+    best = None
+    for epoch in range(100):
+        weights += 0.01
+        loss = float(1.0 / (1.0 + weights.sum()))
+        history.append(loss)
+        if epoch == 57:
+            lr = learnin_rate
+        if best is None or loss < best:
+            best = loss
+        if epoch % 10 == 7:
+            print("epoch", epoch, round(loss, 6))
+    print("best", round(best, 6), "after", len(history))
+"""
+
+
+def test_training_loop_crashed_at_epoch_57_continues_at_epoch_57(env, work):
+    resumed = crash_fix_resume(env, work, "train.py", TRAINING, [("learnin_rate", "0.1")])
+    assert resumed.stdout.splitlines()[0].startswith("epoch 57 ")
+    assert resumed.stdout.splitlines()[-1] == "best 0.0005 after 100"
+    assert "in the iteration (epoch = 57) of the loop at line 7" in notes(resumed)[-1]
+
+
+FUNCTION_CRASH = """
+    import numpy as np
+
+    def summarize(values):
+        scaled = values / values.max()
+        return {"mean": float(scaled.mean()), "top": float(scaled[-10:].sum())}
+
+    values = np.linspace(1.0, 50.0, 4000)
+    print("values", values.size)
+    summary = summarize(values)
+    print(sorted(summary.items()))
+"""
+
+
+def test_crash_inside_a_function_reruns_the_top_level_statement_that_called_it(env, work):
+    source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
+    resumed = crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()")])
+    assert "continuing at line 10" in notes(resumed)[-1]
+
+
+ENUMERATE = """
+    import numpy as np
+
+    names = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    totals = {}
+    for i, name in enumerate(names, 1):
+        block = np.full(300, float(i))
+        totals[name] = float(block.sum())
+        print(i, name, totals[name], name[7].upper() if len(name) > 5 else "")
+    print(sorted(totals.items()))
+"""
+
+
+def test_enumerate_loop_continues_in_the_iteration_that_crashed(env, work):
+    resumed = crash_fix_resume(env, work, "numbered.py", ENUMERATE, [("name[7]", "name[-1]")])
+    assert resumed.stdout.splitlines()[0].startswith("5 epsilon")
+
+
+SEQUENCE = """
+    import numpy as np
+
+    seen = []
+    acc = np.zeros(500)
+    for word in ["red", "green", "blue", "cyan"]:
+        seen.append(word)
+        acc += len(word)
+        print(word, 10 / (len(word) - 4))
+    print(seen, float(acc.sum()))
+"""
+
+
+def test_loop_over_a_list_continues_with_the_item_that_crashed(env, work):
+    fix = ("(len(word) - 4))", "(len(word) - 4) if len(word) != 4 else 0)")
+    resumed = crash_fix_resume(env, work, "seq.py", SEQUENCE, [fix])
+    assert resumed.stdout.splitlines()[0].startswith("blue")
+
+
+WHILE = """
+    import numpy as np
+
+    state = np.ones(400)
+    step = 0
+    while step < 8:
+        state = state * 1.5
+        step += 1
+        print("step", step, float(state[0]), 1 // (step - 5))
+    print("final", step, float(state.sum()))
+"""
+
+
+def test_while_loop_continues_mid_iteration(env, work):
+    fix = ("1 // (step - 5))", "1 // (step - 5) if step != 5 else 0)")
+    resumed = crash_fix_resume(env, work, "grow.py", WHILE, [fix])
+    assert resumed.stdout.splitlines()[0].startswith("step 5 ")
+
+
+MODEL = """
+    import threading
+    import numpy as np
+
+    class Model:
+        def __init__(self):
+            self.weights = np.zeros(3000)
+            self.steps = 0
+
+        def fit(self, data):
+            print("fitting")
+            self.weights = self.weights + data
+            self.steps += 1
+
+    lock = threading.Lock()
+    model = Model()
+    model.fit(np.arange(3000.0))
+    parts = {"weights": model.weights, "guard": lock}
+    with lock:
+        score = float(parts["weights"].mean()) / model.step
+    print("score", score)
+"""
+
+
+def test_objects_and_unsaveable_values_are_rebuilt_then_given_their_saved_data(env, work):
+    resumed = crash_fix_resume(env, work, "model.py", MODEL, [("/ model.step", "/ model.steps")])
+    said = "\n".join(notes(resumed))
+    assert "restored 2 values: model, parts['weights']" in said  # parts held a lock: rebuilt
+    assert "line 15 (`lock = threading.Lock()`)" in said and "line 18 (`parts = " in said
+    assert "fit" not in said and "fitting" not in resumed.stdout
+
+
+def test_a_resumed_run_that_crashes_again_can_be_resumed_again(env, work):
+    source = TRAINING.replace("round(best, 6)", "round(bestt, 6)")
+    script = write(work, "train.py", source)
+    first = run([PYTHON, "train.py"], env, work)
+    edit(script, "learnin_rate", "0.1")
+    second = resume(["train.py"], env, work)
+    assert second.returncode == 1 and "bestt" in second.stderr
+    edit(script, "bestt", "best")
+    third = resume(["train.py"], env, work)
+    assert third.returncode == 0, third.stderr
+    fresh = run([PYTHON, "train.py"], env, work)
+    assert first.stdout + second.stdout + third.stdout == fresh.stdout
+    assert third.stdout == "best 0.0005 after 100\n"
+    assert [r["status"] for r in runs(env, work)] == ["finished", "finished", "crashed", "crashed"]
+
+
+def test_after_a_finished_run_only_the_added_lines_run(env, work):
+    script = write(work, "done.py", "import numpy as np\nimport sys\nx = np.arange(10.0)\n"
+                                    "print('computed', sys.argv[1:])\n")
+    assert run([PYTHON, "done.py", "a", "b"], env, work).stdout == "computed ['a', 'b']\n"
+    script.write_text(script.read_text() + "print('mean', x.mean(), sys.argv[1:])\n")
+    again = resume(["done.py"], env, work)
+    assert (again.returncode, again.stdout) == (0, "mean 4.5 ['a', 'b']\n"), again.stderr
+    other = resume(["done.py", "--from", again_ref(env, work, 1), "--", "c"], env, work)
+    assert other.stdout == "mean 4.5 ['c']\n", other.stderr
+
+
+def again_ref(env, work, nth: int) -> str:
+    return runs(env, work)[nth]["id"] + "@exit"
+
+
+def test_a_top_level_snapshot_is_a_resume_point(env, work):
+    script = write(work, "snap.py", """
+        import chkpt
+        import numpy as np
+        big = np.arange(2000.0)
+        print("expensive part done")
+        chkpt.snapshot("after load")
+        print("sum", big.sum())
+        print("oops", big.mediann())
+    """)
+    run([PYTHON, "snap.py"], env, work)
+    edit(script, "print(\"oops\", big.mediann())", "print(\"median\", np.median(big))")
+    ref = runs(env, work)[0]["id"] + "@1"
+    resumed = resume(["snap.py", "--from", ref], env, work)
+    assert resumed.stdout == "sum 1999000.0\nmedian 999.5\n", resumed.stderr
+    assert "continuing at line 7" in notes(resumed)[-1]
+
+
+def test_the_resumed_run_is_traced_and_says_where_it_came_from(env, work):
+    crash_fix_resume(env, work, "train.py", TRAINING, [("learnin_rate", "0.1")])
+    listed = runs(env, work)
+    resumed_run = listed[1]
+    assert resumed_run["script"] == str(work / "train.py")
+    shown = json.loads(run([PYTHON, "-m", "chkpt", "show", resumed_run["id"], "--json"],
+                           env, work).stdout)
+    exit_vars = {v["name"] for v in shown["checkpoints"][-1]["variables"]}
+    assert {"weights", "history", "best", "epoch"} <= exit_vars
+
+
+# -- refusals: one sentence on stderr, exit status 2 -------------------------------------------------
+
+def refused(result, *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chkpt: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env, work):
+    script = write(work, "pipeline.py", PIPELINE)
+    run([PYTHON, "pipeline.py"], env, work)
+    edit(script, "report.uper()", "report.upper()")
+    edit(script, "np.arange(5000) * 0.5", "np.arange(5000) * 0.25")
+    refused(resume(["pipeline.py"], env, work), "line 8", "was changed", "--force")
+    forced = resume(["pipeline.py", "--force"], env, work)
+    assert forced.returncode == 0 and forced.stdout.startswith("4285 ROWS"), forced.stderr
+
+
+def test_refuses_when_an_edited_function_already_produced_a_kept_result(env, work):
+    script = write(work, "pipeline.py", PIPELINE)
+    run([PYTHON, "pipeline.py"], env, work)
+    edit(script, "report.uper()", "report.upper()")
+    edit(script, "% 7 != 0", "% 5 != 0")
+    refused(resume(["pipeline.py"], env, work), "clean was changed", "line 10")
+
+
+def test_an_edited_function_used_only_after_the_point_is_fine(env, work):
+    source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
+    crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()"), ("values.max()", "values.min()")])
+
+
+def test_refuses_when_the_loop_is_gone(env, work):
+    script = write(work, "train.py", TRAINING)
+    run([PYTHON, "train.py"], env, work)
+    edit(script, "for epoch in range(100):", "for epoch in range(50):")
+    refused(resume(["train.py"], env, work), "no longer has the loop", "line 7")
+
+
+def test_refuses_when_a_value_the_loop_changed_was_not_saved(env, work):
+    script = write(work, "batches.py", """
+        import numpy as np
+        data = np.arange(12.0)
+        batches = (x * 2 for x in data)
+        for step in range(10):
+            batch = next(batches)
+            print(step, batch, 1 // (step - 6))
+    """)
+    run([PYTHON, "batches.py"], env, work)
+    edit(script, "1 // (step - 6)", "step")
+    refused(resume(["batches.py"], env, work), "batches", "was not saved", "--force")
+
+
+def test_refuses_to_restart_a_loop_over_an_iterator_part_way(env, work):
+    script = write(work, "lines.py", """
+        import numpy as np
+        arr = np.zeros(100)
+        def numbers():
+            yield from range(5)
+        for n in numbers():
+            arr[n] = n
+            print(n, 1 // (n - 3))
+    """)
+    run([PYTHON, "lines.py"], env, work)
+    edit(script, "1 // (n - 3)", "n")
+    refused(resume(["lines.py"], env, work), "generator", "cannot be restarted")
+
+
+def test_refuses_without_a_run_or_with_an_unknown_reference(env, work):
+    write(work, "never.py", "print('hi')\n")
+    refused(resume(["never.py"], env, work), "no run of never.py")
+    refused(resume(["never.py", "--from", "ffff"], env, work), "ffff")
+
+
+def test_a_killed_run_resumes_from_its_last_periodic_checkpoint_between_iterations(env, work):
+    env = dict(env, CHKPT_INTERVAL="100ms")
+    script = write(work, "slow.py", """
+        import os, signal, time
+        import numpy as np
+        acc = np.zeros(1000)
+        for step in range(40):
+            acc += step
+            time.sleep(0.03)
+            print("step", step, flush=True)
+            if step == 30:
+                os.kill(os.getpid(), signal.SIGKILL)
+        print("total", acc.sum())
+    """)
+    killed = run([PYTHON, "slow.py"], env, work)
+    assert killed.returncode < 0 and killed.stdout.endswith("step 30\n")
+    shown = json.loads(run([PYTHON, "-m", "chkpt", "show", "latest", "--json"], env, work).stdout)
+    assert any(c.get("boundary") == "loop" for c in shown["checkpoints"]), shown["checkpoints"]
+    edit(script, "if step == 30:", "if step == -1:")
+    resumed = resume(["slow.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run([PYTHON, "slow.py"], dict(env, CHKPT="0"), work)
+    first = resumed.stdout.splitlines()[0]
+    assert first.startswith("step ") and int(first.split()[1]) > 0
+    assert fresh.stdout.endswith(resumed.stdout) and "after the iteration (step = " in resumed.stderr
+
+
+def test_a_crash_in_a_function_called_from_a_loop_continues_in_that_iteration(env, work):
+    crash_fix_resume(env, work, "calls.py", """
+        import numpy as np
+
+        def step(values, k):
+            return float(values[k] * (1 if k != 4 else missing_factor))
+
+        values = np.arange(1000.0)
+        out = []
+        for k in range(8):
+            out.append(step(values, k))
+            print(k, out[-1])
+        print(sum(out))
+    """, [("missing_factor", "1")])

@@ -1,0 +1,285 @@
+"""Fault tests with real processes (SPEC §10, issue 5): SIGKILL at random instants, concurrent
+writers with a concurrent gc, disk full, a read-only store, corrupt and truncated files.
+
+Each ends with every listed checkpoint loading, at most one `chkpt: ` line on stderr where the
+script had a problem, and the script's own output and exit code unchanged."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from chkpt import gc
+from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError
+from conftest import CHKPT, PYTHON, chkpt, python, write
+from test_store import load_all, manifests, read_variable
+
+WORKER = """
+    import sys, time, numpy as np, chkpt
+    seed = int(sys.argv[1])
+    rng = np.random.default_rng(seed)
+    fixed = np.arange(1_000_000, dtype=np.float64)      # the same in every run: deduplicated
+    block = np.zeros(2_000_000)
+    for step in range(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000):
+        block[:] = seed * 1000 + step                       # one consistent value per moment
+        noise = rng.random(300_000)
+        if len(sys.argv) > 3:
+            t = time.time()
+            while time.time() - t < 0.01:                   # periodic checkpoints land here
+                pass
+        else:
+            chkpt.snapshot(f"step {step}")
+    print("done", seed)
+"""
+
+
+STILL_THERE = """
+    import os
+    from chkpt import session
+    run = session.active()._writer.run
+    assert run is not None and os.path.isdir(run.directory), "a live run was evicted"
+"""
+
+
+def check_consistent(root: str) -> int:
+    """Every listed checkpoint loads, and each saved `block` is one moment of the loop."""
+    loaded = load_all(root)
+    for manifest in manifests(root):
+        if any(v["name"] == "block" for v in manifest["variables"]):
+            block = read_variable(root, manifest, "block")
+            assert block.min() == block.max(), manifest
+    return loaded
+
+
+def backdate_everything(root: str) -> None:
+    """Make every file look older than gc's grace period (as if a day had passed)."""
+    old = time.time() - 2 * TMP_GRACE_SECONDS
+    for directory, _, files in os.walk(root):
+        for name in [*files, "."]:
+            os.utime(os.path.join(directory, name), (old, old))
+
+
+def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
+    write(work, "worker.py", WORKER)
+    rng = random.Random(5)
+    for attempt in range(14):
+        periodic = attempt % 2 == 1
+        args = [PYTHON, "worker.py", str(attempt), "10000"] + (["periodic"] if periodic else [])
+        run_env = dict(env, CHKPT_INTERVAL="0.05") if periodic else env
+        process = subprocess.Popen(args, env=run_env, cwd=work, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.2, 1.6))
+        process.kill()
+        _, stderr = process.communicate()
+        assert process.returncode == -signal.SIGKILL
+        assert stderr == b""
+        check_consistent(env["CHKPT_DIR"])
+    store = Store(env["CHKPT_DIR"])
+    statuses = {store.read_run(r)["status"] for r in store.run_ids()
+                if os.path.exists(os.path.join(store.run_dir(r), "run.json"))}
+    assert statuses <= {"killed"}
+    committed = check_consistent(env["CHKPT_DIR"])
+    assert committed > 0
+
+    backdate_everything(env["CHKPT_DIR"])
+    report = gc.collect(store)  # sweeps what the killed writers left: nothing committed goes
+    assert report is not None and report.runs == [r for r in report.runs if r["status"] == "incomplete"]
+    assert check_consistent(env["CHKPT_DIR"]) == committed
+    assert os.listdir(store.tmp_dir) == []
+    referenced = {d for m in manifests(env["CHKPT_DIR"]) for d in gc.checkpoint_blobs(m)}
+    referenced |= {store.read_run(r).get("source", {}).get("hash") for r in store.run_ids()}
+    assert {digest for digest, _ in store.blob_files()} <= referenced
+
+
+def test_four_writers_and_a_concurrent_gc_lose_and_mix_nothing(env, work):
+    write(work, "worker.py", WORKER + STILL_THERE)
+    writers = [subprocess.Popen([PYTHON, "worker.py", str(i), "25"], env=env, cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(1, 5)]
+    collections = 0
+    while any(w.poll() is None for w in writers) or collections < 3:
+        result = chkpt(["gc", "--max-size", "0"], env, work)
+        assert result.returncode == 0, result.stderr
+        collections += 1
+        check_consistent(env["CHKPT_DIR"])
+    for i, writer in enumerate(writers, start=1):
+        stdout, stderr = writer.communicate()
+        assert (writer.returncode, stdout, stderr) == (0, f"done {i}\n", "")
+    check_consistent(env["CHKPT_DIR"])
+    store = Store(env["CHKPT_DIR"])
+    backdate_everything(env["CHKPT_DIR"])  # blobs that thinning released, past their grace
+    assert gc.collect(store, max_size=0) is not None
+    assert store.run_ids() == []  # once the writers ended, everything can go
+    assert sum(info.st_size for _, info in store.blob_files()) == 0
+
+
+def test_disk_full_gives_one_warning_and_keeps_what_was_committed(env, work):
+    write(work, "full.py", """
+        import sys, numpy as np, chkpt
+        small = np.ones(20_000)            # 160 kB: fits
+        chkpt.snapshot("small")
+        big = np.ones(2_000_000)           # 16 MB: over the file size limit
+        chkpt.snapshot("big")
+        more = np.zeros(3_000_000)
+        chkpt.snapshot("after")
+        print("still running")
+        sys.exit(3)
+    """)
+    plain = python(["full.py"], dict(env, CHKPT="0"), work)
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    result = subprocess.run([PYTHON, "full.py"], env=env, cwd=work, capture_output=True,
+                            text=True, preexec_fn=limit_file_size, timeout=120)
+    assert (result.returncode, result.stdout) == (plain.returncode, plain.stdout)
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("chkpt: cannot write checkpoints to ") and "File too large" in warning
+    taken = manifests(env["CHKPT_DIR"])
+    assert [m["label"] for m in taken] == ["small"]
+    assert read_variable(env["CHKPT_DIR"], taken[0], "small").sum() == 20_000
+    store = Store(env["CHKPT_DIR"])
+    [run_id] = store.run_ids()
+    meta = store.read_run(run_id)
+    assert (meta["status"], meta["exit_code"]) == ("finished", 3) and "File too large" in meta["problem"]
+
+
+def _make_read_only(root: Path) -> None:
+    """chmod for a normal user; root ignores modes, so the immutable attribute stands in."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o500)
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "-R", "+i", str(root)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("cannot make a directory read-only for root here (no chattr +i)")
+
+
+def _make_writable(root: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-R", "-i", str(root)], capture_output=True)
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o700)
+
+
+def test_read_only_store_gives_one_warning_and_the_script_runs_on(env, work):
+    write(work, "job.py", """
+        import numpy as np
+        data = np.arange(50_000.0)
+        print("result", data.sum())
+    """)
+    assert python(["job.py"], env, work).returncode == 0
+    before = load_all(env["CHKPT_DIR"])
+    write(work, "job.py", """
+        import numpy as np
+        data = np.arange(60_000.0)
+        print("result", data.sum())
+    """)
+    plain = python(["job.py"], dict(env, CHKPT="0"), work)
+    root = Path(env["CHKPT_DIR"])
+    _make_read_only(root)
+    try:
+        result = python(["job.py"], env, work)
+    finally:
+        _make_writable(root)
+    assert (result.returncode, result.stdout) == (plain.returncode, plain.stdout)
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("chkpt: cannot write checkpoints to ")
+    assert load_all(env["CHKPT_DIR"]) == before
+    assert len(Store(env["CHKPT_DIR"]).run_ids()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the store to another user")
+def test_a_store_of_another_user_is_not_used(env, work):
+    root = Path(env["CHKPT_DIR"])
+    root.mkdir(mode=0o700)
+    os.chown(root, 65534, 65534)
+    write(work, "job.py", "import numpy as np\ndata = np.ones(5000)\nprint('ok')\n")
+    result = python(["job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "ok\n")
+    [warning] = result.stderr.splitlines()
+    assert "belongs to another user" in warning
+    assert os.listdir(root) == []
+
+
+def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
+    write(work, "job.py", """
+        import sys, numpy as np, chkpt
+        n = int(sys.argv[1])
+        a = np.full(300_000, float(n))      # 2.4 MB: its own blob per run
+        b = np.arange(200_000.0) + n
+        chkpt.snapshot("one")
+        c = np.ones(1000) * n
+    """)
+    for n in range(4):
+        assert python(["job.py", str(n)], env, work).returncode == 0
+    store = Store(env["CHKPT_DIR"])
+    runs = store.run_ids()
+    cut = store.checkpoint_path(runs[0], 1)
+    Path(cut).write_bytes(Path(cut).read_bytes()[:40])               # truncated manifest
+    Path(store.checkpoint_path(runs[1], 2)).write_text("{not json")   # corrupt manifest
+    a_blob = lambda run: next(v for v in store.read_checkpoint(run, 1)["variables"]  # noqa: E731
+                          if v["name"] == "a")["buffers"][0]
+    short = a_blob(runs[2])
+    path = Path(store.blob_path(short["hash"]))
+    path.write_bytes(path.read_bytes()[:1000])                       # truncated blob
+    flipped = Path(store.blob_path(a_blob(runs[3])["hash"]))
+    data = bytearray(flipped.read_bytes())
+    data[100] ^= 0xFF
+    flipped.write_bytes(bytes(data))                                  # damaged blob, same size
+
+    listing = chkpt(["ls", "--json"], env, work)
+    assert listing.returncode == 0
+    for run_id in runs:
+        shown = chkpt(["show", run_id], env, work)
+        assert shown.returncode == 0 or shown.stderr.startswith("chkpt: ")
+    for run_id, message in ((runs[2], "truncated"), (runs[3], "corrupt")):
+        [entry] = [v for v in store.read_checkpoint(run_id, 1)["variables"] if v["name"] == "a"]
+        with pytest.raises(StoreError, match=message):
+            store.read_blob(entry["buffers"][0]["hash"], entry["buffers"][0]["size"])
+        [entry] = [v for v in store.read_checkpoint(run_id, 1)["variables"] if v["name"] == "b"]
+        assert store.read_blob(entry["buffers"][0]["hash"], entry["buffers"][0]["size"])
+
+    # The same data written again replaces the truncated blob instead of referring to it.
+    assert python(["job.py", "2"], env, work).returncode == 0
+    newest = next(r for r in store.run_ids() if r not in runs)
+    assert read_variable(env["CHKPT_DIR"], store.read_checkpoint(newest, 1), "a")[0] == 2.0
+
+    result = subprocess.run([CHKPT, "gc"], env=env, cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "corrupt" in result.stderr
+    assert not os.path.exists(cut) and not os.path.exists(store.checkpoint_path(runs[1], 2))
+    for run_id in store.run_ids():
+        for index in store.checkpoint_indexes(run_id):
+            store.read_checkpoint(run_id, index)  # every listed manifest parses now
+
+
+def test_gc_removes_leftovers_of_killed_processes_only_after_the_grace_period(env, work):
+    write(work, "job.py", "import numpy as np\ndata = np.ones(50_000)\n")
+    assert python(["job.py"], env, work).returncode == 0
+    store = Store(env["CHKPT_DIR"])
+    Path(store.tmp_dir, "12345-abcdef").write_bytes(b"x" * 5000)      # a half-written file
+    os.mkdir(store.run_dir("deadbeef"))                               # a run that never started
+    orphan, _ = store.put_blob(b"y" * 7000)                          # a blob never committed
+    assert gc.collect(store).freed == 0                               # all young: may be in use
+    for path in (os.path.join(store.tmp_dir, "12345-abcdef"), store.run_dir("deadbeef"),
+                 store.blob_path(orphan)):
+        old = time.time() - 2 * TMP_GRACE_SECONDS
+        os.utime(path, (old, old))
+    dry = gc.collect(store, dry_run=True)
+    assert dry is not None and dry.freed == 12_000 and [r["id"] for r in dry.runs] == ["deadbeef"]
+    assert os.path.exists(store.blob_path(orphan))
+    done = gc.collect(store)
+    assert done is not None and done.freed == dry.freed
+    assert os.listdir(store.tmp_dir) == [] and store.run_ids() != ["deadbeef"]
+    assert not os.path.exists(store.blob_path(orphan)) and load_all(env["CHKPT_DIR"]) == 1
+    shutil.rmtree(env["CHKPT_DIR"])

@@ -37,6 +37,7 @@ arrays = [rng.random(total // 4 // 8) for _ in range(4)]   # four arrays, `total
 
 
 def snapshot(label):
+    os.sync()                           # every figure starts with no dirty pages to flush
     start = time.perf_counter()
     chkpt.snapshot(label)
     pause = time.perf_counter() - start
@@ -56,6 +57,7 @@ saves = []
 for _ in range(2):
     for a in arrays:
         a += 1.0
+    os.sync()
     start = time.perf_counter()
     for i, a in enumerate(arrays):
         np.save(os.path.join(save_dir, f"a{i}.npy"), a)

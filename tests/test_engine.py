@@ -49,7 +49,11 @@ def test_periodic_checkpoints_reach_a_top_level_loop_that_is_already_running(env
     periodic = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
     assert len(periodic) >= 3
     assert all(c["function"] == "<module>" and 7 <= c["line"] <= 9 for c in periodic)
-    counts = [float(loaded(env, work, f"latest@{c['index']}", "c.load('state')[0]")) for c in periodic]
+    # `state` changes at every iteration: the first checkpoint, written straight from memory,
+    # may lose it to the next write; later ones copy it during the pause.
+    holding = [c for c in periodic if "state" in {v["name"] for v in c["variables"]}]
+    assert len(holding) >= len(periodic) - 1 >= 2
+    counts = [float(loaded(env, work, f"latest@{c['index']}", "c.load('state')[0]")) for c in holding]
     assert counts == sorted(counts) and counts[0] < counts[-1]
 
 

@@ -98,10 +98,19 @@ def test_a_background_checkpoint_holds_the_state_at_its_safe_point(env, work):
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
     taken = manifests(env["CHKPT_DIR"])
     assert [m["trigger"] for m in taken] == ["explicit"] * 3 + ["exit"]
+    # Written straight from memory, the first may lose `data` to the change that follows it
+    # (never a torn copy); from then on `data` is copied during the pause.
+    first = taken[0]
+    if "data" not in {v["name"] for v in first["variables"]}:
+        assert {"name": "data", "reason": "changed while it was being saved (the next checkpoint has it)"} in first[
+            "skipped"]
     for manifest in taken[:3]:
+        if manifest is first and "data" not in {v["name"] for v in first["variables"]}:
+            continue
         value = read_variable(env["CHKPT_DIR"], manifest, "data")
         step = int(manifest["label"].split()[1])
         assert value.min() == value.max() == step
+    assert {v["name"] for v in taken[1]["variables"]} >= {"data"}
     assert read_variable(env["CHKPT_DIR"], taken[3], "data")[0] == -3
 
 
@@ -121,7 +130,9 @@ def test_periodic_checkpoints_are_written_in_the_background(env, work):
     assert (result.returncode, result.stdout, result.stderr) == (0, "spun\n", "")
     periodic = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "periodic"]
     assert periodic and all("pause" in m and m["duration"] >= m["pause"] for m in periodic)
-    for manifest in periodic:
+    holding = [m for m in periodic if "state" in {v["name"] for v in m["variables"]}]
+    assert len(holding) >= len(periodic) - 1  # at most the first loses it to the loop's next write
+    for manifest in holding:
         state = read_variable(env["CHKPT_DIR"], manifest, "state")
         assert state[0] == state[99]  # one consistent moment, never half of an update
 

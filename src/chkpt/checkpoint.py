@@ -5,23 +5,25 @@ only when there is something to save, so a script with no data leaves no trace.
 
 The main thread's pause (SPEC §9: ≤ 0.25 s for 1 GiB) is kept short by doing only what
 must see the program's memory at the safe point: capture, pickling (protocol 5, large
-buffers out-of-band, not copied), hashing (xxh3-128, ~25 GB/s) and copying the buffers the
-store does not have yet into staging memory. A background thread (a bare `_thread`, which
-`threading.enumerate()` does not list) then writes the blobs and commits the manifest
-while the program runs on; copying and writing overlap, chunk by chunk. Unchanged data
-costs only its hash.
+buffers out-of-band, not copied) and hashing (xxh3-128, ~25 GB/s). A background thread (a
+bare `_thread`, which `threading.enumerate()` does not list, with every signal blocked)
+then writes the blobs the store lacks **straight from the program's memory** and commits
+the manifest while the program runs on. No copy is made, so a checkpoint costs no extra
+memory. Each such blob is hashed again after it is written and before it is renamed into
+place: a value the program changed meanwhile never reaches the store under a wrong name;
+it is dropped from that checkpoint (listed as skipped: "changed while it was being
+saved"), and from then on that variable is copied during the pause instead (a training
+loop's weights, updated at every step, are consistent in every later checkpoint; the copy
+is the only extra memory, for those variables only). Unchanged data costs only its hash.
 
 - One checkpoint is written at a time: a periodic checkpoint that falls due while the
   previous one is still being written is skipped; any other waits for it.
-- Exit, crash and signal checkpoints are written by the calling thread from the program's
-  memory directly (no copy: the process is about to end anyway), after the background
-  writer has drained, so they are complete before the process dies.
-- Extra memory: the staging copies of one checkpoint, at most `staging_limit` (1/8 of
-  physical memory, at least 256 MiB, at most max_checkpoint_size), in 64 MiB chunks that
-  return to a pool as soon as they are written (and are reused by the same checkpoint).
-  Between checkpoints the pool keeps at most that much, as MADV_FREE memory the kernel
-  reclaims under pressure. New data beyond the limit is written by the main thread itself
-  before it returns: a longer pause instead of more memory.
+- Exit, crash and signal checkpoints are written by the calling thread, after the
+  background writer has drained, so they are complete before the process dies.
+- Buffers of objects that can change size under an export (anything but numpy arrays,
+  e.g. a bytearray) are copied first: holding their buffer must never make the program's
+  own resize fail. Numpy's in-place `ndarray.resize()` is refused while a write is under
+  way, as it is whenever another reference to the array exists.
 - A store that cannot be written (disk full, read-only, another user's) gives one warning
   and turns checkpoints off for the rest of the run; its end is still recorded if possible.
   What was committed before stays loadable.
@@ -35,9 +37,8 @@ only values already in the store are recorded. Every drop is listed in the manif
 
 from __future__ import annotations
 
-import _queue
+import _signal
 import _thread
-import mmap
 import os
 import sys
 import time
@@ -48,19 +49,13 @@ from chkpt.store import RunWriter, Store, StoreError, hash_buffer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from types import FrameType
     from typing import Any
 
-    from chkpt.config import Config
     from chkpt.session import Session
 
 FINAL_TRIGGERS = ("exit", "crash", "signal")
-STAGE_CHUNK = 64 << 20
-MIN_STAGING_LIMIT = 256 << 20
-_END_BLOB = object()  # queue markers: end of one blob's chunks, commit, abandon
-_COMMIT = object()
-_ABORT = object()
+CHANGED = "changed while it was being saved (the next checkpoint has it)"
 
 
 def exception_text(exc: BaseException) -> str:
@@ -68,53 +63,18 @@ def exception_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def staging_limit(config: Config) -> int:
-    """Bytes of copies one background checkpoint may hold (see the module docstring)."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        memory = 8 << 30
-    return min(config.max_checkpoint_size, max(MIN_STAGING_LIMIT, memory // 8))
+def _stable(data: Any, copy: bool) -> Any:
+    """What the writer may read later: `data` itself (bytes; numpy memory unless `copy`), or a copy.
 
-
-class _Pool:
-    """Staging memory: private anonymous 64 MiB chunks, reused from one checkpoint to the next.
-
-    A fresh chunk costs page faults (a fresh bytearray copies at ~2 GB/s here; a private
-    mapping with transparent huge pages at ~7 GB/s); a reused one copies at memcpy speed
-    (~13 GB/s). Between uses the chunks are MADV_FREE: the kernel may take their pages
-    back under memory pressure, otherwise reusing them costs no fault.
+    Other exporters (a bytearray…) are always copied: holding their buffer would make the
+    program's own resize fail.
     """
-
-    def __init__(self) -> None:
-        self.free: list[mmap.mmap] = []
-
-    def copy(self, piece: memoryview) -> tuple[Any, int]:
-        """(buffer, length) holding a copy of `piece` (at most STAGE_CHUNK bytes)."""
-        if len(piece) < (1 << 20):
-            return bytes(piece), len(piece)
-        if self.free:
-            chunk = self.free.pop()
-        else:
-            chunk = mmap.mmap(-1, STAGE_CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            _advise(chunk, "MADV_HUGEPAGE")
-        chunk[:len(piece)] = piece
-        return chunk, len(piece)
-
-    def give_back(self, chunk: Any) -> None:
-        if isinstance(chunk, mmap.mmap):
-            _advise(chunk, "MADV_FREE")
-            self.free.append(chunk)
-
-
-def _advise(chunk: mmap.mmap, name: str) -> None:
-    """A best-effort madvise: not every kernel and build has every advice."""
-    advice = getattr(mmap, name, None)
-    if advice is not None:
-        try:
-            chunk.madvise(advice)
-        except OSError:
-            pass
+    if isinstance(data, bytes):
+        return data
+    exporter = memoryview(data).obj
+    if not copy and type(exporter).__module__.split(".")[0] == "numpy":
+        return data
+    return bytes(data)
 
 
 class _Plan:
@@ -126,21 +86,38 @@ class _Plan:
         self.new_bytes = 0
 
 
-class _Job:
-    """One checkpoint written by a background thread: blobs as they are staged, then the manifest.
+def _parts(variable: dict[str, Any]) -> set[str]:
+    return {variable["pickle"]["hash"], *(b["hash"] for b in variable["buffers"])}
 
-    The main thread feeds `queue` with, per blob, its hash, its chunks and _END_BLOB, then
-    _COMMIT (or _ABORT). The job owns the shared gc lock until it ends.
+
+def drop_changed(manifest: dict[str, Any], changed: set[str]) -> set[str]:
+    """Take the variables whose data changed during the write out of `manifest`; their names."""
+    kept, dropped = [], set()
+    for variable in manifest["variables"]:
+        if _parts(variable) & changed:
+            manifest["skipped"].append({"name": variable["name"], "reason": CHANGED})
+            dropped.add(variable["name"])
+        else:
+            kept.append(variable)
+    manifest["variables"] = kept
+    return dropped
+
+
+class _Job:
+    """One checkpoint written by a background thread, straight from the program's memory.
+
+    It owns the shared gc lock until it ends.
     """
 
     def __init__(self, writer: Writer, lock: gc.StoreLock, index: int, manifest: dict[str, Any],
-                 new_bytes: int) -> None:
+                 plan: _Plan) -> None:
         self.writer = writer
         self.lock = lock
         self.index = index
         self.manifest = manifest
-        self.new_bytes = new_bytes
-        self.queue: Any = _queue.SimpleQueue()
+        self.new_bytes = plan.new_bytes
+        copied = set().union(*(_parts(v) for v in plan.variables if v["name"] in writer.volatile))
+        self.blobs = [(digest, _stable(data, digest in copied)) for digest, data in plan.new.items()]
         self.error: BaseException | None = None
         self.done = _thread.allocate_lock()
         self.done.acquire()
@@ -172,30 +149,29 @@ class _Job:
                 return
             time.sleep(0.0005)
 
-    def _chunks(self) -> Iterator[Any]:
-        """One blob's chunks; each goes back to the pool once written (when the next is asked for)."""
-        while (item := self.queue.get()) is not _END_BLOB:
-            chunk, length = item
-            yield memoryview(chunk)[:length]
-            self.writer.pool.give_back(chunk)
-
     def _run(self) -> None:
         self.thread_id = _thread.get_native_id()
-        item: Any = None
+        # Signals sent to the process must keep reaching the main thread.
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             try:
-                while (item := self.queue.get()) is not _COMMIT and item is not _ABORT:
-                    self.writer.store.write_blob(item, self._chunks())
-                if item is _COMMIT:
-                    self.writer.commit(self.index, self.manifest, self.new_bytes)
+                changed = set()
+                for digest, data in self.blobs:
+                    def unchanged(data: Any = data, digest: str = digest) -> bool:
+                        return hash_buffer(data) == digest
+
+                    if not self.writer.store.write_blob(digest, [data], verify=unchanged):
+                        changed.add(digest)
+                        self.new_bytes -= memoryview(data).nbytes
+                self.blobs = []  # let go of the program's memory
+                if changed:
+                    self.writer.volatile.update(drop_changed(self.manifest, changed))
+                self.writer.commit(self.index, self.manifest, self.new_bytes)
             finally:
                 self.lock.release()
-            if item is _COMMIT:
-                self.writer.keep_under_cap()
+            self.writer.keep_under_cap()
         except BaseException as exc:
             self.error = exc
-            while item is not _COMMIT and item is not _ABORT:  # drop what is queued, freeing it
-                item = self.queue.get()
         finally:
             _jobs_in_flight.discard(self)
             self.done.release()
@@ -230,9 +206,8 @@ class Writer:
         self.rules = salience.Rules(self.config)
         self.run: RunWriter | None = None
         self.run_bytes = 0
-        self.staging_limit = staging_limit(self.config)
-        self.pool = _Pool()
         self.problem: str | None = None  # why checkpoints are off, once the store failed
+        self.volatile: set[str] = set()  # variables seen changing while written: copied from now on
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
@@ -304,11 +279,10 @@ class Writer:
                 manifest["pause"] = time.time() - started
                 self.commit(index, manifest, plan.new_bytes)
             else:
-                job = self._job = _Job(self, lock, index, manifest, plan.new_bytes)
-                handed_over = True
-                self._hand_over(job, plan)
                 manifest["pause"] = time.time() - started
-                job.queue.put(_COMMIT)
+                job = self._job = _Job(self, lock, index, manifest, plan)
+                handed_over = True
+                job.start()
             return index
         except (OSError, StoreError) as error:
             self._stop(error)
@@ -316,33 +290,6 @@ class Writer:
         finally:
             if not handed_over:
                 lock.release()
-
-    def _hand_over(self, job: _Job, plan: _Plan) -> None:
-        """Stage the new blobs for the background thread; past the memory bound, write them here."""
-        job.start()
-        budget = self.staging_limit
-        direct = []
-        try:
-            for digest, data in plan.new.items():
-                size = memoryview(data).nbytes
-                if isinstance(data, bytes):  # a pickle stream: immutable, handed over as is
-                    job.queue.put(digest)
-                    job.queue.put((data, size))
-                elif size <= budget:
-                    budget -= size
-                    job.queue.put(digest)
-                    view = memoryview(data).cast("B")
-                    for start in range(0, size, STAGE_CHUNK):
-                        job.queue.put(self.pool.copy(view[start:start + STAGE_CHUNK]))
-                else:
-                    direct.append((digest, data))
-                    continue
-                job.queue.put(_END_BLOB)
-            for digest, data in direct:
-                self.store.write_blob(digest, [data])
-        except BaseException:
-            job.queue.put(_ABORT)
-            raise
 
     def commit(self, index: int, manifest: dict[str, Any], new_bytes: int) -> None:
         """Make a checkpoint whose blobs are all written visible (under the shared gc lock)."""

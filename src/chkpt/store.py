@@ -34,13 +34,13 @@ import xxhash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 FORMAT = 1
 MARKER = f"chkpt store {FORMAT}\n"
 TMP_GRACE_SECONDS = 3600.0
-WRITE_CHUNK = 1 << 30  # os.write moves at most ~2 GiB per call on Linux
+WRITE_CHUNK = 16 << 20  # measured here: 16 MiB writes ~5 GB/s, 1 GiB writes ~0.4 GB/s
 
 # Lock descriptors this process holds. A forked child closes its copies at once: a flock
 # belongs to the open file, so a long-lived child (a multiprocessing worker) would otherwise
@@ -90,8 +90,13 @@ def hash_buffer(data: Any) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str) -> None:
-    """Write the bytes-like `chunks` one after the other to `path`, which appears only complete."""
+def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str,
+                verify: Callable[[], bool] | None = None) -> bool:
+    """Write the bytes-like `chunks` one after the other to `path`, which appears only complete.
+
+    `verify()` is asked once all is written, before `path` appears; False abandons the file
+    (the writer's source changed meanwhile) and returns False.
+    """
     tmp = os.path.join(tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -102,7 +107,11 @@ def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str) -> None:
                 view = view[written:]
         os.close(fd)
         fd = -1
+        if verify is not None and not verify():
+            os.unlink(tmp)
+            return False
         os.replace(tmp, path)
+        return True
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -179,11 +188,12 @@ class Store:
             return False
         return True
 
-    def write_blob(self, digest: str, chunks: Iterable[Any]) -> None:
-        """Store the bytes whose hash is `digest`, given as consecutive bytes-like chunks."""
+    def write_blob(self, digest: str, chunks: Iterable[Any], verify: Callable[[], bool] | None = None) -> bool:
+        """Store the bytes whose hash is `digest`, given as consecutive bytes-like chunks;
+        False when `verify()` (asked before the blob appears) says they changed meanwhile."""
         path = self.blob_path(digest)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write_file(path, chunks, self.tmp_dir)
+        return _write_file(path, chunks, self.tmp_dir, verify)
 
     def put_blob(self, data: Any) -> tuple[str, int]:
         """Store bytes-like `data`; returns (hash, bytes newly written: 0 when deduplicated)."""

@@ -23,7 +23,7 @@ import time
 
 from chkpt import config as config_module
 from chkpt import serialize
-from chkpt.store import Store, StoreError
+from chkpt.store import Store, StoreError, is_script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ def all_runs(store: Store, problems: list[str] | None = None) -> list[Run]:
 
 def matches_script(run: Run, script: str) -> bool:
     """Whether `run` is of `script`: its path (relative to the cwd) or its file name."""
-    return run.script == os.path.abspath(script) or os.path.basename(run.script) == script
+    return is_script(run.script, script)
 
 
 def runs(script: str | None = None, store: Store | None = None) -> list[Run]:

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 
-from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError, hold_lock, release_lock
+from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError, hold_lock, is_script, release_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def collect(
         remaining = []
         for run in candidates:
             too_old = older_than is not None and now - run.last_used > older_than
-            of_script = script is None or _same_script(run.meta.get("script"), script)
+            of_script = script is None or is_script(run.meta.get("script"), script)
             if of_script and (too_old or run.meta.get("status") in ("corrupt", "incomplete")):
                 evict(run)
             else:
@@ -235,7 +235,7 @@ def collect(
             for run in remaining:
                 if report.store_size_before - report.freed <= max_size:
                     break
-                if script is None or _same_script(run.meta.get("script"), script):
+                if script is None or is_script(run.meta.get("script"), script):
                     evict(run)
         report.store_size_after = report.store_size_before - report.freed
         if not dry_run:
@@ -280,12 +280,6 @@ def _delete(store: Store, evicted: list[RunInfo], freed_blobs: list[str],
                 os.unlink(path)
             except OSError:
                 pass
-
-
-def _same_script(path: Any, wanted: str) -> bool:
-    if not isinstance(path, str):
-        return False
-    return path == os.path.abspath(wanted) or os.path.basename(path) == wanted
 
 
 def enforce_cap(store: Store, max_size: int, *, blocking: bool) -> Report | None:

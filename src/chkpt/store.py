@@ -122,6 +122,13 @@ def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str,
         raise
 
 
+def is_script(path: Any, wanted: str) -> bool:
+    """Whether a run's script `path` is `wanted`: a path (relative to the cwd) or a file name."""
+    if not isinstance(path, str):
+        return False
+    return path == os.path.abspath(wanted) or os.path.basename(path) == wanted
+
+
 def _read_json(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:

@@ -109,10 +109,6 @@ class Rules:
         self._exclude = _name_matcher(self.exclude_names)
         self._kinds: dict[type, tuple[str, str | None]] = {}
 
-    def is_data(self, obj: Any) -> bool:
-        """Whether `obj` is an object of one of the data libraries."""
-        return self.kind(obj)[0] == DATA
-
     def kind(self, obj: Any) -> tuple[str, str | None]:
         """(kind, reason it cannot be saved or None); decided once per type."""
         cls = type(obj)

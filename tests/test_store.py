@@ -46,7 +46,10 @@ def load_all(root: str) -> int:
             continue
         store.read_run(run_id)
         for index in store.checkpoint_indexes(run_id):
-            manifest = store.read_checkpoint(run_id, index)
+            try:
+                manifest = store.read_checkpoint(run_id, index)
+            except FileNotFoundError:
+                continue  # thinned by the run's live writer since the listing
             for variable in manifest["variables"]:
                 stream = store.read_blob(variable["pickle"]["hash"], variable["pickle"]["size"])
                 buffers = [store.read_blob(b["hash"], b["size"]) for b in variable["buffers"]]

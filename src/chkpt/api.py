@@ -208,7 +208,9 @@ class Run:
             for index in self.store.checkpoint_indexes(self.id):
                 try:
                     loaded.append(Checkpoint(self, self.store.read_checkpoint(self.id, index)))
-                except (StoreError, FileNotFoundError) as exc:
+                except FileNotFoundError:
+                    continue  # thinned by the run's live writer since the listing: not a problem
+                except StoreError as exc:
                     self.problems.append(str(exc))
             self._checkpoints = loaded
         return self._checkpoints

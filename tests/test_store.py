@@ -4,7 +4,6 @@ safe point, limits, thinning, permissions, and the format read back without chkp
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import stat
 from pathlib import Path
@@ -42,9 +41,10 @@ def load_all(root: str) -> int:
     store = Store(root)
     loaded = 0
     for run_id in store.run_ids():
-        if not os.path.exists(os.path.join(store.run_dir(run_id), "run.json")):
-            continue
-        store.read_run(run_id)
+        try:
+            store.read_run(run_id)
+        except FileNotFoundError:
+            continue  # being created, or evicted by a concurrent gc since the listing
         for index in store.checkpoint_indexes(run_id):
             try:
                 manifest = store.read_checkpoint(run_id, index)

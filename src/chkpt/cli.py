@@ -728,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`chkpt ls | head`): silence the flush at exit, no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the store's disk or permissions, said in one line
+        _warn(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        return 1
 
 
 def gc_main() -> int:

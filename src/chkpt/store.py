@@ -179,7 +179,8 @@ class Store:
             raise StoreError(f"{self.root} belongs to another user; not using it")
         if info.st_mode & 0o077:
             os.chmod(self.root, 0o700)  # it holds the user's data
-        for directory in (self.blobs_dir, self.runs_dir, self.tmp_dir):
+        # runs/ last: `exists()` looks for it, so a concurrent gc never finds a half-made store
+        for directory in (self.tmp_dir, self.blobs_dir, self.runs_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         marker = os.path.join(self.root, "STORE")
         if not os.path.exists(marker):

@@ -160,7 +160,9 @@ class _Job:
                     def unchanged(data: Any = data, digest: str = digest) -> bool:
                         return hash_buffer(data) == digest
 
-                    if not self.writer.store.write_blob(digest, [data], verify=unchanged):
+                    # bytes (pickle streams, copies) cannot change: only the program's memory is checked
+                    verify = None if isinstance(data, bytes) else unchanged
+                    if not self.writer.store.write_blob(digest, [data], verify=verify):
                         changed.add(digest)
                         self.new_bytes -= memoryview(data).nbytes
                 self.blobs = []  # let go of the program's memory

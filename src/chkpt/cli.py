@@ -17,6 +17,7 @@ import time
 
 from chkpt import api, fmt
 from chkpt import config as config_module
+from chkpt._autoload import disabled_by_env
 from chkpt.store import StoreError
 
 TYPE_CHECKING = False
@@ -531,7 +532,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                    + ("" if python_ok else ": chkpt needs Python 3.12+")))
     purelib = sysconfig.get_paths()["purelib"]
     pth = os.path.join(purelib, "chkpt_autoload.pth")
-    disabled = os.environ.get("CHKPT", "").strip().lower() in ("0", "false", "off", "no")
+    disabled = disabled_by_env()
     if not os.path.exists(pth):
         checks.append(("autoload", False, f"not installed in {purelib}; use chkpt run SCRIPT"))
     elif disabled:

@@ -104,3 +104,15 @@ def test_exclude_glob_with_a_path(env, work):
     env["CHKPT_EXCLUDE"] = str(work / "tmp") + "/*"
     python(["tmp/job.py"], env, work)
     assert runs(env, work) == []
+
+
+def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, work):
+    # Every script start in the environment pays for what is imported here (docs/benchmarks.md).
+    write(work, "small.py", "import os\nname = 'report.csv'\nsizes = [1, 2, 3]\nprint(len(name))\n")
+    result = python(["-X", "importtime", "small.py"], env, work)
+    assert result.stdout == "10\n"
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert sorted(m for m in imported if m.startswith("chkpt")) == [
+        "chkpt", "chkpt.activation", "chkpt.paths", "chkpt.watch"]
+    assert "__future__" not in imported
+    assert runs(env, work) == []

@@ -24,13 +24,27 @@ def loaded(env, work, ref: str, expression: str) -> str:
 
 def test_no_event_is_enabled_between_checkpoints(env, work):
     write(work, "probe.py", """
-        import sys
+        import sys, time
+        import numpy as np
+        data = np.ones(10_000)
         mon = sys.monitoring
-        tool = next(t for t in range(6) if mon.get_tool(t) == "chkpt")
         here = sys._getframe().f_code
-        print(mon.get_events(tool), mon.get_local_events(tool, here))
+        deadline = time.monotonic() + 20
+        for i in range(10**9):  # until the first periodic checkpoint has come and gone
+            if i % 1000 == 0 and time.monotonic() > deadline:
+                break
+            data[0] = i
+            if i % 1000 == 0 and sys.modules.get("chkpt.checkpoint") is not None:
+                break
+        import chkpt
+        with chkpt.paused():  # no new tick arms anything while we look
+            time.sleep(0.01)
+            tool = next(t for t in range(6) if mon.get_tool(t) == "chkpt")
+            print(mon.get_events(tool), mon.get_local_events(tool, here))
     """)
-    assert python(["probe.py"], env, work).stdout == "0 0\n"
+    result = python(["probe.py"], {**env, "CHKPT_INTERVAL": "0.05"}, work)
+    assert result.stdout == "0 0\n", result.stderr
+    assert [c["trigger"] for c in checkpoints(env, work)][:1] == ["periodic"]
 
 
 def test_periodic_checkpoints_reach_a_top_level_loop_that_is_already_running(env, work):

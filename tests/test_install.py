@@ -41,7 +41,7 @@ def installed(request, tmp_path_factory) -> tuple[str, Path, Path]:
 def test_pth_and_start_files_sit_at_the_root_of_site_packages(installed):
     _, _, site = installed
     assert (site / "chkpt_autoload.pth").read_text() == (REPO / "chkpt_autoload.pth").read_text()
-    assert (site / "chkpt_autoload.start").read_text().strip() == "chkpt._autoload:autoload"
+    assert (site / "chkpt_autoload.start").read_text().strip() == "chkpt.activation:autoload"
 
 
 def test_the_start_entry_names_a_callable(installed, env, work):

@@ -1,23 +1,61 @@
-"""Which programs chkpt watches: the user's scripts, never the interpreter's own programs.
+"""Which processes chkpt watches (SPEC §3), decided at start-up by the .pth hook.
 
-The rules of SPEC §3, in order: `-c`, stdin and the REPL are never watched (decided before
-this module is even imported, in `_autoload`); a script matching an `exclude` glob is not
+`autoload()` is what chkpt_autoload.pth (and chkpt_autoload.start on Python 3.15+) calls
+while site.py processes .pth files, in every interpreter of the environment. At that point
+sys.argv is set, __main__ exists but is empty, and sys.path[0] is not yet the script's dir.
+
+The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the .pth line
+itself checks these before importing chkpt); a script matching an `exclude` glob is not
 watched; one matching an `include` glob is, even inside the interpreter's prefix; any other
 script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages directory
-(pip, pytest, console scripts, the stdlib) is not; everything else is.
+(pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that
+contain a "/" match the script's absolute path ("~" expanded); the others its file name.
 
-Glob patterns that contain a "/" match the script's absolute path ("~" expanded); the
-others match its file name.
+Every traced script pays for this module and watch.py at start-up (each imported module
+costs ~0.1 ms here), so neither imports anything Python has not loaded already, and the
+config is only loaded at start-up when a config source exists (see `configured`).
 """
-
-from __future__ import annotations
 
 import os
 import sys
 
+from chkpt import paths
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from chkpt.config import Config
+    from chkpt.watch import Watch
+
+OFF_VALUES = ("0", "false", "off", "no")
+_called = False  # site.py processes a venv's .pth files twice on some Pythons
+
+
+def disabled_by_env() -> bool:
+    """True when CHKPT=0 (or false/off/no): chkpt must not even be imported."""
+    return os.environ.get("CHKPT", "").strip().lower() in OFF_VALUES
+
+
+def module_from_orig_argv(orig_argv: list[str]) -> str | None:
+    """The module name of `python [opts] -m NAME …`, read from sys.orig_argv."""
+    i = 1
+    while i < len(orig_argv):
+        arg = orig_argv[i]
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            return None
+        if arg in ("-X", "-W"):
+            i += 2
+            continue
+        letters = arg[1:]
+        if letters[:1] in ("X", "W"):
+            i += 1
+            continue
+        if "m" in letters:
+            rest = letters[letters.index("m") + 1 :]
+            if rest:
+                return rest
+            return orig_argv[i + 1] if i + 1 < len(orig_argv) else None
+        i += 1
+    return None
 
 
 def system_dirs() -> list[str]:
@@ -56,12 +94,76 @@ def is_inside(path: str, directories: list[str]) -> bool:
     return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in directories)
 
 
-def decide(path: str, config: Config) -> str | None:
+def decide(path: str, include: list[str], exclude: list[str]) -> str | None:
     """None when the script at `path` is to be watched, else the reason it is not."""
-    if matches(path, config.exclude):
+    if matches(path, exclude):
         return "matches an exclude pattern"
-    if matches(path, config.include):
+    if matches(path, include):
         return None
     if is_inside(path, system_dirs()):
         return "lives inside the interpreter's prefix or site-packages"
     return None
+
+
+def configured(start_dir: str) -> bool:
+    """Whether any config source exists for a script in `start_dir`.
+
+    Without one every setting is at its default, so start-up needs no config at all (the
+    session loads it when it is first needed). CHKPT_DIR alone does not count: it only
+    matters once a checkpoint is written, and a path cannot be malformed.
+    """
+    if any(name.startswith("CHKPT_") and name != "CHKPT_DIR" for name in os.environ):
+        return True
+    return bool(paths.config_files(start_dir))
+
+
+def load_config(start_dir: str) -> "Config":
+    """The effective config, its warnings printed (one line each)."""
+    from chkpt import config, guard
+
+    loaded = config.load(start_dir)
+    for warning in loaded.warnings:
+        guard.warn(warning)
+    return loaded
+
+
+def start_for_script(path: str) -> "Watch | None":
+    """Watch `python path.py` if it is a user script."""
+    from chkpt.watch import Watch
+
+    script_dir = os.path.dirname(path)
+    config = load_config(script_dir) if configured(script_dir) else None
+    if decide(path, config.include if config else [], config.exclude if config else []) is not None:
+        return None
+    watch = Watch(sys.modules["__main__"].__dict__, sys.argv, config=config, config_dir=script_dir)
+    watch.set_target(path)
+    watch.begin()
+    return watch
+
+
+def autoload() -> None:
+    """Start chkpt for this process if it runs a user script; never raise."""
+    global _called
+    if _called:
+        return
+    _called = True
+    try:
+        if disabled_by_env():
+            return
+        argv0 = (sys.argv or [""])[0]
+        if argv0 in ("", "-c", "-"):
+            return
+        if argv0 == "-m":
+            module = module_from_orig_argv(getattr(sys, "orig_argv", []))
+            if module is None or module == "chkpt" or module.startswith("chkpt."):
+                return
+            from chkpt import session
+
+            session.start_for_module(module)
+        else:
+            # CPython names the main code os.path.join(cwd, argv0), unnormalised.
+            start_for_script(os.path.join(os.getcwd(), argv0))
+    except Exception as exc:  # chkpt must never break the program it watches
+        from chkpt import guard
+
+        guard.fail(exc, "start-up")

@@ -213,24 +213,24 @@ class Writer:
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
-        session = self.session
+        watch = self.session.watch
         meta = {
-            "script": session.target_file,
-            "script_name": os.path.basename(session.target_file or "?"),
-            "argv": session.argv,
+            "script": watch.target_file,
+            "script_name": os.path.basename(watch.target_file or "?"),
+            "argv": watch.argv,
             "cwd": os.getcwd(),
             "python": sys.version.split()[0],
             "executable": sys.executable,
             "pid": os.getpid(),
             "host": os.uname().nodename if hasattr(os, "uname") else "",
-            "started": session.started,
-            **session.run_meta,
+            "started": watch.started,
+            **watch.run_meta,
         }
         run = self.store.create_run(meta)
-        if session.source is not None:
-            digest, written = self.store.put_blob(session.source)
+        if watch.source is not None:
+            digest, written = self.store.put_blob(watch.source)
             self.run_bytes += written
-            run.meta["source"] = {"hash": digest, "size": len(session.source)}
+            run.meta["source"] = {"hash": digest, "size": len(watch.source)}
             run.save_meta()
         return run
 
@@ -253,7 +253,7 @@ class Writer:
             if self.problem is not None:
                 return None
         started = time.time()
-        roots = capture.named_roots(self.session.main_globals, frames, self.session.tracked)
+        roots = capture.named_roots(self.session.watch.main_globals, frames, self.session.tracked)
         keep_small = trigger == "crash" or bool(position and position.get("resumable"))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
         if not captured.items and self.run is None:
@@ -339,7 +339,7 @@ class Writer:
             "trigger": trigger,
             "label": label,
             "time": started,
-            "file": where.f_code.co_filename if where else self.session.target_file,
+            "file": where.f_code.co_filename if where else self.session.watch.target_file,
             "line": where.f_lineno if where else None,
             "function": where.f_code.co_name if where else None,
             "exception": exception_text(exc) if exc is not None else None,

@@ -17,7 +17,7 @@ import time
 
 from chkpt import api, fmt
 from chkpt import config as config_module
-from chkpt._autoload import disabled_by_env
+from chkpt.activation import disabled_by_env
 from chkpt.store import StoreError
 
 TYPE_CHECKING = False
@@ -513,10 +513,10 @@ def cmd_config(args: argparse.Namespace) -> int:
             for key, value in config.as_dict().items()]
     print(fmt.table(["KEY", "VALUE", "FROM"], rows, paint=paint))
     user_file = paths.user_config_file()
-    project = config_module.find_project_file(start)
+    project = paths.find_project_file(start)
     print(paint(f"\nstore        {config.store_dir}\n"
                 f"user file    {user_file}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
-                f"project file {project[0] if project else '(none at or above ' + start + ')'}\n"
+                f"project file {project if project else '(none at or above ' + start + ')'}\n"
                 f"environment  CHKPT_<KEY> (e.g. CHKPT_INTERVAL=5m); CHKPT=0 switches chkpt off",
                 "dim"))
     return 0

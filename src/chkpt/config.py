@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from chkpt import paths
+from chkpt.watch import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up; only type checkers import it
 if TYPE_CHECKING:
@@ -115,9 +116,9 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in [
-        Setting("interval", "60s", parse_duration,
+        Setting("interval", f"{DEFAULT_INTERVAL:g}s", parse_duration,
                 "how often a periodic checkpoint may be taken while the script runs"),
-        Setting("min_size", "1KiB", parse_size,
+        Setting("min_size", f"{DEFAULT_MIN_SIZE // 1024}KiB", parse_size,
                 "smaller values are not saved by periodic/exit checkpoints (crash keeps them)"),
         Setting("max_object_size", "2GiB", parse_size,
                 "larger values are skipped, and listed as skipped"),
@@ -258,28 +259,8 @@ def _read_settings(path: str, table: str | None) -> dict[str, Any] | str:
     return settings
 
 
-def find_project_file(start_dir: str) -> tuple[str, str] | None:
-    """(path, kind) of the nearest chkpt.toml or pyproject.toml at or above start_dir."""
-    current = os.path.abspath(start_dir)
-    while True:
-        for name in ("chkpt.toml", "pyproject.toml"):
-            candidate = os.path.join(current, name)
-            if os.path.isfile(candidate):
-                return candidate, name
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
-
-
-def _layer_file(config: Config, path: str, source: str, table: str | None) -> None:
-    if table is not None:
-        try:
-            with open(path, "rb") as handle:
-                if b"tool.chkpt" not in handle.read():
-                    return  # the common case: a pyproject without chkpt settings
-        except OSError:
-            return
+def _layer_file(config: Config, path: str, source: str) -> None:
+    table = "tool.chkpt" if os.path.basename(path) == "pyproject.toml" else None
     settings = _read_settings(path, table)
     if isinstance(settings, str):
         config.warnings.append(f"{path}: {settings}")
@@ -294,14 +275,8 @@ def load(
 ) -> Config:
     """The effective config for a script in `start_dir` (cwd when None)."""
     config = Config()
-    user_file = paths.user_config_file()
-    if os.path.isfile(user_file):
-        _layer_file(config, user_file, f"user file {user_file}", None)
-    project = find_project_file(start_dir or os.getcwd())
-    if project is not None:
-        path, kind = project
-        table = "tool.chkpt" if kind == "pyproject.toml" else None
-        _layer_file(config, path, f"project file {path}", table)
+    for layer, path in paths.config_files(start_dir or os.getcwd()):
+        _layer_file(config, path, f"{layer} file {path}")
     env = os.environ if environ is None else environ
     for key in SETTINGS:
         variable = f"CHKPT_{key.upper()}"

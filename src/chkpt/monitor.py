@@ -3,9 +3,8 @@
 A per-line callback is what made the seed prototype 5x slower, so the target file runs
 with every event off. When a periodic checkpoint falls due:
 
-1. a sleeping helper thread (a bare `_thread`, invisible to `threading`) wakes and calls
-   `_thread.interrupt_main(SIGNUM)`: our Python-level handler then runs on the main thread
-   at its next bytecode boundary. No OS signal is sent, so no system call is interrupted;
+1. the watch's timer thread (watch.py) wakes and has the session's tick handler run on the
+   main thread at its next bytecode boundary, through `_thread.interrupt_main`;
 2. the handler turns LINE events on for the code objects of the target file only (the
    module code and every function, class body and comprehension nested in it);
 3. the next LINE event in the target file calls back with its frame. CPython re-instruments
@@ -28,9 +27,6 @@ itself off (every other code object costs one callback, then DISABLE).
 
 from __future__ import annotations
 
-import _signal
-import _thread
-import os
 import sys
 import time
 
@@ -38,49 +34,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import CodeType, FrameType
-    from typing import Any
 
 _mon = sys.monitoring
 _LINE = _mon.events.LINE
 _PY_START = _mon.events.PY_START
 _PREFERRED_TOOL_IDS = (4, 3, 5, 2)
 BOUNDARY_PATIENCE = 2.0
-# Delivered only through interrupt_main, never by the OS; a signal no program uses.
-SIGNUM = getattr(_signal, "SIGRTMAX", getattr(_signal, "SIGVTALRM", 26))
-
-
-def _other_threads() -> int:
-    """OS threads besides the calling one, as CPython counts them for its fork warning."""
-    try:
-        with open("/proc/self/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[17]) - 1  # num_threads, field 20 of stat(5)
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-class _ForkWarningFilter:
-    """A warnings filter entry that matches only CPython's fork-with-threads warning
-    (warnings calls `.match(text)` on a filter's message object, so no regex is needed)."""
-
-    def __init__(self) -> None:
-        self.entry = ("ignore", self, DeprecationWarning, None, 0)
-
-    def match(self, text: str) -> bool:
-        return text.startswith("This process (pid=") and "is multi-threaded, use of " in text
-
-    def install(self, warnings: Any) -> None:
-        if self.entry not in warnings.filters:
-            warnings.filters.insert(0, self.entry)
-            warnings._filters_mutated()
-
-    def remove(self, warnings: Any) -> None:
-        if self.entry in warnings.filters:
-            warnings.filters.remove(self.entry)
-            warnings._filters_mutated()
-
-
-_FORK_WARNING_FILTER = _ForkWarningFilter()
 
 
 def _claim_tool_id() -> int:
@@ -133,7 +92,6 @@ class Monitor:
         self._waiting_for_boundary = False
         self._boundaries: Callable[[], dict[int, str]] = dict
         self._armed_at = 0.0
-        self._timer_stop: _thread.LockType | None = None
         self._stopped = False
         _mon.register_callback(self._tool, _LINE, self._on_line)
 
@@ -218,50 +176,6 @@ class Monitor:
         self.disarm()
         self._on_safe_point(frame, position)
 
-    # -- the periodic timer ---------------------------------------------------------------------
-
-    def start_timer(self, interval: float, on_tick: Callable[[FrameType | None], None]) -> None:
-        """Every `interval` seconds, run `on_tick(frame)` on the main thread."""
-        if interval <= 0:
-            return
-        _signal.signal(SIGNUM, lambda signum, frame: on_tick(frame))
-        stop = _thread.allocate_lock()
-        stop.acquire()
-        self._timer_stop = stop
-
-        def sleep_and_interrupt() -> None:
-            # Signals sent to the process must reach the main thread: Python's own exit
-            # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
-            _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-            while not stop.acquire(timeout=interval):
-                if self._stopped:
-                    return
-                _thread.interrupt_main(SIGNUM)
-
-        _thread.start_new_thread(sleep_and_interrupt, ())
-        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent)
-
-    def _before_fork(self) -> None:
-        """Python 3.12+ warns after fork() when the process has other OS threads, counted
-        after the fork (when libraries such as OpenBLAS have stopped theirs): chkpt's timer
-        thread must not cause that warning. It is filtered out from here on, and let
-        through again after the fork if plain Python would have warned too."""
-        if self._stopped or _other_threads() < 0:
-            return
-        import warnings
-
-        _FORK_WARNING_FILTER.install(warnings)
-
-    def _after_fork_in_parent(self) -> None:
-        if self._stopped or _other_threads() <= 1:  # only the timer: plain Python is silent
-            return
-        import warnings
-
-        _FORK_WARNING_FILTER.remove(warnings)
-        if sys.version_info < (3, 13):  # 3.12 warned before this hook, into the filter
-            warnings.warn(f"This process (pid={os.getpid()}) is multi-threaded, use of fork() "
-                          "may lead to deadlocks in the child.", DeprecationWarning, stacklevel=2)
-
     # -- shutting down --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -269,9 +183,6 @@ class Monitor:
         if self._stopped:
             return
         self._stopped = True
-        if self._timer_stop is not None:
-            self._timer_stop.release()
-            _signal.signal(SIGNUM, _signal.SIG_DFL)
         try:
             self.disarm()
             _mon.set_events(self._tool, 0)

@@ -1,11 +1,10 @@
-"""Where chkpt keeps its config file and its store: platformdirs' user dirs.
+"""Where chkpt's files are: the config files that apply to a script, and the store.
 
-On Linux the XDG rules are applied directly (as platformdirs does, checked by a test),
-because importing platformdirs costs several milliseconds and every script start would
-pay for it; other systems ask platformdirs.
+The user's config file and the default store live in platformdirs' user dirs. On Linux
+the XDG rules are applied directly (as platformdirs does, checked by a test), because
+importing platformdirs costs several milliseconds and every script start would pay for
+it; other systems ask platformdirs.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -39,3 +38,38 @@ def user_cache_dir() -> str:
 
 def user_config_file() -> str:
     return os.path.join(user_config_dir(), "config.toml")
+
+
+def find_project_file(start_dir: str) -> str | None:
+    """The nearest chkpt.toml or pyproject.toml at or above start_dir."""
+    current = os.path.abspath(start_dir)
+    while True:
+        for name in ("chkpt.toml", "pyproject.toml"):
+            candidate = os.path.join(current, name)
+            if os.path.isfile(candidate):
+                return candidate
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def config_files(start_dir: str) -> list[tuple[str, str]]:
+    """("user" or "project", path) of each config file that may hold chkpt settings for a
+    script in start_dir, lowest layer first. A pyproject.toml counts only when its text
+    mentions tool.chkpt (the common pyproject has no chkpt settings and is not parsed)."""
+    found = []
+    user_file = user_config_file()
+    if os.path.isfile(user_file):
+        found.append(("user", user_file))
+    project = find_project_file(start_dir)
+    if project is not None and os.path.basename(project) == "pyproject.toml":
+        try:
+            with open(project, "rb") as handle:
+                if b"tool.chkpt" not in handle.read():
+                    project = None
+        except OSError:
+            project = None
+    if project is not None:
+        found.append(("project", project))
+    return found

@@ -12,7 +12,7 @@ import os
 import sys
 import types
 
-from chkpt import session, watch
+from chkpt import session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,4 +122,4 @@ def _die_of_sigint() -> None:
     import atexit
 
     atexit._run_exitfuncs()
-    watch.die_of_sigint()
+    session.die_of_sigint()

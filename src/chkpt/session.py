@@ -12,13 +12,14 @@ itself off in the child, so a child can never write into its parent's run.
 
 from __future__ import annotations
 
+import _signal
 import os
 import sys
 import time
 
 from chkpt import activation, guard
 from chkpt.monitor import Monitor
-from chkpt.watch import Watch, current, die_of_sigint, nothing_to_save
+from chkpt.watch import Watch, current, nothing_to_save
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -218,3 +219,19 @@ def start_explicit(config: Config, main_globals: dict, target_file: str,
     watch.set_target(target_file)
     watch.begin()
     return watch
+
+
+def die_of_sigint() -> None:
+    """End the process as Python does after an unhandled KeyboardInterrupt (killed by SIGINT).
+
+    Python does it after the atexit handlers, but an import inside an atexit handler (as a
+    first checkpoint makes) turns its exit status into 1; chkpt's handler runs last, so it
+    ends the process itself, the same way.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGINT)

@@ -354,18 +354,3 @@ class _ThreadingImportHook:
         loader.exec_module = exec_then_hook
         return spec
 
-
-def die_of_sigint() -> None:
-    """End the process as Python does after an unhandled KeyboardInterrupt (killed by SIGINT).
-
-    Python does it after the atexit handlers, but an import inside an atexit handler (as a
-    first checkpoint makes) turns its exit status into 1; chkpt's handler runs last, so it
-    ends the process itself, the same way.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-    os.kill(os.getpid(), _signal.SIGINT)

@@ -2,8 +2,10 @@
 
 Two fresh venvs of the same interpreter with numpy and pandas: one plain, one with chkpt
 installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each
-workload runs alternately in both, many times, and the medians are compared. The loop and
-call workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
+workload runs alternately in both, many times, and the medians are compared. Start-up
+(`-c pass`, an empty script) runs 10x as many times, without any config source as a
+user who never configured chkpt has it, and once more with one. The loop and call
+workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
 with 8 MB of arrays to save), and also under the seed prototype's approach (global LINE
 events with a filename check in the callback) as the reference row.
 
@@ -31,7 +33,6 @@ VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 VENVS = REPO / "benchmarks" / ".venvs" / VERSION
 
 WORKLOADS = {
-    "empty": "",
     "import_numpy_pandas": "import numpy\nimport pandas\n",
     "loop_10m": (
         "import numpy as np\nstate = [np.ones(500_000) for _ in range(2)]\n"
@@ -112,13 +113,23 @@ def main() -> None:
     plain, traced = make_venvs()
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHKPT")}
-        env.update(HOME=work, XDG_CONFIG_HOME=f"{work}/config", CHKPT_DIR=f"{work}/store",
-                   CHKPT_INTERVAL=args.interval)
+        # Start-up is measured as a user without config has it (no config source: the config
+        # is not even loaded); the other workloads with a short interval, so checkpoints happen.
+        bare_env = {k: v for k, v in os.environ.items() if not k.startswith("CHKPT")}
+        bare_env.update(HOME=work, XDG_CONFIG_HOME=f"{work}/config", XDG_CACHE_HOME=f"{work}/cache",
+                        CHKPT_DIR=f"{work}/store")
+        env = {**bare_env, "CHKPT_INTERVAL": args.interval}
         Path(work, "seed_runner.py").write_text(SEED_RUNNER)
-        medians = compare({"plain": [str(plain), "-c", "pass"], "chkpt": [str(traced), "-c", "pass"]},
-                          env, work, args.repeat * 3)
-        rows.append(("python -c pass", medians["plain"], medians["chkpt"], None, ""))
+        Path(work, "empty.py").write_text("")
+        start_up = {
+            "python -c pass": (["-c", "pass"], bare_env, ""),
+            "script: empty": (["empty.py"], bare_env, "no config source"),
+            "script: empty, config set": (["empty.py"], env, "CHKPT_INTERVAL set: config loaded at start"),
+        }
+        for label, (cmd, run_env, note) in start_up.items():
+            medians = compare({"plain": [str(plain), *cmd], "chkpt": [str(traced), *cmd]},
+                              run_env, work, args.repeat * 10)
+            rows.append((label, medians["plain"], medians["chkpt"], None, note))
         for name, source in WORKLOADS.items():
             script = Path(work, f"{name}.py")
             script.write_text(source)
@@ -126,8 +137,7 @@ def main() -> None:
             if name in ("loop_10m", "calls_1m"):
                 variants["seed"] = [str(plain), "seed_runner.py", str(script)]
             shutil.rmtree(f"{work}/store", ignore_errors=True)
-            repeat = args.repeat * (3 if name == "empty" else 1)
-            medians = compare(variants, env, work, repeat)
+            medians = compare(variants, env, work, args.repeat)
             note = ""
             if name in ("loop_10m", "calls_1m"):
                 note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"

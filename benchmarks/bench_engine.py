@@ -4,7 +4,9 @@ Two fresh venvs of the same interpreter with numpy and pandas: one plain, one wi
 installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each
 workload runs alternately in both, many times, and the medians are compared. Start-up
 (`-c pass`, an empty script) runs 10x as many times, without any config source as a
-user who never configured chkpt has it, and once more with one. The loop and call
+user who never configured chkpt has it, and once more with one; beside them runs a third
+venv whose .pth imports one module that only registers an atexit handler and starts a
+sleeping thread (the floor of any autoload with a timer thread). The loop and call
 workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
 with 8 MB of arrays to save), and also under the seed prototype's approach (global LINE
 events with a filename check in the callback) as the reference row.
@@ -80,6 +82,32 @@ def make_venvs() -> tuple[Path, Path]:
     return plain / "bin" / "python", traced / "bin" / "python"
 
 
+FLOOR_PTH = 'import sys; (sys.argv or [""])[0] in ("", "-c", "-") or __import__("_chkpt_floor")\n'
+FLOOR_MODULE = """\
+# The least a timer-based autoload can do: be imported, register atexit, start one thread.
+import _thread, atexit
+atexit.register(int)
+_stop = _thread.allocate_lock()
+_stop.acquire()
+_thread.start_new_thread(_stop.acquire, ())
+"""
+
+
+def make_floor_venv() -> Path:
+    """A venv whose .pth imports one module that only registers atexit and starts a
+    sleeping thread: the floor of any autoload design with a timer thread."""
+    floor = VENVS / "floor"
+    python = floor / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(floor)], check=True)
+        site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   check=True, capture_output=True, text=True).stdout.strip())
+        (site / "chkpt_floor.pth").write_text(FLOOR_PTH)
+        (site / "_chkpt_floor.py").write_text(FLOOR_MODULE)
+        subprocess.run([str(python), "-m", "compileall", "-q", str(site / "_chkpt_floor.py")], check=True)
+    return python
+
+
 def timed(args: list[str], env: dict[str, str], cwd: str) -> float:
     start = time.perf_counter()
     subprocess.run(args, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
@@ -111,6 +139,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
     plain, traced = make_venvs()
+    floor = make_floor_venv()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         # Start-up is measured as a user without config has it (no config source: the config
@@ -127,9 +156,10 @@ def main() -> None:
             "script: empty, config set": (["empty.py"], env, "CHKPT_INTERVAL set: config loaded at start"),
         }
         for label, (cmd, run_env, note) in start_up.items():
-            medians = compare({"plain": [str(plain), *cmd], "chkpt": [str(traced), *cmd]},
-                              run_env, work, args.repeat * 10)
-            rows.append((label, medians["plain"], medians["chkpt"], None, note))
+            medians = compare({"plain": [str(plain), *cmd], "chkpt": [str(traced), *cmd],
+                               "floor": [str(floor), *cmd]}, run_env, work, args.repeat * 10)
+            floor_note = f"floor {medians['floor'] * 1000:.1f} ms ({medians['floor'] / medians['plain']:.3f}x)"
+            rows.append((label, medians["plain"], medians["chkpt"], None, f"{note}; {floor_note}".lstrip("; ")))
         for name, source in WORKLOADS.items():
             script = Path(work, f"{name}.py")
             script.write_text(source)

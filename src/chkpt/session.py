@@ -50,7 +50,7 @@ class Session:
         self.tracked: dict[str, Any] = {}
         self._pause_depth = 0
         self._busy = False
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = float("-inf")  # none yet: the first tick is due
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
         self.monitor = Monitor(watch.main_globals, self._on_safe_point)

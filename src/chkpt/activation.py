@@ -117,13 +117,20 @@ def configured(start_dir: str) -> bool:
     return bool(paths.config_files(start_dir))
 
 
+def report_config_warnings(config: "Config") -> None:
+    """Print each problem found in the config sources (one `chkpt:` line each)."""
+    from chkpt import guard
+
+    for warning in config.warnings:
+        guard.warn(warning)
+
+
 def load_config(start_dir: str) -> "Config":
-    """The effective config, its warnings printed (one line each)."""
-    from chkpt import config, guard
+    """The effective config, its warnings printed."""
+    from chkpt import config
 
     loaded = config.load(start_dir)
-    for warning in loaded.warnings:
-        guard.warn(warning)
+    report_config_warnings(loaded)
     return loaded
 
 

@@ -212,8 +212,7 @@ def start_explicit(config: Config, main_globals: dict, target_file: str,
 
     `run_meta` adds fields to the run's metadata (resume records `resumed_from`).
     """
-    for warning in config.warnings:
-        guard.warn(warning)
+    activation.report_config_warnings(config)
     watch = Watch(main_globals, sys.argv, config=config, config_dir=os.path.dirname(target_file),
                   run_meta=run_meta)
     watch.set_target(target_file)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chkpt
-from chkpt import api, fmt
+from chkpt import api, fmt, naming
 from conftest import python, write
 
 TRAIN = """
@@ -96,11 +96,11 @@ def test_large_arrays_load_memory_mapped_copy_on_write(trained):
 
 
 def test_canonical_names_accept_either_quote_style():
-    assert api.canonical_name('results["train"]') == "results['train']"
-    assert api.canonical_name("frames[ 3 ]") == "frames[3]"
-    assert api.canonical_name("model.weights") == "model.weights"
-    assert api.canonical_name("step:batch") == "step:batch"
-    assert api.canonical_name('d["a"]["b"].x') == "d['a']['b'].x"
+    assert naming.canonical('results["train"]') == "results['train']"
+    assert naming.canonical("frames[ 3 ]") == "frames[3]"
+    assert naming.canonical("model.weights") == "model.weights"
+    assert naming.canonical("step:batch") == "step:batch"
+    assert naming.canonical('d["a"]["b"].x') == "d['a']['b'].x"
 
 
 # -- text helpers ----------------------------------------------------------------------------

@@ -201,12 +201,12 @@ def test_a_forked_child_never_writes_nor_holds_the_parents_locks(env, work):
     """)
     result = python(["forks.py"], env, work)
     assert result.returncode == 0 and result.stderr == ""
-    from chkpt import gc
+    from chkpt import cleanup
 
     store = Store(env["CHKPT_DIR"])
     [run_id] = store.run_ids()
     assert not store.is_live(run_id)  # the child still lives, but holds no lock of the run
-    assert gc.collect(store, blocking=False) is not None  # nor the store's
+    assert cleanup.collect(store, blocking=False) is not None  # nor the store's
     assert [m["trigger"] for m in manifests(env["CHKPT_DIR"])] == ["explicit", "exit"]
     assert store.read_run(run_id)["status"] == "finished"
     assert load_all(env["CHKPT_DIR"]) == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from chkpt import gc
+from chkpt import cleanup
 from chkpt.store import TMP_GRACE_SECONDS, Store, StoreError
 from conftest import CHKPT, PYTHON, chkpt, python, write
 from test_store import load_all, manifests, read_variable
@@ -90,11 +90,11 @@ def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
     assert committed > 0
 
     backdate_everything(env["CHKPT_DIR"])
-    report = gc.collect(store)  # sweeps what the killed writers left: nothing committed goes
+    report = cleanup.collect(store)  # sweeps what the killed writers left: nothing committed goes
     assert report is not None and report.runs == [r for r in report.runs if r["status"] == "incomplete"]
     assert check_consistent(env["CHKPT_DIR"]) == committed
     assert os.listdir(store.tmp_dir) == []
-    referenced = {d for m in manifests(env["CHKPT_DIR"]) for d in gc.checkpoint_blobs(m)}
+    referenced = {d for m in manifests(env["CHKPT_DIR"]) for d in cleanup.checkpoint_blobs(m)}
     referenced |= {store.read_run(r).get("source", {}).get("hash") for r in store.run_ids()}
     assert {digest for digest, _ in store.blob_files()} <= referenced
 
@@ -116,7 +116,7 @@ def test_four_writers_and_a_concurrent_gc_lose_and_mix_nothing(env, work):
     check_consistent(env["CHKPT_DIR"])
     store = Store(env["CHKPT_DIR"])
     backdate_everything(env["CHKPT_DIR"])  # blobs that thinning released, past their grace
-    assert gc.collect(store, max_size=0) is not None
+    assert cleanup.collect(store, max_size=0) is not None
     assert store.run_ids() == []  # once the writers ended, everything can go
     assert sum(info.st_size for _, info in store.blob_files()) == 0
 
@@ -270,15 +270,15 @@ def test_gc_removes_leftovers_of_killed_processes_only_after_the_grace_period(en
     Path(store.tmp_dir, "12345-abcdef").write_bytes(b"x" * 5000)      # a half-written file
     os.mkdir(store.run_dir("deadbeef"))                               # a run that never started
     orphan, _ = store.put_blob(b"y" * 7000)                          # a blob never committed
-    assert gc.collect(store).freed == 0                               # all young: may be in use
+    assert cleanup.collect(store).freed == 0                               # all young: may be in use
     for path in (os.path.join(store.tmp_dir, "12345-abcdef"), store.run_dir("deadbeef"),
                  store.blob_path(orphan)):
         old = time.time() - 2 * TMP_GRACE_SECONDS
         os.utime(path, (old, old))
-    dry = gc.collect(store, dry_run=True)
+    dry = cleanup.collect(store, dry_run=True)
     assert dry is not None and dry.freed == 12_000 and [r["id"] for r in dry.runs] == ["deadbeef"]
     assert os.path.exists(store.blob_path(orphan))
-    done = gc.collect(store)
+    done = cleanup.collect(store)
     assert done is not None and done.freed == dry.freed
     assert os.listdir(store.tmp_dir) == [] and store.run_ids() != ["deadbeef"]
     assert not os.path.exists(store.blob_path(orphan)) and load_all(env["CHKPT_DIR"]) == 1

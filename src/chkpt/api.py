@@ -22,7 +22,7 @@ import os
 import time
 
 from chkpt import config as config_module
-from chkpt import serialize
+from chkpt import naming, serialize
 from chkpt.store import Store, StoreError, is_script
 
 TYPE_CHECKING = False
@@ -47,16 +47,6 @@ def default_store() -> Store:
 def shape_text(shape: list[int] | None) -> str:
     """[1000, 10] → "1000x10"."""
     return "x".join(map(str, shape)) if shape else ""
-
-
-def canonical_name(name: str) -> str:
-    """The spelling capture saves a path under: `results["train"]` → `results['train']`, so
-    that any spelling of the same path (quote style, spaces) names the same variable."""
-    from chkpt import capture
-
-    name = name.strip()
-    path = capture.parse_path(name)
-    return capture.path_name(*path) if path else name
 
 
 class Variable:
@@ -151,7 +141,7 @@ class Checkpoint:
         return [v.name for v in self.variables] + list(self.aliases)
 
     def variable(self, name: str) -> Variable:
-        name = canonical_name(name)
+        name = naming.canonical(name)
         name = self.aliases.get(name, name)
         for variable in self.variables:
             if variable.name == name:
@@ -164,20 +154,16 @@ class Checkpoint:
         try:
             return self.variable(name).load()
         except NotFound:
-            from chkpt import capture
-
-            path = capture.parse_path(name)
-            for cut in range(len(path[1]) - 1, -1, -1) if path else ():
-                prefix = capture.path_name(path[0], path[1][:cut])
+            for prefix, steps in naming.prefixes(name):
                 if prefix in self:
-                    return capture.follow(self.variable(prefix).load(), path[1][cut:])
+                    return naming.follow(self.variable(prefix).load(), steps)
             raise
 
     def __getitem__(self, name: str) -> Any:
         return self.load(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_name(name) in self.names
+        return isinstance(name, str) and naming.canonical(name) in self.names
 
     def __repr__(self) -> str:
         return (f"<Checkpoint {self.ref} {self.trigger} at {self.where}, "
@@ -219,7 +205,7 @@ class Run:
     def blobs(self) -> dict[str, int]:
         """hash → size of the data blobs this run refers to (read from manifests only)."""
         if self._blobs is None:
-            from chkpt.gc import checkpoint_blobs
+            from chkpt.cleanup import checkpoint_blobs
 
             self._blobs = {}
             for checkpoint in self.checkpoints:
@@ -384,7 +370,7 @@ def _not_saved_here(name: str, store: Store) -> NotFound:
 
 
 def _never_saved(run: Run, name: str) -> NotFound:
-    name = canonical_name(name)
+    name = naming.canonical(name)
     names = [n for checkpoint in run.checkpoints for n in checkpoint.names]
     return NotFound(f"run {run.id} never saved {name!r}{_closest(name, names)}")
 

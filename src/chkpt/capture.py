@@ -13,12 +13,8 @@ separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lo
 array. One object reachable by two paths is saved once: the first path names it, later ones
 are aliases.
 
-Naming: globals keep their name; a local keeps its name unless another global or local
-already has it, then it is qualified by its function: `step:batch` (and `step#2:batch` for
-a second frame of the same function). Dict keys are written as their `repr`
-(`results['train']`, `scores[3]`, `grid[(1, 2)]`); `api.canonical_name` maps any other
-spelling (`results["train"]`) to that form, and `parse_path`/`follow` let a path below a
-saved value (`results['train']['x']`) be loaded from it.
+Names follow the grammar of names.py: globals keep their name, a local that clashes is
+qualified by its function (`step:batch`), dict keys are written as their `repr`.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from __future__ import annotations
 import gc
 import sys
 
-from chkpt import salience, serialize
+from chkpt import naming, salience, serialize
 from chkpt.fmt import human_size
 from chkpt.salience import CONTAINER, DATA, DEFINITION, LIBRARY_OBJECT, OTHER, SCALAR, USER_OBJECT
 
@@ -92,9 +88,8 @@ def named_roots(
         function = frame.f_code.co_name
         seen_functions[function] = seen_functions.get(function, 0) + 1
         count = seen_functions[function]
-        qualifier = function if count == 1 else f"{function}#{count}"
         for name, value in list(frame.f_locals.items()):
-            final = name if name not in used else f"{qualifier}:{name}"
+            final = name if name not in used else naming.qualified_local(function, count, name)
             if final in used:
                 continue
             used.add(final)
@@ -221,19 +216,19 @@ class _Walker:
         self.walked.add(id(obj))
         if kind is CONTAINER and isinstance(obj, dict):
             for key, value in list(obj.items()):
-                text = key_text(key)
+                text = naming.key_text(key)
                 if text is None:
                     size += self.whole_size(value, self.rules.kind(value)[0])
                 else:
-                    size += self.nested(f"{name}[{text}]", value, scope, depth - 1)
+                    size += self.nested(naming.item(name, text), value, scope, depth - 1)
         elif kind is CONTAINER:
             for index, value in enumerate(list(obj)):
-                size += self.nested(f"{name}[{index}]", value, scope, depth - 1)
+                size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
         else:
             below = depth - 1 if kind is USER_OBJECT else min(depth - 1, LIBRARY_DEPTH - 1)
             for key, value in list(obj.__dict__.items()):
                 if isinstance(key, str) and key.isidentifier():
-                    size += self.nested(f"{name}.{key}", value, scope, below)
+                    size += self.nested(naming.attribute(name, key), value, scope, below)
                 else:
                     size += _getsizeof(value)
         return size
@@ -343,62 +338,3 @@ def _only_builtins(containers: list[Any]) -> bool:
             return False
         layer = [v for v in held if type(v) in _NESTING and len(v) <= MAX_CONTAINER_ITEMS]
     return True
-
-
-# -- path names -------------------------------------------------------------------------------------
-
-
-def key_text(key: Any) -> str | None:
-    """A dict key as it appears in a path (`"train"`, `3`, `(1, 2)`); None if it has no literal."""
-    cls = type(key)
-    if cls in (str, int, float, bool, bytes) or key is None:
-        return repr(key)
-    if cls is tuple and all(key_text(part) is not None for part in key):
-        return repr(key)
-    return None
-
-
-def parse_path(name: str) -> tuple[str, list[tuple[str, Any]]] | None:
-    """`results['train'].x` → ("results", [("item", "train"), ("attr", "x")]); None if not a path."""
-    import ast
-
-    cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
-    root, rest = name[:cut], name[cut:]
-    if not root:
-        return None
-    try:
-        node = ast.parse("_" + rest, mode="eval").body
-    except SyntaxError:
-        return None
-    steps: list[tuple[str, Any]] = []
-    while not isinstance(node, ast.Name):
-        if isinstance(node, ast.Attribute):
-            steps.append(("attr", node.attr))
-            node = node.value
-        elif isinstance(node, ast.Subscript):
-            try:
-                steps.append(("item", ast.literal_eval(node.slice)))
-            except ValueError:
-                return None
-            node = node.value
-        else:
-            return None
-    if node.id != "_":
-        return None
-    steps.reverse()
-    return root, steps
-
-
-def path_name(root: str, steps: list[tuple[str, Any]]) -> str:
-    """The canonical name of a parsed path."""
-    parts = [root]
-    for kind, key in steps:
-        parts.append(f".{key}" if kind == "attr" else f"[{key_text(key)}]")
-    return "".join(parts)
-
-
-def follow(obj: Any, steps: list[tuple[str, Any]]) -> Any:
-    """The value at `steps` below `obj` (attributes and items)."""
-    for kind, key in steps:
-        obj = getattr(obj, key) if kind == "attr" else obj[key]
-    return obj

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from chkpt import api, fmt
+from chkpt import api, fmt, naming
 from chkpt import config as config_module
 from chkpt.activation import disabled_by_env
 from chkpt.store import StoreError
@@ -251,11 +251,11 @@ def _show_values(checkpoint: api.Checkpoint, names: list[str]) -> int:
     for number, (name, variable) in enumerate(zip(names, variables, strict=True)):
         if number:
             print()
-        same = f" (the same object as {variable.name})" if api.canonical_name(name) != variable.name else ""
+        same = f" (the same object as {variable.name})" if naming.canonical(name) != variable.name else ""
         details = ", ".join(filter(None, [variable.type, api.shape_text(variable.shape),
                                           variable.dtype, fmt.human_size(variable.size),
                                           variable.scope]))
-        print(f"{paint(api.canonical_name(name), 'bold')}{same}  {paint(details, 'dim')}")
+        print(f"{paint(naming.canonical(name), 'bold')}{same}  {paint(details, 'dim')}")
         print(_preview(variable.load()))
     return 0
 
@@ -457,13 +457,13 @@ def cmd_shell(args: argparse.Namespace) -> int:
 # -- gc / config / doctor ----------------------------------------------------------------------
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from chkpt import gc
+    from chkpt import cleanup
 
     config = config_module.load(os.getcwd())
     max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
     older = config_module.parse_duration(args.older_than) if args.older_than else None
     store = api.default_store()
-    report = gc.collect(store, max_size=max_size, older_than=older, script=args.script,
+    report = cleanup.collect(store, max_size=max_size, older_than=older, script=args.script,
                         dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     if args.json:

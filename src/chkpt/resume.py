@@ -30,7 +30,7 @@ import os
 import symtable
 import sys
 
-from chkpt import api, runner
+from chkpt import api, naming, runner
 from chkpt import config as config_module
 
 TYPE_CHECKING = False
@@ -354,15 +354,6 @@ class Alignment:
 
 # -- the plan ----------------------------------------------------------------------------------------
 
-def path_root(path: str) -> str | None:
-    """`model` for a saved nested path like `model.weights` or `results['train']`."""
-    try:
-        node = ast.parse(path, mode="eval").body
-    except SyntaxError:
-        return None
-    return root_name(node) if isinstance(node, ast.Attribute | ast.Subscript) else None
-
-
 def target_names(loop: ast.For | ast.While) -> set[str]:
     if isinstance(loop, ast.While):
         return set()
@@ -438,7 +429,7 @@ class Plan:
         """Globals to restore (name → saved name) and nested paths to put into rebuilt objects."""
         module_names = set().union(*(f.binds for f in self.old.facts))
         # an object saved with a placeholder for an unsaveable part (`parts['lock']`) is rebuilt
-        incomplete = {path_root(s["name"]) for s in self.checkpoint.skipped}
+        incomplete = {naming.root_of(s["name"]) for s in self.checkpoint.skipped}
         restored: dict[str, str] = {}
         overlays: dict[str, str] = {}
         for variable in self.checkpoint.variables:
@@ -451,9 +442,9 @@ class Plan:
         for alias, target in self.checkpoint.aliases.items():
             if alias.isidentifier() and alias in module_names:
                 restored.setdefault(alias, target)
-            elif path_root(alias) in module_names:
+            elif naming.root_of(alias) in module_names:
                 overlays.setdefault(alias, target)
-        overlays = {path: saved for path, saved in overlays.items() if path_root(path) not in restored}
+        overlays = {path: saved for path, saved in overlays.items() if naming.root_of(path) not in restored}
         return restored, overlays
 
     def _reruns(self) -> tuple[list[int], dict[int, set[str]]]:
@@ -466,7 +457,7 @@ class Plan:
         were saved (`model.weights`) is rebuilt by its assignments only, then gets the parts.
         """
         new = self.new
-        rebuilt = {path_root(path) for path in self.overlays}
+        rebuilt = {naming.root_of(path) for path in self.overlays}
         rerun = {i for i in range(self.index) if is_definition(new.body[i])}
         inputs: dict[int, set[str]] = {}
         todo = [(name, self.index) for name in self.needed | rebuilt]
@@ -691,7 +682,7 @@ def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> None:
     for path, saved in plan.overlays.items():
         try:
             # a part of a restored object is taken from it, so shared objects stay shared
-            value = eval(saved, globals_) if path_root(saved) in plan.restored else values.get(saved)
+            value = eval(saved, globals_) if naming.root_of(saved) in plan.restored else values.get(saved)
             exec(f"{path} = __chkpt_value__", globals_, {"__chkpt_value__": value})
         except Exception as exc:
             print(f"chkpt: could not put {path} back ({type(exc).__name__}: {exc}); it keeps its "

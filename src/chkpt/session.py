@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from types import CodeType, FrameType, TracebackType
     from typing import Any
 
-    from chkpt.checkpoint import Writer
     from chkpt.config import Config
+    from chkpt.writer import Writer
 
 
 def active() -> Session | None:
@@ -170,7 +170,7 @@ class Session:
             return
         self._busy = True
         try:
-            from chkpt.checkpoint import Writer
+            from chkpt.writer import Writer
 
             if self._writer is None:
                 self._writer = Writer(self)

@@ -43,7 +43,7 @@ import os
 import sys
 import time
 
-from chkpt import capture, gc, guard, salience, serialize
+from chkpt import capture, cleanup, guard, salience, serialize
 from chkpt.fmt import human_size
 from chkpt.store import RunWriter, Store, StoreError, hash_buffer
 
@@ -109,7 +109,7 @@ class _Job:
     It owns the shared gc lock until it ends.
     """
 
-    def __init__(self, writer: Writer, lock: gc.StoreLock, index: int, manifest: dict[str, Any],
+    def __init__(self, writer: Writer, lock: cleanup.StoreLock, index: int, manifest: dict[str, Any],
                  plan: _Plan) -> None:
         self.writer = writer
         self.lock = lock
@@ -258,7 +258,7 @@ class Writer:
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
         if not captured.items and self.run is None:
             return None
-        lock = gc.StoreLock(self.store, exclusive=False, blocking=trigger != "periodic")
+        lock = cleanup.StoreLock(self.store, exclusive=False, blocking=trigger != "periodic")
         try:
             if self.run is None:
                 self.store.ensure()
@@ -308,7 +308,7 @@ class Writer:
         A failure here is not the run's problem: `chkpt gc` reports what it cannot remove.
         """
         try:
-            gc.enforce_cap(self.store, self.config.max_store_size, blocking=False)
+            cleanup.enforce_cap(self.store, self.config.max_store_size, blocking=False)
         except (OSError, StoreError):
             pass
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 
-from chkpt import gc
+from chkpt import cleanup
 from chkpt.store import Store
 from conftest import PYTHON, chkpt, python, write
 
@@ -58,7 +58,7 @@ def test_least_recently_used_runs_go_first_and_a_dry_run_says_what_would_go(env,
 def test_older_than_and_script_pick_which_runs_go(env, work):
     ids = make_runs(env, work, [1, 2])
     other = make_runs(env, work, [3], script="other.py")
-    report = gc.collect(Store(env["CHKPT_DIR"]), older_than=90, script="job.py")
+    report = cleanup.collect(Store(env["CHKPT_DIR"]), older_than=90, script="job.py")
     assert report is not None and [r["id"] for r in report.runs] == [ids[0]]
     assert sorted(Store(env["CHKPT_DIR"]).run_ids()) == sorted([ids[1], *other])
 
@@ -77,13 +77,13 @@ def test_a_live_run_is_never_evicted(env, work):
         assert process.stdout.readline() == "ready\n"
         store = Store(env["CHKPT_DIR"])
         [live] = store.run_ids()
-        report = gc.collect(store, max_size=0, older_than=0)
+        report = cleanup.collect(store, max_size=0, older_than=0)
         assert report is not None and report.runs == [] and store.run_ids() == [live]
         assert store.read_run(live)["status"] == "running"
     finally:
         process.kill()
         process.wait()
-    assert gc.collect(Store(env["CHKPT_DIR"]), max_size=0).runs[0]["status"] == "killed"
+    assert cleanup.collect(Store(env["CHKPT_DIR"]), max_size=0).runs[0]["status"] == "killed"
 
 
 def test_the_cap_is_kept_automatically_and_the_run_that_just_ended_stays(env, work):

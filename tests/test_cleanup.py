@@ -52,7 +52,7 @@ def test_least_recently_used_runs_go_first_and_a_dry_run_says_what_would_go(env,
     assert (done["runs"], done["freed"], done["size_after"]) == (
         planned["runs"], planned["freed"], planned["size_after"])
     assert sorted(store.run_ids()) == sorted([ids[0], ids[3]])
-    assert sum(info.st_size for _, info in store.blob_files()) == done["size_after"]
+    assert sum(size for size, _ in store.blobs().values()) == done["size_after"]
 
 
 def test_older_than_and_script_pick_which_runs_go(env, work):
@@ -93,12 +93,12 @@ def test_the_cap_is_kept_automatically_and_the_run_that_just_ended_stays(env, wo
     for value in range(6):
         result = python(["job.py", str(value)], env, work)
         assert (result.returncode, result.stderr) == (0, "")
-        total = sum(info.st_size for _, info in store.blob_files())
+        total = sum(size for size, _ in store.blobs().values())
         assert total <= 5_000_000
         newest = max(store.run_ids(), key=lambda r: store.read_run(r)["started"])
         assert store.read_checkpoint(newest, 1)["variables"][0]["name"] == "data"
     estimate = store.read_usage()
-    assert estimate is not None and estimate[0] >= sum(info.st_size for _, info in store.blob_files())
+    assert estimate is not None and estimate[0] >= sum(size for size, _ in store.blobs().values())
 
 
 def test_a_run_larger_than_the_cap_is_kept_until_a_newer_one_ends(env, work):

@@ -81,8 +81,8 @@ def test_unchanged_data_is_not_written_again_in_a_run_or_the_next(env, work):
     assert new["unchanged"] == 0 and new["exit"] == 0
     changed = [m for m in manifests(env["CHKPT_DIR"]) if m["label"] == "changed"]
     assert min(m["new_bytes"] for m in changed) == 0  # the same change, made by both runs
-    blobs = list(Store(env["CHKPT_DIR"]).blob_files())
-    assert sum(info.st_size for _, info in blobs) < 2 * 32_000_000 + 1_000_000
+    blobs = Store(env["CHKPT_DIR"]).blobs()
+    assert sum(size for size, _ in blobs.values()) < 2 * 32_000_000 + 1_000_000
 
 
 def test_a_background_checkpoint_holds_the_state_at_its_safe_point(env, work):

@@ -1,19 +1,15 @@
-"""Reading the store: runs → checkpoints → variables, references, and loading values.
+"""The read model: runs → checkpoints → variables, references to them, and loading values.
 
-Used by the CLI and by notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`). Listing
-reads only the small JSON files; a variable's data is read when it is loaded, large arrays
-memory-mapped (copy-on-write: changing the loaded array never changes the store).
+Used by the CLI, resume and notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`). Listing
+reads only the small records; a variable's data is read when it is loaded, large arrays
+memory-mapped (copy-on-write: changing the loaded array never changes the store). A run whose
+record cannot be read is listed with status "damaged"; an unreadable checkpoint is left out
+and described in its run's `problems`.
 
-References (SPEC §7): `latest`, `latest:analysis.py`, a run id or id prefix, or a script
-name (its latest run), each optionally followed by `@N` (checkpoint index; negative counts
-from the end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last`
-(the default).
-
-Variable names are those `chkpt show` lists: `df`, `model.weights`, `results['train']`
-(either quote style), `frames[3]`, and `step:batch` for a local of function `step` whose
-name clashes with another variable.
-
-Loading unpickles data: only ever point chkpt at your own store.
+References: `latest`, `latest:analysis.py`, a run id or id prefix, or a script name (its
+latest run), each optionally followed by `@N` (checkpoint index; negative counts from the
+end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the
+default). Variable names follow naming.py.
 """
 
 from __future__ import annotations
@@ -22,8 +18,8 @@ import os
 import time
 
 from chkpt import config as config_module
-from chkpt import naming, serialize
-from chkpt.store import Store, StoreError, is_script
+from chkpt import naming, records, serialize
+from chkpt.store import Damaged, Store, StoreError, is_script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,11 +52,11 @@ class Variable:
         self.checkpoint = checkpoint
         self.entry = entry
         self.name: str = entry["name"]
-        self.type: str = entry.get("type", "?")
-        self.size: int = int(entry.get("size", 0))
+        self.type: str = entry["type"]
+        self.size: int = entry["size"]
         self.shape: list[int] | None = entry.get("shape")
         self.dtype: str | None = entry.get("dtype")
-        self.scope: str = entry.get("scope", "global")
+        self.scope: str = entry["scope"]
 
     def load(self, parts: dict[str, Any] | None = None) -> Any:
         """The value; buffers of 1 MiB or more are memory-mapped, not read.
@@ -70,8 +66,8 @@ class Variable:
         """
         store = self.checkpoint.run.store
         stream_ref = self.entry["pickle"]
-        stream = store.read_blob(stream_ref["hash"], stream_ref.get("size"))
-        buffers = [store.read_blob(b["hash"], b.get("size")) for b in self.entry["buffers"]]
+        stream = store.read_blob(stream_ref["hash"], stream_ref["size"])
+        buffers = [store.read_blob(b["hash"], b["size"]) for b in self.entry["buffers"]]
         store.touch_run(self.checkpoint.run.id)
         parts = {} if parts is None else parts
 
@@ -105,17 +101,17 @@ class Checkpoint:
     def __init__(self, run: Run, manifest: dict[str, Any]) -> None:
         self.run = run
         self.manifest = manifest
-        self.index: int = int(manifest.get("index", 0))
-        self.trigger: str = manifest.get("trigger", "?")
-        self.time: float = float(manifest.get("time", 0))
+        self.index: int = manifest["index"]
+        self.trigger: str = manifest["trigger"]
+        self.time: float = manifest["time"]
         self.file: str | None = manifest.get("file")
         self.line: int | None = manifest.get("line")
         self.function: str | None = manifest.get("function")
-        self.label: str = manifest.get("label") or ""
+        self.label: str = manifest["label"]
         self.exception: str | None = manifest.get("exception")
-        self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
-        self.aliases: dict[str, str] = manifest.get("aliases", {})
-        self.variables = [Variable(self, v) for v in manifest.get("variables", [])]
+        self.skipped: list[dict[str, str]] = manifest["skipped"]
+        self.aliases: dict[str, str] = manifest["aliases"]
+        self.variables = [Variable(self, v) for v in manifest["variables"]]
 
     @property
     def ref(self) -> str:
@@ -171,45 +167,55 @@ class Checkpoint:
 
 
 class Run:
-    """One run of a script: its metadata, and its checkpoints on demand."""
+    """One run of a script: its record, and its checkpoints on demand."""
 
     def __init__(self, store: Store, meta: dict[str, Any]) -> None:
         self.store = store
         self.meta = meta
         self.id: str = meta["id"]
         self.script: str = meta.get("script") or "?"
-        self.status: str = meta.get("status", "?")
-        self.started: float = float(meta.get("started") or 0)
+        self.status: str = meta["status"]
+        self.started: float = meta.get("started") or 0.0
         self.ended: float | None = meta.get("ended")
         self.exception: str | None = meta.get("exception")
         self._checkpoints: list[Checkpoint] | None = None
         self._blobs: dict[str, int] | None = None
-        self.problems: list[str] = []
+        self.problems: list[str] = [meta["problem"]] if meta["status"] == "damaged" else []
+
+    @classmethod
+    def damaged(cls, store: Store, run_id: str, problem: str) -> Run:
+        """A run whose record cannot be read: listed, never loaded, removable by gc."""
+        return cls(store, {"id": run_id, "status": "damaged", "problem": problem})
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
         """Readable checkpoints, oldest first; unreadable ones are listed in `problems`."""
         if self._checkpoints is None:
-            loaded = []
-            for index in self.store.checkpoint_indexes(self.id):
+            loaded: list[Checkpoint] = []
+            self._checkpoints = loaded
+            if self.status == "damaged":
+                return loaded
+            try:
+                indexes = self.store.checkpoint_indexes(self.id)
+            except StoreError as exc:
+                self.problems.append(str(exc))
+                return loaded
+            for index in indexes:
                 try:
                     loaded.append(Checkpoint(self, self.store.read_checkpoint(self.id, index)))
                 except FileNotFoundError:
                     continue  # thinned by the run's live writer since the listing: not a problem
                 except StoreError as exc:
                     self.problems.append(str(exc))
-            self._checkpoints = loaded
         return self._checkpoints
 
     @property
     def blobs(self) -> dict[str, int]:
         """hash → size of the data blobs this run refers to (read from manifests only)."""
         if self._blobs is None:
-            from chkpt.cleanup import checkpoint_blobs
-
             self._blobs = {}
             for checkpoint in self.checkpoints:
-                self._blobs.update(checkpoint_blobs(checkpoint.manifest))
+                self._blobs.update(records.manifest_blobs(checkpoint.manifest))
         return self._blobs
 
     @property
@@ -238,6 +244,8 @@ class Run:
     def checkpoint(self, selector: str | int | None = None) -> Checkpoint:
         """By index (negative: from the end), or "crash", "exit", "signal", "first", "last" (default)."""
         checkpoints = self.checkpoints
+        if self.status == "damaged":
+            raise StoreError(self.problems[0])
         if not checkpoints:
             raise NotFound(f"run {self.id} has no readable checkpoint")
         if selector in (None, "", "last", "latest"):
@@ -292,7 +300,9 @@ def all_runs(store: Store, problems: list[str] | None = None) -> list[Run]:
             found.append(Run(store, store.read_run(run_id)))
         except FileNotFoundError:
             continue  # being created, or debris gc will remove
-        except StoreError as exc:
+        except Damaged as exc:
+            found.append(Run.damaged(store, run_id, str(exc)))
+        except StoreError as exc:  # another user's run: not even listed
             if problems is not None:
                 problems.append(str(exc))
     found.sort(key=lambda r: r.started, reverse=True)

@@ -158,7 +158,7 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
     args = reduced[1]
     state = reduced[2] if len(reduced) > 2 else None
     if not big(state) and not (isinstance(args, tuple) and any(big(a) for a in args)):
-        return NotImplemented
+        return reduced  # not NotImplemented: the pickler would call __reduce_ex__ a second time
     if isinstance(args, tuple):
         args = tuple(_OutOfBand(a) if big(a) else a for a in args)
     return (reduced[0], args, _OutOfBand(state) if big(state) else state, *reduced[3:])
@@ -198,11 +198,8 @@ def dumps(obj: Any) -> Serialized:
     """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value."""
     buffers: list[pickle.PickleBuffer] = []
     stream = _pickle(obj, buffers.append)
-    try:
-        raws = [buffer.raw() for buffer in buffers]
-    except BufferError:  # a non-contiguous buffer: keep it in the stream instead
-        return Serialized(_pickle(obj, None), [])
-    return Serialized(stream, raws)
+    # pickle refuses non-contiguous buffers itself, so every one here has a raw view
+    return Serialized(stream, [buffer.raw() for buffer in buffers])
 
 
 class _Unpickler(pickle.Unpickler):

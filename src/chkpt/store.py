@@ -1,4 +1,4 @@
-"""The on-disk store: content-addressed blobs, runs, and checkpoint manifests.
+"""The store on local disk: content-addressed blobs, run records, manifests, locks and usage.
 
 Layout (docs/store-format.md has the full format):
 
@@ -6,41 +6,45 @@ Layout (docs/store-format.md has the full format):
     <root>/gc.lock                   flock: shared while a checkpoint commits, exclusive for gc
     <root>/usage                     running estimate of the blobs' total size (for the cap)
     <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash
-    <root>/runs/<run>/run.json       run metadata (rewritten atomically)
+    <root>/runs/<run>/run.json       the run record (rewritten atomically)
     <root>/runs/<run>/lock           flock'ed by the writing process while it lives
     <root>/runs/<run>/checkpoints/000001.json   one manifest per checkpoint
     <root>/tmp/                      files being written; renamed into place when complete
 
-Commit protocol: a checkpoint's blobs are written first (each to tmp/, then renamed to its
-hash name), its manifest last (tmp/, then renamed). A reader therefore only ever sees
-complete checkpoints, and a process killed at any instant leaves at worst orphan files in
-tmp/ or unreferenced blobs, which gc removes once they are older than a grace period.
-Unchanged data has the same hash and is not written again, in this run or any other.
-Nothing is fsync'ed: a killed process loses nothing the kernel has accepted, and what a
-power cut could leave behind (a short blob) is caught by the size and hash checks on load.
+Everyone else (the writer, gc, doctor, the API) goes through `Store`'s methods and never
+builds these paths. Commit protocol: a checkpoint's blobs first (each to tmp/, then renamed to
+its hash name), its manifest last, so readers only see complete checkpoints.
+
+Loading unpickles, so everything read is checked first: the root, a run's directory and every
+file must belong to the user and not be writable by group or others, and nothing inside the
+store is followed through a symlink (`Untrusted`). A store is only ever made in a missing or
+empty directory; a directory that holds anything else is refused and left as it is.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import secrets
 import shutil
+import stat
 import time
 
 import xxhash
 
+from chkpt import records
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
     from typing import Any
 
-FORMAT = 1
-MARKER = f"chkpt store {FORMAT}\n"
-TMP_GRACE_SECONDS = 3600.0
-WRITE_CHUNK = 16 << 20  # measured here: 16 MiB writes ~5 GB/s, 1 GiB writes ~0.4 GB/s
+MARKER = f"chkpt store {records.FORMAT}\n"
+WRITE_CHUNK = 16 << 20  # os.write in pieces: one huge call is several times slower here
+MMAP_THRESHOLD = 1 << 20  # blobs this large load memory-mapped
+# what a store holds (parsed-config: the config cache that lives in the default store root)
+_STORE_ENTRIES = frozenset({"STORE", "gc.lock", "usage", "blobs", "runs", "tmp", "parsed-config"})
 
 # Lock descriptors this process holds. A forked child closes its copies at once: a flock
 # belongs to the open file, so a long-lived child (a multiprocessing worker) would otherwise
@@ -60,9 +64,85 @@ def _close_held_fds_in_child() -> None:
 os.register_at_fork(after_in_child=_close_held_fds_in_child)
 
 
-def hold_lock(path: str, mode: int, blocking: bool = True) -> int | None:
-    """Open and flock `path`; the descriptor, or None when non-blocking and busy."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+class StoreError(Exception):
+    """A store that cannot be used, or a file in it that cannot be read; says which."""
+
+
+class Untrusted(StoreError):
+    """A store, run or file that another user could have written: never read."""
+
+
+class Damaged(StoreError):
+    """A store file that exists but cannot be what it should be; names the file and the problem."""
+
+
+def hash_buffer(data: Any) -> str:
+    """The content address of a bytes-like object (hashed in place, never copied)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def is_script(path: Any, wanted: str) -> bool:
+    """Whether a run's script `path` is `wanted`: a path (relative to the cwd) or a file name."""
+    if not isinstance(path, str):
+        return False
+    return path == os.path.abspath(wanted) or os.path.basename(path) == wanted
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else -1
+
+
+def _trust_problem(info: os.stat_result) -> str | None:
+    """Why a file or directory with this stat may not be trusted, None when it may."""
+    uid = _uid()
+    if uid >= 0 and info.st_uid != uid:
+        return f"belongs to uid {info.st_uid}, not you"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users"
+    return None
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate a large file's blocks up front (faster writes on ext4); best effort."""
+    if size >= (1 << 20) and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            pass
+
+
+class StoreLock:
+    """The store-wide gc lock: shared for writers, exclusive for gc.
+
+    A context manager (`with store.lock(...) as locked`), or `acquire()`/`release()` for a
+    checkpoint handed over to a background thread.
+    """
+
+    def __init__(self, path: str, exclusive: bool, blocking: bool) -> None:
+        self.path = path
+        self.mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        self.blocking = blocking
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when non-blocking and another process holds it."""
+        self.fd = _hold_lock(self.path, self.mode, self.blocking)
+        return self.fd is not None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            _release_lock(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _hold_lock(path: str, mode: int, blocking: bool = True) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, mode | (0 if blocking else fcntl.LOCK_NB))
     except BaseException as exc:
@@ -74,120 +154,192 @@ def hold_lock(path: str, mode: int, blocking: bool = True) -> int | None:
     return fd
 
 
-def release_lock(fd: int) -> None:
-    """Close a descriptor from `hold_lock` (a no-op after a fork closed it in the child)."""
+def _release_lock(fd: int) -> None:
+    """Close a lock descriptor (a no-op after a fork closed it in the child)."""
     if fd in _held_fds:
         _held_fds.discard(fd)
         os.close(fd)
 
 
-class StoreError(Exception):
-    """A store that cannot be used or a file in it that cannot be read; says which."""
+class Leftover:
+    """Something in tmp/ (a file being written, or a deleted run's directory)."""
 
+    __slots__ = ("mtime", "name", "size")
 
-def hash_buffer(data: Any) -> str:
-    """The content address of a bytes-like object (hashed in place, never copied)."""
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def _reserve(fd: int, size: int) -> None:
-    """Allocate a large file's blocks up front: writing 1 GiB then runs ~1.4x faster on ext4
-    here (0.15 s instead of 0.21 s, as fast as numpy.save). Best effort: not every file
-    system can; running out of space still fails the write itself."""
-    if size >= (1 << 20) and hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError:
-            pass
-
-
-def _write_file(path: str, chunks: Iterable[Any], tmp_dir: str,
-                verify: Callable[[], bool] | None = None) -> bool:
-    """Write the bytes-like `chunks` one after the other to `path`, which appears only complete.
-
-    `verify()` is asked once all is written, before `path` appears; False abandons the file
-    (the writer's source changed meanwhile) and returns False.
-    """
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        if isinstance(chunks, list | tuple):
-            _reserve(fd, sum(memoryview(chunk).nbytes for chunk in chunks))
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            while view:
-                written = os.write(fd, view[:WRITE_CHUNK])
-                view = view[written:]
-        os.close(fd)
-        fd = -1
-        if verify is not None and not verify():
-            os.unlink(tmp)
-            return False
-        os.replace(tmp, path)
-        return True
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def is_script(path: Any, wanted: str) -> bool:
-    """Whether a run's script `path` is `wanted`: a path (relative to the cwd) or a file name."""
-    if not isinstance(path, str):
-        return False
-    return path == os.path.abspath(wanted) or os.path.basename(path) == wanted
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is corrupt or unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise StoreError(f"{path} is corrupt (not a JSON object)")
-    return data
-
-
-def dump_json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, indent=1, default=str).encode()
+    def __init__(self, name: str, size: int, mtime: float) -> None:
+        self.name = name
+        self.size = size
+        self.mtime = mtime
 
 
 class Store:
-    """One store root on disk."""
+    """One store root on local disk."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.blobs_dir = os.path.join(root, "blobs")
         self.runs_dir = os.path.join(root, "runs")
         self.tmp_dir = os.path.join(root, "tmp")
-        self.usage_path = os.path.join(root, "usage")
+        self._usage_path = os.path.join(root, "usage")
+        self._trusted_dirs: set[str] = set()
+
+    # -- trust ----------------------------------------------------------------------------------
+
+    def _check_dir(self, path: str, what: str) -> None:
+        """`path` is a real directory of ours that nobody else can write (checked once)."""
+        if path in self._trusted_dirs:
+            return
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"{what} {path} cannot be read ({exc.strerror})") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise Untrusted(f"{what} {path} is a symbolic link; chkpt does not follow links in a store")
+        if not stat.S_ISDIR(info.st_mode):
+            raise Damaged(f"{what} {path} is not a directory")
+        problem = _trust_problem(info)
+        if problem:
+            raise Untrusted(f"{what} {path} {problem}; chkpt does not read it")
+        self._trusted_dirs.add(path)
+
+    def _check_root_path(self) -> None:
+        """The root itself, reached without another user's symlink on the way."""
+        if self.root in self._trusted_dirs:
+            return
+        path = os.path.abspath(self.root)
+        parts = path.split(os.sep)
+        for end in range(2, len(parts) + 1):
+            component = os.sep.join(parts[:end])
+            try:
+                info = os.lstat(component)
+            except OSError:
+                break
+            if stat.S_ISLNK(info.st_mode) and info.st_uid not in (_uid(), 0):
+                raise Untrusted(f"{component} is a symbolic link of uid {info.st_uid}; "
+                                "chkpt does not follow it")
+        info = os.stat(self.root)
+        if not stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"{self.root} is not a directory")
+        problem = _trust_problem(info)
+        if problem:
+            raise Untrusted(f"the store {self.root} {problem}; chkpt does not use it")
+        self._trusted_dirs.add(self.root)
+
+    def _open_trusted(self, path: str, what: str) -> int:
+        """A descriptor of the regular file `path`, after checking it can be trusted."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Untrusted(f"{what} {path} is a symbolic link; chkpt does not follow links "
+                                "in a store") from None
+            if exc.errno in (errno.EISDIR, errno.ENOTDIR):
+                raise Damaged(f"{what} {path} is not a file") from None
+            raise StoreError(f"{what} {path} cannot be read ({exc.strerror})") from None
+        info = os.fstat(fd)
+        problem = None if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        problem = problem or _trust_problem(info)
+        if problem:
+            os.close(fd)
+            error = Damaged if problem == "is not a regular file" else Untrusted
+            raise error(f"{what} {path} {problem}; chkpt does not read it")
+        return fd
+
+    def _read_trusted(self, path: str, what: str) -> bytes:
+        fd = self._open_trusted(path, what)
+        try:
+            with open(fd, "rb", closefd=False) as handle:
+                return handle.read()
+        finally:
+            os.close(fd)
 
     # -- set-up ---------------------------------------------------------------------------------
 
-    def ensure(self) -> None:
-        """Create the store (user-only permissions) or check that it is ours."""
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        info = os.stat(self.root)
-        if hasattr(os, "getuid") and info.st_uid != os.getuid():
-            raise StoreError(f"{self.root} belongs to another user; not using it")
-        if info.st_mode & 0o077:
-            os.chmod(self.root, 0o700)  # it holds the user's data
+    def exists(self) -> bool:
+        """Whether a store is here (a missing one is not an error for readers: nothing saved yet)."""
+        return os.path.isdir(self.runs_dir)
+
+    def check_readable(self) -> None:
+        """Raise Untrusted/StoreError unless this store may be read (done by every read)."""
+        self._check_root_path()
+
+    def create(self) -> None:
+        """Make the store here (user-only permissions), or check that the one here is ours.
+
+        Only a missing or empty directory, or one that already is a store, is used: anything
+        else is refused and left untouched.
+        """
+        self._check_root_path_or_make()
+        try:
+            entries = set(os.listdir(self.root))
+        except OSError as exc:
+            raise StoreError(f"{self.root} cannot be read ({exc.strerror})") from None
+        if entries - _STORE_ENTRIES:
+            raise StoreError(f"{self.root} is not empty and not a chkpt store; not using it")
         # runs/ last: `exists()` looks for it, so a concurrent gc never finds a half-made store
         for directory in (self.tmp_dir, self.blobs_dir, self.runs_dir):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+            self._check_dir(directory, "store directory")
         marker = os.path.join(self.root, "STORE")
-        if not os.path.exists(marker):
-            _write_file(marker, [MARKER.encode()], self.tmp_dir)
+        if not os.path.lexists(marker):
+            self._write_file(marker, [MARKER.encode()])
 
-    def exists(self) -> bool:
-        return os.path.isdir(self.runs_dir)
+    def _check_root_path_or_make(self) -> None:
+        try:
+            self._check_root_path()
+        except FileNotFoundError:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            self._trusted_dirs.discard(self.root)
+            self._check_root_path()
+
+    def probe_writable(self) -> None:
+        """Write and remove a small file, as a checkpoint would (for `chkpt doctor`)."""
+        self.create()
+        probe = os.path.join(self.tmp_dir, f"probe-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+
+    # -- writing files --------------------------------------------------------------------------
+
+    def _write_file(self, path: str, chunks: Iterable[Any], verify: Callable[[], bool] | None = None) -> bool:
+        """Write the bytes-like `chunks` one after the other to `path`, which appears only complete.
+
+        `verify()` is asked once all is written, before `path` appears; False abandons the file
+        (the writer's source changed meanwhile) and returns False.
+        """
+        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            if isinstance(chunks, list | tuple):
+                _reserve(fd, sum(memoryview(chunk).nbytes for chunk in chunks))
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                while view:
+                    written = os.write(fd, view[:WRITE_CHUNK])
+                    view = view[written:]
+            os.close(fd)
+            fd = -1
+            if verify is not None and not verify():
+                os.unlink(tmp)
+                return False
+            os.replace(tmp, path)
+            return True
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     # -- blobs ----------------------------------------------------------------------------------
 
@@ -202,10 +354,11 @@ class Store:
         """
         path = self.blob_path(digest)
         try:
-            if os.stat(path).st_size != size:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != size:
                 return False
             os.utime(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
         return True
 
@@ -213,8 +366,11 @@ class Store:
         """Store the bytes whose hash is `digest`, given as consecutive bytes-like chunks;
         False when `verify()` (asked before the blob appears) says they changed meanwhile."""
         path = self.blob_path(digest)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        return _write_file(path, chunks, self.tmp_dir, verify)
+        try:
+            os.mkdir(os.path.dirname(path), 0o700)
+        except FileExistsError:
+            pass
+        return self._write_file(path, chunks, verify)
 
     def put_blob(self, data: Any) -> tuple[str, int]:
         """Store bytes-like `data`; returns (hash, bytes newly written: 0 when deduplicated)."""
@@ -225,32 +381,40 @@ class Store:
         self.write_blob(digest, [data])
         return digest, size
 
-    def read_blob(self, digest: str, expected_size: int | None = None) -> Any:
+    def read_blob(self, digest: str, expected_size: int) -> Any:
         """The blob's bytes, checked against its hash; large ones memory-mapped copy-on-write."""
+        self.check_readable()
         path = self.blob_path(digest)
         try:
-            size = os.path.getsize(path)
-        except OSError:
+            self._check_dir(self.blobs_dir, "store directory")
+            self._check_dir(os.path.dirname(path), "blob directory")
+            fd = self._open_trusted(path, "blob")
+        except (FileNotFoundError, NotADirectoryError):
             raise StoreError(f"blob {digest} is missing from {self.blobs_dir}") from None
-        if expected_size is not None and size != expected_size:
-            raise StoreError(f"blob {digest} is truncated ({size} of {expected_size} bytes)")
-        with open(path, "rb") as handle:
-            if size < (1 << 20):
-                data: Any = bytearray(handle.read())
+        try:
+            size = os.fstat(fd).st_size
+            if size != expected_size:
+                raise Damaged(f"blob {digest} is truncated ({size} of {expected_size} bytes)")
+            if size < MMAP_THRESHOLD:
+                with open(fd, "rb", closefd=False) as handle:
+                    data: Any = bytearray(handle.read())
             else:
                 import mmap
 
-                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+                data = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
         if hash_buffer(data) != digest:
-            raise StoreError(f"blob {digest} is corrupt (its content does not match its hash)")
+            raise Damaged(f"blob {digest} is corrupt (its content does not match its hash)")
         return data
 
-    def blob_files(self) -> Iterator[tuple[str, os.stat_result]]:
-        """(hash, stat) of every blob file."""
+    def blobs(self) -> dict[str, tuple[int, float]]:
+        """hash → (size, mtime) of every blob file."""
+        found: dict[str, tuple[int, float]] = {}
         try:
             shards = os.listdir(self.blobs_dir)
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return found
         for shard in shards:
             shard_dir = os.path.join(self.blobs_dir, shard)
             try:
@@ -259,9 +423,21 @@ class Store:
                 continue
             for name in names:
                 try:
-                    yield shard + name, os.stat(os.path.join(shard_dir, name))
+                    info = os.lstat(os.path.join(shard_dir, name))
                 except OSError:
                     continue
+                found[shard + name] = (info.st_size, info.st_mtime)
+        return found
+
+    def delete_blob(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
 
     # -- the size estimate ----------------------------------------------------------------------
     # `usage` holds "base <bytes> <unix time>" (the blobs' total as gc last measured it), then
@@ -269,7 +445,7 @@ class Store:
     # gc rewrites the file under the exclusive one, so no addition is lost.
 
     def add_usage(self, new_bytes: int) -> None:
-        fd = os.open(self.usage_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self._usage_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, f"+{new_bytes}\n".encode())
         finally:
@@ -278,15 +454,21 @@ class Store:
     def read_usage(self) -> tuple[int, float] | None:
         """(estimated blob bytes, when gc last measured them), None when unknown."""
         try:
-            with open(self.usage_path, "rb") as handle:
-                lines = handle.read().decode().split("\n")
+            text = self._read_trusted(self._usage_path, "usage file").decode()
+            lines = text.split("\n")
             _, base, measured = lines[0].split()
             return int(base) + sum(int(line[1:]) for line in lines[1:] if line), float(measured)
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, StoreError):
             return None
 
     def reset_usage(self, total: int) -> None:
-        _write_file(self.usage_path, [f"base {total} {time.time():.0f}\n".encode()], self.tmp_dir)
+        self._write_file(self._usage_path, [f"base {total} {time.time():.0f}\n".encode()])
+
+    # -- locks ----------------------------------------------------------------------------------
+
+    def lock(self, *, exclusive: bool, blocking: bool = True) -> StoreLock:
+        """The store-wide lock: shared by writers while they commit, exclusive for gc."""
+        return StoreLock(os.path.join(self.root, "gc.lock"), exclusive, blocking)
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -294,13 +476,18 @@ class Store:
         return os.path.join(self.runs_dir, run_id)
 
     def run_ids(self) -> list[str]:
+        """Every run in the store (an empty list when there is no store yet)."""
+        if not self.exists():
+            return []
+        self.check_readable()
+        self._check_dir(self.runs_dir, "store directory")
         try:
             return sorted(os.listdir(self.runs_dir))
         except FileNotFoundError:
             return []
 
     def create_run(self, meta: dict[str, Any]) -> RunWriter:
-        self.ensure()
+        self.create()
         while True:
             run_id = secrets.token_hex(4)
             try:
@@ -313,7 +500,7 @@ class Store:
     def is_live(self, run_id: str) -> bool:
         """Whether a process still holds the run's lock (i.e. is writing it)."""
         try:
-            fd = os.open(os.path.join(self.run_dir(run_id), "lock"), os.O_RDONLY)
+            fd = os.open(os.path.join(self.run_dir(run_id), "lock"), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return False
         try:
@@ -324,32 +511,43 @@ class Store:
             os.close(fd)
         return False
 
+    def _run_file(self, run_id: str) -> str:
+        self.check_readable()
+        directory = self.run_dir(run_id)
+        self._check_dir(self.runs_dir, "store directory")
+        self._check_dir(directory, "run directory")
+        return os.path.join(directory, "run.json")
+
     def read_run(self, run_id: str) -> dict[str, Any]:
-        """The run's metadata, with `status` "killed" for a writer that died mid-run."""
-        meta = _read_json(os.path.join(self.run_dir(run_id), "run.json"))
+        """The run record, checked; `status` "killed" for a writer that died mid-run.
+
+        FileNotFoundError when the run has no record (being created, or debris); Damaged or
+        Untrusted when it cannot be read safely.
+        """
+        path = self._run_file(run_id)
+        try:
+            meta = records.decode_run(self._read_trusted(path, "run record"))
+        except ValueError as exc:
+            raise Damaged(f"{path} is damaged ({exc})") from None
         meta["id"] = run_id
-        if meta.get("status") == "running" and not self.is_live(run_id):
+        if meta["status"] == "running" and not self.is_live(run_id):
             meta["status"] = "killed"
         return meta
 
-    def checkpoint_indexes(self, run_id: str) -> list[int]:
-        directory = os.path.join(self.run_dir(run_id), "checkpoints")
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            return []
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
-
-    def checkpoint_path(self, run_id: str, index: int) -> str:
-        return os.path.join(self.run_dir(run_id), "checkpoints", f"{index:06d}.json")
-
-    def read_checkpoint(self, run_id: str, index: int) -> dict[str, Any]:
-        return _read_json(self.checkpoint_path(run_id, index))
+    def run_last_used(self, run_id: str) -> float | None:
+        """When the run was last written or loaded (its record's mtime; its directory's without one)."""
+        directory = self.run_dir(run_id)
+        for path in (os.path.join(directory, "run.json"), directory):
+            try:
+                return os.lstat(path).st_mtime
+            except OSError:
+                continue
+        return None
 
     def touch_run(self, run_id: str) -> None:
         """Mark the run as used now (loads count for the LRU cap)."""
         try:
-            os.utime(os.path.join(self.run_dir(run_id), "run.json"))
+            os.utime(os.path.join(self.run_dir(run_id), "run.json"), follow_symlinks=False)
         except OSError:
             pass
 
@@ -366,7 +564,82 @@ class Store:
             return
         except OSError:
             trash = self.run_dir(run_id)
-        shutil.rmtree(trash, ignore_errors=True)
+        if os.path.isdir(trash) and not os.path.islink(trash):
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            try:
+                os.unlink(trash)
+            except OSError:
+                pass
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoints_dir(self, run_id: str) -> str:
+        return os.path.join(self.run_dir(run_id), "checkpoints")
+
+    def checkpoint_path(self, run_id: str, index: int) -> str:
+        return os.path.join(self._checkpoints_dir(run_id), f"{index:06d}.json")
+
+    def checkpoint_indexes(self, run_id: str) -> list[int]:
+        """The indexes of the run's committed checkpoints; Damaged when they cannot be listed."""
+        directory = self._checkpoints_dir(run_id)
+        try:
+            self._check_dir(directory, "checkpoint directory")
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def read_checkpoint(self, run_id: str, index: int) -> dict[str, Any]:
+        """A checkpoint's manifest, checked (FileNotFoundError once thinned away)."""
+        self._run_file(run_id)
+        path = self.checkpoint_path(run_id, index)
+        try:
+            manifest = records.decode_manifest(self._read_trusted(path, "manifest"))
+        except ValueError as exc:
+            raise Damaged(f"{path} is damaged ({exc})") from None
+        if manifest["index"] != index:
+            raise Damaged(f"{path} is damaged (it says it is checkpoint {manifest['index']})")
+        return manifest
+
+    def delete_checkpoint(self, run_id: str, index: int) -> None:
+        try:
+            os.unlink(self.checkpoint_path(run_id, index))
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(self.checkpoint_path(run_id, index), ignore_errors=True)
+
+    # -- leftovers of killed processes ----------------------------------------------------------
+
+    def leftovers(self) -> list[Leftover]:
+        """What sits in tmp/: files being written, runs being deleted, debris of killed processes."""
+        found: list[Leftover] = []
+        try:
+            names = os.listdir(self.tmp_dir)
+        except OSError:
+            return found
+        for name in names:
+            path = os.path.join(self.tmp_dir, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            size = info.st_size
+            if stat.S_ISDIR(info.st_mode):  # a deleted run's directory, if its deletion was cut short
+                size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+            found.append(Leftover(name, size, info.st_mtime))
+        return found
+
+    def remove_leftover(self, name: str) -> None:
+        path = os.path.join(self.tmp_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 class RunWriter:
@@ -375,17 +648,17 @@ class RunWriter:
     def __init__(self, store: Store, run_id: str, meta: dict[str, Any]) -> None:
         self.store = store
         self.run_id = run_id
-        self.directory = store.run_dir(run_id)
-        self.meta = dict(meta, id=run_id, status="running", format=FORMAT)
-        os.makedirs(os.path.join(self.directory, "checkpoints"), mode=0o700, exist_ok=True)
-        self._lock_fd = hold_lock(os.path.join(self.directory, "lock"), fcntl.LOCK_EX)
+        self.meta = dict(meta, id=run_id)
+        directory = store.run_dir(run_id)
+        os.mkdir(os.path.join(directory, "checkpoints"), 0o700)
+        self._lock_fd = _hold_lock(os.path.join(directory, "lock"), fcntl.LOCK_EX)
         self.next_index = 1
         self.triggers: dict[int, str] = {}  # of this process's checkpoints, for thinning
         self.save_meta()
 
     def save_meta(self) -> None:
-        path = os.path.join(self.directory, "run.json")
-        _write_file(path, [dump_json(self.meta)], self.store.tmp_dir)
+        path = os.path.join(self.store.run_dir(self.run_id), "run.json")
+        self.store._write_file(path, [records.encode(self.meta)])
 
     def reserve_index(self) -> int:
         """The index of the next checkpoint, taken now although it commits later."""
@@ -393,15 +666,11 @@ class RunWriter:
         self.next_index += 1
         return index
 
-    def add_checkpoint(self, manifest: dict[str, Any], index: int | None = None) -> int:
-        """Commit a manifest whose blobs are all written; returns its index."""
-        if index is None:
-            index = self.reserve_index()
+    def add_checkpoint(self, manifest: dict[str, Any], index: int) -> None:
+        """Commit the manifest of checkpoint `index`, whose blobs are all written."""
         manifest = dict(manifest, index=index, run=self.run_id)
-        _write_file(self.store.checkpoint_path(self.run_id, index), [dump_json(manifest)],
-                    self.store.tmp_dir)
-        self.triggers[index] = str(manifest.get("trigger"))
-        return index
+        self.store._write_file(self.store.checkpoint_path(self.run_id, index), [records.encode(manifest)])
+        self.triggers[index] = manifest["trigger"]
 
     def thin(self, keep: int) -> None:
         """Keep at most `keep` checkpoints: the first, exit/crash/signal ones, then the latest."""
@@ -409,23 +678,12 @@ class RunWriter:
         if keep <= 0 or len(indexes) <= keep:
             return
         protected = {indexes[0], indexes[-1]}
-        for index in indexes:
-            trigger = self.triggers.get(index)
-            if trigger is None:
-                try:
-                    trigger = self.store.read_checkpoint(self.run_id, index).get("trigger")
-                except (StoreError, FileNotFoundError):
-                    continue
-            if trigger in ("exit", "crash", "signal"):
-                protected.add(index)
+        protected.update(i for i in indexes if self.triggers.get(i) in records.FINAL_TRIGGERS)
         removable = [i for i in indexes if i not in protected]
         for index in removable[: max(0, len(indexes) - keep)]:
-            try:
-                os.unlink(self.store.checkpoint_path(self.run_id, index))
-            except FileNotFoundError:
-                pass
+            self.store.delete_checkpoint(self.run_id, index)
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            release_lock(self._lock_fd)
+            _release_lock(self._lock_fd)
             self._lock_fd = None

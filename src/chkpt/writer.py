@@ -1,38 +1,26 @@
 """Takes one checkpoint: scope → capture → serialization → store, within the size limits.
 
-Imported at a process's first checkpoint, never at start-up. The run directory is created
-only when there is something to save, so a script with no data leaves no trace.
+Imported at a process's first checkpoint, never at start-up; the run is created only when
+there is something to record, so a script with no data leaves no trace.
 
-The main thread's pause (SPEC §9: ≤ 0.25 s for 1 GiB) is kept short by doing only what
-must see the program's memory at the safe point: capture, pickling (protocol 5, large
-buffers out-of-band, not copied) and hashing (xxh3-128, ~25 GB/s). A background thread (a
-bare `_thread`, which `threading.enumerate()` does not list, with every signal blocked)
-then writes the blobs the store lacks **straight from the program's memory** and commits
-the manifest while the program runs on. No copy is made, so a checkpoint costs no extra
-memory. Each such blob is hashed again after it is written and before it is renamed into
-place: a value the program changed meanwhile never reaches the store under a wrong name;
-it is dropped from that checkpoint (listed as skipped: "changed while it was being
-saved"), and from then on that variable is copied during the pause instead (a training
-loop's weights, updated at every step, are consistent in every later checkpoint; the copy
-is the only extra memory, for those variables only). Unchanged data costs only its hash.
+The main thread pauses only for what must see the program's memory at the safe point:
+capture, pickling (large buffers out of band, not copied) and hashing. A background thread
+(a bare `_thread` with every signal blocked) then writes the blobs the store lacks straight
+from the program's memory and commits the manifest. Each such blob is hashed again before it
+is renamed into place: a value the program changed meanwhile is dropped from that checkpoint
+(listed as skipped), and from then on that variable is copied during the pause instead.
 
-- One checkpoint is written at a time: a periodic checkpoint that falls due while the
-  previous one is still being written is skipped; any other waits for it.
-- Exit, crash and signal checkpoints are written by the calling thread, after the
-  background writer has drained, so they are complete before the process dies.
-- Buffers of objects that can change size under an export (anything but numpy arrays,
-  e.g. a bytearray) are copied first: holding their buffer must never make the program's
-  own resize fail. Numpy's in-place `ndarray.resize()` is refused while a write is under
-  way, as it is whenever another reference to the array exists.
-- A store that cannot be written (disk full, read-only, another user's) gives one warning
-  and turns checkpoints off for the rest of the run; its end is still recorded if possible.
-  What was committed before stays loadable.
-
-Limits: values over `max_object_size` are skipped by capture; when a checkpoint's new data
-would exceed `max_checkpoint_size`, the values with the most new data are dropped first (many
-mid-sized values explain more than one huge one); once the run has written `max_run_size`,
-only values already in the store are recorded. Every drop is listed in the manifest's
-`skipped`.
+- One checkpoint is written at a time: a periodic one that falls due while the previous one
+  is still being written is skipped; any other waits for it. Exit, crash and signal
+  checkpoints are written by the calling thread, so they are complete before the process ends.
+- Buffers of objects that can change size under an export (anything but numpy arrays, e.g.
+  a bytearray) are copied first: holding their buffer must never make the program's own
+  resize fail.
+- A store that cannot be written gives one warning and turns checkpoints off for the rest of
+  the run; what was committed before stays loadable.
+- Limits: when a checkpoint's new data would exceed `max_checkpoint_size`, the values with the
+  most new data are dropped first; past `max_run_size` only values already stored are
+  recorded. Every drop is listed in the manifest's `skipped`.
 """
 
 from __future__ import annotations
@@ -43,9 +31,9 @@ import os
 import sys
 import time
 
-from chkpt import capture, cleanup, guard, salience, serialize
+from chkpt import capture, cleanup, guard, records, salience, serialize
 from chkpt.fmt import human_size
-from chkpt.store import RunWriter, Store, StoreError, hash_buffer
+from chkpt.store import RunWriter, Store, StoreError, StoreLock, hash_buffer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,7 +42,6 @@ if TYPE_CHECKING:
 
     from chkpt.session import Session
 
-FINAL_TRIGGERS = ("exit", "crash", "signal")
 CHANGED = "changed while it was being saved (the next checkpoint has it)"
 
 
@@ -109,7 +96,7 @@ class _Job:
     It owns the shared gc lock until it ends.
     """
 
-    def __init__(self, writer: Writer, lock: cleanup.StoreLock, index: int, manifest: dict[str, Any],
+    def __init__(self, writer: Writer, lock: StoreLock, index: int, manifest: dict[str, Any],
                  plan: _Plan) -> None:
         self.writer = writer
         self.lock = lock
@@ -214,23 +201,23 @@ class Writer:
 
     def _open_run(self) -> RunWriter:
         watch = self.session.watch
-        meta = {
-            "script": watch.target_file,
-            "script_name": os.path.basename(watch.target_file or "?"),
-            "argv": watch.argv,
-            "cwd": os.getcwd(),
-            "python": sys.version.split()[0],
-            "executable": sys.executable,
-            "pid": os.getpid(),
-            "host": os.uname().nodename if hasattr(os, "uname") else "",
-            "started": watch.started,
+        meta = records.new_run(
+            script=watch.target_file,
+            script_name=os.path.basename(watch.target_file or "?"),
+            argv=watch.argv,
+            cwd=os.getcwd(),
+            python=sys.version.split()[0],
+            executable=sys.executable,
+            pid=os.getpid(),
+            host=os.uname().nodename if hasattr(os, "uname") else "",
+            started=watch.started,
             **watch.run_meta,
-        }
+        )
         run = self.store.create_run(meta)
         if watch.source is not None:
             digest, written = self.store.put_blob(watch.source)
             self.run_bytes += written
-            run.meta["source"] = {"hash": digest, "size": len(watch.source)}
+            run.meta["source"] = records.blob_ref(digest, len(watch.source))
             run.save_meta()
         return run
 
@@ -256,12 +243,12 @@ class Writer:
         roots = capture.named_roots(self.session.watch.main_globals, frames, self.session.tracked)
         keep_small = trigger == "crash" or bool(position and position.get("resumable"))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
-        if not captured.items and self.run is None:
+        if not captured.items and not captured.skipped and self.run is None:
             return None
-        lock = cleanup.StoreLock(self.store, exclusive=False, blocking=trigger != "periodic")
+        lock = self.store.lock(exclusive=False, blocking=trigger != "periodic")
         try:
             if self.run is None:
-                self.store.ensure()
+                self.store.create()
             if not lock.acquire():
                 return None  # a gc is running; the next periodic checkpoint will do
         except (OSError, StoreError) as error:
@@ -275,7 +262,7 @@ class Writer:
             manifest = self._manifest(trigger, frames, label, exc, started, captured, plan)
             manifest.update(position or {})
             index = self.run.reserve_index()
-            if trigger in FINAL_TRIGGERS or not plan.new:
+            if trigger in records.FINAL_TRIGGERS or not plan.new:
                 for digest, data in plan.new.items():
                     self.store.write_blob(digest, [data])
                 manifest["pause"] = time.time() - started
@@ -326,8 +313,11 @@ class Writer:
 
     def _stop(self, error: BaseException) -> None:
         """One warning, then no more checkpoints: the store cannot be written."""
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        self.problem = f"cannot write checkpoints to {self.store.root} ({reason})"
+        if isinstance(error, StoreError):  # its message names the store and the reason
+            self.problem = f"cannot write checkpoints: {error}"
+        else:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            self.problem = f"cannot write checkpoints to {self.store.root} ({reason})"
         guard.warn(f"{self.problem}; chkpt is off for this run, your script is not affected")
 
     def _manifest(
@@ -393,8 +383,8 @@ class Writer:
                 "scope": item.scope,
                 "size": data.size,
                 **item.info,
-                "pickle": {"hash": parts[0][0], "size": parts[0][2]},
-                "buffers": [{"hash": digest, "size": size} for digest, _, size in parts[1:]],
+                "pickle": records.blob_ref(parts[0][0], parts[0][2]),
+                "buffers": [records.blob_ref(digest, size) for digest, _, size in parts[1:]],
             })
         plan.variables.sort(key=lambda v: v["name"])
         self.run_bytes += plan.new_bytes

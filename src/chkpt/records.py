@@ -1,0 +1,234 @@
+"""The schema of the store's JSON files: run records and checkpoint manifests.
+
+Writers build them here and readers decode them here, so each field is named in one place.
+Store files are untrusted input: `decode_run` and `decode_manifest` check every field's type
+and raise `ValueError` with a sentence naming the field, so a damaged file marks its run or
+checkpoint as damaged instead of surfacing as a traceback somewhere in a reader.
+"""
+
+from __future__ import annotations
+
+import json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+FORMAT = 1  # the store format these records belong to
+TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal")
+FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
+STATUSES = ("running", "finished", "crashed", "killed")
+
+_NUMBER = (int, float)
+_TEXT = (str,)
+_OPTIONAL_TEXT = (str, type(None))
+_OPTIONAL_NUMBER = (int, float, type(None))
+_OPTIONAL_INT = (int, type(None))
+
+
+def _blob_ref(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "should be an object with hash and size"
+    if not isinstance(value.get("hash"), str) or not value["hash"].isalnum():
+        return "has no valid hash"
+    if not _is_int(value.get("size")) or value["size"] < 0:
+        return "has no valid size"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_of(check: Any) -> Any:
+    def check_list(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return "should be a list"
+        for position, element in enumerate(value):
+            problem = check(element)
+            if problem:
+                return f"item {position} {problem}"
+        return None
+    return check_list
+
+
+def _types(*types: type) -> Any:
+    names = " or ".join("null" if t is type(None) else {"str": "text", "int": "a whole number",
+                                                          "float": "a number", "bool": "true/false",
+                                                          "list": "a list", "dict": "an object"}[t.__name__]
+                        for t in types)
+
+    def check_type(value: Any) -> str | None:
+        if isinstance(value, bool) and bool not in types:
+            return f"should be {names}"
+        return None if isinstance(value, types) else f"should be {names}"
+    return check_type
+
+
+def _text_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "should be a list of texts"
+    return None
+
+
+def _text_map(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return "should be an object of texts"
+    return None
+
+
+def _skip_entry(value: Any) -> str | None:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) \
+            or not isinstance(value.get("reason"), str):
+        return "should be an object with a name and a reason"
+    return None
+
+
+def _frame_entry(value: Any) -> str | None:
+    if not isinstance(value, dict) or not isinstance(value.get("function"), str) \
+            or not _is_int(value.get("line")):
+        return "should be an object with a function and a line"
+    return None
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: None if value is None else check(value)
+
+
+def _variable(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "should be an object"
+    return _problem(value, VARIABLE_FIELDS)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check_choice(value: Any) -> str | None:
+        return None if value in choices else f"should be one of {', '.join(choices)}"
+    return check_choice
+
+
+# field → (required, check); extra fields are kept and ignored by readers
+VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
+    "name": (True, _types(str)),
+    "type": (True, _types(str)),
+    "scope": (True, _types(str)),
+    "size": (True, _types(int)),
+    "shape": (False, _optional(_list_of(_types(int)))),
+    "dtype": (False, _types(*_OPTIONAL_TEXT)),
+    "view_of": (False, _types(*_OPTIONAL_TEXT)),
+    "pickle": (True, _blob_ref),
+    "buffers": (True, _list_of(_blob_ref)),
+}
+
+RUN_FIELDS: dict[str, tuple[bool, Any]] = {
+    "id": (True, _types(str)),
+    "format": (False, _types(int)),
+    "script": (True, _types(*_TEXT)),
+    "script_name": (False, _types(*_TEXT)),
+    "argv": (True, _text_list),
+    "cwd": (False, _types(*_OPTIONAL_TEXT)),
+    "python": (False, _types(*_OPTIONAL_TEXT)),
+    "executable": (False, _types(*_OPTIONAL_TEXT)),
+    "pid": (False, _types(*_OPTIONAL_INT)),
+    "host": (False, _types(*_OPTIONAL_TEXT)),
+    "started": (True, _types(*_NUMBER)),
+    "ended": (False, _types(*_OPTIONAL_NUMBER)),
+    "status": (True, _one_of(STATUSES)),
+    "exit_code": (False, _types(*_OPTIONAL_INT)),
+    "exception": (False, _types(*_OPTIONAL_TEXT)),
+    "source": (False, _optional(_blob_ref)),
+    "problem": (False, _types(*_OPTIONAL_TEXT)),
+    "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
+}
+
+MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
+    "index": (True, _types(int)),
+    "run": (True, _types(str)),
+    "trigger": (True, _one_of(TRIGGERS)),
+    "label": (False, _types(*_OPTIONAL_TEXT)),
+    "time": (True, _types(*_NUMBER)),
+    "pause": (False, _types(*_OPTIONAL_NUMBER)),
+    "duration": (False, _types(*_OPTIONAL_NUMBER)),
+    "file": (False, _types(*_OPTIONAL_TEXT)),
+    "line": (False, _types(*_OPTIONAL_INT)),
+    "function": (False, _types(*_OPTIONAL_TEXT)),
+    "exception": (False, _types(*_OPTIONAL_TEXT)),
+    "variables": (True, _list_of(_variable)),
+    "aliases": (False, _text_map),
+    "skipped": (False, _list_of(_skip_entry)),
+    "new_bytes": (False, _types(int)),
+    "frame": (False, _types(*_OPTIONAL_TEXT)),
+    "boundary": (False, _types(*_OPTIONAL_TEXT)),
+    "resumable": (False, _types(bool)),
+    "stack": (False, _list_of(_frame_entry)),
+}
+
+_DEFAULTS: dict[str, Any] = {"label": "", "aliases": {}, "skipped": [], "new_bytes": 0, "stack": []}
+
+
+def _problem(data: dict[str, Any], fields: dict[str, tuple[bool, Any]]) -> str | None:
+    for field, (required, check) in fields.items():
+        if field not in data:
+            if required:
+                return f"field {field!r} is missing"
+            continue
+        problem = check(data[field])
+        if problem:
+            return f"field {field!r} {problem}"
+    return None
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """The bytes a record is stored as."""
+    return json.dumps(record, indent=1, default=str).encode()
+
+
+def _decode(data: bytes, fields: dict[str, tuple[bool, Any]]) -> dict[str, Any]:
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    problem = _problem(record, fields)
+    if problem:
+        raise ValueError(problem)
+    for field, default in _DEFAULTS.items():
+        if field in fields and record.get(field) is None:
+            record[field] = type(default)()
+    return record
+
+
+def decode_run(data: bytes) -> dict[str, Any]:
+    """A run record from its bytes, every field checked; ValueError says what is wrong."""
+    return _decode(data, RUN_FIELDS)
+
+
+def decode_manifest(data: bytes) -> dict[str, Any]:
+    """A checkpoint manifest from its bytes, every field checked; ValueError says what is wrong."""
+    return _decode(data, MANIFEST_FIELDS)
+
+
+def new_run(**fields: Any) -> dict[str, Any]:
+    """A run record for a run that has just started."""
+    return dict(fields, status="running", format=FORMAT)
+
+
+def blob_ref(digest: str, size: int) -> dict[str, Any]:
+    """How a record refers to a blob."""
+    return {"hash": digest, "size": size}
+
+
+def manifest_blobs(manifest: dict[str, Any]) -> dict[str, int]:
+    """hash → size of every blob a checkpoint manifest refers to."""
+    blobs: dict[str, int] = {}
+    for variable in manifest["variables"]:
+        for part in (variable["pickle"], *variable["buffers"]):
+            blobs[part["hash"]] = part["size"]
+    return blobs
+
+
+def run_blobs(run: dict[str, Any]) -> dict[str, int]:
+    """hash → size of the blobs a run record itself refers to (the script's source)."""
+    source = run.get("source")
+    return {source["hash"]: source["size"]} if source else {}

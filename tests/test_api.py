@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chkpt
-from chkpt import api, fmt, naming
+from chkpt import api, fmt
 from conftest import python, write
 
 TRAIN = """
@@ -93,14 +93,6 @@ def test_large_arrays_load_memory_mapped_copy_on_write(trained):
     assert not big.flags.owndata and big.flags.writeable  # a view of the mapped blob
     big[:] = -1  # changes this copy only, never the store
     np.testing.assert_array_equal(chkpt.load("big"), np.arange(300_000.0))
-
-
-def test_canonical_names_accept_either_quote_style():
-    assert naming.canonical('results["train"]') == "results['train']"
-    assert naming.canonical("frames[ 3 ]") == "frames[3]"
-    assert naming.canonical("model.weights") == "model.weights"
-    assert naming.canonical("step:batch") == "step:batch"
-    assert naming.canonical('d["a"]["b"].x') == "d['a']['b'].x"
 
 
 # -- text helpers ----------------------------------------------------------------------------

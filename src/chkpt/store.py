@@ -241,12 +241,13 @@ class Store:
                 raise Damaged(f"{what} {path} is not a file") from None
             raise StoreError(f"{what} {path} cannot be read ({exc.strerror})") from None
         info = os.fstat(fd)
-        problem = None if stat.S_ISREG(info.st_mode) else "is not a regular file"
-        problem = problem or _trust_problem(info)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise Damaged(f"{what} {path} is not a file")
+        problem = _trust_problem(info)
         if problem:
             os.close(fd)
-            error = Damaged if problem == "is not a regular file" else Untrusted
-            raise error(f"{what} {path} {problem}; chkpt does not read it")
+            raise Untrusted(f"{what} {path} {problem}; chkpt does not read it")
         return fd
 
     def _read_trusted(self, path: str, what: str) -> bytes:

@@ -1,0 +1,93 @@
+"""The schema check of run records and manifests: a damaged field is named, a good record passes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chkpt import records
+
+GOOD_RUN = {"id": "1a2b3c4d", "format": 1, "script": "/w/train.py", "script_name": "train.py",
+            "argv": ["train.py", "--fast"], "cwd": "/w", "python": "3.12.1", "pid": 7, "host": "h",
+            "started": 1700000000.5, "ended": 1700000100, "status": "finished", "exit_code": 0,
+            "source": {"hash": "ab" * 16, "size": 120}}
+VARIABLE = {"name": "df", "type": "pandas.DataFrame", "scope": "global", "size": 1200, "shape": [10, 3],
+            "dtype": "float64", "pickle": {"hash": "cd" * 16, "size": 900},
+            "buffers": [{"hash": "ef" * 16, "size": 240}]}
+GOOD_MANIFEST = {"index": 3, "run": "1a2b3c4d", "trigger": "crash", "label": "", "time": 1700000050.0,
+                 "file": "/w/train.py", "line": 12, "function": "<module>", "exception": "KeyError: 'x'",
+                 "variables": [VARIABLE], "aliases": {"frame": "df"},
+                 "skipped": [{"name": "lock", "reason": "a lock cannot be saved"}], "new_bytes": 1140,
+                 "frame": "module", "boundary": None, "resumable": False,
+                 "stack": [{"function": "<module>", "line": 12}]}
+
+
+def encoded(record: dict, **changes) -> bytes:
+    return json.dumps({**record, **changes}).encode()
+
+
+def test_good_records_decode_as_written():
+    assert records.decode_run(records.encode(GOOD_RUN)) == GOOD_RUN
+    assert records.decode_manifest(records.encode(GOOD_MANIFEST)) == GOOD_MANIFEST
+
+
+def test_optional_fields_get_their_empty_defaults():
+    minimal = {k: GOOD_MANIFEST[k] for k in ("index", "run", "trigger", "time", "variables")}
+    decoded = records.decode_manifest(json.dumps(minimal).encode())
+    assert (decoded["label"], decoded["aliases"], decoded["skipped"], decoded["stack"]) == ("", {}, [], [])
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("ended", "x", "'ended' should be"),
+    ("status", 5, "'status' should be one of"),
+    ("status", "paused", "'status' should be one of"),
+    ("started", "yesterday", "'started' should be"),
+    ("argv", 3, "'argv' should be a list of texts"),
+    ("argv", ["a", 3], "'argv' should be a list of texts"),
+    ("script", None, "'script' should be text"),
+    ("pid", True, "'pid' should be"),
+    ("source", {"hash": "../../etc", "size": 3}, "'source' has no valid hash"),
+    ("source", {"hash": "ab", "size": -1}, "'source' has no valid size"),
+])
+def test_a_wrong_field_in_a_run_record_is_named(field, value, said):
+    with pytest.raises(ValueError, match=said):
+        records.decode_run(encoded(GOOD_RUN, **{field: value}))
+
+
+@pytest.mark.parametrize("field", ["id", "script", "argv", "started", "status"])
+def test_a_missing_required_run_field_is_named(field):
+    record = {k: v for k, v in GOOD_RUN.items() if k != field}
+    with pytest.raises(ValueError, match=f"'{field}' is missing"):
+        records.decode_run(json.dumps(record).encode())
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"variables": {}}, "'variables' should be a list"),
+    ({"line": "x"}, "'line' should be"),
+    ({"time": None}, "'time' should be"),
+    ({"trigger": "sometimes"}, "'trigger' should be one of"),
+    ({"variables": [{k: v for k, v in VARIABLE.items() if k != "pickle"}]}, "item 0 field 'pickle' is missing"),
+    ({"variables": [dict(VARIABLE, buffers="no")]}, "item 0 field 'buffers' should be a list"),
+    ({"variables": [dict(VARIABLE, buffers=[{"hash": "ab"}])]}, "'buffers' item 0 has no valid size"),
+    ({"variables": [dict(VARIABLE, shape=["3"])]}, "'shape' item 0 should be"),
+    ({"aliases": {"a": 1}}, "'aliases' should be an object of texts"),
+    ({"skipped": [{"name": "x"}]}, "'skipped' item 0 should be an object with a name and a reason"),
+    ({"stack": [{"function": "f"}]}, "'stack' item 0 should be an object with a function and a line"),
+    ({"resumable": "yes"}, "'resumable' should be true/false"),
+])
+def test_a_wrong_field_in_a_manifest_is_named(changes, said):
+    with pytest.raises(ValueError, match=said):
+        records.decode_manifest(encoded(GOOD_MANIFEST, **changes))
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b"\xff\xfe", b"null", b"[" * 100_000])
+def test_what_is_not_a_json_object_is_refused_with_a_sentence(data):
+    with pytest.raises(ValueError):
+        records.decode_run(data)
+
+
+def test_the_blobs_a_manifest_and_a_run_refer_to():
+    assert records.manifest_blobs(GOOD_MANIFEST) == {"cd" * 16: 900, "ef" * 16: 240}
+    assert records.run_blobs(GOOD_RUN) == {"ab" * 16: 120}
+    assert records.run_blobs(dict(GOOD_RUN, source=None)) == {}

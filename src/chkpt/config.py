@@ -128,6 +128,8 @@ SETTINGS: dict[str, Setting] = {
                 "data one run may write in all; later checkpoints are skipped past it"),
         Setting("max_store_size", "20GiB", parse_size,
                 "the store's cap; least recently used runs are evicted past it"),
+        Setting("memory_budget", "256MiB", parse_size,
+                "memory a checkpoint may hold beyond the program's own; past it, data is written during the pause"),
         Setting("keep", 10, parse_count,
                 "checkpoints kept per run (the first, the exit/crash one and the latest stay)"),
         Setting("dir", "", parse_path,
@@ -155,6 +157,7 @@ class Config:
     max_checkpoint_size: int
     max_run_size: int
     max_store_size: int
+    memory_budget: int
     keep: int
     dir: str
     modules: list[str]

@@ -42,26 +42,12 @@ if TYPE_CHECKING:
 
     from chkpt.session import Session
 
-CHANGED = "changed while it was being saved (the next checkpoint has it)"
+CHANGED = "changed by another thread while it was being saved"
 
 
 def exception_text(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _stable(data: Any, copy: bool) -> Any:
-    """What the writer may read later: `data` itself (bytes; numpy memory unless `copy`), or a copy.
-
-    Other exporters (a bytearray…) are always copied: holding their buffer would make the
-    program's own resize fail.
-    """
-    if isinstance(data, bytes):
-        return data
-    exporter = memoryview(data).obj
-    if not copy and type(exporter).__module__.split(".")[0] == "numpy":
-        return data
-    return bytes(data)
 
 
 class _Plan:
@@ -77,34 +63,32 @@ def _parts(variable: dict[str, Any]) -> set[str]:
     return {variable["pickle"]["hash"], *(b["hash"] for b in variable["buffers"])}
 
 
-def drop_changed(manifest: dict[str, Any], changed: set[str]) -> set[str]:
-    """Take the variables whose data changed during the write out of `manifest`; their names."""
-    kept, dropped = [], set()
+def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
+    """Take the variables whose data another thread changed during the write out of `manifest`."""
+    kept = []
     for variable in manifest["variables"]:
         if _parts(variable) & changed:
             manifest["skipped"].append({"name": variable["name"], "reason": CHANGED})
-            dropped.add(variable["name"])
         else:
             kept.append(variable)
     manifest["variables"] = kept
-    return dropped
 
 
 class _Job:
-    """One checkpoint written by a background thread, straight from the program's memory.
+    """The rest of one checkpoint, written by a background thread: data that cannot change
+    (pickle streams and copies, held in memory within the budget), then the manifest.
 
     It owns the shared gc lock until it ends.
     """
 
     def __init__(self, writer: Writer, lock: StoreLock, index: int, manifest: dict[str, Any],
-                 plan: _Plan) -> None:
+                 held: dict[str, bytes], new_bytes: int) -> None:
         self.writer = writer
         self.lock = lock
         self.index = index
         self.manifest = manifest
-        self.new_bytes = plan.new_bytes
-        copied = set().union(*(_parts(v) for v in plan.variables if v["name"] in writer.volatile))
-        self.blobs = [(digest, _stable(data, digest in copied)) for digest, data in plan.new.items()]
+        self.new_bytes = new_bytes
+        self.held = held
         self.error: BaseException | None = None
         self.done = _thread.allocate_lock()
         self.done.acquire()
@@ -142,19 +126,9 @@ class _Job:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             try:
-                changed = set()
-                for digest, data in self.blobs:
-                    def unchanged(data: Any = data, digest: str = digest) -> bool:
-                        return hash_buffer(data) == digest
-
-                    # bytes (pickle streams, copies) cannot change: only the program's memory is checked
-                    verify = None if isinstance(data, bytes) else unchanged
-                    if not self.writer.store.write_blob(digest, [data], verify=verify):
-                        changed.add(digest)
-                        self.new_bytes -= memoryview(data).nbytes
-                self.blobs = []  # let go of the program's memory
-                if changed:
-                    self.writer.volatile.update(drop_changed(self.manifest, changed))
+                for digest, data in self.held.items():
+                    self.writer.store.write_blob(digest, [data])
+                self.held = {}
                 self.writer.commit(self.index, self.manifest, self.new_bytes)
             finally:
                 self.lock.release()
@@ -196,7 +170,6 @@ class Writer:
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed
-        self.volatile: set[str] = set()  # variables seen changing while written: copied from now on
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
@@ -262,14 +235,14 @@ class Writer:
             manifest = self._manifest(trigger, frames, label, exc, started, captured, plan)
             manifest.update(position or {})
             index = self.run.reserve_index()
-            if trigger in records.FINAL_TRIGGERS or not plan.new:
-                for digest, data in plan.new.items():
-                    self.store.write_blob(digest, [data])
-                manifest["pause"] = time.time() - started
+            final = trigger in records.FINAL_TRIGGERS
+            held = self._write_program_memory(plan, manifest, self.config.memory_budget if not final else 0)
+            manifest["new_bytes"] = plan.new_bytes
+            manifest["pause"] = time.time() - started
+            if not held:
                 self.commit(index, manifest, plan.new_bytes)
             else:
-                manifest["pause"] = time.time() - started
-                job = self._job = _Job(self, lock, index, manifest, plan)
+                job = self._job = _Job(self, lock, index, manifest, held, plan.new_bytes)
                 handed_over = True
                 job.start()
             return index
@@ -279,6 +252,40 @@ class Writer:
         finally:
             if not handed_over:
                 lock.release()
+
+    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int) -> dict[str, bytes]:
+        """Write, during the pause, the new blobs the program could change once it runs on;
+        return the rest (bytes, which cannot change) for the background, within `budget`.
+
+        The program's memory is written straight to the store (page-cache speed, no copy), so
+        every checkpoint holds each value as it was at its safe point and costs no extra memory.
+        Buffers of objects that can change size (a bytearray) are copied first: holding their
+        buffer while another thread of the program resizes them would make that resize fail.
+        """
+        held: dict[str, bytes] = {}
+        held_bytes = 0
+        changed: set[str] = set()
+        for digest, data in plan.new.items():
+            if not isinstance(data, bytes) and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
+                data = bytes(data)
+            if isinstance(data, bytes):
+                if held_bytes + len(data) <= budget:
+                    held[digest] = data
+                    held_bytes += len(data)
+                else:
+                    self.store.write_blob(digest, [data])
+                continue
+
+            def unchanged(data: Any = data, digest: str = digest) -> bool:
+                return hash_buffer(data) == digest  # another thread may write to it meanwhile
+
+            if not self.store.write_blob(digest, [data], verify=unchanged):
+                changed.add(digest)
+                plan.new_bytes -= memoryview(data).nbytes
+        if changed:
+            drop_changed(manifest, changed)
+        plan.new.clear()  # let go of the program's memory
+        return held
 
     def commit(self, index: int, manifest: dict[str, Any], new_bytes: int) -> None:
         """Make a checkpoint whose blobs are all written visible (under the shared gc lock)."""

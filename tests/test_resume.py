@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from chkpt import api
-from conftest import PYTHON, run, runs, write
+from conftest import CHKPT, PYTHON, run, runs, write
 
-RESUME = [PYTHON, "-c", "import sys; from chkpt.resume import main; sys.exit(main(sys.argv[1:]))"]
+RESUME = [CHKPT, "resume"]
 
 
 @pytest.fixture

@@ -57,6 +57,30 @@ def enumerate_counter(loop: ast.For) -> str | None:
     return None
 
 
+def comprehension_locals(stmt: ast.stmt) -> set[str]:
+    """Names bound only as targets of list/set/dict comprehensions in `stmt`: symtable reports
+    them in the enclosing scope since comprehensions are inlined (PEP 709)."""
+    inside: set[str] = set()
+    outside: set[str] = set()
+
+    def visit(node: ast.AST, in_comprehension: bool) -> None:
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
+            for generator in node.generators:
+                inside.update(n.id for n in ast.walk(generator.target) if isinstance(n, ast.Name))
+            in_comprehension = True
+        elif isinstance(node, ast.Name) and not in_comprehension:
+            outside.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            outside.add(node.name)
+        elif isinstance(node, ast.alias):
+            outside.add((node.asname or node.name).split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_comprehension)
+
+    visit(stmt, False)
+    return inside - outside
+
+
 class Facts:
     """What one top-level statement reads, binds and mutates, by name."""
 
@@ -67,6 +91,9 @@ class Facts:
         self.mutates: set[str] = set()
         self.global_writes: set[str] = set()  # assigned through `global` in functions it defines
         self._scan(symtable.symtable(ast.unparse(stmt), "<chkpt>", "exec"), executed=True, top=True)
+        inlined = comprehension_locals(stmt)
+        self.loads -= inlined
+        self.binds -= inlined
         self._walk(stmt)
 
     def _scan(self, table: symtable.SymbolTable, executed: bool, top: bool) -> None:
@@ -87,19 +114,18 @@ class Facts:
             self._scan(child, executed and runs_now, top=False)
 
     def _walk(self, node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            for part in (*node.args.defaults, *node.args.kw_defaults, *getattr(node, "decorator_list", [])):
+                if part is not None:
+                    self._walk(part)
+            return
+        if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            self._mutated(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            self._mutated(node.func.value)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            self.loads.add(node.target.id)  # symtable counts `x += 1` as a bind only
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-                for part in (*child.args.defaults, *child.args.kw_defaults,
-                             *getattr(child, "decorator_list", [])):
-                    if part is not None:
-                        self._walk(part)
-                continue
-            if isinstance(child, ast.Attribute | ast.Subscript) and isinstance(child.ctx, ast.Store | ast.Del):
-                self._mutated(child)
-            elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute):
-                self._mutated(child.func.value)
-            elif isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
-                self.loads.add(child.target.id)  # symtable counts `x += 1` as a bind only
             self._walk(child)
 
     def _mutated(self, node: ast.expr) -> None:

@@ -17,7 +17,7 @@ from chkpt.resume.errors import Refusal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, ClassVar, NoReturn
+    from typing import Any, NoReturn
 
     from chkpt import api
     from chkpt.resume.analysis import Module
@@ -31,7 +31,7 @@ class Point:
 
     index: int
     body: int | None = None
-    NEXT: ClassVar[int] = -1
+    NEXT = -1  # not a field: unannotated
 
     @property
     def in_loop(self) -> bool:

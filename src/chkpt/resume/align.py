@@ -1,9 +1,9 @@
 """Lining the edited script up with the run's: where the resume point is in the edited
 script, and what was changed before it.
 
-Statements are compared by their AST (`difflib` over `statement_key`s), so comments, blank
-lines and moved lines are no edits; functions, classes and lambda assignments match by the
-name they bind, so an edited one shows as a changed definition, not as a new statement.
+The statements that are not definitions are lined up by their AST (`difflib`), so comments,
+blank lines and moved definitions are no edits. Definitions (which always re-run) are
+compared by the names they bind instead: `Alignment.edited`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ if TYPE_CHECKING:
 
 
 def statement_key(stmt: ast.stmt) -> str:
-    """Equal for the same statement; definitions match by what they define, so edits show."""
-    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return f"def {stmt.name}"
-    if is_definition(stmt) and not isinstance(stmt, ast.Import | ast.ImportFrom):
-        return "def " + ast.dump(getattr(stmt, "targets", [None])[0] or ast.Constant(None))
+    """Equal for the same statement, whatever its comments, blank lines and position."""
     return ast.dump(stmt)
 
 
@@ -54,27 +50,29 @@ class Alignment:
 
     def __init__(self, old: Module, new: Module, point: Point) -> None:
         self.problems: list[str] = []
-        i = point.index
-        matcher = difflib.SequenceMatcher(None, [statement_key(s) for s in old.body],
-                                          [statement_key(s) for s in new.body], autojunk=False)
-        self.index = len(new.body)
+        old_at = [k for k, stmt in enumerate(old.body) if not is_definition(stmt)]
+        new_at = [k for k, stmt in enumerate(new.body) if not is_definition(stmt)]
+        i = sum(1 for k in old_at if k < point.index)  # the point's position in old_at
+        matcher = difflib.SequenceMatcher(None, [statement_key(old.body[k]) for k in old_at],
+                                          [statement_key(new.body[k]) for k in new_at], autojunk=False)
+        j = len(new_at)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if i1 >= i:  # wholly at or after the point (insertions just before it run after it)
-                self.index = min(self.index, j1)
+                j = min(j, j1)
                 break
             if i2 > i:  # straddles the point
-                self.index = j1 + (i - i1 if tag == "equal" else min(i - i1, j2 - j1))
+                j = j1 + (i - i1 if tag == "equal" else min(i - i1, j2 - j1))
             if tag != "equal":
-                self._changed(old.body[i1:min(i2, i)], new.body[j1:j2 if i2 <= i else self.index])
-        while self.index < len(new.body) and is_definition(new.body[self.index]) and not point.in_loop:
-            self.index += 1  # definitions right at the point run in the prelude
-        old_defs = definitions(old.body[:i])
+                self._changed([old.body[k] for k in old_at[i1:min(i2, i)]],
+                              [new.body[k] for k in new_at[j1:j2 if i2 <= i else j]])
+        # definitions up to the next statement that is not one run before the point
+        self.index = new_at[j] if j < len(new_at) else len(new.body)
+        old_end = old_at[i] if i < len(old_at) else len(old.body)
+        old_defs = definitions(old.body[:old_end])
         new_defs = definitions(new.body[:self.index])
         self.edited = {n for n in old_defs.keys() | new_defs.keys() if old_defs.get(n) != new_defs.get(n)}
 
     def _changed(self, removed: list[ast.stmt], added: list[ast.stmt]) -> None:
-        removed = [s for s in removed if not is_definition(s)]
-        added = [s for s in added if not is_definition(s)]
         if removed and added:
             self.problems.append(f"line {added[0].lineno} ({describe(added[0])}), before the resume "
                                  f"point, was changed since the run (it was: {describe(removed[0])})")

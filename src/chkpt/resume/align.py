@@ -65,7 +65,7 @@ class Alignment:
             if tag != "equal":
                 self._changed([old.body[k] for k in old_at[i1:min(i2, i)]],
                               [new.body[k] for k in new_at[j1:j2 if i2 <= i else j]])
-        # definitions up to the next statement that is not one run before the point
+        # definitions between the statements either side of the point run in the prelude
         self.index = new_at[j] if j < len(new_at) else len(new.body)
         old_end = old_at[i] if i < len(old_at) else len(old.body)
         old_defs = definitions(old.body[:old_end])

@@ -574,9 +574,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- resume ------------------------------------------------------------------------------------
 
 def cmd_resume(argv: list[str]) -> int:
-    from chkpt import resume
+    from chkpt.resume import resume_script
 
-    return resume.main(argv)
+    args = None
+    if "--" in argv:
+        argv, args = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    parser = argparse.ArgumentParser(
+        prog="chkpt resume", usage="chkpt resume SCRIPT [--from REF] [--force] [-- ARGS…]",
+        description="Run SCRIPT (possibly edited since) again from a checkpoint of an earlier run.",
+        epilog="example:\n  chkpt resume train.py --from latest@crash",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", metavar="SCRIPT")
+    parser.add_argument("--from", dest="ref", metavar="REF",
+                        help="the run or checkpoint (default: the latest usable checkpoint)")
+    parser.add_argument("--force", action="store_true", help="resume even where chkpt cannot vouch for the result")
+    parsed = parser.parse_args(argv)
+    return resume_script(parsed.script, parsed.ref, parsed.force, args)
 
 
 # -- entry points ------------------------------------------------------------------------------

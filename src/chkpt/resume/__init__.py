@@ -1,0 +1,86 @@
+"""`chkpt resume`: run an edited script again from a checkpoint of an earlier run.
+
+The stages, each importing only those before it: `analysis` (static facts of a script),
+`locate` (the resume point a checkpoint stands for), `align` (the edited script against the
+run's), `plan` (what to restore and re-run, or a `Refusal`), `execute` (running it). This
+module picks the run and checkpoint. docs/resume.md gives the rules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from chkpt import api
+from chkpt.resume.analysis import Module
+from chkpt.resume.errors import Refusal
+from chkpt.resume.execute import execute
+from chkpt.resume.plan import Plan
+
+__all__ = ["Refusal", "choose", "old_module", "resume_script"]
+
+
+def resume_script(script: str, ref: str | None = None, force: bool = False,
+                  args: list[str] | None = None) -> int:
+    """Resume `script` from checkpoint `ref` (default: the latest usable one), with `args`
+    (default: the resumed run's). Exit status 2 when it will not resume, with one `chkpt:`
+    line on stderr; else that of the script, which ends through SystemExit when it exits or
+    crashes, as under `python script.py`."""
+    try:
+        try:
+            with open(script, "rb") as handle:
+                source = handle.read()
+            new = Module(source, os.path.join(os.getcwd(), script))
+        except OSError as exc:
+            raise api.NotFound(f"can't open file {script!r}: {exc.strerror}") from None
+        except SyntaxError as exc:
+            raise api.NotFound(f"{script} does not compile: {exc.msg} (line {exc.lineno})") from None
+        plan = choose(script, ref, new, force)
+    except (Refusal, api.NotFound, api.StoreError) as exc:
+        print(f"chkpt: {exc}", file=sys.stderr)
+        return 2
+    if args is None:
+        args = list((plan.run.meta.get("argv") or [script])[1:])
+    return execute(plan, script, args)
+
+
+def old_module(run: api.Run) -> Module:
+    """The run's script as it was when the run started."""
+    source = run.meta.get("source")
+    if (run.meta.get("argv") or [""])[0] == "-m":
+        raise Refusal(f"run {run.id} was started with python -m, which resume does not support", False)
+    if not source:
+        raise Refusal(f"run {run.id} did not keep its script's source (made by an older chkpt)", False)
+    data = bytes(run.store.read_blob(source["hash"], source.get("size")))
+    return Module(data, run.script)
+
+
+def choose(script: str, ref: str | None, new: Module, force: bool) -> Plan:
+    """The plan for `ref`, or for the newest checkpoint, newest run first, that can be
+    resumed from; else the first forceable refusal met (or the first refusal)."""
+    store = api.default_store()
+    if ref is not None:
+        run, selector = api.resolve(ref, store, script)
+        candidates = [(run, [run.checkpoint(selector)] if selector else run.checkpoints[::-1])]
+    else:
+        candidates = [(run, run.checkpoints[::-1]) for run in api.runs(script, store)]
+        if not candidates:
+            raise api.NotFound(f"no run of {script} in {store.root}")
+    refusals: list[tuple[str, Refusal]] = []
+    for run, checkpoints in candidates:
+        try:
+            old = old_module(run)
+        except (Refusal, SyntaxError, ValueError, api.StoreError) as exc:
+            refusal = exc if isinstance(exc, Refusal) else Refusal(f"the run's script cannot be read ({exc})", False)
+            refusals.append((run.id, refusal))
+            continue
+        for checkpoint in checkpoints:
+            try:
+                return Plan(checkpoint, old, new, force)
+            except Refusal as refusal:
+                refusals.append((checkpoint.ref, refusal))
+    if not refusals:
+        raise api.NotFound(f"no checkpoint of {script} to resume from")
+    where, refusal = next(((w, r) for w, r in refusals if r.forceable), refusals[0])
+    hint = " (--force resumes anyway)" if refusal.forceable else ""
+    raise Refusal(f"cannot resume from {where}: {refusal}{hint}", refusal.forceable)

@@ -1,0 +1,180 @@
+"""Static facts of one version of a script: what each top-level statement reads, binds and mutates.
+
+Names come from `symtable`: a statement's own loads and binds, the globals read by the
+functions and lambdas it defines (`deferred`, read when they are called) and the globals
+they assign through `global`. Class bodies and comprehensions run at once, so their reads
+count as the statement's. Mutations through `a.x = …`, `a[k] = …` and `a.method(…)` come
+from the AST.
+"""
+
+from __future__ import annotations
+
+import ast
+import symtable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+COMPREHENSIONS = ("listcomp", "setcomp", "dictcomp", "genexpr")
+
+
+def is_definition(stmt: ast.stmt) -> bool:
+    """def/class/import, a lambda assignment and the docstring: cheap, always re-run, may be edited."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom):
+        return True
+    if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Lambda):
+        return True
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(
+        stmt.value.value, str)
+
+
+def first_line(stmt: ast.stmt) -> int:
+    """The statement's first line, its decorators included."""
+    return min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
+
+
+def root_name(node: ast.expr) -> str | None:
+    """`a` for `a`, `a.b[1].c`; None for anything not rooted in a plain name."""
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def target_names(loop: ast.For | ast.While) -> set[str]:
+    """The names a `for` loop binds to each item (none for `while`)."""
+    if isinstance(loop, ast.While):
+        return set()
+    return {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+
+
+def enumerate_counter(loop: ast.For) -> str | None:
+    """The counter name of `for i, x in enumerate(…)`, else None."""
+    call, target = loop.iter, loop.target
+    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "enumerate"
+            and isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name)):
+        return target.elts[0].id
+    return None
+
+
+def comprehension_locals(stmt: ast.stmt) -> set[str]:
+    """Names bound only as targets of list/set/dict comprehensions in `stmt`: symtable reports
+    them in the enclosing scope since comprehensions are inlined (PEP 709)."""
+    inside: set[str] = set()
+    outside: set[str] = set()
+
+    def visit(node: ast.AST, in_comprehension: bool) -> None:
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
+            for generator in node.generators:
+                inside.update(n.id for n in ast.walk(generator.target) if isinstance(n, ast.Name))
+            in_comprehension = True
+        elif isinstance(node, ast.Name) and not in_comprehension:
+            outside.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            outside.add(node.name)
+        elif isinstance(node, ast.alias):
+            outside.add((node.asname or node.name).split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_comprehension)
+
+    visit(stmt, False)
+    return inside - outside
+
+
+class Facts:
+    """What one top-level statement reads, binds and mutates, by name."""
+
+    def __init__(self, stmt: ast.stmt) -> None:
+        self.loads: set[str] = set()     # read while the statement runs
+        self.deferred: set[str] = set()  # read by the functions/lambdas it defines, when called
+        self.binds: set[str] = set()
+        self.mutates: set[str] = set()
+        self.global_writes: set[str] = set()  # assigned through `global` in functions it defines
+        self._scan(symtable.symtable(ast.unparse(stmt), "<chkpt>", "exec"), executed=True, top=True)
+        inlined = comprehension_locals(stmt)
+        self.loads -= inlined
+        self.binds -= inlined
+        self._walk(stmt)
+
+    def _scan(self, table: symtable.SymbolTable, executed: bool, top: bool) -> None:
+        for symbol in table.get_symbols():
+            name = symbol.get_name()
+            if top:
+                if symbol.is_referenced():
+                    self.loads.add(name)
+                if symbol.is_assigned() or symbol.is_imported():
+                    self.binds.add(name)
+            elif symbol.is_declared_global() and symbol.is_assigned():
+                self.global_writes.add(name)
+                self.deferred.add(name)
+            elif symbol.is_global() and symbol.is_referenced():
+                (self.loads if executed else self.deferred).add(name)
+        for child in table.get_children():
+            runs_now = str(child.get_type()) == "class" or child.get_name() in COMPREHENSIONS
+            self._scan(child, executed and runs_now, top=False)
+
+    def _walk(self, node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            for part in (*node.args.defaults, *node.args.kw_defaults, *getattr(node, "decorator_list", [])):
+                if part is not None:
+                    self._walk(part)
+            return
+        if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            self._mutated(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            self._mutated(node.func.value)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            self.loads.add(node.target.id)  # symtable counts `x += 1` as a bind only
+        for child in ast.iter_child_nodes(node):
+            self._walk(child)
+
+    def _mutated(self, node: ast.expr) -> None:
+        name = root_name(node)
+        if name is not None:
+            self.mutates.add(name)
+
+
+class Module:
+    """The facts of every top-level statement of one version of the script."""
+
+    def __init__(self, source: bytes | str, filename: str) -> None:
+        self.tree = ast.parse(source, filename)
+        self.body = self.tree.body
+        self.facts = [Facts(stmt) for stmt in self.body]
+        self.body_needs: dict[str, set[str]] = {}  # function/class name → globals its code reads
+        self.global_writers: dict[str, set[str]] = {}  # function name → globals it assigns
+        for facts in self.facts:
+            for name in facts.binds:
+                self.body_needs.setdefault(name, set()).update(facts.deferred)
+                if facts.global_writes:
+                    self.global_writers.setdefault(name, set()).update(facts.global_writes)
+
+    def closure(self, names: Iterable[str]) -> set[str]:
+        """`names` and every global the functions among them read, transitively."""
+        found = set(names)
+        todo = list(found)
+        while todo:
+            for name in self.body_needs.get(todo.pop(), ()):
+                if name not in found:
+                    found.add(name)
+                    todo.append(name)
+        return found
+
+    def reads(self, index: int) -> set[str]:
+        """Names statement `index` reads, itself or through the functions it calls."""
+        return self.closure(self.facts[index].loads)
+
+    def touches(self, index: int) -> set[str]:
+        """Names statement `index` binds or mutates, itself or through the functions it calls."""
+        facts = self.facts[index]
+        touched = facts.binds | facts.mutates
+        for name in self.reads(index):
+            touched |= self.global_writers.get(name, set())
+        return touched
+
+    def statement_at(self, line: int, body: list[ast.stmt] | None = None) -> int | None:
+        """Index of the statement of `body` (default: the module's) whose lines hold `line`."""
+        for index, stmt in enumerate(self.body if body is None else body):
+            if first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
+                return index
+        return None

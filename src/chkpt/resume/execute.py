@@ -1,0 +1,227 @@
+"""Running a Plan: the prelude untraced and silent, then the rest of the edited script traced.
+
+The rest is compiled from a rewritten AST with the script's own file name, so line numbers,
+tracebacks and `__file__` are those of a normal run. A resumed loop reaches chkpt through
+the builtin `__chkpt_resume__` (a Resumer), so the script's globals hold nothing of chkpt's.
+"""
+
+from __future__ import annotations
+import __future__
+
+import ast
+import builtins
+import contextlib
+import copy
+import io
+import itertools
+import os
+import sys
+
+from chkpt import api, naming, runner
+from chkpt import config as config_module
+from chkpt.resume.analysis import enumerate_counter, target_names
+from chkpt.resume.errors import Refusal
+from chkpt.resume.locate import Point
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from chkpt.resume.plan import Plan
+
+HELPER = "__chkpt_resume__"
+
+
+class Resumer:
+    """What the rewritten loop asks: the rest of its items, and whether it is in the
+    partial iteration."""
+
+    def __init__(self, remaining: Iterator[Any] | None) -> None:
+        self._remaining = remaining
+        self._partial = True
+
+    def rest(self) -> Iterator[Any] | None:
+        return self._remaining
+
+    def pending(self) -> bool:
+        return self._partial
+
+    def partial(self) -> bool:
+        was, self._partial = self._partial, False
+        return was
+
+
+def _helper(method: str, node: ast.AST) -> ast.Call:
+    call = ast.Call(ast.Attribute(ast.Name(HELPER, ast.Load()), method, ast.Load()), [], [])
+    return ast.copy_location(call, node)
+
+
+def rewrite_loop(loop: ast.For | ast.While, point: Point) -> ast.For | ast.While:
+    """The loop as it must run from the resume point: the items left, the partial iteration
+    (the body from the resume statement on), then whole iterations."""
+    loop = copy.deepcopy(loop)
+    if isinstance(loop, ast.For):
+        loop.iter = _helper("rest", loop.iter)
+    if point.body is not None and point.body != Point.NEXT:
+        if isinstance(loop, ast.While):
+            loop.test = ast.copy_location(ast.BoolOp(ast.Or(), [_helper("pending", loop.test), loop.test]),
+                                          loop.test)
+        partial = ast.If(_helper("partial", loop.body[0]), copy.deepcopy(loop.body[point.body:]), loop.body)
+        loop.body = [ast.copy_location(partial, loop.body[0])]
+    return ast.fix_missing_locations(loop)
+
+
+def remaining_items(loop: ast.For, point: Point, globals_: dict[str, Any]) -> Iterator[Any]:
+    """The loop's items from the one to continue with, its iterable evaluated afresh."""
+    filename = globals_["__file__"]
+
+    def evaluate(node: ast.expr) -> Any:
+        expr = ast.Expression(ast.fix_missing_locations(_as_load(node)))
+        return eval(compile(expr, filename, "eval"), globals_)
+
+    iterable = evaluate(loop.iter)
+    counter = enumerate_counter(loop)
+    if counter is not None:
+        call = loop.iter
+        assert isinstance(call, ast.Call)
+        start = call.args[1] if len(call.args) > 1 else next(
+            (k.value for k in call.keywords if k.arg == "start"), None)
+        position = globals_[counter] - (evaluate(start) if start is not None else 0)
+    else:
+        position = _position(iterable, evaluate(loop.target), loop)
+    skip = position + (1 if point.body == Point.NEXT else 0)
+    if isinstance(iterable, range):
+        return iter(iterable[skip:])
+    return itertools.islice(iter(iterable), skip, None)
+
+
+def _as_load(node: ast.expr) -> ast.expr:
+    node = copy.deepcopy(node)
+    for child in ast.walk(node):
+        if hasattr(child, "ctx"):
+            child.ctx = ast.Load()  # type: ignore[attr-defined]
+    return node
+
+
+def _position(iterable: Any, value: Any, loop: ast.For) -> int:
+    """Which item of a range or sequence the loop variable holds (it must be unambiguous)."""
+    if isinstance(iterable, range):
+        try:
+            return iterable.index(value)
+        except ValueError:
+            raise Refusal(f"{_short(value)} is no longer an item of the loop at line {loop.lineno}", False) from None
+    if iter(iterable) is iterable:
+        raise Refusal(f"the loop at line {loop.lineno} iterates over a {type(iterable).__name__}, which "
+                      "cannot be restarted part-way (range, enumerate() or a sequence can)", False)
+    matches = [k for k, item in enumerate(iterable) if _same(item, value)]
+    if len(matches) != 1:
+        how = "is not" if not matches else f"occurs {len(matches)} times"
+        raise Refusal(f"the loop variable's value {_short(value)} {how} in the items of the loop at "
+                      f"line {loop.lineno}, so chkpt cannot tell which iteration was running", False)
+    return matches[0]
+
+
+def _same(item: Any, value: Any) -> bool:
+    if item is value:
+        return True
+    try:
+        return bool(item == value)
+    except Exception:
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
+
+class Values:
+    """The checkpoint's values, each loaded once; a part shared by two of them stays shared."""
+
+    def __init__(self, checkpoint: api.Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self._parts: dict[str, Any] = {}
+
+    def get(self, saved: str) -> Any:
+        if saved not in self._parts:
+            self._parts[saved] = self.checkpoint.variable(saved).load(self._parts)
+        return self._parts[saved]
+
+
+def future_flags(tree: ast.Module) -> int:
+    """The compiler flags of the script's `from __future__ import …` statements."""
+    flags = 0
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
+            for alias in stmt.names:
+                flags |= getattr(__future__, alias.name).compiler_flag
+    return flags
+
+
+def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> None:
+    """Re-run the chosen statements (their output was seen in the run), then restore."""
+    filename = globals_["__file__"]
+    values = Values(plan.checkpoint)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for index in plan.rerun:
+            for name in plan.inputs.get(index, ()):
+                globals_[name] = values.get(plan.restored[name])
+            module = ast.Module([plan.new.body[index]], [])
+            exec(compile(module, filename, "exec", flags, dont_inherit=True), globals_)
+    for name, saved in plan.restored.items():
+        globals_[name] = values.get(saved)
+    for path, saved in plan.overlays.items():
+        try:
+            # a part of a restored object is taken from it, so shared objects stay shared
+            value = eval(saved, globals_) if naming.root_of(saved) in plan.restored else values.get(saved)
+            exec(f"{path} = __chkpt_value__", globals_, {"__chkpt_value__": value})
+        except Exception as exc:
+            print(f"chkpt: could not put {path} back ({type(exc).__name__}: {exc}); it keeps its "
+                  "recomputed value", file=sys.stderr)
+
+
+def where(plan: Plan, globals_: dict[str, Any]) -> str:
+    """Where the run continues, with the loop variable's restored value."""
+    new = plan.new
+    if plan.loop is None:
+        if plan.index >= len(new.body):
+            return "at the end of the script (nothing after it to run)"
+        return f"continuing at line {new.body[plan.index].lineno}"
+    state = ", ".join(f"{n} = {_short(globals_.get(n))}" for n in sorted(target_names(plan.loop)))
+    state = f" ({state})" if state else ""
+    if plan.point.body == Point.NEXT:
+        return f"continuing the loop at line {plan.loop.lineno} after the iteration{state}"
+    assert plan.point.body is not None
+    return (f"continuing at line {plan.loop.body[plan.point.body].lineno}, in the iteration{state} "
+            f"of the loop at line {plan.loop.lineno}")
+
+
+def execute(plan: Plan, path: str, args: list[str]) -> int:
+    """Run the plan as `python path args…` would run the script, then hand over to the runner
+    (the script's own exit or crash ends the process through SystemExit, as under Python)."""
+    globals_ = runner.prepare_script(path, args)
+    filename = globals_["__file__"]
+    flags = future_flags(plan.new.tree)
+    body = list(plan.new.body[plan.index:])
+    try:
+        run_prelude(plan, globals_, flags)
+        if plan.loop is not None:
+            remaining = remaining_items(plan.loop, plan.point, globals_) if isinstance(plan.loop, ast.For) else None
+            builtins.__dict__[HELPER] = Resumer(remaining)
+            body[0] = rewrite_loop(plan.loop, plan.point)
+    except (Refusal, api.NotFound, api.LoadError) as exc:
+        print(f"chkpt: cannot resume from {plan.ref}: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        print("chkpt: re-running the statements before the resume point failed:", file=sys.stderr)
+        runner.report_unhandled(exc)
+        return 1
+    for line in [*plan.summary(), where(plan, globals_)]:
+        print(f"chkpt: {line}", file=sys.stderr)
+    code = compile(ast.Module(body, []), filename, "exec", flags, dont_inherit=True)
+    config = config_module.load(os.path.dirname(filename))
+    runner.execute(code, globals_, config, {"resumed_from": plan.ref})
+    return 0

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from chkpt import api
+from chkpt import api, records
 from chkpt.resume import Refusal, old_module
 from chkpt.resume.align import Alignment
 from chkpt.resume.analysis import Facts, Module, first_line, is_definition, root_name
@@ -47,11 +47,15 @@ def make_run(status: str = "crashed", **meta: object) -> api.Run:
 
 def checkpoint(manifest: dict, run: api.Run | None = None, saved: tuple[str, ...] = (),
                skipped: tuple[str, ...] = (), aliases: dict[str, str] | None = None) -> api.Checkpoint:
-    manifest = {"index": 3, "file": SCRIPT, "function": "<module>", "frame": "module", **manifest,
-                "variables": [{"name": n, "scope": "global"} for n in saved],
+    blob = {"hash": "ab" * 16, "size": 1}
+    manifest = {"index": 3, "run": "abcd1234", "time": 1.0, "file": SCRIPT, "function": "<module>",
+                "frame": "module", **manifest,
+                "variables": [{"name": n, "type": "int", "scope": "global", "size": 1, "pickle": blob,
+                               "buffers": []} for n in saved],
                 "skipped": [{"name": n, "reason": "not saveable"} for n in skipped],
                 "aliases": aliases or {}}
-    return api.Checkpoint(run or make_run(), manifest)
+    # as a reader gets it: checked, with the optional fields' defaults filled in
+    return api.Checkpoint(run or make_run(), records.decode_manifest(records.encode(manifest)))
 
 
 def crash_at(text: str, fragment: str, **kw: object) -> api.Checkpoint:

@@ -544,11 +544,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks.extend(("config", False, warning) for warning in config.warnings)
     store = api.default_store()
     try:
-        store.ensure()
-        probe = os.path.join(store.tmp_dir, f"doctor-{os.getpid()}")
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.unlink(probe)
+        store.probe_writable()
         checks.append(("store", True, f"writable: {store.root} "
                                       f"({fmt.plural(len(store.run_ids()), 'run')})"))
     except (OSError, StoreError) as exc:

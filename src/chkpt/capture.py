@@ -1,4 +1,4 @@
-"""Finds the salient objects of a scope and names them (SPEC §4, §7).
+"""Finds the salient objects of a scope and names them.
 
 Input: the script's globals and the locals of its frames. Output: the values to save, each
 under a Python-like path (`df`, `model.weights`, `results["train"]`, `frames[3]`), the
@@ -13,7 +13,7 @@ separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lo
 array. One object reachable by two paths is saved once: the first path names it, later ones
 are aliases.
 
-Names follow the grammar of names.py: globals keep their name, a local that clashes is
+Names follow the grammar of naming.py: globals keep their name, a local that clashes is
 qualified by its function (`step:batch`), dict keys are written as their `repr`.
 """
 

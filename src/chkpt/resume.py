@@ -39,19 +39,6 @@ if TYPE_CHECKING:
     from types import CodeType
     from typing import Any, NoReturn
 
-USAGE = """usage: chkpt resume SCRIPT [--from REF] [--force] [-- ARGS…]
-
-Run SCRIPT (possibly edited since) again from a checkpoint of an earlier run: imports and
-definitions are re-run, saved values put back, and the script continues from that point.
-  --from REF   the run or checkpoint to resume from (default: the latest usable checkpoint
-               of SCRIPT's latest run that has one), e.g. latest@crash, 3f2a@4
-  --force      resume even where chkpt cannot vouch for the result
-  -- ARGS…     the script's arguments (default: those of the run resumed)
-
-example:
-  chkpt resume train.py --from latest@crash
-"""
-
 HELPER = "__chkpt_resume__"  # the name the rewritten loop reaches the Resumer by (in builtins)
 COMPREHENSIONS = ("listcomp", "setcomp", "dictcomp", "genexpr")
 
@@ -763,38 +750,13 @@ def choose(script: str, ref: str | None, new: Module, force: bool) -> Plan:
     raise Refusal(f"cannot resume from {where}: {refusal}{hint}", refusal.forceable)
 
 
-def parse_args(argv: list[str]) -> tuple[str, str | None, bool, list[str] | None]:
-    """SCRIPT, --from, --force, and the script's arguments after `--` (None: the run's)."""
-    args: list[str] | None = None
-    if "--" in argv:
-        split = argv.index("--")
-        argv, args = argv[:split], argv[split + 1:]
-    script: str | None = None
-    ref: str | None = None
-    force = False
-    items = iter(argv)
-    for arg in items:
-        if arg in ("-h", "--help"):
-            raise SystemExit(print(USAGE, end="") or 0)
-        if arg == "--force":
-            force = True
-        elif arg == "--from" or arg.startswith("--from="):
-            ref = arg.partition("=")[2] or next(items, None)
-            if not ref:
-                raise api.NotFound("--from needs a run or checkpoint reference")
-        elif arg.startswith("-") or script is not None:
-            raise api.NotFound(f"unexpected argument {arg!r} (see chkpt resume --help)")
-        else:
-            script = arg
-    if script is None:
-        raise api.NotFound("resume needs a script (see chkpt resume --help)")
-    return script, ref, force, args
+def resume_script(script: str, ref: str | None = None, force: bool = False,
+                  args: list[str] | None = None) -> int:
+    """`chkpt resume`: exit status 2 when it will not resume, else the script's own.
 
-
-def main(argv: list[str]) -> int:
-    """`chkpt resume …`: exit status 2 when it will not resume, else the script's own."""
+    `args` are the script's arguments; None: those of the run resumed.
+    """
     try:
-        script, ref, force, args = parse_args(argv)
         try:
             with open(script, "rb") as handle:
                 source = handle.read()

@@ -236,15 +236,18 @@ def test_corrupt_store_files_are_reported_and_the_rest_still_listed(env, crashed
         handle.write('{"script": ')
     result = chkpt(["ls"], env, crashed)
     assert result.returncode == 0
-    assert fine_id in result.stdout and crash_id not in result.stdout
-    assert "run.json is corrupt" in result.stderr and "Traceback" not in result.stderr
+    [damaged] = [line for line in result.stdout.splitlines() if line.startswith(crash_id)]
+    assert damaged.split()[1:3] == ["?", "-"] and damaged.endswith("damaged")
+    assert fine_id in result.stdout and "finished" in result.stdout
+    [problem] = result.stderr.splitlines()
+    assert "run.json is damaged" in problem and "Traceback" not in result.stderr
 
     manifest = os.path.join(store, "runs", fine_id, "checkpoints", "000001.json")
     with open(manifest, "w") as handle:
         handle.write("garbage")
     shown = chkpt(["show", fine_id], env, crashed)
     assert shown.returncode == 0 and "no checkpoint was saved" in shown.stdout
-    assert "000001.json is corrupt" in shown.stderr and "Traceback" not in shown.stderr
+    assert "000001.json is damaged" in shown.stderr and "Traceback" not in shown.stderr
 
 
 def test_listing_reads_no_data_and_a_missing_blob_is_one_clear_line(env, crashed):

@@ -106,7 +106,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks.extend(("config", False, warning) for warning in config.warnings)
     store = api.default_store()
     try:
-        store.ensure()
+        store.create()
         probe = os.path.join(store.tmp_dir, f"doctor-{os.getpid()}")
         with open(probe, "w") as handle:
             handle.write("ok")

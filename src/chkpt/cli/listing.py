@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-STATUS_STYLES = {"finished": "green", "crashed": "red", "killed": "yellow", "running": "cyan"}
+STATUS_STYLES = {"finished": "green", "crashed": "red", "killed": "yellow", "running": "cyan",
+                 "damaged": "red"}
 
 
 def _run_json(run: api.Run) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     else:
         paint = fmt.Painter.for_stream(sys.stdout)
         rows = [[paint(fmt.printable(run.id), "cyan"), fmt.printable(os.path.basename(run.script)),
-                 fmt.relative_time(run.started), fmt.human_duration(run.duration),
+                 fmt.relative_time(run.started) if run.started else "-", fmt.human_duration(run.duration),
                  str(len(run.checkpoints)), fmt.human_size(run.size), _status(run, paint, 70)]
                 for run in shown]
         print(fmt.table(["RUN", "SCRIPT", "STARTED", "DURATION", "CKPTS", "SIZE", "STATUS"],

@@ -1,6 +1,7 @@
-"""Issue 6's user story end to end: a script crashes, then `chkpt ls`, `show`, `export`,
-`shell` and the error paths, each driven as a real subprocess against a store made by a
-real run of this venv's python (autoload .pth installed)."""
+"""A script crashes, then `chkpt ls`, `show`, `export`, `shell`, `gc`, `config`, `doctor` and
+their error paths, against a store made by a real run of this venv's python (autoload .pth
+installed): as the `chkpt` console script where the process matters (output to a pipe or a
+terminal, stdin), else in this process through `cli.main`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CHKPT, chkpt, chkpt_json, python, runs, write
+from chkpt import cli
+from conftest import BIN, CHKPT, chkpt, chkpt_json, python, run, runs, write
 
 CRASHER = """
 import numpy as np
@@ -56,6 +58,25 @@ def assert_user_error(result, *fragments, status=2):
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """`chkpt ARGS` through `cli.main` in this process, from `cwd`: a CompletedProcess."""
+
+    def call(args: list[str], cwd) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(cwd)
+        status = cli.main(args)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["chkpt", *args], status, out, err)
+
+    return call
+
+
+def in_process_json(call, args: list[str], cwd):
+    result = call([*args, "--json"], cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 # -- ls --------------------------------------------------------------------------------------
@@ -175,13 +196,13 @@ def test_show_previews_named_values(env, crashed):
     assert "[2000 rows x 2 columns]" in result.stdout
 
 
-def test_references(env, crashed):
+def test_references(env, crashed, in_process):
     fine_run(env, crashed)
-    crash_id = chkpt_json(["ls", "--script", "crash.py"], env, crashed)[0]["id"]
-    fine_id = chkpt_json(["ls", "--script", "fine.py"], env, crashed)[0]["id"]
+    crash_id = in_process_json(in_process, ["ls", "--script", "crash.py"], crashed)[0]["id"]
+    fine_id = in_process_json(in_process, ["ls", "--script", "fine.py"], crashed)[0]["id"]
 
     def run_of(ref):
-        return chkpt_json(["show", ref], env, crashed)["run"]["id"]
+        return in_process_json(in_process, ["show", ref], crashed)["run"]["id"]
 
     assert run_of("latest") == fine_id
     assert run_of("latest:crash.py") == crash_id
@@ -190,22 +211,19 @@ def test_references(env, crashed):
     assert run_of(crash_id[:5]) == crash_id
     assert run_of(f"{crash_id}@crash") == crash_id
     assert run_of("latest@exit") == fine_id
-    chosen = chkpt(["show", "latest:crash.py@1"], env, crashed).stdout
+    chosen = in_process(["show", "latest:crash.py@1"], crashed).stdout
     assert f"checkpoint {crash_id}@1 — crash" in chosen
 
 
-def test_unknown_run_checkpoint_or_variable_is_one_line_with_closest_matches(env, crashed):
+def test_unknown_run_checkpoint_or_variable_is_one_line_with_closest_matches(env, crashed, in_process):
     fine_run(env, crashed)
-    assert_user_error(chkpt(["show", "nosuchrun"], env, crashed), "no run 'nosuchrun'")
-    assert_user_error(chkpt(["show", "latest:crsh.py"], env, crashed),
-                      "no run of crsh.py", "closest: crash.py")
-    assert_user_error(chkpt(["show", "latest@crash"], env, crashed),
-                      "no crash checkpoint", "it has: exit")
-    assert_user_error(chkpt(["show", "latest:crash.py@7"], env, crashed), "no checkpoint 7")
-    assert_user_error(chkpt(["show", "crash.py", "reslts"], env, crashed),
+    assert_user_error(in_process(["show", "nosuchrun"], crashed), "no run 'nosuchrun'")
+    assert_user_error(in_process(["show", "latest:crsh.py"], crashed), "no run of crsh.py", "closest: crash.py")
+    assert_user_error(in_process(["show", "latest@crash"], crashed), "no crash checkpoint", "it has: exit")
+    assert_user_error(in_process(["show", "latest:crash.py@7"], crashed), "no checkpoint 7")
+    assert_user_error(in_process(["show", "crash.py", "reslts"], crashed),
                       "no variable 'reslts'", "closest: ", "results['train']")
-    assert_user_error(chkpt(["export", "crash.py", "nope", "arr"], env, crashed),
-                      "no variable 'nope'")
+    assert_user_error(in_process(["export", "crash.py", "nope", "arr"], crashed), "no variable 'nope'")
     assert_user_error(chkpt(["sho", "latest"], env, crashed), "unknown command 'sho'", "show")
 
 
@@ -218,17 +236,18 @@ def test_corrupt_store_files_are_reported_and_the_rest_still_listed(env, crashed
         handle.write('{"script": ')
     result = chkpt(["ls"], env, crashed)
     assert result.returncode == 0
-    assert fine_id in result.stdout
     [damaged] = [line for line in result.stdout.splitlines() if line.startswith(crash_id)]
-    assert "damaged" in damaged
-    assert "run.json is damaged (not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert damaged.split()[1:3] == ["?", "-"] and damaged.endswith("damaged")
+    assert fine_id in result.stdout and "finished" in result.stdout
+    [problem] = result.stderr.splitlines()
+    assert "run.json is damaged" in problem and "Traceback" not in result.stderr
 
     manifest = os.path.join(store, "runs", fine_id, "checkpoints", "000001.json")
     with open(manifest, "w") as handle:
         handle.write("garbage")
     shown = chkpt(["show", fine_id], env, crashed)
     assert shown.returncode == 0 and "no checkpoint was saved" in shown.stdout
-    assert "000001.json is damaged (not valid JSON" in shown.stderr and "Traceback" not in shown.stderr
+    assert "000001.json is damaged" in shown.stderr and "Traceback" not in shown.stderr
 
 
 def test_listing_reads_no_data_and_a_missing_blob_is_one_clear_line(env, crashed):
@@ -301,47 +320,37 @@ def test_shell_loads_every_variable_through_stdin(env, crashed):
     assert "ckpt['step:arr']" in banner and "ckpt[\"results['train']\"]" in banner
 
 
-def test_shell_of_an_unknown_run_is_a_user_error(env, crashed):
-    assert_user_error(chkpt(["shell", "ffffffff"], env, crashed, stdin=""), "no run 'ffffffff'")
+def test_shell_of_an_unknown_run_is_a_user_error(crashed, in_process):
+    assert_user_error(in_process(["shell", "ffffffff"], crashed), "no run 'ffffffff'")
 
 
-# -- help, config, doctor, gc ------------------------------------------------------------------
+# -- config, doctor, gc (help texts and parsing: test_cli_parsing.py) ------------------------------
 
-@pytest.mark.parametrize("command", ["ls", "show", "export", "load", "shell", "gc", "config", "doctor"])
-def test_every_subcommand_has_help_with_examples(env, work, command):
-    result = chkpt([command, "--help"], env, work)
-    assert result.returncode == 0
-    assert "examples:" in result.stdout and f"chkpt {command.replace('load', 'export')}" in result.stdout
-
-
-def test_resume_is_passed_through_to_the_resume_command(env, work):
-    assert "chkpt resume train.py --from latest@crash" in chkpt(["resume", "--help"], env, work).stdout
-    assert_user_error(chkpt(["resume", "nosuch.py"], env, work), "can't open file 'nosuch.py'")
-
-
-def test_top_level_help_names_commands_and_references(env, work):
-    result = chkpt(["--help"], env, work)
-    assert result.returncode == 0
-    for word in ("ls", "show", "export", "shell", "gc", "config", "doctor", "latest:train.py", "@crash"):
-        assert word in result.stdout
-
-
-def test_config_doctor_and_gc_have_json(env, work):
+def test_config_doctor_and_gc_have_json(env, work, in_process):
     fine_run(env, work)
-    config = chkpt_json(["config"], env, work)
+    config = in_process_json(in_process, ["config"], work)
     assert config["dir"] == {"value": env["CHKPT_DIR"], "source": "env CHKPT_DIR"}
     assert config["interval"]["source"] == "default"
-    doctor = chkpt_json(["doctor"], env, work)
+    doctor = in_process_json(in_process, ["doctor"], work)
     assert doctor["ok"] is True
     assert {c["topic"] for c in doctor["checks"]} >= {"python", "autoload", "store"}
-    gc = chkpt_json(["gc", "--dry-run", "--max-size", "0"], env, work)
+    gc = in_process_json(in_process, ["gc", "--dry-run", "--max-size", "0"], work)
     assert gc["dry_run"] is True and len(gc["runs"]) == 1
-    assert len(runs(env, work)) == 1  # a dry run removes nothing
-    human = chkpt(["config"], env, work).stdout
+    assert len(in_process_json(in_process, ["ls"], work)) == 1  # a dry run removes nothing
+    human = in_process(["config"], work).stdout
     assert "max_store_size" in human and "20.0 GiB" in human and "env CHKPT_DIR" in human
 
 
-def test_doctor_reports_autoload_switched_off(env, work):
-    result = chkpt(["doctor"], dict(env, CHKPT="0"), work)
+def test_doctor_reports_autoload_switched_off(work, in_process, monkeypatch):
+    monkeypatch.setenv("CHKPT", "0")
+    result = in_process(["doctor"], work)
     assert result.returncode == 1
     assert "CHKPT=0 switches it off" in result.stdout
+
+
+def test_console_scripts_run_main(env, work):
+    assert chkpt(["--help"], env, work).returncode == 0
+    result = run([str(BIN / "chkpt-gc"), "--dry-run", "--json"], env, work)
+    assert result.returncode == 0 and json.loads(result.stdout)["dry_run"] is True
+    result = python(["-m", "chkpt", "sho"], env, work)
+    assert_user_error(result, "unknown command 'sho'; did you mean show?")

@@ -1,5 +1,8 @@
 """Text for people: human sizes, durations, relative times, aligned tables, colour and progress.
 
+Text saved by a run (paths, argv, exception messages, labels, names) is shown through
+`printable`, so it can neither restyle the terminal nor break a table row.
+
 Colour and progress are for terminals only: both switch themselves off when the stream is
 not a TTY, and colour also when `NO_COLOR` is set (https://no-color.org) or `TERM=dumb`.
 Imported by the checkpoint writer for `human_size`, so it imports nothing at module level
@@ -18,6 +21,21 @@ if TYPE_CHECKING:
 
 STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
           "magenta": "35", "cyan": "36"}
+
+# Control characters (C0, DEL, C1), the Unicode line and paragraph separators, and the
+# bidirectional embeddings, overrides and isolates, which reorder what a terminal shows.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7f, 0xa0)]}
+_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+_ESCAPES.update({code: f"\\u{code:04x}" for code in [0x2028, 0x2029, *range(0x202a, 0x202f),
+                                                      *range(0x2066, 0x206a)]})
+
+
+def printable(text: str) -> str:
+    """`text` with each control character shown as an escape: ESC as `\\x1b`, a newline as `\\n`.
+
+    Printable characters of every script are kept; backslashes are not doubled.
+    """
+    return text.translate(_ESCAPES)
 
 
 def human_size(size: float) -> str:
@@ -88,6 +106,11 @@ class Painter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
+    @classmethod
+    def for_stream(cls, stream: Any) -> Painter:
+        """A painter that colours text written to `stream` when `colour_enabled(stream)`."""
+        return cls(colour_enabled(stream))
+
     def __call__(self, text: str, *styles: str) -> str:
         if not self.enabled or not styles or not text:
             return text
@@ -113,7 +136,8 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] | None = No
           paint: Painter | None = None) -> str:
     """Aligned columns; the indexes in `right` are right-aligned (numbers, sizes).
 
-    Cells may already be painted: widths count visible characters only.
+    Cells may already be painted: widths count visible characters only. Run text in a
+    cell must have gone through `printable`, so that no cell holds a newline.
     """
     right = right or set()
     widths = [len(h) for h in headers]
@@ -187,7 +211,7 @@ class Progress:
     def line(self) -> str:
         elapsed = time.monotonic() - self._started
         done = human_size(self.done_bytes)
-        return (f"{self.verb} {shorten(self.current, 40)} ({self.count}/{self.items}, "
+        return (f"{self.verb} {shorten(printable(self.current), 40)} ({self.count}/{self.items}, "
                 f"{done} of {human_size(self.total_bytes)}) {elapsed:.0f}s")
 
     def _loop(self) -> None:

@@ -9,9 +9,9 @@ module picks the run and checkpoint. docs/resume.md gives the rules.
 from __future__ import annotations
 
 import os
-import sys
 
-from chkpt import api
+from chkpt import api, fmt
+from chkpt.guard import warn
 from chkpt.resume.analysis import Module
 from chkpt.resume.errors import Refusal
 from chkpt.resume.execute import execute
@@ -37,7 +37,7 @@ def resume_script(script: str, ref: str | None = None, force: bool = False,
             raise api.NotFound(f"{script} does not compile: {exc.msg} (line {exc.lineno})") from None
         plan = choose(script, ref, new, force)
     except (Refusal, api.NotFound, api.StoreError) as exc:
-        print(f"chkpt: {exc}", file=sys.stderr)
+        warn(fmt.printable(str(exc)))
         return 2
     if args is None:
         args = list((plan.run.meta.get("argv") or [script])[1:])

@@ -15,10 +15,10 @@ import copy
 import io
 import itertools
 import os
-import sys
 
-from chkpt import api, naming, runner
+from chkpt import api, fmt, naming, runner
 from chkpt import config as config_module
+from chkpt.guard import warn
 from chkpt.resume.analysis import enumerate_counter, target_names
 from chkpt.resume.errors import Refusal
 from chkpt.resume.locate import Point
@@ -177,8 +177,8 @@ def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> None:
             value = eval(saved, globals_) if naming.root_of(saved) in plan.restored else values.get(saved)
             exec(f"{path} = __chkpt_value__", globals_, {"__chkpt_value__": value})
         except Exception as exc:
-            print(f"chkpt: could not put {path} back ({type(exc).__name__}: {exc}); it keeps its "
-                  "recomputed value", file=sys.stderr)
+            warn(fmt.printable(f"could not put {path} back ({type(exc).__name__}: {exc}); it keeps its "
+                               "recomputed value"))
 
 
 def where(plan: Plan, globals_: dict[str, Any]) -> str:
@@ -211,16 +211,16 @@ def execute(plan: Plan, path: str, args: list[str]) -> int:
             builtins.__dict__[HELPER] = Resumer(remaining)
             body[0] = rewrite_loop(plan.loop, plan.point)
     except (Refusal, api.NotFound, api.LoadError) as exc:
-        print(f"chkpt: cannot resume from {plan.ref}: {exc}", file=sys.stderr)
+        warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}"))
         return 2
     except SystemExit:
         raise
     except BaseException as exc:
-        print("chkpt: re-running the statements before the resume point failed:", file=sys.stderr)
+        warn("re-running the statements before the resume point failed:")
         runner.report_unhandled(exc)
         return 1
     for line in [*plan.summary(), where(plan, globals_)]:
-        print(f"chkpt: {line}", file=sys.stderr)
+        warn(fmt.printable(line))
     code = compile(ast.Module(body, []), filename, "exec", flags, dont_inherit=True)
     config = config_module.load(os.path.dirname(filename))
     runner.execute(code, globals_, config, {"resumed_from": plan.ref})

@@ -1,0 +1,129 @@
+"""`chkpt gc`, `chkpt config` and `chkpt doctor`: the store's size, the effective config, the set-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from chkpt import api, fmt
+from chkpt import config as config_module
+from chkpt.activation import disabled_by_env
+from chkpt.guard import warn
+from chkpt.store import StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from chkpt import cleanup
+
+    config = config_module.load(os.getcwd())
+    max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
+    older = config_module.parse_duration(args.older_than) if args.older_than else None
+    store = api.default_store()
+    report = cleanup.collect(store, max_size=max_size, older_than=older, script=args.script,
+                             dry_run=args.dry_run)
+    assert report is not None  # a blocking collect always runs
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
+                          "freed": report.freed, "size_before": report.store_size_before,
+                          "size_after": report.store_size_after,
+                          "problems": report.problems}, indent=1))
+        return 0
+    for run in report.runs:
+        what = fmt.printable(f"{run['id']} {os.path.basename(str(run.get('script')))}")
+        print(f"{'would remove' if args.dry_run else 'removed'} run {what} ({fmt.human_size(run['freed'])})")
+    if not report.runs:
+        print("no run to remove")
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
+          f" → {fmt.human_size(report.store_size_after)} (cap {fmt.human_size(max_size)})")
+    for problem in report.problems:
+        warn(fmt.printable(problem))
+    return 0
+
+
+def _config_value(key: str, value: Any) -> str:
+    parse = config_module.SETTINGS[key].parse
+    if parse is config_module.parse_size:
+        return fmt.human_size(value)
+    if parse is config_module.parse_duration:
+        return fmt.human_duration(value)
+    if isinstance(value, list):
+        return ", ".join(value) or "(none)"
+    return str(value) if value != "" else "(default)"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from chkpt import paths
+
+    start = os.path.abspath(args.script_dir or os.getcwd())
+    config = config_module.load(start)
+    for warning in config.warnings:
+        warn(fmt.printable(warning))
+    if args.json:
+        print(json.dumps({k: {"value": v, "source": config.sources[k]}
+                          for k, v in config.as_dict().items()}, indent=1))
+        return 0
+    paint = fmt.Painter.for_stream(sys.stdout)
+    rows = [[key, _config_value(key, value),
+             paint(config.sources[key], "dim" if config.sources[key] == "default" else "")]
+            for key, value in config.as_dict().items()]
+    print(fmt.table(["KEY", "VALUE", "FROM"], rows, paint=paint))
+    user_file = paths.user_config_file()
+    project = paths.find_project_file(start)
+    print(paint(f"\nstore        {config.store_dir}\n"
+                f"user file    {user_file}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
+                f"project file {project if project else '(none at or above ' + start + ')'}\n"
+                f"environment  CHKPT_<KEY> (e.g. CHKPT_INTERVAL=5m); CHKPT=0 switches chkpt off",
+                "dim"))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import importlib.util
+    import sysconfig
+
+    checks: list[tuple[str, bool, str]] = []  # (topic, ok, text)
+    python_ok = sys.version_info >= (3, 12)
+    checks.append(("python", python_ok, f"{sys.version.split()[0]} ({sys.executable})"
+                   + ("" if python_ok else ": chkpt needs Python 3.12+")))
+    purelib = sysconfig.get_paths()["purelib"]
+    pth = os.path.join(purelib, "chkpt_autoload.pth")
+    disabled = disabled_by_env()
+    if not os.path.exists(pth):
+        checks.append(("autoload", False, f"not installed in {purelib}; use chkpt run SCRIPT"))
+    elif disabled:
+        checks.append(("autoload", False, f"installed ({pth}) but CHKPT={os.environ['CHKPT']} "
+                                          "switches it off here"))
+    else:
+        checks.append(("autoload", True, f"active: every `{sys.executable} script.py` is traced"))
+    config = config_module.load(os.getcwd())
+    checks.extend(("config", False, warning) for warning in config.warnings)
+    store = api.default_store()
+    try:
+        store.probe_writable()
+        checks.append(("store", True, f"writable: {store.root} "
+                                      f"({fmt.plural(len(store.run_ids()), 'run')})"))
+    except (OSError, StoreError) as exc:
+        checks.append(("store", False, f"{store.root} is not writable ({exc})"))
+    has_arrow = importlib.util.find_spec("pyarrow") is not None
+    checks.append(("export", True, "frames export as Parquet" if has_arrow
+                   else "pyarrow not installed: frames export as pickle + CSV"))
+    has_ipython = importlib.util.find_spec("IPython") is not None
+    checks.append(("shell", True, "IPython" if has_ipython
+                   else "IPython not installed: chkpt shell opens the plain Python prompt"))
+    ok = all(passed for _, passed, _ in checks)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [{"topic": t, "ok": p, "text": x}
+                                               for t, p, x in checks]}, indent=1))
+    else:
+        paint = fmt.Painter.for_stream(sys.stdout)
+        for topic, passed, text in checks:
+            mark = paint("ok", "green") if passed else paint("PROBLEM", "red", "bold")
+            print(f"{topic.ljust(9)} {mark.ljust(2)}  {text}")
+    return 0 if ok else 1

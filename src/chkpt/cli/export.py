@@ -1,0 +1,193 @@
+"""`chkpt export` (alias `load`) and `chkpt shell`: a checkpoint's values as files, or in a prompt.
+
+Names and messages from the run are shown through `fmt.printable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from chkpt import api, fmt
+from chkpt.cli.parsing import CliError
+from chkpt.guard import warn
+from chkpt.store import StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+
+def file_stem(name: str) -> str:
+    """A variable name as a file name needing no shell quotes: `results['train']` → `results.train`."""
+    stem = []
+    for char in name:
+        if char.isalnum() or char in "-_.":
+            stem.append(char)
+        elif char in "[:":
+            stem.append(".")
+    return "".join(stem).strip(".") or "value"
+
+
+def export_value(value: Any, stem: str, directory: str) -> list[str]:
+    """Write `value` in formats other tools read; returns the files written.
+
+    Arrays: .npy. DataFrames/Series: .parquet when pyarrow is installed and can hold the
+    frame, else .pkl (exact) plus .csv (for any tool). Plain JSON data: .json. Else .pkl.
+    """
+    base = os.path.join(directory, stem)
+    module = type(value).__module__.split(".")[0]
+    if module == "numpy":
+        import numpy
+
+        if type(value) is numpy.ndarray or isinstance(value, numpy.generic):
+            numpy.save(base + ".npy", value, allow_pickle=value.dtype.hasobject)
+            return [base + ".npy"]
+    if module == "pandas" and hasattr(value, "to_csv"):
+        return _export_frame(value, stem, base)
+    if _is_json_data(value):
+        with open(base + ".json", "w") as handle:
+            json.dump(value, handle, indent=1)
+        return [base + ".json"]
+    return [_pickle(value, base + ".pkl")]
+
+
+def _export_frame(frame: Any, stem: str, base: str) -> list[str]:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is not None:
+        table = frame if hasattr(frame, "columns") else frame.to_frame(
+            name=stem if frame.name is None else str(frame.name))
+        try:
+            table.to_parquet(base + ".parquet")
+            return [base + ".parquet"]
+        except Exception as exc:  # pyarrow's errors vary by cause; the fallback covers all
+            if os.path.exists(base + ".parquet"):
+                os.unlink(base + ".parquet")
+            warn(fmt.printable(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
+                               "writing pickle and CSV instead"))
+    path = _pickle(frame, base + ".pkl")
+    frame.to_csv(base + ".csv")
+    return [path, base + ".csv"]
+
+
+def _pickle(value: Any, path: str) -> str:
+    import pickle
+
+    with open(path, "wb") as handle:
+        pickle.dump(value, handle, protocol=5)
+    return path
+
+
+def _is_json_data(value: Any) -> bool:
+    """Whether JSON holds `value` exactly (so reading it back gives an equal value)."""
+    if not isinstance(value, str | int | float | bool | list | dict) or value is None:
+        return False
+    try:
+        return bool(json.loads(json.dumps(value)) == value)
+    except (TypeError, ValueError):
+        return False
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run, selector = api.resolve(args.ref)
+    checkpoint = run.checkpoint(selector)
+    variables = ([checkpoint.variable(name) for name in args.names] if args.names
+                 else checkpoint.variables)
+    if not variables:
+        raise CliError(f"checkpoint {checkpoint.ref} saved no variables")
+    os.makedirs(args.to, exist_ok=True)
+    stems: set[str] = set()
+    failed = 0
+    written: list[dict[str, Any]] = []
+    with fmt.Progress("exporting", len(variables), sum(v.size for v in variables)) as progress:
+        for variable in variables:
+            progress.step(variable.name, variable.size)
+            stem = file_stem(variable.name)
+            while stem in stems:
+                stem += "_"
+            stems.add(stem)
+            try:
+                files = export_value(variable.load(), stem, args.to)
+            except api.LoadError as exc:
+                warn(fmt.printable(str(exc)))
+                failed += 1
+                continue
+            written.append({"name": variable.name, "files": files})
+            for path in [] if args.json else files:
+                size = fmt.human_size(os.path.getsize(path))
+                progress.echo(fmt.printable(f"{variable.name} → {path}") + f" ({size})")
+    if args.json:
+        print(json.dumps({"checkpoint": checkpoint.ref, "exported": written}, indent=1))
+    return 1 if failed else 0
+
+
+def shell_namespace(checkpoint: api.Checkpoint) -> tuple[dict[str, Any], str]:
+    """Every variable of `checkpoint` loaded, and the banner that says how to reach each.
+
+    Names that are identifiers are bound directly; every name (also `results['train']` or
+    `step:batch`) is a key of the dict `ckpt` (`chkpt_vars` if the script had a `ckpt`).
+    """
+    values: dict[str, Any] = {}
+    failed: list[str] = []
+    variables = checkpoint.variables
+    with fmt.Progress("loading", len(variables), sum(v.size for v in variables)) as progress:
+        for variable in variables:
+            progress.step(variable.name, variable.size)
+            try:
+                values[variable.name] = variable.load()
+            except (api.LoadError, StoreError) as exc:
+                failed.append(f"{variable.name} ({exc})")
+    for alias, target in checkpoint.aliases.items():
+        if target in values:
+            values[alias] = values[target]
+    namespace = {name: value for name, value in values.items() if name.isidentifier()}
+    for name in values:  # containers rebuilt from their saved parts, where the API can
+        root = name.replace("[", ".").split(".")[0]
+        if root.isidentifier() and root not in namespace and root not in values:
+            try:
+                namespace[root] = checkpoint.load(root)
+            except (api.NotFound, api.LoadError, StoreError):
+                continue
+    holder = "ckpt" if "ckpt" not in namespace else "chkpt_vars"
+    namespace[holder] = values
+    run = checkpoint.run
+    exception = f": {checkpoint.exception}" if checkpoint.exception else ""
+    lines = [f"chkpt shell — run {run.id} ({os.path.basename(run.script)}), checkpoint "
+             f"{checkpoint.index}: {checkpoint.trigger} at {checkpoint.where}{exception}"]
+    direct = [name for name in namespace if name != holder]
+    lines.append(f"variables: {', '.join(direct) or '(none)'}")
+    others = [name for name in values if name not in namespace]
+    if others:
+        lines.append("more, by name in the dict " + holder + ": "
+                     + ", ".join(f"{holder}[{name!r}]" for name in others))
+    lines.append(f"{holder} holds every variable by its saved name. Ctrl-D leaves.")
+    for failure in failed:
+        lines.append(f"not loaded: {failure}")
+    return namespace, "\n".join(fmt.printable(line) for line in lines)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    run, selector = api.resolve(args.ref)
+    namespace, banner = shell_namespace(run.checkpoint(selector))
+    try:
+        import IPython
+    except ImportError:
+        import code
+
+        if sys.stdin.isatty():
+            try:
+                import readline
+                import rlcompleter
+
+                readline.set_completer(rlcompleter.Completer(namespace).complete)
+                readline.parse_and_bind("tab: complete")
+            except ImportError:
+                pass
+        code.interact(banner=banner, local=namespace, exitmsg="")
+    else:
+        print(banner)
+        IPython.start_ipython(argv=[], user_ns=namespace, display_banner=False)
+    return 0

@@ -4,6 +4,7 @@ times, durations, paths and pids put aside), and its notebook code runs."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -46,9 +47,17 @@ def steps(text: str) -> list[tuple[str, str, list[str]]]:
     return result
 
 
+# Without pyarrow a frame exports as pickle plus CSV, as the tour's next paragraph says.
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+
+
 def normal(line: str, replacements: dict[str, str]) -> str:
     for old, new in replacements.items():
         line = line.replace(old, new)
+    if not HAS_PYARROW:
+        line = line.replace("df.parquet", "df.pkl")
+    # sizes of files other tools write (Parquet, pickle) vary with those libraries' versions
+    line = re.sub(r"\((\d+(\.\d+)? (B|KiB|MiB|GiB))\)$", "(SIZE)", line)
     line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "DATE", line)
     line = re.sub(r"\d\d:\d\d:\d\d", "TIME", line)
     line = re.sub(r"\+?\d+\.\d+s\b", "SECONDS", line)

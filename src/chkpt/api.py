@@ -174,13 +174,21 @@ class Run:
         self.meta = meta
         self.id: str = meta["id"]
         self.script: str = meta.get("script") or "?"
-        self.status: str = meta["status"]
+        self._status: str = meta["status"]
         self.started: float = meta.get("started") or 0.0
         self.ended: float | None = meta.get("ended")
         self.exception: str | None = meta.get("exception")
         self._checkpoints: list[Checkpoint] | None = None
         self._blobs: dict[str, int] | None = None
         self.problems: list[str] = [meta["problem"]] if meta["status"] == "damaged" else []
+
+    @property
+    def status(self) -> str:
+        """As recorded ("running" shown as "killed" once its writer is gone), or "damaged" when
+        its record or its list of checkpoints cannot be read."""
+        if self._status != "damaged":
+            self.checkpoints  # noqa: B018 -- listing them is what tells
+        return self._status
 
     @classmethod
     def damaged(cls, store: Store, run_id: str, problem: str) -> Run:
@@ -193,12 +201,13 @@ class Run:
         if self._checkpoints is None:
             loaded: list[Checkpoint] = []
             self._checkpoints = loaded
-            if self.status == "damaged":
+            if self._status == "damaged":
                 return loaded
             try:
                 indexes = self.store.checkpoint_indexes(self.id)
             except StoreError as exc:
                 self.problems.append(str(exc))
+                self._status = "damaged"
                 return loaded
             for index in indexes:
                 try:
@@ -322,8 +331,15 @@ def runs(script: str | None = None, store: Store | None = None) -> list[Run]:
 
 def resolve(ref: str | None, store: Store | None = None,
             script: str | None = None) -> tuple[Run, str | None]:
-    """The run a reference names, and its checkpoint selector (after "@")."""
-    store = store or default_store()
+    """The run a reference names, and its checkpoint selector (after "@"); StoreError when
+    that run is damaged."""
+    run, selector = _resolve(ref, store or default_store(), script)
+    if run.status == "damaged":
+        raise StoreError(f"run {run.id} cannot be read: {run.problems[0]}")
+    return run, selector
+
+
+def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
     run_part, _, selector = (ref or "latest").strip().partition("@")
     found = runs(script, store)
     if run_part in ("", "latest") or run_part.startswith("latest:"):

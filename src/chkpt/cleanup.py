@@ -49,19 +49,19 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
         last_used = store.run_last_used(run_id)
         if last_used is None:
             continue  # deleted meanwhile
+        meta: dict[str, Any] = {"id": run_id, "script": None}
         try:
             meta = store.read_run(run_id)
-            status = meta["status"]
             last_used = max(last_used, meta.get("ended") or 0)
-            blobs = records.run_blobs(meta)
             indexes = store.checkpoint_indexes(run_id)
         except FileNotFoundError:
-            runs.append(eviction.RunState({"id": run_id, "script": None}, "incomplete", last_used, live, {}))
+            runs.append(eviction.RunState(meta, "incomplete", last_used, live, {}))
             continue
         except StoreError as exc:
             problems.append(str(exc))
-            runs.append(eviction.RunState({"id": run_id, "script": None}, "damaged", last_used, live, {}))
+            runs.append(eviction.RunState(meta, "damaged", last_used, live, {}))
             continue
+        blobs = records.run_blobs(meta)
         for index in indexes:
             try:
                 blobs.update(records.manifest_blobs(store.read_checkpoint(run_id, index)))
@@ -72,7 +72,7 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
                 damaged_manifests.append((run_id, index))
             except StoreError as exc:
                 problems.append(str(exc))
-        runs.append(eviction.RunState(meta, status, last_used, live, blobs))
+        runs.append(eviction.RunState(meta, meta["status"], last_used, live, blobs))
     return runs, damaged_manifests
 
 

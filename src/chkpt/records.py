@@ -52,11 +52,13 @@ def _list_of(check: Any) -> Any:
     return check_list
 
 
+_TYPE_NAMES = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true/false",
+               "NoneType": "null"}
+
+
 def _types(*types: type) -> Any:
-    names = " or ".join("null" if t is type(None) else {"str": "text", "int": "a whole number",
-                                                          "float": "a number", "bool": "true/false",
-                                                          "list": "a list", "dict": "an object"}[t.__name__]
-                        for t in types)
+    shown = [t.__name__ for t in types if not (t is int and float in types)]  # a float may be whole
+    names = " or ".join(_TYPE_NAMES[name] for name in shown)
 
     def check_type(value: Any) -> str | None:
         if isinstance(value, bool) and bool not in types:

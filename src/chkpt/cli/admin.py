@@ -35,7 +35,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
                           "problems": report.problems}, indent=1))
         return 0
     for run in report.runs:
-        what = fmt.printable(f"{run['id']} {os.path.basename(str(run.get('script')))}")
+        what = fmt.printable(f"{run['id']} {os.path.basename(run.get('script') or '?')}")
         print(f"{'would remove' if args.dry_run else 'removed'} run {what} ({fmt.human_size(run['freed'])})")
     if not report.runs:
         print("no run to remove")

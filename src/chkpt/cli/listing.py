@@ -25,8 +25,11 @@ STATUS_STYLES = {"finished": "green", "crashed": "red", "killed": "yellow", "run
 
 def _run_json(run: api.Run) -> dict[str, Any]:
     crash = run.crash
-    return dict(run.meta, checkpoints=len(run.checkpoints), size=run.size,
-                duration=run.duration, crash_line=crash.line if crash else None)
+    described = dict(run.meta, checkpoints=len(run.checkpoints), size=run.size, status=run.status,
+                     duration=run.duration, crash_line=crash.line if crash else None)
+    if run.status == "damaged":
+        described["problem"] = run.problems[0]
+    return described
 
 
 def _end_text(run: api.Run) -> str:

@@ -185,7 +185,8 @@ class Run:
     @property
     def status(self) -> str:
         """As recorded ("running" shown as "killed" once its writer is gone), or "damaged" when
-        its record or its list of checkpoints cannot be read."""
+        its record, its list of checkpoints or one of its manifests cannot be read (`problems`
+        says which; the readable checkpoints still load)."""
         if self._status != "damaged":
             self.checkpoints  # noqa: B018 -- listing them is what tells
         return self._status
@@ -216,6 +217,7 @@ class Run:
                     continue  # thinned by the run's live writer since the listing: not a problem
                 except StoreError as exc:
                     self.problems.append(str(exc))
+                    self._status = "damaged"  # what it holds can only partly be read
         return self._checkpoints
 
     @property
@@ -332,9 +334,9 @@ def runs(script: str | None = None, store: Store | None = None) -> list[Run]:
 def resolve(ref: str | None, store: Store | None = None,
             script: str | None = None) -> tuple[Run, str | None]:
     """The run a reference names, and its checkpoint selector (after "@"); StoreError when
-    that run is damaged."""
+    nothing of that run can be read."""
     run, selector = _resolve(ref, store or default_store(), script)
-    if run.status == "damaged":
+    if run.status == "damaged" and not run.checkpoints:
         raise StoreError(f"run {run.id} cannot be read: {run.problems[0]}")
     return run, selector
 

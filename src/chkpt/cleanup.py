@@ -39,8 +39,9 @@ class Report:
 def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], list[tuple[int, int]]]:
     """Every run with the blobs it refers to, and the (run, index) of damaged manifests.
 
-    A run whose record or checkpoint list cannot be read is "damaged"; a manifest that cannot
-    be read is reported and listed for deletion. Neither stops the survey.
+    A run whose record or checkpoint list cannot be read, or none of whose manifests can, is
+    "damaged"; a manifest that cannot be read is reported and listed for deletion. Nothing
+    stops the survey.
     """
     runs = []
     damaged_manifests = []
@@ -62,17 +63,22 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
             runs.append(eviction.RunState(meta, "damaged", last_used, live, {}))
             continue
         blobs = records.run_blobs(meta)
+        readable = damaged = 0
         for index in indexes:
             try:
                 blobs.update(records.manifest_blobs(store.read_checkpoint(run_id, index)))
+                readable += 1
             except FileNotFoundError:
                 continue  # thinned meanwhile
             except Damaged as exc:
                 problems.append(str(exc))
                 damaged_manifests.append((run_id, index))
+                damaged += 1
             except StoreError as exc:
                 problems.append(str(exc))
-        runs.append(eviction.RunState(meta, meta["status"], last_used, live, blobs))
+        # a run none of whose checkpoints can be read holds nothing but its damage
+        status = "damaged" if damaged and not readable else meta["status"]
+        runs.append(eviction.RunState(meta, status, last_used, live, blobs))
     return runs, damaged_manifests
 
 

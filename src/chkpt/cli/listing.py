@@ -130,7 +130,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if chosen is None:
         print("\nno checkpoint was saved")
         _report(run.problems)
-        return 0
+        return 1 if run.problems else 0
     print()
     rows = []
     for c in checkpoints:
@@ -164,7 +164,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ref = text(chosen.ref)
     print(paint(f"\nload: chkpt shell {ref}  ·  chkpt export {ref} NAME --to DIR  ·  chkpt show {ref} NAME", "dim"))
     _report(run.problems)
-    return 0
+    return 1 if run.problems else 0  # some of the run's files cannot be read
 
 
 def _show_values(checkpoint: api.Checkpoint, names: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""SPEC §3 activation rules, one test each, every one in a real interpreter of this venv."""
+"""The activation rules, one test each in a real interpreter of this venv, and the pure
+rules (decide, matches, module_from_orig_argv) in-process."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def test_exclude_glob_keeps_a_user_script_untraced(env, work):
 def test_exclude_glob_with_a_path(env, work):
     write(work, "tmp/job.py", MAKES_DATA)
     env["CHKPT_EXCLUDE"] = str(work / "tmp") + "/*"
-    python(["tmp/job.py"], env, work)
+    result = python(["tmp/job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr  # it ran, chkpt loaded
     assert runs(env, work) == []
 
 
@@ -113,6 +115,6 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     assert result.stdout == "10\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert sorted(m for m in imported if m.startswith("chkpt")) == [
-        "chkpt", "chkpt.activation", "chkpt.paths", "chkpt.watch"]
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
     assert "__future__" not in imported
     assert runs(env, work) == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from chkpt import paths
-from chkpt.watch import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
+from chkpt.defaults import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up; only type checkers import it
 if TYPE_CHECKING:
@@ -284,4 +284,13 @@ def load(
             config.apply({key: env[variable]}, f"env {variable}")
     if overrides:
         config.apply(overrides, "command line")
+    return config
+
+
+def report(config: Config) -> Config:
+    """Print each problem found in the config sources (one `chkpt:` line each); returns it."""
+    from chkpt import guard
+
+    for warning in config.warnings:
+        guard.warn(warning)
     return config

@@ -6,8 +6,9 @@ nearest directory at or above the script that has either); `CHKPT_<KEY>` environ
 variables; options given to the runner. A bad file or value never stops the script: it
 is reported as one warning naming the file and key, and the lower layer's value stays.
 
-This runs on the start-up path of every traced script, so TOML is parsed only when a
-file actually holds chkpt settings.
+This runs at start-up when a config source exists, so TOML is parsed only when a file
+actually holds chkpt settings. Its default values of the settings start-up needs come from
+defaults.py.
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ def _read_toml(path: str) -> dict[str, Any] | str:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         return f"not valid TOML ({exc}); the file is ignored"
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start}); the file is ignored"
     except OSError as exc:
         return f"cannot be read ({exc.strerror}); the file is ignored"
 

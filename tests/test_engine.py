@@ -277,3 +277,76 @@ def test_an_internal_failure_switches_chkpt_off_with_one_warning(env, work):
     assert (result.returncode, result.stdout) == (4, "fine\n")
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("chkpt: ") and "chkpt is off" in lines[0]
+
+
+def test_the_line_callback_takes_the_checkpoint_on_the_main_thread_only(env, work):
+    # Both threads run the same function of the script; once it is armed, the worker's LINE
+    # events are ignored (returning DISABLE there would switch them off for the main thread too).
+    write(work, "both.py", """
+        import threading, time
+        import numpy as np
+        def work(value, seconds):
+            mine = np.full(3000, value)
+            t = time.time()
+            while time.time() - t < seconds:
+                mine += 0
+        worker = threading.Thread(target=work, args=(2.0, 1.5))
+        worker.start()
+        work(1.0, 1.5)
+        worker.join()
+    """)
+    env["CHKPT_INTERVAL"] = "0.1"
+    assert python(["both.py"], env, work).returncode == 0
+    in_work = [c for c in checkpoints(env, work) if c["trigger"] == "periodic" and c["function"] == "work"]
+    assert in_work
+    assert {loaded(env, work, f"latest@{c['index']}", "c.load('mine')[0]") for c in in_work} == {"1.0"}
+
+
+def test_periodic_checkpoints_go_on_after_a_fork(env, work):
+    # The timer thread is stopped for the fork and started again at the script's next line.
+    write(work, "forks.py", """
+        import os, time
+        import chkpt
+        import numpy as np
+        data = np.ones(5000)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forked = time.time()
+        seen = 0
+        deadline = look = time.time()
+        deadline += 120
+        while seen < 2 and time.time() < deadline:
+            data[0] += 1
+            if time.time() > look:
+                look = time.time() + 0.05
+                taken = chkpt.runs()[0].checkpoints if chkpt.runs() else []
+                seen = sum(c.trigger == "periodic" and c.time > forked for c in taken)
+        print(seen)
+    """)
+    env["CHKPT_INTERVAL"] = "0.2"
+    result = python(["forks.py"], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "2\n", "")
+    assert len(runs(env, work)) == 1
+
+
+def test_under_dash_m_the_tool_id_is_free_once_the_module_runs(env, work):
+    write(work, "pkg/__init__.py", "")
+    write(work, "pkg/claims.py", """
+        import sys, time
+        import numpy as np
+        data = np.ones(5000)
+        for i in range(6):
+            sys.monitoring.use_tool_id(i, "mine")
+        t = time.time()
+        while time.time() - t < 0.3:
+            data += 1
+        print("claimed all")
+    """)
+    env["CHKPT_INTERVAL"] = "0.02"
+    for args in (["-m", "pkg.claims"], ["-m", "chkpt", "-m", "pkg.claims"]):
+        result = python(args, env, work)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "claimed all\n", "")
+    # with every id taken the ticks are skipped; the exit checkpoint needs none
+    assert [r["checkpoints"] for r in runs(env, work)] == [1, 1]

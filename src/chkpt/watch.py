@@ -247,8 +247,12 @@ class Watch:
         frame = sys._current_frames().get(self.main_thread)
         codes = monitor.script_codes(frame, self.main_globals)
         del frame
-        if not codes or not monitor.call_at_next_line(codes, self.main_thread, self.start_timer):
-            self.start_timer()  # nowhere to wait (or no tool id): start it now
+        if codes and monitor.call_at_next_line(codes, self.main_thread, self.start_timer):
+            return
+        # No script frame on the main thread (its code has not started or has ended), or no
+        # free tool id: 3.12 has counted threads already; 3.13 would count the timer.
+        if sys.version_info < (3, 13):
+            self.start_timer()
 
     # -- shutting down ----------------------------------------------------------------------------
 

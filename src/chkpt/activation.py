@@ -1,4 +1,4 @@
-"""Which processes chkpt watches, decided at start-up by the .pth hook, and their watches.
+"""Start-up: which processes chkpt watches, and starting the watch of each one.
 
 `autoload()` is what chkpt_autoload.pth (and chkpt_autoload.start on Python 3.15+) calls
 while site.py processes .pth files, in every interpreter of the environment. At that point
@@ -10,6 +10,9 @@ watched; one matching an `include` glob is, even inside the interpreter's prefix
 script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages directory
 (pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that
 contain a "/" match the script's absolute path ("~" expanded); the others its file name.
+
+`start_for_script`, `start_for_module` (`python -m`, whose file is known only when runpy
+starts it) and `start_explicit` (the runner) make and begin the process's Watch.
 
 Every traced script pays for this module and watch.py at start-up, so neither imports
 anything Python has not loaded already, and the config is only loaded at start-up when a

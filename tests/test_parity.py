@@ -78,6 +78,11 @@ CASES = {
         "import os, warnings\nn = len(warnings.filters)\npid = os.fork()\n"
         "if pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint(len(warnings.filters) - n)\n"
     ),
+    "fork_leaves_no_tool_id_taken_in_parent_or_child": (
+        "import os, sys\ntools = lambda: [sys.monitoring.get_tool(i) for i in range(6)]\n"
+        "for _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n        print('child', tools(), flush=True)\n"
+        "        os._exit(0)\n    os.waitpid(pid, 0)\n    print('parent', tools())\n"
+    ),
     "fork_with_a_user_thread_warns_as_python_does": (
         "import os, threading, warnings\nwarnings.simplefilter('always')\nev = threading.Event()\n"
         "t = threading.Thread(target=ev.wait)\nt.start()\n"

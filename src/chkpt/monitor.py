@@ -87,24 +87,31 @@ def script_codes(frame: FrameType | None, main_globals: dict) -> list[CodeType]:
     return codes
 
 
-def call_at_next_line(codes: list[CodeType], main_thread: int, callback: Callable[[], None]) -> bool:
+def call_at_next_line(codes: list[CodeType], main_thread: int,
+                      callback: Callable[[], None]) -> Callable[[], None] | None:
     """Call `callback()` once, on the main thread, at the next line run by one of `codes`
-    (a one-shot event; the tool id is freed before the call). False when no id is free."""
+    (a one-shot event; the tool id is freed before the call). Returns what cancels it, or
+    None when no tool id is free."""
     tool = claim_tool_id()
     if tool is None:
-        return False
+        return None
+    pending = [True]
+
+    def cancel() -> None:
+        if pending:
+            pending.clear()
+            free_tool_id(tool, codes)
 
     def on_line(code: CodeType, line: int) -> object:
-        if _thread.get_ident() != main_thread:
-            return None
-        free_tool_id(tool, codes)
-        callback()
+        if _thread.get_ident() == main_thread and pending:
+            cancel()
+            callback()
         return None
 
     _mon.register_callback(tool, _LINE, on_line)
     for code in codes:
         _mon.set_local_events(tool, code, _LINE)
-    return True
+    return cancel
 
 
 def top_level_boundaries(source: bytes) -> dict[int, str]:

@@ -111,7 +111,8 @@ class Watch:
         self._making = _thread.RLock()
         self._timer: _Timer | None = None
         self._timer_after_fork = False
-        self._undo: list[Any] = []  # what close() restores
+        self._cancel_restart: Any = None  # the pending one-shot that restarts the timer
+        self._undo: list[Any] = []  # what close() undoes
 
     def set_target(self, path: str) -> None:
         """The file being watched; its source is kept as it is now (it may be edited later)."""
@@ -247,11 +248,12 @@ class Watch:
         frame = sys._current_frames().get(self.main_thread)
         codes = monitor.script_codes(frame, self.main_globals)
         del frame
-        if codes and monitor.call_at_next_line(codes, self.main_thread, self.start_timer):
-            return
-        # No script frame on the main thread (its code has not started or has ended), or no
-        # free tool id: 3.12 has counted threads already; 3.13 would count the timer.
-        if sys.version_info < (3, 13):
+        cancel = monitor.call_at_next_line(codes, self.main_thread, self.start_timer) if codes else None
+        if cancel is not None:
+            self._cancel_restart = cancel  # close() (in a forked child too) frees its tool id
+        elif sys.version_info < (3, 13):
+            # No script frame on the main thread (its code has not started or has ended), or
+            # no free tool id: 3.12 has counted threads already; 3.13 would count the timer.
             self.start_timer()
 
     # -- shutting down ----------------------------------------------------------------------------
@@ -276,7 +278,10 @@ class Watch:
         if session is not None:
             session.close()
         self.main_globals = None
-        for undo in reversed(self._undo):
+        if self._cancel_restart is not None:
+            self._undo.append(self._cancel_restart)
+            self._cancel_restart = None
+        for undo in reversed(self._undo):  # each is idempotent
             try:
                 undo()
             except Exception:

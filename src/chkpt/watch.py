@@ -312,8 +312,8 @@ class _Timer:
             self._stop.release()
         if not wait_gone:
             return
-        self._ended.acquire()
-        self._ended.release()
+        if self._ended.acquire(timeout=1.0):
+            self._ended.release()
         deadline = time.monotonic() + 1.0
         while self.native_id is not None and time.monotonic() < deadline:
             if not os.path.exists(f"/proc/self/task/{self.native_id}"):

@@ -1,13 +1,16 @@
-"""SPEC §3 activation rules, one test each, every one in a real interpreter of this venv."""
+"""The activation rules, one test each in a real interpreter of this venv, and the pure
+rules (decide, matches, module_from_orig_argv) in-process."""
 
 from __future__ import annotations
 
+import os
 import sysconfig
 import uuid
 from pathlib import Path
 
 import pytest
 
+from chkpt import activation, watch
 from conftest import python, runs, write
 
 MAKES_DATA = """\
@@ -102,7 +105,8 @@ def test_exclude_glob_keeps_a_user_script_untraced(env, work):
 def test_exclude_glob_with_a_path(env, work):
     write(work, "tmp/job.py", MAKES_DATA)
     env["CHKPT_EXCLUDE"] = str(work / "tmp") + "/*"
-    python(["tmp/job.py"], env, work)
+    result = python(["tmp/job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr  # it ran, chkpt loaded
     assert runs(env, work) == []
 
 
@@ -113,6 +117,66 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     assert result.stdout == "10\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert sorted(m for m in imported if m.startswith("chkpt")) == [
-        "chkpt", "chkpt.activation", "chkpt.paths", "chkpt.watch"]
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
     assert "__future__" not in imported
     assert runs(env, work) == []
+
+
+# -- the rules in-process ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("orig_argv", "module"), [
+    (["python", "-m", "pkg.mod", "x"], "pkg.mod"),
+    (["python", "-mpkg.mod"], "pkg.mod"),
+    (["python", "-X", "importtime", "-W", "error", "-m", "tool"], "tool"),
+    (["python", "-Ximporttime", "-Werror", "-u", "-m", "tool"], "tool"),
+    (["python", "-Im", "tool"], "tool"),
+    (["python", "script.py", "-m", "x"], None),
+    (["python", "-c", "pass"], None),
+    (["python", "-"], None),
+    (["python", "--version"], None),
+    (["python", "-m"], None),
+])
+def test_module_from_orig_argv(orig_argv, module):
+    assert activation.module_from_orig_argv(orig_argv) == module
+
+
+def test_matches_names_and_paths(tmp_path):
+    script = tmp_path / "sub" / "scratch_1.py"
+    assert activation.matches(str(script), ["scratch_*.py"])
+    assert activation.matches(str(script), [str(tmp_path) + "/sub/*"])
+    assert not activation.matches(str(script), ["other*.py", str(tmp_path) + "/else/*"])
+    assert not activation.matches(str(script), [])
+
+
+def test_decide_exclude_wins_over_include_and_the_prefix_is_left_alone(tmp_path):
+    user = str(tmp_path / "job.py")
+    system = os.path.join(sysconfig.get_paths()["purelib"], "tool.py")
+    assert activation.decide(user, [], []) is None
+    assert activation.decide(user, ["job.py"], ["job.py"]) == "matches an exclude pattern"
+    assert activation.decide(system, [], []) == "lives inside the interpreter's prefix or site-packages"
+    assert activation.decide(system, ["tool.py"], []) is None
+
+
+def test_configured_only_with_a_config_source(tmp_path, monkeypatch):
+    assert not activation.configured(str(tmp_path))
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert not activation.configured(str(tmp_path))  # a pyproject without chkpt settings
+    (tmp_path / "pyproject.toml").write_text("[tool.chkpt]\nkeep = 2\n")
+    assert activation.configured(str(tmp_path))
+    (tmp_path / "pyproject.toml").unlink()
+    monkeypatch.setenv("CHKPT_DIR", str(tmp_path))  # alone, it does not count
+    assert not activation.configured(str(tmp_path))
+    monkeypatch.setenv("CHKPT_KEEP", "2")
+    assert activation.configured(str(tmp_path))
+
+
+def test_nothing_to_save():
+    import numpy as np
+
+    assert watch.nothing_to_save({"__name__": "__main__", "os": os, "n": 3, "name": "a.csv",
+                                  "sizes": [1, 2, 3], "f": test_nothing_to_save}, 1024)
+    assert not watch.nothing_to_save({"a": np.ones(3)}, 1024)
+    assert not watch.nothing_to_save({"text": "x" * 2000}, 1024)
+    assert not watch.nothing_to_save({"many": list(range(101))}, 1024)
+    assert not watch.nothing_to_save({"nested": [[1]]}, 1024)

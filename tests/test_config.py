@@ -1,4 +1,5 @@
-"""SPEC §3a: every config layer, its precedence, `chkpt config`, and bad input."""
+"""Every config layer, its precedence, `chkpt config`, and bad input; the parsing and
+layering in-process, the warnings and their effect on a script in real interpreters."""
 
 from __future__ import annotations
 
@@ -98,6 +99,45 @@ def test_syntax_error_warns_once_names_the_file_and_the_script_runs(env, work):
     assert runs(env, work)[0]["checkpoints"] == 1  # defaults were used
 
 
+@pytest.mark.parametrize("where", ["user", "chkpt.toml", "pyproject.toml"])
+def test_undecodable_bytes_warn_once_name_the_file_and_the_lower_layers_apply(where, env, work):
+    bad = b'min_size = "1MiB"\nexclude = ["caf\xe9*.py"]\n'  # Latin-1, not UTF-8
+    if where == "user":
+        path = user_config(env, "")
+    else:
+        user_config(env, "min_size = 0\n")  # the lower layer, which must still apply
+        path = str(work / where)
+        bad = b"[tool.chkpt]\n" + bad if where == "pyproject.toml" else bad
+    with open(path, "wb") as handle:
+        handle.write(bad)
+    write(work, "job.py", "import numpy as np\ntiny = np.ones(4)\nsmall = np.ones(300)\nprint('ran')\n")
+    result = python(["job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "ran\n")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and path in lines[0] and "not valid UTF-8" in lines[0], result.stderr
+    (run,) = runs(env, work)  # chkpt stayed on
+    saved = {v["name"] for v in chkpt_json(["show", run["id"]], env, work)["checkpoints"][-1]["variables"]}
+    assert saved == ({"small"} if where == "user" else {"tiny", "small"})
+
+
+def test_layers_in_process(env, work, monkeypatch):
+    user_config(env, 'interval = "5m"\nkeep = 3\n')
+    write(work, "pyproject.toml", "[tool.chkpt]\nkeep = 4\nmin_size = \"2KiB\"\n")
+    loaded = config_module.load(str(work / "deeper"), overrides={"min_size": 0},
+                                environ={"CHKPT_KEEP": "5"})
+    assert (loaded.interval, loaded.keep, loaded.min_size) == (300.0, 5, 0)
+    assert loaded.sources["interval"].startswith("user file ")
+    assert (loaded.sources["keep"], loaded.sources["min_size"]) == ("env CHKPT_KEEP", "command line")
+    assert loaded.warnings == []
+
+
+def test_a_bad_value_in_process_keeps_the_lower_layer_and_names_the_file(work):
+    write(work, "chkpt.toml", "interval = true\nmax_run_size = \"lots\"\n")
+    loaded = config_module.load(str(work))
+    assert (loaded.interval, loaded.sources["interval"]) == (60.0, "default")
+    assert len(loaded.warnings) == 2 and all(str(work / "chkpt.toml") in w for w in loaded.warnings)
+
+
 def test_unknown_key_warns_with_a_suggestion(env, work):
     path = user_config(env, "intervall = 5\n")
     write(work, "job.py", SCRIPT)
@@ -134,6 +174,14 @@ def test_sizes(text, expected):
 ])
 def test_durations(text, expected):
     assert config_module.parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bad", [True, -1, "5 parsecs", "", [1], None])
+def test_bad_sizes_and_durations_are_config_errors(bad):
+    with pytest.raises(config_module.ConfigError):
+        config_module.parse_size(bad)
+    with pytest.raises(config_module.ConfigError):
+        config_module.parse_duration(bad)
 
 
 def test_xdg_dirs_match_platformdirs(monkeypatch, tmp_path):

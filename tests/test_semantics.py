@@ -1,4 +1,4 @@
-"""The traced program behaves exactly as without chkpt (SPEC §3): the same stdout, stderr and
+"""The traced program behaves exactly as without chkpt: the same stdout, stderr and
 exit status, byte for byte, whether chkpt is autoloaded or runs it explicitly, while it takes
 periodic checkpoints (interval 20 ms) during the run."""
 

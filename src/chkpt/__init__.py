@@ -9,7 +9,7 @@ In a notebook or REPL: `runs`, `load`, `history`.
 """
 
 TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports this package
-# (and no `from __future__ import annotations` either: importing __future__ costs ~0.1 ms)
+# (and no `from __future__ import annotations` either: __future__ would be one more module)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -21,18 +21,18 @@ __all__ = ["history", "load", "paused", "runs", "snapshot", "track"]
 
 def snapshot(label: str = "") -> None:
     """Take a checkpoint now, labelled `label` (does nothing when chkpt is not active)."""
-    from chkpt import session
+    from chkpt import watch
 
-    active = session.active()
+    active = watch.active()
     if active is not None:
         active.explicit_snapshot(label)
 
 
 def track(obj: "Any", name: str) -> "Any":
     """Save `obj` under `name` in every checkpoint from now on, whatever its type or size."""
-    from chkpt import session
+    from chkpt import watch
 
-    active = session.active()
+    active = watch.active()
     if active is not None:
         active.track(obj, name)
     return obj
@@ -42,9 +42,9 @@ class paused:
     """No periodic checkpoint is taken while the block runs (exit and crash ones still are)."""
 
     def __enter__(self) -> None:
-        from chkpt import session
+        from chkpt import watch
 
-        self._session = session.active()
+        self._session = watch.active()
         if self._session is not None:
             self._session.pause()
 

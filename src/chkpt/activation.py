@@ -1,4 +1,4 @@
-"""Which processes chkpt watches (SPEC §3), decided at start-up by the .pth hook.
+"""Start-up: which processes chkpt watches, and starting the watch of each one.
 
 `autoload()` is what chkpt_autoload.pth (and chkpt_autoload.start on Python 3.15+) calls
 while site.py processes .pth files, in every interpreter of the environment. At that point
@@ -11,9 +11,12 @@ script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages di
 (pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that
 contain a "/" match the script's absolute path ("~" expanded); the others its file name.
 
-Every traced script pays for this module and watch.py at start-up (each imported module
-costs ~0.1 ms here), so neither imports anything Python has not loaded already, and the
-config is only loaded at start-up when a config source exists (see `configured`).
+`start_for_script`, `start_for_module` (`python -m`, whose file is known only when runpy
+starts it) and `start_explicit` (the runner) make and begin the process's Watch.
+
+Every traced script pays for this module and watch.py at start-up, so neither imports
+anything Python has not loaded already, and the config is only loaded at start-up when a
+config source exists (see `configured`).
 """
 
 import os
@@ -23,6 +26,8 @@ from chkpt import paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import CodeType
+
     from chkpt.config import Config
     from chkpt.watch import Watch
 
@@ -117,21 +122,11 @@ def configured(start_dir: str) -> bool:
     return bool(paths.config_files(start_dir))
 
 
-def report_config_warnings(config: "Config") -> None:
-    """Print each problem found in the config sources (one `chkpt:` line each)."""
-    from chkpt import guard
-
-    for warning in config.warnings:
-        guard.warn(warning)
-
-
 def load_config(start_dir: str) -> "Config":
     """The effective config, its warnings printed."""
     from chkpt import config
 
-    loaded = config.load(start_dir)
-    report_config_warnings(loaded)
-    return loaded
+    return config.report(config.load(start_dir))
 
 
 def start_for_script(path: str) -> "Watch | None":
@@ -144,6 +139,46 @@ def start_for_script(path: str) -> "Watch | None":
         return None
     watch = Watch(sys.modules["__main__"].__dict__, sys.argv, config=config, config_dir=script_dir)
     watch.set_target(path)
+    watch.begin()
+    return watch
+
+
+def start_for_module(module: str) -> "Watch | None":
+    """Watch `python -m module`: its file is known only when runpy starts its code, which a
+    one-shot PY_START event sees; the rules are applied then."""
+    from chkpt import monitor
+    from chkpt.watch import Watch
+
+    config = load_config(os.getcwd())
+    main_globals = sys.modules["__main__"].__dict__
+    watch = Watch(main_globals, ["-m", module, *sys.argv[1:]], config=config)
+
+    def on_main_start(code: "CodeType") -> None:
+        if decide(code.co_filename, config.include, config.exclude) is not None:
+            watch.close()
+            return
+        watch.set_target(code.co_filename)
+        watch.argv = list(sys.argv)
+
+    if not monitor.watch_for_main_start(main_globals, on_main_start):
+        return None  # every sys.monitoring tool id is taken: the main code cannot be found
+    watch.begin()
+    return watch
+
+
+def start_explicit(config: "Config", main_globals: dict, target_file: str,
+                   run_meta: dict | None = None) -> "Watch":
+    """For the runner (`python -m chkpt script.py`): watch whatever it is given.
+
+    `run_meta` adds fields to the run's metadata (resume records `resumed_from`).
+    """
+    from chkpt import config as config_module
+    from chkpt.watch import Watch
+
+    config_module.report(config)
+    watch = Watch(main_globals, sys.argv, config=config, config_dir=os.path.dirname(target_file),
+                  run_meta=run_meta)
+    watch.set_target(target_file)
     watch.begin()
     return watch
 
@@ -164,9 +199,7 @@ def autoload() -> None:
             module = module_from_orig_argv(getattr(sys, "orig_argv", []))
             if module is None or module == "chkpt" or module.startswith("chkpt."):
                 return
-            from chkpt import session
-
-            session.start_for_module(module)
+            start_for_module(module)
         else:
             # CPython names the main code os.path.join(cwd, argv0), unnormalised.
             start_for_script(os.path.join(os.getcwd(), argv0))

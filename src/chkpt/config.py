@@ -6,8 +6,9 @@ nearest directory at or above the script that has either); `CHKPT_<KEY>` environ
 variables; options given to the runner. A bad file or value never stops the script: it
 is reported as one warning naming the file and key, and the lower layer's value stays.
 
-This runs on the start-up path of every traced script, so TOML is parsed only when a
-file actually holds chkpt settings.
+This runs at start-up when a config source exists, so TOML is parsed only when a file
+actually holds chkpt settings. Its default values of the settings start-up needs come from
+defaults.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 
 from chkpt import paths
-from chkpt.watch import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
+from chkpt.defaults import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up; only type checkers import it
 if TYPE_CHECKING:
@@ -213,6 +214,8 @@ def _read_toml(path: str) -> dict[str, Any] | str:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         return f"not valid TOML ({exc}); the file is ignored"
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start}); the file is ignored"
     except OSError as exc:
         return f"cannot be read ({exc.strerror}); the file is ignored"
 
@@ -287,4 +290,13 @@ def load(
             config.apply({key: env[variable]}, f"env {variable}")
     if overrides:
         config.apply(overrides, "command line")
+    return config
+
+
+def report(config: Config) -> Config:
+    """Print each problem found in the config sources (one `chkpt:` line each); returns it."""
+    from chkpt import guard
+
+    for warning in config.warnings:
+        guard.warn(warning)
     return config

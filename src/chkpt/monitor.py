@@ -1,32 +1,25 @@
-"""The sys.monitoring tool: no callback at all between checkpoints.
+"""The sys.monitoring side of periodic checkpoints: LINE events armed only while one is due.
 
-A per-line callback is what made the seed prototype 5x slower, so the target file runs
-with every event off. When a periodic checkpoint falls due:
-
-1. the watch's timer thread (watch.py) wakes and has the session's tick handler run on the
-   main thread at its next bytecode boundary, through `_thread.interrupt_main`;
-2. the handler turns LINE events on for the code objects of the target file only (the
-   module code and every function, class body and comprehension nested in it);
-3. the next LINE event in the target file calls back with its frame. CPython re-instruments
-   code that is already executing, so a top-level loop that never re-enters its frame is
-   reached too. LINE is switched off at once and the checkpoint is taken at that line,
-   between two statements of the user's code.
+No event is enabled and no tool id is held between checkpoints. When one falls due, the
+watch's timer thread reads the main thread's stack and calls `Monitor.request_safe_point`,
+which claims a tool id and turns LINE events on for the script's code objects on that
+stack (CPython re-instruments code that is already running, so a loop running in the
+module frame is reached too). The next LINE event of the script on the main thread calls
+back with its frame; events are switched off and the tool id freed before the checkpoint
+is taken there, between two statements of the user's code.
 
 Resume points: a due checkpoint first arms the module code only and waits for a top-level
 statement boundary or the header of a top-level loop between two iterations (told apart
 from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
 `chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
 seconds of module-level lines gives way to the next module line; when the module frame does
-not run a line for a whole interval (the script is deep inside one long function call), the
-next tick arms every code object of the file and the checkpoint is taken in that function.
-
-For `python -m pkg.mod` the main module's file is known only once runpy starts it: a
-global PY_START callback waits for the code that runs in __main__'s namespace, then switches
-itself off (every other code object costs one callback, then DISABLE).
+not run a line for a whole interval (the script is deep inside a function call), the next
+tick also arms the script's functions on the stack and the checkpoint is taken in one.
 """
 
 from __future__ import annotations
 
+import _thread
 import sys
 import time
 
@@ -42,21 +35,83 @@ _PREFERRED_TOOL_IDS = (4, 3, 5, 2)
 BOUNDARY_PATIENCE = 2.0
 
 
-def _claim_tool_id() -> int:
+def claim_tool_id() -> int | None:
+    """The first free of the preferred tool ids, now chkpt's; None when all are taken."""
     for tool_id in _PREFERRED_TOOL_IDS:
         if _mon.get_tool(tool_id) is None:
-            _mon.use_tool_id(tool_id, "chkpt")
+            try:
+                _mon.use_tool_id(tool_id, "chkpt")
+            except ValueError:  # taken by another thread in between
+                continue
             return tool_id
-    raise RuntimeError("no free sys.monitoring tool id")
+    return None
 
 
-def nested_codes(code: CodeType) -> list[CodeType]:
-    """`code` and every code object defined inside it."""
-    found = [code]
-    for const in code.co_consts:
-        if hasattr(const, "co_code"):
-            found.extend(nested_codes(const))
-    return found
+def free_tool_id(tool_id: int, codes: list[CodeType]) -> None:
+    """Switch off every event chkpt set and give the id back (events first: gh-111963)."""
+    for code in codes:
+        _mon.set_local_events(tool_id, code, 0)
+    _mon.set_events(tool_id, 0)
+    _mon.register_callback(tool_id, _LINE, None)
+    _mon.register_callback(tool_id, _PY_START, None)
+    if _mon.get_tool(tool_id) == "chkpt":
+        _mon.free_tool_id(tool_id)
+
+
+def watch_for_main_start(main_globals: dict, on_main_start: Callable[[CodeType], None]) -> bool:
+    """Call `on_main_start(code)` when the code run in __main__'s namespace starts (for
+    `python -m`); the tool id is held only until then. False when no id is free."""
+    tool = claim_tool_id()
+    if tool is None:
+        return False
+
+    def on_start(code: CodeType, offset: int) -> object:
+        if code.co_name == "<module>" and sys._getframe(1).f_globals is main_globals:
+            free_tool_id(tool, [])
+            on_main_start(code)
+        return _mon.DISABLE
+
+    _mon.register_callback(tool, _PY_START, on_start)
+    _mon.set_events(tool, _PY_START)
+    return True
+
+
+def script_codes(frame: FrameType | None, main_globals: dict) -> list[CodeType]:
+    """The code objects of the script's frames on a stack, outermost first."""
+    codes: list[CodeType] = []
+    while frame is not None:
+        if frame.f_globals is main_globals and frame.f_code not in codes:
+            codes.append(frame.f_code)
+        frame = frame.f_back
+    codes.reverse()
+    return codes
+
+
+def call_at_next_line(codes: list[CodeType], main_thread: int,
+                      callback: Callable[[], None]) -> Callable[[], None] | None:
+    """Call `callback()` once, on the main thread, at the next line run by one of `codes`
+    (a one-shot event; the tool id is freed before the call). Returns what cancels it, or
+    None when no tool id is free."""
+    tool = claim_tool_id()
+    if tool is None:
+        return None
+    pending = [True]
+
+    def cancel() -> None:
+        if pending:
+            pending.clear()
+            free_tool_id(tool, codes)
+
+    def on_line(code: CodeType, line: int) -> object:
+        if _thread.get_ident() == main_thread and pending:
+            cancel()
+            callback()
+        return None
+
+    _mon.register_callback(tool, _LINE, on_line)
+    for code in codes:
+        _mon.set_local_events(tool, code, _LINE)
+    return cancel
 
 
 def top_level_boundaries(source: bytes) -> dict[int, str]:
@@ -79,91 +134,78 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
 
 
 class Monitor:
-    """Arms LINE events on the target file's code on request; nothing runs otherwise."""
+    """Arms LINE events on the script's running code on request; nothing runs otherwise."""
 
-    def __init__(self, main_globals: dict,
-                 on_safe_point: Callable[[FrameType, dict[str, object]], None]) -> None:
-        self.main_globals = main_globals
-        self.target_file: str | None = None
+    def __init__(self, main_globals: dict, main_thread: int,
+                 on_safe_point: Callable[[FrameType, dict[str, object]], None],
+                 boundaries: Callable[[], dict[int, str]]) -> None:
+        self._main_globals: dict | None = main_globals
+        self._main_thread = main_thread
         self._on_safe_point = on_safe_point
-        self._tool = _claim_tool_id()
-        self._codes: list[CodeType] = []
-        self._armed = False
+        self._boundaries = boundaries
+        self._lock = _thread.allocate_lock()
+        self._tool: int | None = None
+        self._module_code: CodeType | None = None
+        self._armed: list[CodeType] = []
         self._waiting_for_boundary = False
-        self._boundaries: Callable[[], dict[int, str]] = dict
         self._armed_at = 0.0
-        self._stopped = False
-        _mon.register_callback(self._tool, _LINE, self._on_line)
+        self._closed = False
 
-    # -- finding the main module ------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        return self._tool is not None
 
-    def watch_for_main_start(self, on_main_start: Callable[[CodeType], bool]) -> None:
-        """Call `on_main_start(code)` when the __main__ module's code starts (for -m)."""
+    def request_safe_point(self, frame: FrameType | None) -> None:
+        """Have the script call back at its next resume point, or else its next line.
 
-        def on_start(code: CodeType, offset: int) -> object:
-            if code.co_name == "<module>" and sys._getframe(1).f_globals is self.main_globals:
-                _mon.set_events(self._tool, 0)
-                _mon.register_callback(self._tool, _PY_START, None)
-                if on_main_start(code):
-                    self.set_main_code(code)
-            return _mon.DISABLE
-
-        _mon.register_callback(self._tool, _PY_START, on_start)
-        _mon.set_events(self._tool, _PY_START)
-
-    def set_main_code(self, code: CodeType) -> None:
-        self.target_file = code.co_filename
-        self._codes = nested_codes(code)
-
-    def _find_main_code(self, frame: FrameType | None) -> None:
-        while frame is not None:
-            if frame.f_globals is self.main_globals and frame.f_code.co_name == "<module>":
-                self.set_main_code(frame.f_code)
-                return
-            frame = frame.f_back
-
-    # -- arming -------------------------------------------------------------------------------
-
-    def request_safe_point(self, frame: FrameType | None,
-                           boundaries: Callable[[], dict[int, str]]) -> None:
-        """Have the target file call back at its next resume point, or else its next line.
-
-        Runs in a signal handler, possibly in the middle of an import: it only sets events.
-        `boundaries()` (the top-level statement and loop lines) is called later, from the
-        LINE callback, where the script sits between two of its own statements.
+        Called from the timer thread with the main thread's innermost frame.
         """
-        if self._stopped:
-            return
-        if not self._codes:
-            self._find_main_code(frame)
-            if not self._codes:
+        with self._lock:
+            if self._closed or self._main_globals is None:
                 return
-        if not self._armed:
-            self._boundaries = boundaries
-            self._waiting_for_boundary = True
-            self._armed_at = time.monotonic()
-            _mon.set_local_events(self._tool, self._codes[0], _LINE)
-            self._armed = True
-        elif self._waiting_for_boundary:  # a whole interval without a module line
-            self._waiting_for_boundary = False
-            for code in self._codes:
+            codes = script_codes(frame, self._main_globals)
+            if not codes:
+                return
+            if self._tool is None:
+                tool = claim_tool_id()
+                if tool is None:  # every id is taken: this tick is skipped
+                    return
+                self._tool = tool
+                _mon.register_callback(tool, _LINE, self._on_line)
+                module = codes[0] if codes[0].co_name == "<module>" else None
+                self._module_code = module
+                self._waiting_for_boundary = module is not None
+                self._armed_at = time.monotonic()
+                self._arm([module] if module is not None else codes)
+            elif self._waiting_for_boundary:  # a whole interval without a module line
+                self._waiting_for_boundary = False
+                self._arm(codes)
+
+    def _arm(self, codes: list[CodeType]) -> None:
+        for code in codes:
+            if code not in self._armed:
                 _mon.set_local_events(self._tool, code, _LINE)
+                self._armed.append(code)
 
     def disarm(self) -> None:
-        if not self._armed:
-            return
-        self._armed = False
-        for code in self._codes:
-            _mon.set_local_events(self._tool, code, 0)
+        """Switch the events off and free the tool id (idempotent, from any thread)."""
+        with self._lock:
+            if self._tool is not None:
+                tool, self._tool = self._tool, None
+                free_tool_id(tool, self._armed)
+                self._armed = []
+                self._module_code = None
 
-    def _on_line(self, code: CodeType, line: int) -> None:
+    def _on_line(self, code: CodeType, line: int) -> object:
+        if _thread.get_ident() != self._main_thread:
+            return None  # another thread runs the script's code: not a DISABLE, the main one may
         frame = sys._getframe(1)
-        position: dict[str, object] = {"frame": "module" if code is self._codes[0] else "function",
-                                       "boundary": None}
-        if self._waiting_for_boundary:
+        position: dict[str, object] = {
+            "frame": "module" if code is self._module_code else "function", "boundary": None}
+        if self._waiting_for_boundary and code is self._module_code:
             kind = self._boundaries().get(line)
             if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
-                return  # keep waiting for a top-level statement or loop boundary
+                return None  # keep waiting for a top-level statement or loop boundary
             if kind == "for":
                 import opcode
 
@@ -175,19 +217,13 @@ class Monitor:
         position["resumable"] = position["boundary"] is not None
         self.disarm()
         self._on_safe_point(frame, position)
-
-    # -- shutting down --------------------------------------------------------------------------
+        return None
 
     def close(self) -> None:
-        """Switch every event off and give the tool id back (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """Switch every event off, free the tool id and let go of the script (idempotent)."""
+        self._closed = True
         try:
             self.disarm()
-            _mon.set_events(self._tool, 0)
-            _mon.register_callback(self._tool, _LINE, None)
-            _mon.register_callback(self._tool, _PY_START, None)
-            _mon.free_tool_id(self._tool)
         except Exception:
             pass
+        self._main_globals = None

@@ -1,9 +1,8 @@
 """Where chkpt's files are: the config files that apply to a script, and the store.
 
 The user's config file and the default store live in platformdirs' user dirs. On Linux
-the XDG rules are applied directly (as platformdirs does, checked by a test), because
-importing platformdirs costs several milliseconds and every script start would pay for
-it; other systems ask platformdirs.
+the XDG rules are applied directly (as platformdirs does, checked by a test), because every
+script start would pay for importing platformdirs; other systems ask platformdirs.
 """
 
 import os

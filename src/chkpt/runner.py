@@ -12,7 +12,7 @@ import os
 import sys
 import types
 
-from chkpt import session
+from chkpt import activation, watch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def run_module(module: str, args: list[str], config: Config) -> None:
 
 def execute(code: CodeType, main_globals: dict, config: Config, run_meta: dict | None = None) -> None:
     """Run `code` in `main_globals` under a new session, with Python's exit semantics."""
-    session.start_explicit(config, main_globals, code.co_filename, run_meta)
+    activation.start_explicit(config, main_globals, code.co_filename, run_meta)
     try:
         exec(code, main_globals)
     except SystemExit:
@@ -101,7 +101,9 @@ def execute(code: CodeType, main_globals: dict, config: Config, run_meta: dict |
     except BaseException as exc:
         report_unhandled(exc)
         if isinstance(exc, KeyboardInterrupt):
-            _die_of_sigint()
+            # Python ends the process by SIGINT once it has finalized (the watch's exit
+            # checkpoint sets the flag again if its imports cleared it).
+            watch.keep_dying_of_sigint()
         raise SystemExit(1) from None
 
 
@@ -116,10 +118,3 @@ def report_unhandled(exc: BaseException) -> None:
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, tb
     sys.excepthook(type(exc), exc, tb)
 
-
-def _die_of_sigint() -> None:
-    """Python ends an unhandled KeyboardInterrupt by running atexit, then dying of SIGINT."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    session.die_of_sigint()

@@ -1,17 +1,20 @@
-"""The watch over one traced process: the hooks it needs from start-up, and its facts.
+"""The watch over one traced process: the hooks it sets from start-up, and its facts.
 
-A Watch holds what must be known from the first instant (the script, its source as it was
+A Watch keeps what must be known from the first instant (the script, its source as it was
 when it started, argv, the start time, the status given to sys.exit) and sets the hooks
 Python offers a process: atexit (exit and crash), sys.exit, SIGTERM, fork (children never
-checkpoint), threading.excepthook (through a one-shot import hook) and the periodic timer.
+checkpoint), threading.excepthook (through a one-shot import hook) and the timer thread.
 
-Every decision is the Session's (session.py), and the Session is only made the first time
-a checkpoint may be due: in the timer thread before its first tick (so the main thread
-never imports in a signal handler, where it may be in the middle of an import), at exit,
-on SIGTERM, when a thread crashes, or when the script calls chkpt's API. A script that ends
-before the first tick with nothing but code and small values in its globals never loads
-the session, the config or the checkpoint machinery: every traced script pays for this
-module at start-up, so it only imports what Python has already loaded.
+Every decision is the Session's (session.py), made the first time a checkpoint may be due:
+in the timer thread before its first tick, at exit, on SIGTERM, when a thread crashes, or
+when the script calls chkpt's API. Every traced script pays for this module at start-up,
+so it only imports what Python has already loaded.
+
+Once the exit, crash or signal checkpoint is taken, `close()` lets go of everything of the
+program's (namespace, session, tracked objects) and undoes the hooks that can be undone,
+so that finalization frees the program's objects as it would without chkpt (files are
+flushed, `__del__` and `weakref.finalize` run). The registrations that cannot be undone
+(atexit, os.register_at_fork) are module-level functions that look up the current watch.
 """
 
 import _signal
@@ -21,6 +24,8 @@ import os
 import sys
 import time
 
+from chkpt.defaults import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
@@ -29,13 +34,8 @@ if TYPE_CHECKING:
     from chkpt.config import Config
     from chkpt.session import Session
 
-# The defaults start-up needs before any config is loaded; config.SETTINGS refers to them.
-DEFAULT_INTERVAL = 60.0
-DEFAULT_MIN_SIZE = 1024
-# Delivered only through interrupt_main, never by the OS; a signal no program uses.
-SIGNUM = getattr(_signal, "SIGRTMAX", getattr(_signal, "SIGVTALRM", 26))
-
 _current: "Watch | None" = None
+_fork_hooks_registered = False
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _CODE_TYPE_NAMES = frozenset({"module", "function", "builtin_function_or_method", "type", "method"})
 
@@ -43,6 +43,14 @@ _CODE_TYPE_NAMES = frozenset({"module", "function", "builtin_function_or_method"
 def current() -> "Watch | None":
     """The watch over this process, if chkpt watches it."""
     return _current
+
+
+def active() -> "Session | None":
+    """The session of this process if chkpt watches it (made now if it was not yet)."""
+    watch = _current
+    if watch is None or watch.closed:
+        return None
+    return watch.session()
 
 
 def _plainly_not_data(value: object, min_size: int) -> bool:
@@ -58,8 +66,8 @@ def _plainly_not_data(value: object, min_size: int) -> bool:
 def nothing_to_save(main_globals: dict, min_size: int) -> bool:
     """Whether every global is plainly not data (code, small builtin values).
 
-    A script that made no data then exits without importing the checkpoint machinery
-    (tens of milliseconds); anything else is left to the real capture to judge.
+    A script that made no data then exits without importing the checkpoint machinery;
+    anything else is left to the real capture to judge.
     """
     for name, value in main_globals.items():
         if name.startswith("__") or _plainly_not_data(value, min_size):
@@ -72,38 +80,15 @@ def nothing_to_save(main_globals: dict, min_size: int) -> bool:
     return True
 
 
-def _other_threads() -> int:
-    """OS threads besides the calling one, as CPython counts them for its fork warning."""
+def keep_dying_of_sigint() -> None:
+    """Have CPython end the process by SIGINT after finalizing, as after an unhandled
+    KeyboardInterrupt: any exec of a string (namedtuple and dataclasses do one, so importing
+    the checkpoint machinery does) clears CPython's flag for it, and sets it again when the
+    executed code raises KeyboardInterrupt."""
     try:
-        with open("/proc/self/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[17]) - 1  # num_threads, field 20 of stat(5)
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-class _ForkWarningFilter:
-    """A warnings filter entry that matches only CPython's fork-with-threads warning
-    (warnings calls `.match(text)` on a filter's message object, so no regex is needed)."""
-
-    def __init__(self) -> None:
-        self.entry = ("ignore", self, DeprecationWarning, None, 0)
-
-    def match(self, text: str) -> bool:
-        return text.startswith("This process (pid=") and "is multi-threaded, use of " in text
-
-    def install(self, warnings: "Any") -> None:
-        if self.entry not in warnings.filters:
-            warnings.filters.insert(0, self.entry)
-            warnings._filters_mutated()
-
-    def remove(self, warnings: "Any") -> None:
-        if self.entry in warnings.filters:
-            warnings.filters.remove(self.entry)
-            warnings._filters_mutated()
-
-
-_FORK_WARNING_FILTER = _ForkWarningFilter()
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
 
 
 class Watch:
@@ -111,7 +96,8 @@ class Watch:
 
     def __init__(self, main_globals: dict, argv: list[str], *, config: "Config | None" = None,
                  config_dir: str | None = None, run_meta: "dict[str, Any] | None" = None) -> None:
-        self.main_globals = main_globals
+        self.main_globals: dict | None = main_globals
+        self.main_thread = _thread.get_ident()
         self.argv = list(argv)
         self.config = config  # None until needed when no config source exists (defaults)
         self.config_dir = config_dir or os.getcwd()
@@ -123,7 +109,10 @@ class Watch:
         self.closed = False
         self._session: Session | None = None
         self._making = _thread.RLock()
-        self._timer_stop: _thread.LockType | None = None
+        self._timer: _Timer | None = None
+        self._timer_after_fork = False
+        self._cancel_restart: Any = None  # the pending one-shot that restarts the timer
+        self._undo: list[Any] = []  # what close() undoes
 
     def set_target(self, path: str) -> None:
         """The file being watched; its source is kept as it is now (it may be edited later)."""
@@ -137,6 +126,11 @@ class Watch:
     @property
     def interval(self) -> float:
         return self.config.interval if self.config is not None else DEFAULT_INTERVAL
+
+    def nothing_to_save(self) -> bool:
+        """Whether the script's globals plainly hold no data (see `nothing_to_save`)."""
+        min_size = self.config.min_size if self.config is not None else DEFAULT_MIN_SIZE
+        return self.main_globals is None or nothing_to_save(self.main_globals, min_size)
 
     def session(self) -> "Session | None":
         """The Session, made now if this is its first need (None once the watch closed)."""
@@ -152,27 +146,42 @@ class Watch:
 
     def begin(self) -> None:
         """Hook the exit paths and start the periodic timer."""
-        global _current
+        global _current, _fork_hooks_registered
         _current = self
-        atexit.register(self._at_exit)
-        os.register_at_fork(after_in_child=self._in_forked_child)
+        atexit.register(_at_exit)
+        if not _fork_hooks_registered:  # they can never be unregistered: once per process
+            _fork_hooks_registered = True
+            os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                                after_in_child=_in_forked_child)
         if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
-            _signal.signal(_signal.SIGTERM, self._on_sigterm)
+            _signal.signal(_signal.SIGTERM, _on_sigterm)
         self._wrap_sys_exit()
         self._watch_thread_crashes()
-        self._start_timer(self.interval)
+        self.start_timer()
 
     def _wrap_sys_exit(self) -> None:
-        """Remember the status given to sys.exit: atexit cannot see it otherwise."""
+        """Remember the status given to sys.exit (atexit cannot see it otherwise).
+
+        The wrapper calls the original with whatever it was given, so errors are Python's;
+        its own traceback entry is dropped, so tracebacks are Python's too.
+        """
         original = sys.exit
-        watch = self
 
-        def exit(status: object = None) -> None:
-            watch.exit_status = status
-            original(status)
+        def exit(*args: "Any", **kwargs: "Any") -> None:
+            watch = _current
+            if watch is not None and not kwargs and len(args) <= 1:
+                watch.exit_status = args[0] if args else None
+            try:
+                original(*args, **kwargs)
+            except BaseException as exc:
+                exc.__traceback__ = None
+                raise
 
+        exit.__name__ = exit.__qualname__ = "exit"
+        exit.__module__ = "sys"
         exit.__doc__ = original.__doc__
         sys.exit = exit
+        self._undo.append(lambda: setattr(sys, "exit", original) if sys.exit is exit else None)
 
     def _watch_thread_crashes(self) -> None:
         """Checkpoint when a thread dies of an exception, through threading.excepthook.
@@ -184,18 +193,26 @@ class Watch:
         if threading is not None:
             self._wrap_threading_excepthook(threading)
         else:
-            sys.meta_path.insert(0, _ThreadingImportHook(self))
+            hook = _ThreadingImportHook()
+            sys.meta_path.insert(0, hook)
+            self._undo.append(lambda: sys.meta_path.remove(hook) if hook in sys.meta_path else None)
 
     def _wrap_threading_excepthook(self, threading: "Any") -> None:
         original = threading.excepthook
-        watch = self
 
         def excepthook(args: "Any") -> None:
-            if args.exc_type is not SystemExit and args.exc_value is not None:
+            watch = _current
+            if watch is not None and args.exc_type is not SystemExit and args.exc_value is not None:
                 watch.on_thread_crash(args)
             original(args)
 
         threading.excepthook = excepthook
+
+        def restore() -> None:
+            if threading.excepthook is excepthook:
+                threading.excepthook = original
+
+        self._undo.append(restore)
 
     def on_thread_crash(self, args: "Any") -> None:
         try:
@@ -205,98 +222,39 @@ class Watch:
         except Exception as exc:
             self.fail(exc, "the crash checkpoint of a thread")
 
-    def _at_exit(self) -> None:
-        if self.closed:
-            return
-        try:
-            exc = getattr(sys, "last_exc", None)
-            min_size = self.config.min_size if self.config is not None else DEFAULT_MIN_SIZE
-            if exc is None and self._session is None and nothing_to_save(self.main_globals, min_size):
-                self.close()
-                return
-            session = self.session()
-            if session is not None:
-                session.at_exit(exc)
-        except Exception as error:
-            self.fail(error, "the exit checkpoint")
-        self.close()
-
-    def _on_sigterm(self, signum: int, frame: "FrameType | None") -> None:
-        try:
-            session = self.session()
-            if session is not None:
-                session.take("signal", frame, label="SIGTERM", final_status="killed")
-        except Exception as exc:
-            self.fail(exc, "the SIGTERM checkpoint")
-        self.close()
-        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
-        os.kill(os.getpid(), _signal.SIGTERM)
-
-    def _in_forked_child(self) -> None:
-        if self._session is not None:
-            self._session.forget_run()  # the parent's open run must never be written by a child
-        self.close()
-
     # -- the periodic timer -----------------------------------------------------------------------
 
-    def _start_timer(self, interval: float) -> None:
-        """Every `interval` seconds, have the Session's `on_tick(frame)` run on the main thread.
+    def start_timer(self) -> None:
+        """Every `interval` seconds, the session's `on_tick` with the main thread's stack."""
+        if self.interval > 0 and not self.closed and self._timer is None:
+            self._timer = _Timer(self.interval)
 
-        A sleeping bare `_thread` (invisible to `threading`) wakes, makes the Session if
-        needed, and calls `_thread.interrupt_main(SIGNUM)`: the handler then runs on the main
-        thread at its next bytecode boundary. No OS signal is sent, so no system call of the
-        program is interrupted.
-        """
-        if interval <= 0:
+    def _stop_timer_for_fork(self) -> None:
+        """No chkpt thread may exist when CPython counts threads for its fork warning (3.12
+        counts before the after-fork hooks, 3.13 after them): the timer ends before fork."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            self._timer_after_fork = True
+            timer.stop(wait_gone=True)
+
+    def _restart_timer_after_fork(self) -> None:
+        """Start the timer again at the script's next line on the main thread (a one-shot
+        LINE event), after CPython has counted threads for its fork warning."""
+        if not self._timer_after_fork or self.closed or self.main_globals is None:
             return
-        _signal.signal(SIGNUM, self._on_tick_signal)
-        stop = _thread.allocate_lock()
-        stop.acquire()
-        self._timer_stop = stop
+        self._timer_after_fork = False
+        from chkpt import monitor
 
-        def sleep_and_interrupt() -> None:
-            # Signals sent to the process must reach the main thread: Python's own exit
-            # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
-            _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-            while not stop.acquire(timeout=interval):
-                if self.closed:
-                    return
-                try:
-                    if self.session() is None:
-                        return
-                except Exception as exc:
-                    self.fail(exc, "the periodic checkpoint")
-                    return
-                _thread.interrupt_main(SIGNUM)
-
-        _thread.start_new_thread(sleep_and_interrupt, ())
-        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent)
-
-    def _on_tick_signal(self, signum: int, frame: "FrameType | None") -> None:
-        session = self._session
-        if session is not None and not self.closed:
-            session.on_tick(frame)
-
-    def _before_fork(self) -> None:
-        """Python 3.12+ warns after fork() when the process has other OS threads, counted
-        after the fork (when libraries such as OpenBLAS have stopped theirs): chkpt's timer
-        thread must not cause that warning. It is filtered out from here on, and let
-        through again after the fork if plain Python would have warned too."""
-        if self.closed or _other_threads() < 0:
-            return
-        import warnings
-
-        _FORK_WARNING_FILTER.install(warnings)
-
-    def _after_fork_in_parent(self) -> None:
-        if self.closed or _other_threads() <= 1:  # only the timer: plain Python is silent
-            return
-        import warnings
-
-        _FORK_WARNING_FILTER.remove(warnings)
-        if sys.version_info < (3, 13):  # 3.12 warned before this hook, into the filter
-            warnings.warn(f"This process (pid={os.getpid()}) is multi-threaded, use of fork() "
-                          "may lead to deadlocks in the child.", DeprecationWarning, stacklevel=2)
+        frame = sys._current_frames().get(self.main_thread)
+        codes = monitor.script_codes(frame, self.main_globals)
+        del frame
+        cancel = monitor.call_at_next_line(codes, self.main_thread, self.start_timer) if codes else None
+        if cancel is not None:
+            self._cancel_restart = cancel  # close() (in a forked child too) frees its tool id
+        elif sys.version_info < (3, 13):
+            # No script frame on the main thread (its code has not started or has ended), or
+            # no free tool id: 3.12 has counted threads already; 3.13 would count the timer.
+            self.start_timer()
 
     # -- shutting down ----------------------------------------------------------------------------
 
@@ -308,29 +266,149 @@ class Watch:
         guard.fail(exc, where)
 
     def close(self) -> None:
-        """Stop watching: later triggers do nothing (idempotent, from any thread)."""
+        """Stop watching, let go of the program's objects and undo the hooks (idempotent;
+        signal handlers are only restored from the main thread)."""
         if self.closed:
             return
         self.closed = True
-        if self._timer_stop is not None:
-            self._timer_stop.release()
-        if self._session is not None:
-            self._session.close()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.stop()
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+        self.main_globals = None
+        if self._cancel_restart is not None:
+            self._undo.append(self._cancel_restart)
+            self._cancel_restart = None
+        for undo in reversed(self._undo):  # each is idempotent
+            try:
+                undo()
+            except Exception:
+                pass
+        self._undo = []
         try:  # only the main thread may set signal handlers
-            if _signal.getsignal(SIGNUM) == self._on_tick_signal:
-                _signal.signal(SIGNUM, _signal.SIG_DFL)
-            if _signal.getsignal(_signal.SIGTERM) == self._on_sigterm:
+            if _signal.getsignal(_signal.SIGTERM) is _on_sigterm:
                 _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         except ValueError:
             pass
 
 
+class _Timer:
+    """A bare `_thread` (invisible to `threading`) that sleeps `interval` between ticks."""
+
+    def __init__(self, interval: float) -> None:
+        self._stop = _thread.allocate_lock()
+        self._stop.acquire()
+        self._ended = _thread.allocate_lock()
+        self._ended.acquire()
+        self.native_id: int | None = None
+        _thread.start_new_thread(_tick, (self, interval))
+
+    def stop(self, wait_gone: bool = False) -> None:
+        """End the thread; with `wait_gone`, return once its OS thread is gone (Linux shows
+        it in /proc until then)."""
+        if self._stop.locked():
+            self._stop.release()
+        if not wait_gone:
+            return
+        if self._ended.acquire(timeout=1.0):
+            self._ended.release()
+        deadline = time.monotonic() + 1.0
+        while self.native_id is not None and time.monotonic() < deadline:
+            if not os.path.exists(f"/proc/self/task/{self.native_id}"):
+                return
+            time.sleep(0.0005)
+
+
+def _tick(timer: _Timer, interval: float) -> None:
+    try:
+        timer.native_id = _thread.get_native_id()
+        # Signals sent to the process must reach the main thread: Python's own exit
+        # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        while not timer._stop.acquire(timeout=interval):
+            watch = _current
+            if watch is None or watch._timer is not timer:
+                return
+            try:
+                session = watch.session()
+                if session is None:
+                    return
+                session.on_tick(sys._current_frames().get(watch.main_thread))
+            except Exception as exc:
+                watch.fail(exc, "the periodic checkpoint")
+                return
+            del watch, session
+    finally:
+        timer._ended.release()
+
+
+# -- process hooks: module-level functions that look up the current watch ---------------------
+
+
+def _at_exit() -> None:
+    """The exit or crash checkpoint; registered before any user code, so it runs last."""
+    watch = _current
+    if watch is None or watch.closed:
+        return
+    exc = getattr(sys, "last_exc", None)
+    died_of_keyboard_interrupt = False
+    try:
+        if exc is not None or watch._session is not None or not watch.nothing_to_save():
+            session = watch.session()
+            if session is not None and session.at_exit(exc):
+                died_of_keyboard_interrupt = isinstance(exc, KeyboardInterrupt)
+    except Exception as error:
+        watch.fail(error, "the exit checkpoint")
+    watch.close()
+    if died_of_keyboard_interrupt:
+        keep_dying_of_sigint()
+
+
+def _on_sigterm(signum: int, frame: "FrameType | None") -> None:
+    watch = _current
+    if watch is not None and not watch.closed:
+        try:
+            session = watch.session()
+            if session is not None:
+                session.take("signal", frame, label="SIGTERM", final_status="killed")
+        except Exception as exc:
+            watch.fail(exc, "the SIGTERM checkpoint")
+        watch.close()
+    del frame
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGTERM)
+
+
+def _before_fork() -> None:
+    watch = _current
+    if watch is not None and not watch.closed:
+        watch._stop_timer_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    watch = _current
+    if watch is not None:
+        try:
+            watch._restart_timer_after_fork()
+        except Exception as exc:
+            watch.fail(exc, "restarting the timer after fork")
+
+
+def _in_forked_child() -> None:
+    watch = _current
+    if watch is None:
+        return
+    if watch._session is not None:
+        watch._session.forget_run()  # the parent's open run must never be written by a child
+    watch._timer_after_fork = False
+    watch.close()
+
+
 class _ThreadingImportHook:
     """A meta path finder that only waits for `threading`, wraps its excepthook once it
     has loaded, and removes itself; every other import costs it one method call."""
-
-    def __init__(self, watch: Watch) -> None:
-        self.watch = watch
 
     def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
         if name != "threading":
@@ -342,15 +420,15 @@ class _ThreadingImportHook:
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
         exec_module = loader.exec_module
-        watch = self.watch
 
         def exec_then_hook(module: "Any") -> None:
             exec_module(module)
-            try:
-                watch._wrap_threading_excepthook(module)
-            except Exception as exc:
-                watch.fail(exc, "watching threads")
+            watch = _current
+            if watch is not None and not watch.closed:
+                try:
+                    watch._wrap_threading_excepthook(module)
+                except Exception as exc:
+                    watch.fail(exc, "watching threads")
 
         loader.exec_module = exec_then_hook
         return spec
-

@@ -29,7 +29,7 @@ WORKLOAD = """
 import json, os, sys, time
 import numpy as np
 import chkpt
-from chkpt import session
+from chkpt import watch
 
 total, save_dir = int(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(0)
@@ -41,7 +41,7 @@ def snapshot(label):
     start = time.perf_counter()
     chkpt.snapshot(label)
     pause = time.perf_counter() - start
-    job = session.active()._writer._job
+    job = watch.active()._writer._job
     if job is not None:
         job.wait()                      # committed: the next figure starts from a quiet writer
     return pause, time.perf_counter() - start

@@ -18,6 +18,7 @@ from chkpt.resume.analysis import Facts, Module, first_line, is_definition, root
 from chkpt.resume.execute import Resumer, future_flags, remaining_items, rewrite_loop, where
 from chkpt.resume.locate import Point, locate
 from chkpt.resume.plan import Plan
+from chkpt.store import Store
 
 SCRIPT = "/work/script.py"
 NEXT = Point.NEXT
@@ -41,8 +42,12 @@ def line_of(text: str, fragment: str) -> int:
     return next(n for n, line in enumerate(lines, 1) if fragment in line)
 
 
+# The planning never reads the store: a run of one that does not exist has no checkpoints there.
+NO_STORE = Store("/nonexistent/chkpt-store")
+
+
 def make_run(status: str = "crashed", **meta: object) -> api.Run:
-    return api.Run(None, {"id": "abcd1234", "script": SCRIPT, "status": status, **meta})  # type: ignore[arg-type]
+    return api.Run(NO_STORE, {"id": "abcd1234", "script": SCRIPT, "status": status, **meta})
 
 
 def checkpoint(manifest: dict, run: api.Run | None = None, saved: tuple[str, ...] = (),

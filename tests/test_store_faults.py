@@ -44,8 +44,8 @@ WORKER = """
 
 STILL_THERE = """
     import os
-    from chkpt import session
-    run = session.active()._writer.run
+    from chkpt import watch
+    run = watch.active()._writer.run
     assert run is not None and os.path.isdir(run.store.run_dir(run.run_id)), "a live run was evicted"
 """
 

@@ -1,5 +1,4 @@
-"""Every reader of the store survives one damaged run: ls marks it damaged, show names the bad
-file, gc removes it, and the other runs still show and load."""
+"""Readers survive one damaged run: ls marks it, show names the file, gc removes it, others load."""
 
 from __future__ import annotations
 

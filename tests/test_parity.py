@@ -1,5 +1,4 @@
-"""A traced program behaves byte for byte as with CHKPT=0: exit status, stdout, stderr and every
-file it writes, while periodic checkpoints are taken during the run."""
+"""A traced script gives the same exit status, stdout, stderr and written files as with CHKPT=0."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Text that comes from a run (names, argv, messages, labels, keys, config files) reaches the
-terminal escaped and the JSON intact; a broken config file or an all-skipped run still records."""
+"""Text from a run is escaped on the terminal and intact in JSON; broken config and skips recorded."""
 
 from __future__ import annotations
 

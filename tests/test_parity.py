@@ -210,6 +210,48 @@ CASES = {
         "import signal\nprint(signal.alarm(5))\nbusy(0.2)\nprint(signal.alarm(0) in (4, 5))\n"
         "print(signal.getitimer(signal.ITIMER_REAL))\n"
     ),
+    "sigrtmax_sent_for_real": (
+        "import os, signal\ncalls = []\n"
+        "signal.signal(signal.SIGRTMAX, lambda signum, frame: calls.append(signum))\n"
+        "busy(0.2)\nos.kill(os.getpid(), signal.SIGRTMAX)\nbusy(0.2)\n"
+        "print('SIGRTMAX handler calls:', len(calls))\n"
+    ),
+    "sigrtmax_ignored": (
+        "import signal\nsignal.signal(signal.SIGRTMAX, signal.SIG_IGN)\nbusy(0.3)\n"
+        "print(signal.getsignal(signal.SIGRTMAX))\n"
+    ),
+    "user_excepthook": (
+        "import sys\n"
+        "def hook(kind, value, tb):\n    print('custom hook:', kind.__name__, value, file=sys.stderr)\n"
+        "sys.excepthook = hook\nbusy(0.2)\nraise ValueError('handled by the hook')\n"
+    ),
+    "user_threading_excepthook": (
+        "import threading\n"
+        "threading.excepthook = lambda args: print('thread hook:', args.exc_type.__name__)\n"
+        "def work():\n    raise RuntimeError('worker')\n"
+        "t = threading.Thread(target=work)\nt.start()\nt.join()\nbusy(0.2)\nprint('main')\n"
+    ),
+    "settrace_line_count": (
+        "import sys\nlines = []\n"
+        "def tracer(frame, event, arg):\n"
+        "    if frame.f_code.co_name == 'work':\n"
+        "        if event == 'line':\n            lines.append(frame.f_lineno)\n"
+        "        return tracer\n    return None\n"
+        "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+        "sys.settrace(tracer)\ncalls = 0\nstart = time.time()\n"
+        "while time.time() - start < 0.3:\n    work(3)\n    calls += 1\n"
+        "sys.settrace(None)\nprint(len(lines) % calls, len(lines) // calls)\n"
+    ),
+    "register_at_fork_order": (
+        "import os\n"
+        "os.register_at_fork(before=lambda: print('before', flush=True),\n"
+        "                    after_in_parent=lambda: print('parent', flush=True),\n"
+        "                    after_in_child=lambda: print('child', flush=True))\n"
+        "busy(0.2)\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('done')\n"
+    ),
+    "sys_exit_inside_atexit": (
+        "import atexit, sys\natexit.register(sys.exit, 5)\nbusy(0.2)\nprint('body')\n"
+    ),
     "sigint_mid_loop": (
         "import os, signal\nstart = time.time()\ni = 0\n"
         "while True:\n    i += 1\n"
@@ -332,12 +374,30 @@ def three_ways(source, env, tmp_path, options=()):
     return plain, autoloaded, explicitly
 
 
+# Cases where nothing stands in chkpt's way: both traced runs must have taken periodic
+# checkpoints while the files were open (parity by switching chkpt off does not count).
+CHECKPOINTED = ("csv_", "binary_", "textiowrapper", "gzip", "print_to", "stdout_redirected",
+                "del_", "weakref", "finalizers")
+
+
+def periodic_checkpoints(store: Path) -> list[int]:
+    """For each run in the store, how many periodic checkpoints it committed."""
+    counts = []
+    for run_dir in sorted((store / "runs").iterdir()):
+        manifests = [json.loads(p.read_text()) for p in (run_dir / "checkpoints").glob("*.json")]
+        counts.append(sum(m.get("trigger") == "periodic" for m in manifests))
+    return counts
+
+
 @pytest.mark.parametrize(("name", "options"), PARAMS,
                          ids=[n + ("-Werror" if o else "") for n, o in PARAMS])
 def test_same_outcome_and_files_as_plain_python(name, options, env, tmp_path):
     plain, autoloaded, explicitly = three_ways(PRELUDE + CASES[name], env, tmp_path, options)
     assert autoloaded == plain
     assert explicitly == plain
+    if name.startswith(CHECKPOINTED):
+        counts = periodic_checkpoints(Path(env["CHKPT_DIR"]))
+        assert len(counts) == 2 and min(counts) >= 1, counts
 
 
 def test_sigint_exit_status_and_traceback(env, tmp_path):

@@ -244,9 +244,10 @@ CASES = {
     ),
     "register_at_fork_order": (
         "import os\n"
+        "def in_child():\n    with open('child.txt', 'a') as handle:\n        handle.write('child hook\\n')\n"
         "os.register_at_fork(before=lambda: print('before', flush=True),\n"
         "                    after_in_parent=lambda: print('parent', flush=True),\n"
-        "                    after_in_child=lambda: print('child', flush=True))\n"
+        "                    after_in_child=in_child)\n"
         "busy(0.2)\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('done')\n"
     ),
     "sys_exit_inside_atexit": (

@@ -1,125 +1,537 @@
-"""What a program can observe is what plain Python gives it: stdout, stderr, exit status and
-the files it writes, byte for byte against CHKPT=0, autoloaded and in explicit mode, while
-periodic checkpoints are taken (interval 20 ms): object lifetimes at exit, signals, the
-sys.monitoring tool ids, sys.exit, and fork."""
+"""A traced script gives the same exit status, stdout, stderr and written files as with CHKPT=0."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, run, runs, write
+from conftest import PYTHON, chkpt_json, run, write
 
-BUSY = """
+# A few hundred KB of data in the globals, so that every checkpoint has something to save, and
+# a busy loop on the clock during which periodic checkpoints are due.
+PRELUDE = """\
 import numpy as np, time
-_data = np.arange(20_000.0)
-_t = time.time()
-while time.time() - _t < 0.15:
-    _data += 1
+block = np.arange(50_000.0)
+def busy(seconds=0.3):
+    start = time.time()
+    while time.time() - start < seconds:
+        pass
 """
 
-UNCLOSED_CSV = """
+CSV = """\
 import csv
-out = open("out.csv", "w")
-rows = csv.writer(out)
-for i in range(50):
-    rows.writerow([i, i * i, "row"])
+f = open("out.csv", "w")
+writer = csv.writer(f)
+for i in range(60):
+    writer.writerow([i, i * i, "row %d" % i])
+busy()
 """
 
 CASES = {
-    # Object lifetimes at exit: the program's namespace is freed at finalization.
-    "unclosed_file_at_exit": UNCLOSED_CSV,
-    "unclosed_file_with_sys_exit": UNCLOSED_CSV + "import sys\nsys.exit(2)\n",
-    "unclosed_file_with_a_crash": UNCLOSED_CSV + "raise ValueError('boom')\n",
-    "unclosed_file_with_keyboard_interrupt": UNCLOSED_CSV + "raise KeyboardInterrupt\n",
-    "del_runs": "class D:\n    def __del__(self):\n        print('del ran')\nd = D()\n",
-    "weakref_finalize_fires": (
-        "import weakref\nclass Box:\n    pass\nbox = Box()\nweakref.finalize(box, print, 'finalized')\n"
+    # -- file buffering and finalizers -----------------------------------------------------
+    "csv_unclosed_normal_exit": CSV,
+    "csv_unclosed_sys_exit_0": CSV + "import sys\nsys.exit(0)\n",
+    "csv_unclosed_sys_exit_3": CSV + "import sys\nsys.exit(3)\n",
+    "csv_unclosed_uncaught": CSV + "raise ValueError('bad row')\n",
+    "csv_unclosed_keyboard_interrupt": CSV + "raise KeyboardInterrupt\n",
+    "csv_unclosed_raise_system_exit": CSV + "raise SystemExit(2)\n",
+    "binary_unclosed": (
+        "out = open('out.bin', 'wb')\nout.write(bytes(range(256)) * 20)\nbusy()\n"
     ),
-    "finalizer_order": (
+    "binary_unclosed_keyboard_interrupt": (
+        "out = open('out.bin', 'wb')\nout.write(bytes(range(256)) * 20)\nbusy()\n"
+        "raise KeyboardInterrupt\n"
+    ),
+    "textiowrapper_over_bufferedwriter": (
+        "import io\nraw = io.FileIO('wrapped.txt', 'w')\n"
+        "text = io.TextIOWrapper(io.BufferedWriter(raw), encoding='utf-8')\n"
+        "text.write('héllo\\n' * 300)\nbusy()\n"
+    ),
+    "textiowrapper_uncaught": (
+        "import io\nraw = io.FileIO('wrapped.txt', 'w')\n"
+        "text = io.TextIOWrapper(io.BufferedWriter(raw), encoding='utf-8')\n"
+        "text.write('héllo\\n' * 300)\nbusy()\n1 / 0\n"
+    ),
+    "stdout_redirected_to_file": (
+        "import sys\nsys.stdout = open('log.txt', 'w')\nprint('to the log')\nbusy()\n"
+        "raise KeyboardInterrupt\n"
+    ),
+    "print_to_unclosed_file": (
+        "report = open('report.txt', 'w')\nfor i in range(40):\n    print('line', i, file=report)\n"
+        "busy()\nimport sys\nsys.exit(3)\n"
+    ),
+    "gzip_unclosed": (
+        "import gzip\nz = gzip.GzipFile('out.gz', 'wb', mtime=0)\nz.write(b'packed\\n' * 100)\n"
+        "busy()\n"
+    ),
+    "del_prints_and_writes": (
+        "class Noisy:\n"
+        "    def __del__(self, open=open, print=print):\n"
+        "        print('del ran')\n"
+        "        with open('del.txt', 'w') as handle:\n"
+        "            handle.write('deleted\\n')\n"
+        "keep = Noisy()\nbusy()\n"
+    ),
+    "del_after_sys_exit_3": (
+        "import sys\nclass Noisy:\n"
+        "    def __del__(self, print=print):\n"
+        "        print('del ran')\n"
+        "keep = Noisy()\nbusy()\nsys.exit(3)\n"
+    ),
+    "del_after_keyboard_interrupt": (
+        "class Noisy:\n"
+        "    def __del__(self, print=print):\n"
+        "        print('del ran')\n"
+        "keep = Noisy()\nbusy()\nraise KeyboardInterrupt\n"
+    ),
+    "weakref_finalize": (
+        "import weakref\nclass Thing:\n    pass\nthing = Thing()\n"
+        "weakref.finalize(thing, print, 'finalized thing')\n"
+        "weakref.finalize(block, print, 'finalized block')\nbusy()\n"
+    ),
+    "weakref_finalize_on_crash": (
+        "import weakref\nclass Thing:\n    pass\nthing = Thing()\n"
+        "weakref.finalize(thing, print, 'finalized thing')\nbusy()\nraise RuntimeError('x')\n"
+    ),
+    "finalizers_vs_atexit_order": (
         "import atexit, weakref\n"
-        "class D:\n    def __init__(self, name):\n        self.name = name\n"
-        "    def __del__(self):\n        print('del', self.name)\n"
-        "a, b = D('a'), D('b')\nkeep = [D('in a list')]\n"
-        "weakref.finalize(a, print, 'finalize a')\natexit.register(print, 'atexit')\n"
+        "class Noisy:\n"
+        "    def __del__(self, print=print):\n"
+        "        print('del')\n"
+        "class Thing:\n    pass\n"
+        "atexit.register(print, 'atexit first registered')\n"
+        "thing = Thing()\nweakref.finalize(thing, print, 'finalize')\n"
+        "keep = Noisy()\n"
+        "atexit.register(print, 'atexit last registered')\nbusy()\n"
     ),
-    # No signal footprint: no handler of the program's is called, no wakeup byte is written.
-    "sigrtmax_handler_is_never_called": (
-        "import signal\ncalls = []\nsignal.signal(signal.SIGRTMAX, lambda *a: calls.append(1))\n"
-        "_t = time.time()\nwhile time.time() - _t < 0.3:\n    _data += 1\nprint(len(calls))\n"
+    "atexit_writes_file_after_crash": (
+        "import atexit\n"
+        "def save():\n"
+        "    with open('atexit.txt', 'w') as handle:\n"
+        "        handle.write('saved\\n')\n"
+        "atexit.register(save)\nbusy()\nraise KeyboardInterrupt\n"
     ),
-    "wakeup_fd_receives_nothing": (
-        "import os, signal\nr, w = os.pipe()\nos.set_blocking(r, False)\nos.set_blocking(w, False)\n"
-        "signal.set_wakeup_fd(w)\n_t = time.time()\nwhile time.time() - _t < 0.3:\n    _data += 1\n"
-        "try:\n    print(os.read(r, 100))\nexcept BlockingIOError:\n    print('no bytes')\n"
+    # -- sys.exit forms -----------------------------------------------------------------------
+    "exit_no_args": "import sys\nbusy(0.1)\nsys.exit()\n",
+    "exit_none": "import sys\nbusy(0.1)\nsys.exit(None)\n",
+    "exit_0": "import sys\nbusy(0.1)\nsys.exit(0)\n",
+    "exit_3": "import sys\nbusy(0.1)\nsys.exit(3)\n",
+    "exit_message": "import sys\nbusy(0.1)\nsys.exit('fatal: no input')\n",
+    "exit_status_keyword": "import sys\nbusy(0.1)\nsys.exit(status=3)\n",
+    "exit_two_args": "import sys\nbusy(0.1)\nsys.exit(1, 2)\n",
+    "exit_in_function": (
+        "import sys\ndef finish(code):\n    sys.exit(code)\nbusy(0.1)\nfinish(6)\n"
     ),
-    # sys.monitoring tool ids: a program gets any of them, at any time.
-    "tool_ids_claimed_half_a_second_in": (
-        "import sys\n_t = time.time()\nwhile time.time() - _t < 0.5:\n    _data += 1\n"
-        "for i in range(6):\n    sys.monitoring.use_tool_id(i, f'mine{i}')\n"
-        "print([sys.monitoring.get_tool(i) for i in range(6)])\n"
+    "exit_in_try_finally": (
+        "import sys\nbusy(0.1)\ntry:\n    sys.exit(7)\nfinally:\n    print('finally ran')\n"
     ),
-    "tool_ids_claimed_by_a_function_at_the_start": (
-        "import sys\ndef claim():\n    for i in range(6):\n        sys.monitoring.use_tool_id(i, 'mine')\n"
-        "claim()\n_t = time.time()\nwhile time.time() - _t < 0.3:\n    _data += 1\n"
-        "print([sys.monitoring.get_tool(i) for i in range(6)])\n"
+    "exit_caught_and_printed": (
+        "import sys, traceback\nbusy(0.1)\n"
+        "try:\n    sys.exit(8)\nexcept SystemExit:\n    traceback.print_exc()\n"
+        "print('still here')\n"
     ),
-    # sys.exit: Python's errors, tracebacks and attributes.
-    "sys_exit_with_a_keyword": "import sys\nsys.exit(status=3)\n",
-    "sys_exit_with_two_arguments_in_a_function": "import sys\ndef f():\n    sys.exit(1, 2)\nf()\n",
-    "sys_exit_without_arguments": "import sys\nsys.exit()\n",
-    "sys_exit_names": (
+    "exit_caught_traceback_in_function": (
+        "import sys, traceback\n"
+        "def leave():\n    sys.exit('leaving')\n"
+        "busy(0.1)\n"
+        "try:\n    leave()\nexcept SystemExit as exc:\n"
+        "    print(type(exc).__name__, exc.code)\n    traceback.print_exc()\n"
+    ),
+    "raise_system_exit_4": "busy(0.1)\nraise SystemExit(4)\n",
+    # chkpt's sys.exit is a function that only notes the status (the FAQ says so): its type and
+    # repr differ from the builtin's, its names, doc, calls, errors and tracebacks do not
+    "exit_names": (
         "import sys\nprint(sys.exit.__name__, sys.exit.__qualname__, sys.exit.__module__)\n"
-        "print(sys.exit.__doc__ == sys.__dict__['exit'].__doc__)\n"
+        "print(sys.exit.__doc__ == sys.__dict__['exit'].__doc__)\nbusy(0.1)\n"
     ),
-    # Fork: Python's own warning, exactly when Python gives it; no warnings filter touched.
-    "fork_without_threads_leaves_the_warning_filters_alone": (
-        "import os, warnings\nn = len(warnings.filters)\npid = os.fork()\n"
-        "if pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint(len(warnings.filters) - n)\n"
+    "exit_from_thread": (
+        "import sys, threading\n"
+        "t = threading.Thread(target=sys.exit, args=(5,))\nt.start()\nt.join()\n"
+        "busy(0.1)\nprint('main goes on')\n"
     ),
-    "fork_leaves_no_tool_id_taken_in_parent_or_child": (
-        "import os, sys\ntools = lambda: [sys.monitoring.get_tool(i) for i in range(6)]\n"
-        "for _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n        print('child', tools(), flush=True)\n"
-        "        os._exit(0)\n    os.waitpid(pid, 0)\n    print('parent', tools())\n"
+    "exit_from_thread_then_exit_0": (
+        "import sys, threading\n"
+        "t = threading.Thread(target=sys.exit, args=(5,))\nt.start()\nt.join()\n"
+        "busy(0.1)\nprint('main goes on')\nraise SystemExit(0)\n"
     ),
-    "fork_with_a_user_thread_warns_as_python_does": (
-        "import os, threading, warnings\nwarnings.simplefilter('always')\nev = threading.Event()\n"
-        "t = threading.Thread(target=ev.wait)\nt.start()\n"
-        "pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nev.set()\nt.join()\nprint('done')\n"
+    # -- signals --------------------------------------------------------------------------------
+    "sigrtmax_user_handler": (
+        "import signal\ncalls = []\n"
+        "signal.signal(signal.SIGRTMAX, lambda signum, frame: calls.append(signum))\n"
+        "busy(0.5)\nprint('SIGRTMAX handler calls:', len(calls))\n"
+    ),
+    "sigrtmax_getsignal": (
+        "import signal\nprint(signal.getsignal(signal.SIGRTMAX))\nbusy(0.3)\n"
+        "print(signal.getsignal(signal.SIGRTMAX), signal.getsignal(signal.SIGINT))\n"
+    ),
+    "wakeup_fd_socketpair": (
+        "import signal, socket\n"
+        "a, b = socket.socketpair()\na.setblocking(False)\nb.setblocking(False)\n"
+        "print(signal.set_wakeup_fd(a.fileno()))\nbusy(0.5)\n"
+        "try:\n    got = b.recv(4096)\nexcept BlockingIOError:\n    got = b''\n"
+        "print('wakeup bytes:', list(got))\n"
+    ),
+    "wakeup_fd_pipe": (
+        "import os, signal\n"
+        "r, w = os.pipe()\nos.set_blocking(r, False)\nos.set_blocking(w, False)\n"
+        "signal.set_wakeup_fd(w)\nbusy(0.5)\n"
+        "try:\n    got = os.read(r, 4096)\nexcept BlockingIOError:\n    got = b''\n"
+        "print('wakeup bytes:', list(got))\n"
+    ),
+    "sigmask_then_sigpending": (
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\nbusy(0.3)\n"
+        "print(sorted(signal.sigpending()))\n"
+        "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+    ),
+    "sigmask_untouched": (
+        "import signal\nprint(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\nbusy(0.3)\n"
+        "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), sorted(signal.sigpending()))\n"
+    ),
+    "sigusr1_user_handler": (
+        "import os, signal\nhits = []\n"
+        "signal.signal(signal.SIGUSR1, lambda signum, frame: hits.append(signum))\n"
+        "busy(0.2)\nos.kill(os.getpid(), signal.SIGUSR1)\nbusy(0.2)\n"
+        "print('SIGUSR1 hits:', hits)\n"
+    ),
+    "setitimer_sigalrm": (
+        "import signal\nhits = []\n"
+        "signal.signal(signal.SIGALRM, lambda signum, frame: hits.append(signum))\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.1)\nstart = time.time()\n"
+        "while not hits and time.time() - start < 10:\n    pass\n"
+        "busy(0.2)\nprint('SIGALRM hits:', len(hits), signal.getitimer(signal.ITIMER_REAL))\n"
+    ),
+    "alarm": (
+        "import signal\nprint(signal.alarm(5))\nbusy(0.2)\nprint(signal.alarm(0) in (4, 5))\n"
+        "print(signal.getitimer(signal.ITIMER_REAL))\n"
+    ),
+    "sigrtmax_sent_for_real": (
+        "import os, signal\ncalls = []\n"
+        "signal.signal(signal.SIGRTMAX, lambda signum, frame: calls.append(signum))\n"
+        "busy(0.2)\nos.kill(os.getpid(), signal.SIGRTMAX)\nbusy(0.2)\n"
+        "print('SIGRTMAX handler calls:', len(calls))\n"
+    ),
+    "sigrtmax_ignored": (
+        "import signal\nsignal.signal(signal.SIGRTMAX, signal.SIG_IGN)\nbusy(0.3)\n"
+        "print(signal.getsignal(signal.SIGRTMAX))\n"
+    ),
+    "user_excepthook": (
+        "import sys\n"
+        "def hook(kind, value, tb):\n    print('custom hook:', kind.__name__, value, file=sys.stderr)\n"
+        "sys.excepthook = hook\nbusy(0.2)\nraise ValueError('handled by the hook')\n"
+    ),
+    "user_threading_excepthook": (
+        "import threading\n"
+        "threading.excepthook = lambda args: print('thread hook:', args.exc_type.__name__)\n"
+        "def work():\n    raise RuntimeError('worker')\n"
+        "t = threading.Thread(target=work)\nt.start()\nt.join()\nbusy(0.2)\nprint('main')\n"
+    ),
+    "settrace_line_count": (
+        "import sys\nlines = []\n"
+        "def tracer(frame, event, arg):\n"
+        "    if frame.f_code.co_name == 'work':\n"
+        "        if event == 'line':\n            lines.append(frame.f_lineno)\n"
+        "        return tracer\n    return None\n"
+        "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+        "sys.settrace(tracer)\ncalls = 0\nstart = time.time()\n"
+        "while time.time() - start < 0.3:\n    work(3)\n    calls += 1\n"
+        "sys.settrace(None)\nprint(len(lines) % calls, len(lines) // calls)\n"
+    ),
+    "register_at_fork_order": (
+        "import os\n"
+        "def in_child():\n    with open('child.txt', 'a') as handle:\n        handle.write('child hook\\n')\n"
+        "os.register_at_fork(before=lambda: print('before', flush=True),\n"
+        "                    after_in_parent=lambda: print('parent', flush=True),\n"
+        "                    after_in_child=in_child)\n"
+        "busy(0.2)\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('done')\n"
+    ),
+    "sys_exit_inside_atexit": (
+        "import atexit, sys\natexit.register(sys.exit, 5)\nbusy(0.2)\nprint('body')\n"
+    ),
+    "sigint_mid_loop": (
+        "import os, signal\nstart = time.time()\ni = 0\n"
+        "while True:\n    i += 1\n"
+        "    if time.time() - start > 0.3:\n        os.kill(os.getpid(), signal.SIGINT)\n"
+    ),
+    "sigint_mid_loop_in_function": (
+        "import os, signal\n"
+        "def loop():\n    start = time.time()\n"
+        "    while True:\n"
+        "        if time.time() - start > 0.3:\n            os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('start', flush=True)\nloop()\n"
+    ),
+    # -- other tools of sys.monitoring ----------------------------------------------------
+    "monitoring_tool_ids_claimed_by_a_function_at_the_start": (
+        "import sys\ndef claim():\n    for i in range(6):\n        sys.monitoring.use_tool_id(i, 'mine')\n"
+        "claim()\nbusy(0.3)\nprint([sys.monitoring.get_tool(i) for i in range(6)])\n"
+    ),
+    "monitoring_use_every_tool_id": (
+        "import sys\nmon = sys.monitoring\n"
+        "def grab(when):\n"
+        "    for i in range(6):\n"
+        "        try:\n            mon.use_tool_id(i, 'x')\n            print(when, i, 'ok')\n"
+        "        except ValueError as exc:\n            print(when, i, exc)\n"
+        "    for i in range(6):\n        if mon.get_tool(i) == 'x':\n            mon.free_tool_id(i)\n"
+        "grab('start')\nbusy(0.5)\ngrab('later')\n"
+    ),
+    "monitoring_hold_every_tool_id": (
+        "import sys\nmon = sys.monitoring\n"
+        "for i in range(6):\n    mon.use_tool_id(i, 'mine')\n"
+        "busy(0.5)\nprint([mon.get_tool(i) for i in range(6)])\n"
+    ),
+    "monitoring_get_tool": (
+        "import sys\nmon = sys.monitoring\n"
+        "print([mon.get_tool(i) for i in range(6)])\nbusy(0.25)\n"
+        "print([mon.get_tool(i) for i in range(6)])\nbusy(0.25)\n"
+        "print([mon.get_tool(i) for i in range(6)])\n"
+    ),
+    "monitoring_line_callback_counts": (
+        "import sys\nmon = sys.monitoring\nmon.use_tool_id(0, 'counter')\nevents = []\n"
+        "mon.register_callback(0, mon.events.LINE, lambda code, line: events.append(line))\n"
+        "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+        "mon.set_local_events(0, work.__code__, mon.events.LINE)\n"
+        "work(3)\nper_call = len(events)\ncalls = 1\nstart = time.time()\n"
+        "while time.time() - start < 0.4:\n    work(3)\n    calls += 1\n"
+        "print(per_call, len(events) == per_call * calls)\n"
+        "print(mon.get_local_events(0, work.__code__) == mon.events.LINE)\n"
+    ),
+    "monitoring_disable_stays_disabled": (
+        "import sys\nmon = sys.monitoring\nmon.use_tool_id(0, 'once')\nevents = []\n"
+        "def once(code, line):\n    events.append(line)\n    return mon.DISABLE\n"
+        "mon.register_callback(0, mon.events.LINE, once)\n"
+        "def work(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+        "mon.set_local_events(0, work.__code__, mon.events.LINE)\n"
+        "start = time.time()\nwhile time.time() - start < 0.4:\n    work(3)\n"
+        "print(sorted(set(events)) == sorted(events), len(events))\n"
+    ),
+    # -- warnings as errors and fork -----------------------------------------------------
+    "fork_with_user_thread": (
+        "import os, threading\nev = threading.Event()\n"
+        "t = threading.Thread(target=ev.wait)\nt.start()\nbusy(0.2)\n"
+        "pid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+        "print(os.waitpid(pid, 0)[1])\nev.set()\nt.join()\nprint('done')\n"
+    ),
+    "fork_without_user_thread": (
+        "import os\nbusy(0.2)\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+        "print(os.waitpid(pid, 0)[1])\nprint('done')\n"
+    ),
+    "warning_filters_around_fork": (
+        "import os, warnings\nprint(len(warnings.filters))\nprint(warnings.filters)\nbusy(0.2)\n"
+        "print(len(warnings.filters))\n"
+        "pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+        "print(len(warnings.filters))\nprint(warnings.filters)\n"
+    ),
+    "multiprocessing_fork_pool": (
+        "import multiprocessing as mp\n"
+        "def square(x):\n    return x * x\n"
+        "if __name__ == '__main__':\n    busy(0.2)\n"
+        "    with mp.get_context('fork').Pool(2) as pool:\n"
+        "        print(pool.map(square, range(8)))\n"
     ),
 }
 
-FLAGS = {
-    "fork_with_a_user_thread_and_warnings_as_errors": ["-W", "error::DeprecationWarning"],
-}
-CASES["fork_with_a_user_thread_and_warnings_as_errors"] = (
-    "import os, threading\nev = threading.Event()\nt = threading.Thread(target=ev.wait)\nt.start()\n"
-    "try:\n    pid = os.fork()\nexcept DeprecationWarning as w:\n    print('warned', type(w).__name__)\n"
-    "else:\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\nev.set()\nt.join()\nprint('done')\n"
-)
+# (case, extra interpreter options) pairs; each case runs under -W error::DeprecationWarning too
+# where that matters.
+WARNING_CASES = ["fork_with_user_thread", "fork_without_user_thread", "warning_filters_around_fork",
+                 "multiprocessing_fork_pool"]
+PARAMS = [(name, ()) for name in sorted(CASES)] + [
+    (name, ("-W", "error::DeprecationWarning")) for name in WARNING_CASES]
 
 
-def outcome(args: list[str], env: dict[str, str], work) -> tuple[int, str, str, dict[str, bytes]]:
-    """Exit status, stdout, stderr (process ids masked) and the files the run wrote, which
-    are then removed so that the next run starts from the same directory."""
-    result = run(args, env, work)
-    written = {}
-    for path in sorted(work.iterdir()):
-        if path.name != "prog.py" and path.is_file():
-            written[path.name] = path.read_bytes()
-            path.unlink()
-    return result.returncode, result.stdout, re.sub(r"pid=\d+", "pid=N", result.stderr), written
+def files_of(directory: Path) -> dict[str, bytes]:
+    """Every file the script wrote in its working directory, by relative name."""
+    found = {}
+    for base, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            path = Path(base, name)
+            relative = str(path.relative_to(directory))
+            if relative != "prog.py":
+                found[relative] = path.read_bytes()
+    return found
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_same_outcome_as_plain_python(name, env, work):
-    write(work, "prog.py", BUSY + CASES[name])
-    flags = FLAGS.get(name, [])
-    plain = outcome([PYTHON, *flags, "prog.py"], dict(env, CHKPT="0"), work)
-    env["CHKPT_INTERVAL"] = "0.02"
-    autoloaded = outcome([PYTHON, *flags, "prog.py"], env, work)
-    explicit = outcome([PYTHON, *flags, "-m", "chkpt", "prog.py"], env, work)
+def outcome(options, args, env, directory: Path, source: str):
+    """Exit status, stdout, stderr (process ids masked) and the files written, for one run of
+    `source` as prog.py in a fresh empty directory (the same path each time, as tracebacks
+    show it)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir()
+    write(directory, "prog.py", source)
+    result = run([PYTHON, *options, *args], env, directory)
+    return (result.returncode, result.stdout, re.sub(r"pid=\d+", "pid=N", result.stderr),
+            files_of(directory))
+
+
+def three_ways(source, env, tmp_path, options=()):
+    """The outcome with CHKPT=0, autoloaded, and in explicit mode (`python -m chkpt`)."""
+    directory = tmp_path / "cwd"
+    plain = outcome(options, ["prog.py"], dict(env, CHKPT="0"), directory, source)
+    traced_env = dict(env, CHKPT_INTERVAL="0.05")
+    autoloaded = outcome(options, ["prog.py"], traced_env, directory, source)
+    explicitly = outcome(options, ["-m", "chkpt", "prog.py"], traced_env, directory, source)
+    return plain, autoloaded, explicitly
+
+
+# Cases where nothing stands in chkpt's way: both traced runs must have taken periodic
+# checkpoints while the files were open (parity by switching chkpt off does not count).
+CHECKPOINTED = ("csv_", "binary_", "textiowrapper", "gzip", "print_to", "stdout_redirected",
+                "del_", "weakref", "finalizers")
+
+
+def periodic_checkpoints(store: Path) -> list[int]:
+    """For each run in the store, how many periodic checkpoints it committed."""
+    counts = []
+    for run_dir in sorted((store / "runs").iterdir()):
+        manifests = [json.loads(p.read_text()) for p in (run_dir / "checkpoints").glob("*.json")]
+        counts.append(sum(m.get("trigger") == "periodic" for m in manifests))
+    return counts
+
+
+@pytest.mark.parametrize(("name", "options"), PARAMS,
+                         ids=[n + ("-Werror" if o else "") for n, o in PARAMS])
+def test_same_outcome_and_files_as_plain_python(name, options, env, tmp_path):
+    plain, autoloaded, explicitly = three_ways(PRELUDE + CASES[name], env, tmp_path, options)
     assert autoloaded == plain
-    assert explicit == plain
-    assert len(runs(env, work)) == 2
+    assert explicitly == plain
+    if name.startswith(CHECKPOINTED):
+        counts = periodic_checkpoints(Path(env["CHKPT_DIR"]))
+        assert len(counts) == 2 and min(counts) >= 1, counts
+
+
+def test_sigint_exit_status_and_traceback(env, tmp_path):
+    plain, autoloaded, explicitly = three_ways(PRELUDE + CASES["sigint_mid_loop"], env, tmp_path)
+    assert plain[0] == -2 and "KeyboardInterrupt" in plain[2]
+    assert autoloaded == plain
+    assert explicitly == plain
+
+
+def test_plain_python_facts_the_corpus_relies_on(env, tmp_path):
+    """The cases above are meaningful: plain Python writes the files and gives these errors."""
+    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
+                    PRELUDE + CASES["csv_unclosed_keyboard_interrupt"])
+    assert plain[0] == -2 and plain[3]["out.csv"].count(b"\n") == 60
+    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
+                    PRELUDE + CASES["exit_two_args"])
+    assert plain[0] == 1 and "TypeError: exit expected at most 1 argument" in plain[2]
+    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
+                    PRELUDE + CASES["sigrtmax_user_handler"])
+    assert plain[1] == "SIGRTMAX handler calls: 0\n"
+    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
+                    PRELUDE + CASES["del_prints_and_writes"])
+    assert plain[1] == "del ran\n" and plain[3] == {"del.txt": b"deleted\n"}
+
+
+# -- coverage.py -----------------------------------------------------------------------------
+
+COVERED = PRELUDE + """\
+def used(x):
+    if x > 2:
+        return x * 2
+    return x
+
+def unused():
+    return 1
+
+print(sum(used(i) for i in range(5)))
+busy(0.4)
+"""
+
+
+@pytest.mark.parametrize("core", ["default", "sysmon"])
+def test_coverage_run_and_report_are_unchanged(core, env, tmp_path):
+    if subprocess.run([PYTHON, "-c", "import coverage"], capture_output=True).returncode:
+        pytest.skip("coverage is not installed in this venv (pip install coverage)")
+    if core == "sysmon":
+        env = dict(env, COVERAGE_CORE="sysmon")
+    results = []
+    for label, extra in (("plain", {"CHKPT": "0"}), ("traced", {"CHKPT_INTERVAL": "0.05"})):
+        directory = tmp_path / label
+        directory.mkdir()
+        write(directory, "prog.py", COVERED)
+        ran = run([PYTHON, "-m", "coverage", "run", "prog.py"], dict(env, **extra), directory)
+        report = run([PYTHON, "-m", "coverage", "report", "-m"], dict(env, **extra), directory)
+        results.append((ran.returncode, ran.stdout, ran.stderr, report.returncode, report.stdout))
+    assert results[1] == results[0]
+    assert "prog.py" in results[0][4]
+
+
+# -- pickling hooks run once per checkpoint that saves the object ----------------------------
+
+HOOKED = """\
+import sys, numpy as np, chkpt
+
+def note(what):
+    with open("hooks.log", "a") as handle:
+        handle.write(what + "\\n")
+
+class Reduced:
+    def __init__(self, tag):
+        self.tag = tag
+        self.weights = np.arange(30_000.0)
+    def __reduce__(self):
+        note("reduce " + self.tag)
+        return (Reduced, (self.tag,))
+
+class Stateful:
+    def __init__(self, tag):
+        self.tag = tag
+        self.weights = np.arange(30_000.0)
+    def __getstate__(self):
+        note("getstate " + self.tag)
+        return self.__dict__
+
+PLACEMENTS
+for i in range(int(sys.argv[1])):
+    chkpt.snapshot("s%d" % i)
+if len(sys.argv) > 2:  # then periodic checkpoints, and a crash
+    import time
+    start = time.time()
+    while time.time() - start < 0.3:
+        pass
+    raise RuntimeError("end")
+"""
+
+# placement: (the statement that makes the object, the object's saved name)
+PLACEMENTS = {
+    "reduce_global": ("obj = Reduced('obj')", "obj"),
+    "reduce_in_dict": ("box = {'arr': np.arange(40_000.0), 'obj': Reduced('obj')}", "box['obj']"),
+    "getstate_global": ("obj = Stateful('obj')", "obj"),
+    "getstate_in_dict": ("box = {'arr': np.arange(40_000.0), 'obj': Stateful('obj')}",
+                         "box['obj']"),
+    "reduce_as_attribute": ("class Model:\n    pass\nmodel = Model()\n"
+                            "model.weights = np.arange(40_000.0)\nmodel.obj = Reduced('obj')",
+                            "model.obj"),
+}
+
+
+def holds(checkpoint: dict, path: str) -> bool:
+    """Whether the checkpoint saved the object at `path` (itself, or parts of it by name)."""
+    return any(v["name"] == path or v["name"].startswith((path + ".", path + "["))
+               for v in checkpoint["variables"])
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["snapshots", "snapshots_periodic_crash"])
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_pickling_hook_runs_once_per_checkpoint_that_saves_it(placement, periodic, env, work):
+    statement, path = PLACEMENTS[placement]
+    write(work, "prog.py", HOOKED.replace("PLACEMENTS", statement))
+    args, interval = (["prog.py", "4", "crash"], "0.05") if periodic else (["prog.py", "4"], "1h")
+    result = run([PYTHON, *args], dict(env, CHKPT_INTERVAL=interval), work)
+    assert result.returncode == (1 if periodic else 0), result.stderr
+    shown = chkpt_json(["show", "latest"], env, work)
+    holding = [c for c in shown["checkpoints"] if holds(c, path)]
+    assert len(holding) >= 4  # the four snapshots hold it at least
+    if periodic:
+        assert {"periodic", "crash"} <= {c["trigger"] for c in holding}
+    lines = (work / "hooks.log").read_text().splitlines()
+    assert len(lines) == len(holding), (lines, [c["trigger"] for c in holding])
+    assert json.dumps(shown)  # the show output is plain JSON

@@ -19,7 +19,7 @@ import time
 
 from chkpt import config as config_module
 from chkpt import naming, records, serialize
-from chkpt.store import Damaged, Store, StoreError, is_script
+from chkpt.store import Store, StoreError, is_script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -303,19 +303,19 @@ def _closest(name: str, candidates: list[str]) -> str:
     return f"; closest: {', '.join(close)}" if close else ""
 
 
-def all_runs(store: Store, problems: list[str] | None = None) -> list[Run]:
-    """Every readable run, newest first; unreadable ones are described in `problems`."""
+def all_runs(store: Store) -> list[Run]:
+    """Every run, newest first. One whose record cannot be read, or may not be (another user's),
+    is listed as damaged, at the time its directory was last changed."""
     found = []
     for run_id in store.run_ids():
         try:
             found.append(Run(store, store.read_run(run_id)))
         except FileNotFoundError:
             continue  # being created, or debris gc will remove
-        except Damaged as exc:
-            found.append(Run.damaged(store, run_id, str(exc)))
-        except StoreError as exc:  # another user's run: not even listed
-            if problems is not None:
-                problems.append(str(exc))
+        except StoreError as exc:
+            damaged = Run.damaged(store, run_id, str(exc))
+            damaged.started = store.run_last_used(run_id) or 0.0
+            found.append(damaged)
     found.sort(key=lambda r: r.started, reverse=True)
     return found
 

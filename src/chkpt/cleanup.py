@@ -86,15 +86,15 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
             script: str | None = None, dry_run: bool = False, blocking: bool = True) -> Report | None:
     """Evict runs and sweep the store (see eviction.py); None when not `blocking` and gc is busy
     elsewhere."""
-    if not store.exists():
+    if not store.run_ids() and not store.exists():  # listing refuses a store it may not touch
         return Report()
-    store.check_readable()
     with store.lock(exclusive=True, blocking=blocking) as locked:
         if not locked:
             return None
         problems: list[str] = []
         runs, damaged_manifests = survey(store, problems)
-        blobs = store.blobs()
+        blobs, debris = store.blobs(), store.debris()
+        problems.extend(f"{store.blobs_dir}/{name} is not a blob file (removed by gc)" for name in debris)
         leftovers = [(item.name, item.size, item.mtime) for item in store.leftovers()]
         problems.extend(eviction.missing_blobs(runs, blobs))
         of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
@@ -110,6 +110,8 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
                 store.delete_blob(digest)
             for name in plan.leftovers:
                 store.remove_leftover(name)
+            for name in debris:
+                store.delete_debris(name)
             gone = set(plan.blobs)
             store.reset_usage(sum(size for digest, (size, _) in blobs.items() if digest not in gone))
     return Report(plan, problems)

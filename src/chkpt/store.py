@@ -275,12 +275,11 @@ class Store:
         else is refused and left untouched.
         """
         self._check_root_path_or_make()
-        try:
-            entries = set(os.listdir(self.root))
-        except OSError as exc:
-            raise StoreError(f"{self.root} cannot be read ({exc.strerror})") from None
+        entries = self._entries()
         if entries - _STORE_ENTRIES:
             raise StoreError(f"{self.root} is not empty and not a chkpt store; not using it")
+        if not entries:  # making the store here: it holds the user's data
+            os.chmod(self.root, 0o700)
         # runs/ last: `exists()` looks for it, so a concurrent gc never finds a half-made store
         for directory in (self.tmp_dir, self.blobs_dir, self.runs_dir):
             try:
@@ -291,6 +290,12 @@ class Store:
         marker = os.path.join(self.root, "STORE")
         if not os.path.lexists(marker):
             self._write_file(marker, [MARKER.encode()])
+
+    def _entries(self) -> set[str]:
+        try:
+            return set(os.listdir(self.root))
+        except OSError as exc:
+            raise StoreError(f"{self.root} cannot be read ({exc.strerror})") from None
 
     def _check_root_path_or_make(self) -> None:
         try:
@@ -409,34 +414,54 @@ class Store:
             raise Damaged(f"blob {digest} is corrupt (its content does not match its hash)")
         return data
 
-    def blobs(self) -> dict[str, tuple[int, float]]:
-        """hash → (size, mtime) of every blob file."""
-        found: dict[str, tuple[int, float]] = {}
+    def _blob_entries(self) -> list[tuple[str, os.stat_result | None]]:
+        """(name under blobs/, lstat) of every shard's entries; (shard, None) for a shard that
+        is not a directory."""
+        entries: list[tuple[str, os.stat_result | None]] = []
         try:
             shards = os.listdir(self.blobs_dir)
         except (FileNotFoundError, NotADirectoryError):
-            return found
+            return entries
         for shard in shards:
             shard_dir = os.path.join(self.blobs_dir, shard)
             try:
+                if not stat.S_ISDIR(os.lstat(shard_dir).st_mode):
+                    entries.append((shard, None))
+                    continue
                 names = os.listdir(shard_dir)
             except OSError:
                 continue
             for name in names:
                 try:
-                    info = os.lstat(os.path.join(shard_dir, name))
+                    entries.append((os.path.join(shard, name), os.lstat(os.path.join(shard_dir, name))))
                 except OSError:
                     continue
-                found[shard + name] = (info.st_size, info.st_mtime)
-        return found
+        return entries
+
+    def blobs(self) -> dict[str, tuple[int, float]]:
+        """hash → (size, mtime) of every blob file."""
+        return {name.replace(os.sep, ""): (info.st_size, info.st_mtime) for name, info in self._blob_entries()
+                if info is not None and stat.S_ISREG(info.st_mode)}
+
+    def debris(self) -> list[str]:
+        """Names under blobs/ that are no blob file (a file where a shard directory belongs, a
+        directory or link where a blob does): what only damage or tampering leaves."""
+        return [name for name, info in self._blob_entries() if info is None or not stat.S_ISREG(info.st_mode)]
+
+    def delete_debris(self, name: str) -> None:
+        """Remove one name `blobs()` gave as debris (a link itself, never what it points to)."""
+        path = os.path.join(self.blobs_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def delete_blob(self, digest: str) -> None:
-        path = self.blob_path(digest)
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
+            os.unlink(self.blob_path(digest))
         except OSError:
             pass
 
@@ -478,9 +503,13 @@ class Store:
 
     def run_ids(self) -> list[str]:
         """Every run in the store (an empty list when there is no store yet)."""
-        if not self.exists():
+        if not os.path.lexists(self.root):
             return []
         self.check_readable()
+        if not self.exists():
+            if self._entries() - _STORE_ENTRIES:
+                raise StoreError(f"{self.root} is not a chkpt store (it holds other files)")
+            return []
         self._check_dir(self.runs_dir, "store directory")
         try:
             return sorted(os.listdir(self.runs_dir))

@@ -160,26 +160,9 @@ class Watch:
         self.start_timer()
 
     def _wrap_sys_exit(self) -> None:
-        """Remember the status given to sys.exit (atexit cannot see it otherwise).
-
-        The wrapper calls the original with whatever it was given, so errors are Python's;
-        its own traceback entry is dropped, so tracebacks are Python's too.
-        """
+        """Remember the status given to sys.exit (atexit cannot see it otherwise)."""
         original = sys.exit
-
-        def exit(*args: "Any", **kwargs: "Any") -> None:
-            watch = _current
-            if watch is not None and not kwargs and len(args) <= 1:
-                watch.exit_status = args[0] if args else None
-            try:
-                original(*args, **kwargs)
-            except BaseException as exc:
-                exc.__traceback__ = None
-                raise
-
-        exit.__name__ = exit.__qualname__ = "exit"
-        exit.__module__ = "sys"
-        exit.__doc__ = original.__doc__
+        exit = _SysExit(original)
         sys.exit = exit
         self._undo.append(lambda: setattr(sys, "exit", original) if sys.exit is exit else None)
 
@@ -345,6 +328,38 @@ def _tick(timer: _Timer, interval: float) -> None:
 
 
 # -- process hooks: module-level functions that look up the current watch ---------------------
+
+
+class _SysExit:
+    """sys.exit that notes its status for the run record.
+
+    It calls the original with whatever it was given, so errors are Python's; its own
+    traceback entry is dropped (a bare re-raise adds none), so tracebacks are Python's too;
+    and it shows and pickles as the builtin (a Python function would show as
+    `<function exit at 0x…>` wherever Python prints a callable, e.g. for an atexit callback).
+    """
+
+    def __init__(self, original: "Any") -> None:
+        self._original = original
+        self.__name__ = self.__qualname__ = "exit"
+        self.__module__ = "sys"
+        self.__doc__ = original.__doc__
+
+    def __call__(self, *args: "Any", **kwargs: "Any") -> None:
+        watch = _current
+        if watch is not None and not kwargs and len(args) <= 1:
+            watch.exit_status = args[0] if args else None
+        try:
+            self._original(*args, **kwargs)
+        except BaseException as exc:
+            exc.__traceback__ = None
+            raise
+
+    def __repr__(self) -> str:
+        return repr(self._original)
+
+    def __reduce__(self) -> str:
+        return "exit"  # pickles by name, as the builtin does: sys.exit
 
 
 def _at_exit() -> None:

@@ -12,7 +12,7 @@ import sys
 from chkpt import api, fmt
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
-from chkpt.store import StoreError
+from chkpt.store import StoreError, Untrusted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,6 +138,8 @@ def shell_namespace(checkpoint: api.Checkpoint) -> tuple[dict[str, Any], str]:
             progress.step(variable.name, variable.size)
             try:
                 values[variable.name] = variable.load()
+            except Untrusted:
+                raise  # another user could have written it: no shell on this checkpoint at all
             except (api.LoadError, StoreError) as exc:
                 failed.append(f"{variable.name} ({exc})")
     for alias, target in checkpoint.aliases.items():

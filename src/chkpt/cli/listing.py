@@ -59,9 +59,7 @@ def _report(problems: list[str]) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     store = api.default_store()
-    problems: list[str] = []
-    found = [r for r in api.all_runs(store, problems)
-             if args.script is None or api.matches_script(r, args.script)]
+    found = [r for r in api.all_runs(store) if args.script is None or api.matches_script(r, args.script)]
     limit = (0 if args.json else 30) if args.limit is None else args.limit
     shown = found[:limit] if limit > 0 else found
     if args.json:
@@ -83,9 +81,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         more = f" (of {len(found)}; -n 0 lists all)" if len(shown) < len(found) else ""
         print(paint(f"{fmt.plural(len(shown), 'run')}{more}, {fmt.human_size(sum(blobs.values()))} "
                     f"of data in {store.root}; details: chkpt show RUN", "dim"))
-    for run in shown:
-        problems.extend(run.problems)
-    _report(problems)
+    _report([problem for run in shown for problem in run.problems])
     return 0
 
 

@@ -305,18 +305,19 @@ def _closest(name: str, candidates: list[str]) -> str:
 
 def all_runs(store: Store) -> list[Run]:
     """Every run, newest first. One whose record cannot be read, or may not be (another user's),
-    is listed as damaged, at the time its directory was last changed."""
+    is listed as damaged, where its directory was last changed."""
     found = []
+    when: dict[str, float] = {}
     for run_id in store.run_ids():
         try:
-            found.append(Run(store, store.read_run(run_id)))
+            run = Run(store, store.read_run(run_id))
         except FileNotFoundError:
             continue  # being created, or debris gc will remove
         except StoreError as exc:
-            damaged = Run.damaged(store, run_id, str(exc))
-            damaged.started = store.run_last_used(run_id) or 0.0
-            found.append(damaged)
-    found.sort(key=lambda r: r.started, reverse=True)
+            run = Run.damaged(store, run_id, str(exc))
+        found.append(run)
+        when[run_id] = run.started or store.run_last_used(run_id) or 0.0
+    found.sort(key=lambda r: when[r.id], reverse=True)
     return found
 
 

@@ -297,9 +297,9 @@ class Run:
 
 
 def _closest(name: str, candidates: list[str]) -> str:
-    import difflib
+    from chkpt.fmt import closest_matches
 
-    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.5)
+    close = closest_matches(name, candidates, n=3, cutoff=0.5)
     return f"; closest: {', '.join(close)}" if close else ""
 
 

@@ -199,9 +199,9 @@ class Config:
 
 
 def _did_you_mean(key: str) -> str:
-    import difflib
+    from chkpt.fmt import closest_matches
 
-    close = difflib.get_close_matches(key, SETTINGS, n=1)
+    close = closest_matches(key, SETTINGS)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

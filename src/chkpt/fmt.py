@@ -17,6 +17,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any, TextIO
 
 STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
@@ -79,6 +80,13 @@ def relative_time(when: float, now: float | None = None) -> str:
     if then[:3] == time.localtime(now - 86400)[:3]:
         return time.strftime("yesterday %H:%M", then)
     return time.strftime("%Y-%m-%d %H:%M", then)
+
+
+def closest_matches(word: str, candidates: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to a mistyped `word`, best first (for "did you mean" hints)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(dict.fromkeys(candidates)), n=n, cutoff=cutoff)
 
 
 def plural(count: int, word: str) -> str:

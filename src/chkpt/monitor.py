@@ -137,7 +137,7 @@ class Monitor:
     """Arms LINE events on the script's running code on request; nothing runs otherwise."""
 
     def __init__(self, main_globals: dict, main_thread: int,
-                 on_safe_point: Callable[[FrameType, dict[str, object]], None],
+                 on_safe_point: Callable[[FrameType, str | None], None],
                  boundaries: Callable[[], dict[int, str]]) -> None:
         self._main_globals: dict | None = main_globals
         self._main_thread = main_thread
@@ -200,8 +200,7 @@ class Monitor:
         if _thread.get_ident() != self._main_thread:
             return None  # another thread runs the script's code: not a DISABLE, the main one may
         frame = sys._getframe(1)
-        position: dict[str, object] = {
-            "frame": "module" if code is self._module_code else "function", "boundary": None}
+        boundary = None
         if self._waiting_for_boundary and code is self._module_code:
             kind = self._boundaries().get(line)
             if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
@@ -213,10 +212,9 @@ class Monitor:
                 kind = "loop" if at_next_item else "statement"
             elif kind == "while":
                 kind = "loop"
-            position["boundary"] = kind
-        position["resumable"] = position["boundary"] is not None
+            boundary = kind
         self.disarm()
-        self._on_safe_point(frame, position)
+        self._on_safe_point(frame, boundary)
         return None
 
     def close(self) -> None:

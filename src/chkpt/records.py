@@ -216,6 +216,13 @@ def new_run(**fields: Any) -> dict[str, Any]:
     return dict(fields, status="running", format=FORMAT)
 
 
+def position(at_top: bool, boundary: str | None, resumable: bool, stack: list[tuple[str, int]]) -> dict[str, Any]:
+    """A manifest's fields that say where the program was: its module or a function frame, the
+    resume boundary ("statement", "loop" or None), and the script's frames, outermost first."""
+    return {"frame": "module" if at_top else "function", "boundary": boundary, "resumable": resumable,
+            "stack": [{"function": function, "line": line} for function, line in stack]}
+
+
 def blob_ref(digest: str, size: int) -> dict[str, Any]:
     """How a record refers to a blob."""
     return {"hash": digest, "size": size}

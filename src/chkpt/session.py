@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from chkpt import guard
+from chkpt import guard, records
 from chkpt.monitor import Monitor
 
 TYPE_CHECKING = False
@@ -90,9 +90,9 @@ class Session:
             self._boundary_lines = top_level_boundaries(self.watch.source) if self.watch.source else {}
         return self._boundary_lines
 
-    def _on_safe_point(self, frame: FrameType, position: dict[str, Any]) -> None:
+    def _on_safe_point(self, frame: FrameType, boundary: str | None) -> None:
         if not self._pause_depth:
-            self.take("periodic", frame, position=position)
+            self.take("periodic", frame, boundary=boundary)
 
     def at_exit(self, exc: BaseException | None) -> bool:
         """The exit or crash checkpoint, from the watch's atexit handler (which runs last);
@@ -128,17 +128,15 @@ class Session:
         target, main_globals = self.watch.target_file, self.watch.main_globals
         return [f for f in frames if f.f_code.co_filename == target or f.f_globals is main_globals]
 
-    def _position(self, trigger: str, frames: list[FrameType],
-                  position: dict[str, Any] | None) -> dict[str, Any]:
-        """Where the checkpoint stands: module or function frame, resume boundary, and the
-        script's frames outermost first (resume finds the running top-level statement there)."""
-        if position is None:
-            at_top = bool(frames) and frames[0].f_code.co_name == "<module>"
-            position = {"frame": "module" if at_top else "function", "boundary": None,
-                        # a top-level snapshot() is a resume point (right after it)
-                        "resumable": at_top and trigger == "explicit"}
-        position["stack"] = [{"function": f.f_code.co_name, "line": f.f_lineno} for f in reversed(frames)]
-        return position
+    def _position(self, trigger: str, frames: list[FrameType], boundary: str | None) -> dict[str, Any]:
+        """Where the checkpoint stands: module or function frame, resume boundary (a top-level
+        statement or loop iteration), and the script's frames outermost first (resume finds
+        the running top-level statement there)."""
+        at_top = bool(frames) and frames[0].f_code.co_name == "<module>"
+        # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it)
+        resumable = boundary is not None or (at_top and trigger == "explicit")
+        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(frames)]
+        return records.position(at_top, boundary, resumable, stack)
 
     def take(
         self,
@@ -148,7 +146,7 @@ class Session:
         label: str = "",
         exc: BaseException | None = None,
         final_status: str | None = None,
-        position: dict[str, Any] | None = None,
+        boundary: str | None = None,
     ) -> None:
         """Take one checkpoint now; chkpt's own failure never reaches the user's code."""
         if self.closed or self._busy:
@@ -164,7 +162,7 @@ class Session:
                 self._writer = Writer(self)
             frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
             self._writer.write(trigger, frames, label=label, exc=exc,
-                               position=self._position(trigger, frames, position))
+                               position=self._position(trigger, frames, boundary))
             if final_status is not None:
                 self._writer.finish(final_status, exc=exc, exit_status=self.watch.exit_status)
         except Exception as error:

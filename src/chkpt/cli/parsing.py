@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from chkpt import config
+from chkpt import config, fmt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -222,9 +222,7 @@ def build_parser() -> Parser:
 
 
 def _unknown_command(word: str) -> CliError:
-    import difflib
-
-    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    close = fmt.closest_matches(word, COMMANDS)
     hint = f"; did you mean {close[0]}?" if close else ""
     return CliError(f"unknown command {word!r}{hint} (commands: {', '.join(COMMANDS)}; "
                     "to run a script: chkpt run SCRIPT)")

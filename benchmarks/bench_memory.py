@@ -78,19 +78,21 @@ def main() -> int:
         for label in args.sizes.split(","):
             size = SIZES[label]
             for interval in ("60s", "0.5s"):
-                store = os.path.join(base, f"store-{label}-{interval}")
-                env = dict(os.environ, CHKPT_DIR=store, CHKPT_INTERVAL=interval,
-                           CHKPT_MAX_OBJECT_SIZE="100GiB", CHKPT_MAX_CHECKPOINT_SIZE="100GiB",
-                           CHKPT_MAX_RUN_SIZE="1TiB", CHKPT_MAX_STORE_SIZE="1TiB")
-                env.pop("CHKPT", None)
-                plain, chkpt = [], []
+                plain, chkpt, taken = [], [], []
                 for _ in range(args.repeat):
+                    # a fresh store each time: the runs compute the same weights, which a store
+                    # that already holds them would not write again
+                    store = os.path.join(base, "store")
+                    env = dict(os.environ, CHKPT_DIR=store, CHKPT_INTERVAL=interval,
+                               CHKPT_MAX_OBJECT_SIZE="100GiB", CHKPT_MAX_CHECKPOINT_SIZE="100GiB",
+                               CHKPT_MAX_RUN_SIZE="1TiB", CHKPT_MAX_STORE_SIZE="1TiB")
+                    env.pop("CHKPT", None)
                     os.sync()
                     plain.append(run_once(work, plain_env, size, args.steps))
                     os.sync()
                     chkpt.append(run_once(work, env, size, args.steps))
-                taken = pauses(store)
-                shutil.rmtree(store, ignore_errors=True)
+                    taken.extend(pauses(store))
+                    shutil.rmtree(store, ignore_errors=True)
                 p_wall, p_rss = (statistics.median(x) for x in zip(*plain, strict=True))
                 c_wall, c_rss = (statistics.median(x) for x in zip(*chkpt, strict=True))
                 print(f"{f'{label}, interval {interval}':30s} {p_rss / 2**20:8.0f} M {c_rss / 2**20:8.0f} M "

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import PYTHON, chkpt_json, python, runs, write
 
 
@@ -350,3 +352,17 @@ def test_under_dash_m_the_tool_id_is_free_once_the_module_runs(env, work):
         assert (result.returncode, result.stdout, result.stderr) == (0, "claimed all\n", "")
     # with every id taken the ticks are skipped; the exit checkpoint needs none
     assert [r["checkpoints"] for r in runs(env, work)] == [1, 1]
+
+
+@pytest.mark.parametrize(("since", "interval", "pause", "due"), [
+    (30.0, 60.0, 0.0, True),      # half an interval after the last one, which cost nothing
+    (29.0, 60.0, 0.0, False),
+    (float("inf"), 60.0, 0.0, True),   # the first one
+    (0.5, 0.5, 0.01, True),
+    (0.5, 0.5, 3.0, False),       # a 3 s pause (a slow disk): none for 60 s after it
+    (60.0, 0.5, 3.0, True),
+])
+def test_periodic_checkpoints_take_at_most_a_small_share_of_the_run(since, interval, pause, due):
+    from chkpt.session import periodic_due
+
+    assert periodic_due(since, interval, pause) is due

@@ -126,8 +126,11 @@ def test_a_loop_updating_its_weights_in_place_has_them_in_every_checkpoint(env, 
     assert (result.returncode, result.stdout, result.stderr) == (0, "spun True\n", "")
     periodic = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "periodic"]
     assert periodic and all("pause" in m and m["duration"] >= m["pause"] for m in periodic)
+    # (one may come before `weights` exists: the first tick can fall while numpy is imported)
+    in_loop = [m for m in periodic if any(v["name"] == "weights" for v in m["variables"])]
+    assert in_loop and in_loop == periodic[len(periodic) - len(in_loop):]
     seen = []
-    for manifest in periodic:
+    for manifest in in_loop:
         assert manifest["skipped"] == []
         weights = read_variable(env["CHKPT_DIR"], manifest, "weights")
         assert weights.min() == weights.max()  # one step of the loop, never half of an update
@@ -225,8 +228,9 @@ def test_checkpoints_of_large_weights_stay_within_the_memory_budget(env, work):
     steps, grown = map(int, result.stdout.split())
     # chkpt's own code and buffers are a few MiB; a copy of the weights would be 192 MB
     assert grown < 16 * 2**20 + 48 * 2**20, f"peak memory grew by {grown / 2**20:.0f} MiB"
-    periodic = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "periodic"]
-    assert len(periodic) >= 2
+    periodic = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "periodic"
+                and any(v["name"] == "weights" for v in m["variables"])]
+    assert periodic  # (how many depends on the disk: their pauses take at most 5 % of the run)
     for manifest in periodic:
         weights = read_variable(env["CHKPT_DIR"], manifest, "weights")
         assert weights.min() == weights.max() <= steps

@@ -25,6 +25,18 @@ if TYPE_CHECKING:
     from chkpt.writer import Writer
 
 
+# Periodic checkpoints may pause the program for at most this share of its time: a checkpoint
+# that took P seconds (a slow disk, a lot of changed data) is followed by none for P / share.
+MAX_PAUSE_SHARE = 0.05
+
+
+def periodic_due(since_last: float, interval: float, last_pause: float) -> bool:
+    """Whether a periodic checkpoint may be taken `since_last` seconds after the previous one,
+    which paused the program for `last_pause` seconds."""
+    # half an interval: the tick that arms it comes once per interval, and the safe point after
+    return since_last >= interval * 0.5 and since_last * MAX_PAUSE_SHARE >= last_pause
+
+
 class Session:
     """Everything chkpt decides for one traced process."""
 
@@ -40,6 +52,7 @@ class Session:
         self._pause_depth = 0
         self._busy = False
         self._last_checkpoint = float("-inf")  # none yet: the first tick is due
+        self._last_pause = 0.0  # how long the previous checkpoint paused the program
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
         self.monitor = Monitor(watch.main_globals, watch.main_thread, self._on_safe_point,
@@ -78,8 +91,9 @@ class Session:
     def on_tick(self, frame: FrameType | None) -> None:
         """The timer's tick, in the timer thread with the main thread's innermost frame:
         it only arms the monitor."""
-        due = time.monotonic() - self._last_checkpoint >= self.config.interval * 0.5
-        if due and not self._busy and not self._pause_depth and not self.closed:
+        since = time.monotonic() - self._last_checkpoint
+        if (periodic_due(since, self.config.interval, self._last_pause) and not self._busy
+                and not self._pause_depth and not self.closed):
             self.monitor.request_safe_point(frame)
 
     def _boundaries(self) -> dict[int, str]:
@@ -155,6 +169,7 @@ class Session:
                 and self.watch.nothing_to_save()):
             return
         self._busy = True
+        started = time.monotonic()
         try:
             from chkpt.writer import Writer
 
@@ -170,4 +185,5 @@ class Session:
         finally:
             self._busy = False
             self._last_checkpoint = time.monotonic()
+            self._last_pause = self._last_checkpoint - started
 

@@ -5,9 +5,12 @@ exclusively here while gc decides and deletes, so gc never deletes a blob that a
 being committed refers to. Automatic eviction only tries the lock and skips if another
 process holds it: a script never waits for a cleanup.
 
-Pinned runs (`runs/<id>/pinned`) are never evicted. Cost: the automatic check reads the store's running size estimate (one small file), not a
-stat of every blob; the full survey runs only when the estimate is over the cap or was last
-measured more than RESCAN_SECONDS ago.
+Pinned runs (`runs/<id>/pinned`) are never evicted.
+
+Cost: the automatic check reads the store's running size estimate (one small file), not a stat
+of every blob; the full survey runs only when the estimate is over the cap or was last measured
+more than RESCAN_SECONDS ago. The survey reads each run's record and lists its checkpoints; it
+reads manifests only of runs whose summary is not current.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Variables are compared by their content hashes, so unchanged data is never loaded. A changed
 variable is loaded on both sides only to summarise the change: its shape or dtype, and for
-numbers (numpy arrays, numeric pandas frames and series, Python and numpy scalars) the largest
-absolute difference and the fraction of elements that differ (NaN equals NaN).
+numbers (numpy arrays, numeric pandas frames and series) the largest absolute difference and
+the fraction of elements that differ (NaN equals NaN), for a single number both values.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Change:
         self.after = after
         self.max_abs: float | None = None  # for numbers of the same shape
         self.fraction: float | None = None  # of the elements that differ
+        self.numbers: tuple[float, float] | None = None  # before and after, for a single number
         self.note = ""  # why no numbers could be given, when they could not
 
     @property
@@ -35,7 +36,7 @@ class Change:
 
     @property
     def summary(self) -> str:
-        """"max |Δ| 0.5, 12% of 1000 changed", "shape 10 → 20", "added"."""
+        """"max |Δ| 0.5, 12% changed", "2 → 3", "shape 10 → 20", "added"."""
         if self.kind != "changed":
             return self.kind
         assert self.before is not None and self.after is not None
@@ -45,7 +46,9 @@ class Change:
                                ("dtype", self.before.dtype or "", self.after.dtype or "")):
             if old != new:
                 parts.append(f"{what} {old or '-'} → {new or '-'}")
-        if self.max_abs is not None and self.fraction is not None:
+        if self.numbers is not None:
+            parts.append(f"{self.numbers[0]:.6g} → {self.numbers[1]:.6g}")
+        elif self.max_abs is not None and self.fraction is not None:
             parts.append(f"max |Δ| {self.max_abs:.4g}, {self.fraction:.0%} changed")
         if self.note:
             parts.append(self.note)
@@ -55,7 +58,8 @@ class Change:
         variable = self.shown
         return {"name": self.name, "change": self.kind, "type": variable.type, "shape": variable.shape,
                 "dtype": variable.dtype, "before": _described(self.before), "after": _described(self.after),
-                "max_abs_difference": self.max_abs, "fraction_changed": self.fraction, "summary": self.summary}
+                "max_abs_difference": self.max_abs, "fraction_changed": self.fraction,
+                "values": list(self.numbers) if self.numbers else None, "summary": self.summary}
 
 
 def _described(variable: api.Variable | None) -> dict[str, Any] | None:
@@ -160,6 +164,8 @@ def _measure(change: Change) -> None:
         return  # not all numbers after all (an object column)
     if old_values.shape != new_values.shape:
         return
+    if old_values.ndim == 0:
+        change.numbers = (float(old_values), float(new_values))
     differs = ~((old_values == new_values) | (numpy.isnan(old_values) & numpy.isnan(new_values)))
     change.fraction = float(differs.mean()) if differs.size else 0.0
     both = differs & ~numpy.isnan(old_values) & ~numpy.isnan(new_values)

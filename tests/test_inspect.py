@@ -123,7 +123,8 @@ def test_export_goes_on_past_a_value_it_cannot_write_and_leaves_no_empty_file(en
 def test_frames_of_polars_and_tables_of_pyarrow_export_as_parquet(tmp_path):
     from chkpt.cli.export import export_value
 
-    pyarrow = pytest.importorskip("pyarrow")
+    pytest.importorskip("pyarrow")
+    import pyarrow
     import pyarrow.parquet
 
     table = pyarrow.table({"a": [1, 2, 3]})

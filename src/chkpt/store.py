@@ -649,12 +649,19 @@ class Store:
         Damaged when they cannot be listed."""
         directory = self._checkpoints_dir(run_id)
         found: dict[int, float] = {}
-        for index in self.checkpoint_indexes(run_id):
-            try:
-                found[index] = os.lstat(os.path.join(directory, f"{index:06d}.json")).st_mtime
-            except FileNotFoundError:
-                continue  # thinned meanwhile
-        return found
+        try:
+            self._check_dir(directory, "checkpoint directory")
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    stem = entry.name[:-5]
+                    if entry.name.endswith(".json") and stem.isdigit():
+                        try:
+                            found[int(stem)] = entry.stat(follow_symlinks=False).st_mtime
+                        except FileNotFoundError:
+                            continue  # thinned meanwhile
+        except FileNotFoundError:
+            return {}
+        return dict(sorted(found.items()))
 
     def read_checkpoint(self, run_id: str, index: int) -> dict[str, Any]:
         """A checkpoint's manifest, checked (FileNotFoundError once thinned away)."""

@@ -76,8 +76,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                        status=parse_statuses(args.status) if args.status else None)
     limit = (0 if args.json else 30) if args.limit is None else args.limit
     shown = found[:limit] if limit > 0 else found
-    if args.json:
-        print(json.dumps([_run_json(r) for r in shown], indent=1, default=str))
+    if args.json:  # one run a line: the C encoder (no indent) keeps 10,000 runs under a second
+        print("[" + ",\n ".join(json.dumps(_run_json(r), default=str) for r in shown) + "]")
     elif not shown:
         filters = _filters_text(args)
         matching = f" matching {fmt.printable(filters)}" if filters else ""

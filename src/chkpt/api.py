@@ -511,7 +511,7 @@ def _one_script(found: list[Run], wanted: str) -> list[Run]:
         guard.warn(fmt.printable(f"{wanted} ran in {len(scripts)} folders ({shown}); "
                                  f"taking the one here, {here[0]}"))
         return [r for r in matching if r.script == here[0]]
-    raise NotFound(f"{wanted} names {len(scripts)} scripts in different folders: {shown}; "
+    raise NotFound(f"{wanted} names {len(scripts)} scripts: {shown}; "
                    f"give its path (e.g. {fmt.short_path(scripts[0], 60)})")
 
 

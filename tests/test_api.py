@@ -47,7 +47,7 @@ def test_runs_checkpoints_variables_with_readable_reprs(trained):
     assert [c.trigger for c in run.checkpoints] == ["explicit"] * 3 + ["exit"]
     assert [c.label for c in run.checkpoints[:3]] == ["epoch 0", "epoch 1", "epoch 2"]
     first = run.checkpoints[0]
-    assert repr(first).startswith(f"<Checkpoint {run.id}@1 explicit (epoch 0) at train.py:8, {first.time:%Y-%m-%d}")
+    assert repr(first).startswith(f"<Checkpoint {run.id}@1 explicit (epoch 0) at train.py:8, {first.taken:%Y-%m-%d}")
     assert repr(run.checkpoint("exit")).startswith(f"<Checkpoint {run.id}@4 exit, ")  # no "at -"
     exit_checkpoint = run.checkpoint("exit")
     variable = exit_checkpoint.variable("big")

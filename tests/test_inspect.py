@@ -177,7 +177,7 @@ def test_notebook_objects_have_dates_and_html_tables(env, work, monkeypatch):
     assert isinstance(found.started, datetime.datetime) and isinstance(found.ended, datetime.datetime)
     assert f"started {found.started:%Y-%m-%d %H:%M:%S}" in repr(found)
     assert repr(found.checkpoint("exit")).startswith(f"<Checkpoint {run_id}@4 exit, {found.started:%Y-%m-%d}")
-    assert found.checkpoints[0].time <= found.checkpoints[-1].time
+    assert found.started <= found.checkpoints[0].taken <= found.checkpoints[-1].taken <= found.ended
     assert "<table>" in chkpt.runs()._repr_html_() and run_id in chkpt.runs()._repr_html_()
     assert "<td style='text-align:left'>weights</td>" in found.checkpoint(1)._repr_html_()
     assert "epoch 0" in found._repr_html_()

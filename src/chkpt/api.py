@@ -138,8 +138,8 @@ class Checkpoint:
         self.manifest = manifest
         self.index: int = manifest["index"]
         self.trigger: str = manifest["trigger"]
-        self.timestamp: float = manifest["time"]  # Unix time of the safe point
-        self.time = _local(self.timestamp)
+        self.time: float = manifest["time"]  # Unix time of the safe point
+        self.taken = _local(self.time)  # the same, as a local datetime
         self.file: str | None = manifest.get("file")
         self.line: int | None = manifest.get("line")
         self.function: str | None = manifest.get("function")
@@ -203,11 +203,11 @@ class Checkpoint:
         return isinstance(name, str) and naming.canonical(name) in self.names
 
     def __repr__(self) -> str:
-        return (f"<Checkpoint {self.ref} {self.description}, {fmt.date_time(self.timestamp)}, "
+        return (f"<Checkpoint {self.ref} {self.description}, {fmt.date_time(self.time)}, "
                 f"{fmt.plural(len(self.variables), 'variable')}>")
 
     def _repr_html_(self) -> str:
-        caption = f"checkpoint {self.ref}: {self.description}, {fmt.date_time(self.timestamp)}"
+        caption = f"checkpoint {self.ref}: {self.description}, {fmt.date_time(self.time)}"
         if self.exception:
             caption += f": {self.exception}"
         return fmt.html_table(VARIABLE_HEADERS, [v.row() for v in self.variables], caption)
@@ -410,7 +410,7 @@ class Run:
     def _repr_html_(self) -> str:
         caption = (f"run {self.id} {self.script} {shlex.join(self.args)}: {self.end_text}, "
                    f"started {fmt.date_time(self.start_time)}, ran {fmt.human_duration(self.duration)}")
-        rows = [[str(c.index), c.trigger, c.label, fmt.date_time(c.timestamp), c.where,
+        rows = [[str(c.index), c.trigger, c.label, fmt.date_time(c.time), c.where,
                  str(len(c.variables)), fmt.human_size(c.size)] for c in self.checkpoints]
         return fmt.html_table(["#", "TRIGGER", "LABEL", "TIME", "WHERE", "VARS", "SIZE"], rows, caption)
 
@@ -654,7 +654,7 @@ class History(list[tuple[Checkpoint, object]]):
         for checkpoint, value in self:
             number = _as_number(value)
             shown = f"{number:.6g}" if number is not None else fmt.shorten(repr(value), 60)
-            lines.append(f"  {checkpoint.ref:<12} {fmt.date_time(checkpoint.timestamp)}  "
+            lines.append(f"  {checkpoint.ref:<12} {fmt.date_time(checkpoint.time)}  "
                          f"{checkpoint.description:<30}  {shown}")
         return lines
 
@@ -672,7 +672,7 @@ class History(list[tuple[Checkpoint, object]]):
         caption = f"history of {self.name}"
         if numbers and len(numbers) > 1:
             caption += f" {fmt.sparkline(numbers)}"
-        rows = [[c.ref, os.path.basename(c.run.script), shlex.join(c.run.args), fmt.date_time(c.timestamp),
+        rows = [[c.ref, os.path.basename(c.run.script), shlex.join(c.run.args), fmt.date_time(c.time),
                  c.description, fmt.shorten(repr(value), 80)] for c, value in self]
         return fmt.html_table(["CHECKPOINT", "SCRIPT", "ARGS", "TIME", "TAKEN", "VALUE"], rows, caption)
 

@@ -191,8 +191,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for c in checkpoints:
         trigger = text(c.trigger + (f" ({c.label})" if c.label else ""))
         rows.append([">" if c is chosen else "", str(c.index),
-                     paint(trigger, "red" if c.trigger == "crash" else ""), _clock(c.timestamp),
-                     "+" + fmt.human_duration(c.timestamp - run.start_time), text(c.where),
+                     paint(trigger, "red" if c.trigger == "crash" else ""), _clock(c.time),
+                     "+" + fmt.human_duration(c.time - run.start_time), text(c.where),
                      str(len(c.variables)), fmt.human_size(c.size),
                      fmt.human_size(int(c.manifest.get("new_bytes", 0)))])
     print(fmt.table(["", "#", "TRIGGER", "TIME", "AFTER", "WHERE", "VARS", "SIZE", "WRITTEN"], rows,

@@ -367,3 +367,19 @@ def test_a_summary_is_used_only_while_it_describes_the_checkpoint_files():
                "summary": {"indexes": [1], "blobs": []}}
     with pytest.raises(ValueError, match="field 'summary' field 'blobs' should be an object of blob sizes"):
         records.decode_run(json.dumps(damaged).encode())
+
+
+def test_a_summary_that_no_longer_matches_the_checkpoint_files_is_not_used(env, work, call):
+    run_id = train(env, work)
+    store = Store(env["CHKPT_DIR"])
+    directory = os.path.join(store.run_dir(run_id), "checkpoints")
+    with open(os.path.join(directory, "000004.json")) as handle:
+        last = json.load(handle)
+    with open(os.path.join(directory, "000005.json"), "w") as handle:  # a commit its summary missed
+        json.dump(dict(last, index=5), handle)
+    [listed] = json.loads(call(["ls", "--json"], work).stdout)
+    assert listed["checkpoints"] == 5 and listed["status"] == "finished"
+    with open(os.path.join(directory, "000002.json"), "w") as handle:  # damaged after its summary
+        handle.write("{not json")
+    [listed] = json.loads(call(["ls", "--json"], work).stdout)
+    assert listed["status"] == "damaged" and listed["checkpoints"] == 4

@@ -42,11 +42,13 @@ def test_runs_checkpoints_variables_with_readable_reprs(trained):
     assert [r.id for r in chkpt.runs(script="train.py")] == [run.id]
     assert chkpt.runs(script="other.py") == []
     assert run.status == "finished" and run.script == str(trained / "train.py")
-    assert repr(run).startswith(f"<Run {run.id} train.py finished, started just now, 4 checkpoints,")
+    assert repr(run).startswith(f"<Run {run.id} train.py finished, started {run.started:%Y-%m-%d %H:%M}")
+    assert ", 4 checkpoints," in repr(run)
     assert [c.trigger for c in run.checkpoints] == ["explicit"] * 3 + ["exit"]
     assert [c.label for c in run.checkpoints[:3]] == ["epoch 0", "epoch 1", "epoch 2"]
     first = run.checkpoints[0]
-    assert repr(first).startswith(f"<Checkpoint {run.id}@1 explicit at train.py:8, ")
+    assert repr(first).startswith(f"<Checkpoint {run.id}@1 explicit (epoch 0) at train.py:8, {first.taken:%Y-%m-%d}")
+    assert repr(run.checkpoint("exit")).startswith(f"<Checkpoint {run.id}@4 exit, ")  # no "at -"
     exit_checkpoint = run.checkpoint("exit")
     variable = exit_checkpoint.variable("big")
     assert repr(variable) == "<Variable big: numpy.ndarray 300000 float64, 2.3 MiB>"

@@ -114,7 +114,7 @@ def test_ls_filters_by_script_and_limits(env, crashed):
     assert [r["script"] for r in chkpt_json(["ls", "--script", "crash.py"], env, crashed)] == [
         str(crashed / "crash.py")]
     assert len(chkpt_json(["ls", "-n", "2"], env, crashed)) == 2
-    assert "no runs of other.py" in chkpt(["ls", "--script", "other.py"], env, crashed).stdout
+    assert "no runs matching --script other.py" in chkpt(["ls", "--script", "other.py"], env, crashed).stdout
 
 
 def test_ls_of_an_empty_store(env, work):

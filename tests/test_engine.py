@@ -234,12 +234,13 @@ def test_a_handler_the_script_installs_for_sigterm_stays_in_charge(env, work):
     assert checkpoints(env, work)[-1]["trigger"] == "exit"
 
 
-def test_keyboard_interrupt_counts_as_a_crash(env, work):
+def test_keyboard_interrupt_takes_a_crash_checkpoint_and_the_run_is_interrupted(env, work):
     write(work, "ki.py", "import numpy as np\nx = np.ones(5000)\nraise KeyboardInterrupt\n")
     result = python(["ki.py"], env, work)
     assert result.returncode == -signal.SIGINT
     (run,) = runs(env, work)
-    assert (run["status"], run["exception"]) == ("crashed", "KeyboardInterrupt")
+    assert (run["status"], run["exception"]) == ("interrupted", "KeyboardInterrupt")
+    assert checkpoints(env, work)[-1]["trigger"] == "crash"
 
 
 def test_exit_status_of_sys_exit_is_recorded(env, work):

@@ -10,8 +10,8 @@ MB = 1_000_000
 
 
 def run(run_id: str, age: float, blobs: dict[str, int], status: str = "finished", live: bool = False,
-        script: str = "/w/job.py") -> RunState:
-    return RunState({"id": run_id, "script": script}, status, NOW - age, live, blobs)
+        script: str = "/w/job.py", pinned: bool = False) -> RunState:
+    return RunState({"id": run_id, "script": script}, status, NOW - age, live, blobs, pinned=pinned)
 
 
 def stored(*names: str, size: int = MB, age: float = 3600) -> dict[str, tuple[int, float]]:
@@ -77,3 +77,19 @@ def test_a_plan_without_a_cap_keeps_every_healthy_run():
     runs = [run(f"r{i}", i * 1000, {f"b{i}": MB}) for i in range(5)]
     result = plan(runs, stored(*(f"b{i}" for i in range(5))), [], now=NOW)
     assert evicted(result) == [] and result.freed == 0
+
+
+def test_a_pinned_run_is_never_evicted_and_the_plan_names_it():
+    runs = [run("pinned", 9999, {"a": MB}, pinned=True), run("old", 300, {"b": MB}), run("new", 10, {"c": MB})]
+    result = plan(runs, stored("a", "b", "c"), [], now=NOW, max_size=0)
+    assert evicted(result) == ["old", "new"] and [r.id for r in result.kept] == ["pinned"]
+    aged = plan(runs, stored("a", "b", "c"), [], now=NOW, older_than=100)
+    assert evicted(aged) == ["old"] and [r.id for r in aged.kept] == ["pinned"]
+    under = plan(runs, stored("a", "b", "c"), [], now=NOW, max_size=3 * MB)
+    assert evicted(under) == [] and under.kept == []  # nothing would have gone: no pin kept anything
+
+
+def test_removing_runs_by_hand_frees_only_what_no_other_run_shares():
+    runs = [run("a", 10, {"shared": MB, "own": MB}), run("b", 20, {"shared": MB})]
+    result = plan(runs, stored("shared", "own"), [], now=NOW, max_size=0, remove={"a"})
+    assert evicted(result) == ["a"] and result.blobs == ["own"] and result.freed == MB

@@ -5,7 +5,7 @@ run in the environment to a global store. This module is the public API; it impo
 nothing heavy so that `import chkpt` inside a user's script costs next to nothing.
 
 Inside a running script: `snapshot`, `track`, `paused` (no-ops when chkpt is not active).
-In a notebook or REPL: `runs`, `load`, `history`.
+In a notebook or REPL: `runs`, `load`, `history`, `diff`.
 """
 
 TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports this package
@@ -13,10 +13,11 @@ TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports 
 if TYPE_CHECKING:
     from typing import Any
 
-    from chkpt.api import Checkpoint, Run
+    from chkpt.api import Checkpoint, History, Run
+    from chkpt.compare import Diff
 
 __version__ = "0.1.0"
-__all__ = ["history", "load", "paused", "runs", "snapshot", "track"]
+__all__ = ["diff", "history", "load", "paused", "runs", "snapshot", "track"]
 
 
 def snapshot(label: str = "") -> None:
@@ -77,10 +78,21 @@ def load(name: str, run: "str | Run | None" = None, script: str | None = None) -
     return api.load(name, run=run, script=script)
 
 
-def history(name: str, run: "str | Run | None" = None,
-            script: str | None = None) -> "list[tuple[Checkpoint, Any]]":
+def history(name: str, run: "str | Run | None" = None, script: str | None = None, *,
+            across_runs: bool = False) -> "History":
     """Every saved version of variable `name` in one run, oldest first, as (checkpoint,
-    value) pairs; the run is chosen as for `load`."""
+    value) pairs; the run is chosen as for `load`. `across_runs=True`: the last version of
+    each run of that script instead, oldest run first. Numbers show as a sparkline."""
     from chkpt import api
 
-    return api.history(name, run=run, script=script)
+    return api.history(name, run=run, script=script, across_runs=across_runs)
+
+
+def diff(before: "str | Checkpoint", after: "str | Checkpoint | None" = None) -> "Diff":
+    """What changed between two checkpoints ("latest@crash", "3fa2@2" or `Checkpoint`s):
+    variables added, removed and changed (by content, so unchanged data is not loaded), with
+    shape/dtype changes and, for numbers, the largest difference and the fraction changed.
+    Without `after`: from the checkpoint before `before` in its run."""
+    from chkpt import compare
+
+    return compare.diff(before, after)

@@ -1,7 +1,7 @@
-"""`python -m chkpt …`: the CLI; a first argument that is not a command runs a script."""
+"""`python -m chkpt [OPTIONS] script.py …`: the runner (a first argument that is a command runs it)."""
 
 import sys
 
-from chkpt.cli import main
+from chkpt.cli import module_main
 
-sys.exit(main())
+sys.exit(module_main())

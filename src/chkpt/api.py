@@ -1,24 +1,30 @@
-"""The read model: runs → checkpoints → variables, references to them, and loading values.
+"""The read model: runs → checkpoints → variables, references to them, loading values, selecting runs.
 
-Used by the CLI, resume and notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`). Listing
-reads only the small records; a variable's data is read when it is loaded, large arrays
-memory-mapped (copy-on-write: changing the loaded array never changes the store). A run whose
-record cannot be read is listed with status "damaged"; an unreadable checkpoint is left out
-and described in its run's `problems`.
+Used by the CLI, resume and notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`,
+`chkpt.diff`). Listing reads only the run records (their `summary` of the checkpoints, when it
+matches the checkpoint files; else the manifests); a variable's data is read when it is
+loaded, large arrays memory-mapped (copy-on-write: changing the loaded array never changes the
+store). A run whose record cannot be read is listed with status "damaged"; an unreadable
+checkpoint is left out and described in its run's `problems`. Times are local `datetime`s;
+`Run`, `Checkpoint`, `Variable` and the lists of them show as tables in notebooks.
 
 References: `latest`, `latest:analysis.py`, a run id or id prefix, or a script name (its
 latest run), each optionally followed by `@N` (checkpoint index; negative counts from the
 end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the
-default). Variable names follow naming.py.
+default). A bare script name that names scripts in several folders is ambiguous: the one in
+the current folder is taken (and named), else the error names them all. Variable names follow
+naming.py.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import shlex
 import time
 
 from chkpt import config as config_module
-from chkpt import naming, records, serialize
+from chkpt import fmt, guard, naming, records, serialize
 from chkpt.store import Store, StoreError, is_script
 
 TYPE_CHECKING = False
@@ -88,11 +94,40 @@ class Variable:
             raise LoadError(f"cannot load {self.name} from {self.checkpoint.ref}: "
                             f"{type(exc).__name__}: {exc}{hint}") from None
 
-    def __repr__(self) -> str:
-        from chkpt.fmt import human_size
+    @property
+    def content(self) -> tuple[str, ...]:
+        """The hashes of its pickle stream and buffers: equal content, equal tuple."""
+        return (self.entry["pickle"]["hash"], *(b["hash"] for b in self.entry["buffers"]))
 
-        details = " ".join(filter(None, [self.type, shape_text(self.shape), self.dtype or ""]))
-        return f"<Variable {self.name}: {details}, {human_size(self.size)}>"
+    @property
+    def details(self) -> str:
+        """"numpy.ndarray 1000x10 float64"."""
+        return " ".join(filter(None, [self.type, shape_text(self.shape), self.dtype or ""]))
+
+    def row(self) -> list[str]:
+        return [self.name, self.type, shape_text(self.shape), self.dtype or "", fmt.human_size(self.size),
+                self.scope]
+
+    def __repr__(self) -> str:
+        return f"<Variable {self.name}: {self.details}, {fmt.human_size(self.size)}>"
+
+    def _repr_html_(self) -> str:
+        return fmt.html_table(VARIABLE_HEADERS, [self.row()], caption=f"{self.checkpoint.ref}")
+
+
+VARIABLE_HEADERS = ["NAME", "TYPE", "SHAPE", "DTYPE", "SIZE", "SCOPE"]
+
+
+def where_text(file: str | None, line: int | None, function: str | None, script: str) -> str:
+    """"analysis.py:42", with " in f()" inside a function; "-" when unknown."""
+    if not line:
+        return "-"
+    inside = f" in {function}()" if function and function != "<module>" else ""
+    return f"{os.path.basename(file or script)}:{line}{inside}"
+
+
+def _local(when: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(when)
 
 
 class Checkpoint:
@@ -103,7 +138,8 @@ class Checkpoint:
         self.manifest = manifest
         self.index: int = manifest["index"]
         self.trigger: str = manifest["trigger"]
-        self.time: float = manifest["time"]
+        self.time: float = manifest["time"]  # Unix time of the safe point
+        self.taken = _local(self.time)  # the same, as a local datetime
         self.file: str | None = manifest.get("file")
         self.line: int | None = manifest.get("line")
         self.function: str | None = manifest.get("function")
@@ -111,7 +147,8 @@ class Checkpoint:
         self.exception: str | None = manifest.get("exception")
         self.skipped: list[dict[str, str]] = manifest["skipped"]
         self.aliases: dict[str, str] = manifest["aliases"]
-        self.variables = [Variable(self, v) for v in manifest["variables"]]
+        self.variables = sorted((Variable(self, v) for v in manifest["variables"]),
+                                key=lambda v: fmt.natural_key(v.name))
 
     @property
     def ref(self) -> str:
@@ -120,11 +157,15 @@ class Checkpoint:
 
     @property
     def where(self) -> str:
-        """"analysis.py:42", with " in f()" inside a function."""
-        if not self.line:
-            return "-"
-        inside = f" in {self.function}()" if self.function and self.function != "<module>" else ""
-        return f"{os.path.basename(self.file or self.run.script)}:{self.line}{inside}"
+        """"analysis.py:42", with " in f()" inside a function; "-" when unknown."""
+        return where_text(self.file, self.line, self.function, self.run.script)
+
+    @property
+    def description(self) -> str:
+        """"crash at analysis.py:16 in normalise()", "exit", "explicit (epoch 0) at a.py:12"."""
+        label = f" ({self.label})" if self.label else ""
+        where = f" at {self.where}" if self.line else ""
+        return f"{self.trigger}{label}{where}"
 
     @property
     def size(self) -> int:
@@ -162,8 +203,14 @@ class Checkpoint:
         return isinstance(name, str) and naming.canonical(name) in self.names
 
     def __repr__(self) -> str:
-        return (f"<Checkpoint {self.ref} {self.trigger} at {self.where}, "
-                f"{len(self.variables)} variables>")
+        return (f"<Checkpoint {self.ref} {self.description}, {fmt.date_time(self.time)}, "
+                f"{fmt.plural(len(self.variables), 'variable')}>")
+
+    def _repr_html_(self) -> str:
+        caption = f"checkpoint {self.ref}: {self.description}, {fmt.date_time(self.time)}"
+        if self.exception:
+            caption += f": {self.exception}"
+        return fmt.html_table(VARIABLE_HEADERS, [v.row() for v in self.variables], caption)
 
 
 class Run:
@@ -175,20 +222,24 @@ class Run:
         self.id: str = meta["id"]
         self.script: str = meta.get("script") or "?"
         self._status: str = meta["status"]
-        self.started: float = meta.get("started") or 0.0
-        self.ended: float | None = meta.get("ended")
+        self.start_time: float = meta.get("started") or 0.0  # Unix time
+        self.started: datetime.datetime | None = _local(self.start_time) if self.start_time else None
+        self.ended: datetime.datetime | None = _local(meta["ended"]) if meta.get("ended") else None
         self.exception: str | None = meta.get("exception")
         self._checkpoints: list[Checkpoint] | None = None
-        self._blobs: dict[str, int] | None = None
+        self._mtimes: dict[int, float] | None = None
+        self._summary: dict[str, Any] | None = None
         self.problems: list[str] = [meta["problem"]] if meta["status"] == "damaged" else []
 
     @property
     def status(self) -> str:
-        """As recorded ("running" shown as "killed" once its writer is gone), or "damaged" when
-        its record, its list of checkpoints or one of its manifests cannot be read (`problems`
-        says which; the readable checkpoints still load)."""
+        """As recorded ("running" shown as "killed" once its writer is gone, a crash by Ctrl-C as
+        "interrupted"), or "damaged" when its record, its list of checkpoints or one of its
+        manifests cannot be read (`problems` says which; the readable checkpoints still load)."""
         if self._status != "damaged":
-            self.checkpoints  # noqa: B018 -- listing them is what tells
+            self.summary  # noqa: B018 -- reading it (or the manifests) is what tells
+        if self._status == "crashed" and self.exception == "KeyboardInterrupt":
+            return "interrupted"  # recorded before runs had that status
         return self._status
 
     @classmethod
@@ -197,20 +248,28 @@ class Run:
         return cls(store, {"id": run_id, "status": "damaged", "problem": problem})
 
     @property
+    def indexes(self) -> list[int]:
+        """The indexes of its checkpoint files (a directory listing; no manifest is read)."""
+        return list(self._manifest_mtimes)
+
+    @property
+    def _manifest_mtimes(self) -> dict[int, float]:
+        if self._mtimes is None:
+            self._mtimes = {}
+            if self._status != "damaged":
+                try:
+                    self._mtimes = self.store.checkpoint_mtimes(self.id)
+                except StoreError as exc:
+                    self.problems.append(str(exc))
+                    self._status = "damaged"
+        return self._mtimes
+
+    @property
     def checkpoints(self) -> list[Checkpoint]:
         """Readable checkpoints, oldest first; unreadable ones are listed in `problems`."""
         if self._checkpoints is None:
             loaded: list[Checkpoint] = []
-            self._checkpoints = loaded
-            if self._status == "damaged":
-                return loaded
-            try:
-                indexes = self.store.checkpoint_indexes(self.id)
-            except StoreError as exc:
-                self.problems.append(str(exc))
-                self._status = "damaged"
-                return loaded
-            for index in indexes:
+            for index in self.indexes:
                 try:
                     loaded.append(Checkpoint(self, self.store.read_checkpoint(self.id, index)))
                 except FileNotFoundError:
@@ -218,16 +277,28 @@ class Run:
                 except StoreError as exc:
                     self.problems.append(str(exc))
                     self._status = "damaged"  # what it holds can only partly be read
+            self._checkpoints = loaded
         return self._checkpoints
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """What listing needs of its checkpoints (see records.SUMMARY_FIELDS): the one its writer
+        kept in run.json while it is current (`records.current_summary`), else made from the
+        manifests (which then also tell whether the run is damaged)."""
+        if self._summary is None:
+            self._summary = (records.current_summary(self.meta, self._manifest_mtimes)
+                             or records.summarize([c.manifest for c in self.checkpoints]))
+        return self._summary
+
+    @property
+    def checkpoint_count(self) -> int:
+        return len(self.summary["indexes"])
+
+    @property
     def blobs(self) -> dict[str, int]:
-        """hash → size of the data blobs this run refers to (read from manifests only)."""
-        if self._blobs is None:
-            self._blobs = {}
-            for checkpoint in self.checkpoints:
-                self._blobs.update(records.manifest_blobs(checkpoint.manifest))
-        return self._blobs
+        """hash → size of the data blobs its checkpoints refer to."""
+        blobs: dict[str, int] = self.summary["blobs"]
+        return blobs
 
     @property
     def size(self) -> int:
@@ -235,22 +306,59 @@ class Run:
         return sum(self.blobs.values())
 
     @property
+    def pinned(self) -> bool:
+        """Whether `chkpt pin` keeps it from eviction."""
+        return self._status != "damaged" and self.store.is_pinned(self.id)
+
+    @property
+    def folder(self) -> str:
+        """The directory of its script."""
+        return os.path.dirname(self.script)
+
+    @property
+    def args(self) -> list[str]:
+        """The script's command-line arguments."""
+        return list(self.meta.get("argv") or [])[1:]
+
+    @property
     def duration(self) -> float | None:
-        """Seconds from start to end: to now while it runs, to its last checkpoint if it died
-        without recording an end (SIGKILL), so it ran at least that long."""
-        if not self.started:
+        """Seconds from start to end: to now while it runs; for a run killed without recording its
+        end (SIGKILL), to its last sign of life (heartbeat or checkpoint), so it ran at least that."""
+        if not self.start_time:
             return None
-        if self.ended:
-            return float(self.ended) - self.started
+        if self.meta.get("ended"):
+            return float(self.meta["ended"]) - self.start_time
         if self.status == "running":
-            return max(0.0, time.time() - self.started)
-        last = self.checkpoints[-1].time if self.checkpoints else None
-        return last - self.started if last else None
+            return max(0.0, time.time() - self.start_time)
+        last = max(self.meta.get("heartbeat") or 0, self.summary.get("last_time") or 0)
+        return last - self.start_time if last else None
 
     @property
     def crash(self) -> Checkpoint | None:
         """The checkpoint taken where the run died, if it crashed."""
         return next((c for c in reversed(self.checkpoints) if c.trigger == "crash"), None)
+
+    @property
+    def crash_where(self) -> str:
+        """Where it crashed, "analysis.py:16 in normalise()" ("-" when unknown), from the summary."""
+        place = self.summary.get("crash") or {}
+        return where_text(place.get("file"), place.get("line"), place.get("function"), self.script)
+
+    @property
+    def end_text(self) -> str:
+        """How it ended, for people: "crashed at train.py:42 in step(): ValueError: …"."""
+        status = self.status
+        if status in ("crashed", "interrupted"):
+            where = self.crash_where
+            at = f" at {where}" if where != "-" else ""
+            return f"crashed{at}: {self.exception or '?'}" if status == "crashed" else f"interrupted (Ctrl-C){at}"
+        code = self.meta.get("exit_code")
+        if status == "finished" and code not in (0, None):
+            return f"finished, exit code {code}"
+        if status == "killed":
+            signal = self.summary.get("signal")
+            return f"killed ({signal})" if signal else "killed (died without exiting)"
+        return status
 
     def checkpoint(self, selector: str | int | None = None) -> Checkpoint:
         """By index (negative: from the end), or "crash", "exit", "signal", "first", "last" (default)."""
@@ -288,18 +396,37 @@ class Run:
                 return f"; the latest run of it with one is {other.id}@{trigger}"
         return ""
 
-    def __repr__(self) -> str:
-        from chkpt.fmt import human_size, plural, relative_time
+    def row(self) -> list[str]:
+        started = fmt.date_time(self.start_time) if self.start_time else "-"
+        return [self.id + (" (pinned)" if self.pinned else ""), os.path.basename(self.script),
+                shlex.join(self.args), started, fmt.human_duration(self.duration),
+                str(self.checkpoint_count), fmt.human_size(self.size), self.end_text]
 
-        return (f"<Run {self.id} {os.path.basename(self.script)} {self.status}, started "
-                f"{relative_time(self.started)}, {plural(len(self.checkpoints), 'checkpoint')}, "
-                f"{human_size(self.size)}>")
+    def __repr__(self) -> str:
+        started = fmt.date_time(self.start_time) if self.start_time else "?"
+        return (f"<Run {self.id} {os.path.basename(self.script)} {self.status}, started {started}, "
+                f"{fmt.plural(self.checkpoint_count, 'checkpoint')}, {fmt.human_size(self.size)}>")
+
+    def _repr_html_(self) -> str:
+        caption = (f"run {self.id} {self.script} {shlex.join(self.args)}: {self.end_text}, "
+                   f"started {fmt.date_time(self.start_time)}, ran {fmt.human_duration(self.duration)}")
+        rows = [[str(c.index), c.trigger, c.label, fmt.date_time(c.time), c.where,
+                 str(len(c.variables)), fmt.human_size(c.size)] for c in self.checkpoints]
+        return fmt.html_table(["#", "TRIGGER", "LABEL", "TIME", "WHERE", "VARS", "SIZE"], rows, caption)
+
+
+RUN_HEADERS = ["RUN", "SCRIPT", "ARGS", "STARTED", "DURATION", "CKPTS", "SIZE", "STATUS"]
+
+
+class Runs(list[Run]):
+    """A list of runs that shows as a table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        return fmt.html_table(RUN_HEADERS, [run.row() for run in self], caption=fmt.plural(len(self), "run"))
 
 
 def _closest(name: str, candidates: list[str]) -> str:
-    from chkpt.fmt import closest_matches
-
-    close = closest_matches(name, candidates, n=3, cutoff=0.5)
+    close = fmt.closest_matches(name, candidates, n=3, cutoff=0.5)
     return f"; closest: {', '.join(close)}" if close else ""
 
 
@@ -316,20 +443,76 @@ def all_runs(store: Store) -> list[Run]:
         except StoreError as exc:
             run = Run.damaged(store, run_id, str(exc))
         found.append(run)
-        when[run_id] = run.started or store.run_last_used(run_id) or 0.0
+        when[run_id] = run.start_time or store.run_last_used(run_id) or 0.0
     found.sort(key=lambda r: when[r.id], reverse=True)
     return found
 
 
 def matches_script(run: Run, script: str) -> bool:
-    """Whether `run` is of `script`: its path (relative to the cwd) or its file name."""
-    return is_script(run.script, script)
+    """Whether `run` is of `script`: its path (relative to the cwd, "~" allowed), its file name,
+    or a folder it is in (at any depth)."""
+    wanted = os.path.expanduser(script)
+    if is_script(run.script, wanted):
+        return True
+    folder = os.path.abspath(wanted)
+    return os.path.isdir(folder) and run.script.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def runs(script: str | None = None, store: Store | None = None) -> list[Run]:
-    """Runs, newest first; `script` (a file name or path) keeps one script's runs."""
-    found = all_runs(store or default_store())
-    return [r for r in found if script is None or matches_script(r, script)]
+def runs(script: str | None = None, store: Store | None = None, *, status: str | list[str] | None = None,
+         since: str | float | None = None, until: str | float | None = None) -> Runs:
+    """Runs, newest first; `script` (a file name, path or folder) keeps one script's runs,
+    `status` those that ended so ("crashed", or a list), `since`/`until` those started in
+    that window (Unix times, or "1h", "2d", "2025-06-03", "2025-06-03 14:00")."""
+    return select(all_runs(store or default_store()), script=script, status=status, since=since, until=until)
+
+
+def select(found: list[Run], *, script: str | None = None, status: str | list[str] | None = None,
+           since: str | float | None = None, until: str | float | None = None) -> Runs:
+    """The runs of `found` that pass every filter given (see `runs`), in their order."""
+    statuses = [status] if isinstance(status, str) else status
+    start = None if since is None else parse_when(since)
+    end = None if until is None else parse_when(until)
+    return Runs(r for r in found
+                if (script is None or matches_script(r, script))
+                and (statuses is None or r.status in statuses)
+                and (start is None or r.start_time >= start)
+                and (end is None or r.start_time <= end))
+
+
+def parse_when(when: str | float, now: float | None = None) -> float:
+    """A Unix time from a time ago ("90s", "1h", "2d"), a date or date and time ("2025-06-03",
+    "2025-06-03 14:00", local time), or a Unix time; ConfigError when it is none of these."""
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        return float(when)
+    try:
+        return (time.time() if now is None else now) - config_module.parse_duration(when)
+    except config_module.ConfigError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(str(when).strip()).timestamp()
+    except ValueError:
+        raise config_module.ConfigError(
+            f"expected a time ago like 1h or 2d, or a date like 2025-06-03 [14:00], got {when!r}") from None
+
+
+def _one_script(found: list[Run], wanted: str) -> list[Run]:
+    """The runs of `found` that are of the script `wanted`, which must name one script.
+
+    A bare name that matches scripts in several folders takes the one in the current folder
+    (saying so), else raises NotFound naming them.
+    """
+    matching = [r for r in found if matches_script(r, wanted)]
+    scripts = list(dict.fromkeys(r.script for r in matching))
+    if len(scripts) <= 1 or os.sep in wanted:
+        return matching
+    here = [s for s in scripts if os.path.dirname(s) == os.getcwd()]
+    shown = ", ".join(fmt.short_path(s, 60) for s in scripts[:5])
+    if len(here) == 1:
+        guard.warn(fmt.printable(f"{wanted} ran in {len(scripts)} folders ({shown}); "
+                                 f"taking the one here, {here[0]}"))
+        return [r for r in matching if r.script == here[0]]
+    raise NotFound(f"{wanted} names {len(scripts)} scripts: {shown}; "
+                   f"give its path (e.g. {fmt.short_path(scripts[0], 60)})")
 
 
 def resolve(ref: str | None, store: Store | None = None,
@@ -342,12 +525,19 @@ def resolve(ref: str | None, store: Store | None = None,
     return run, selector
 
 
+def find(ref: str | None, store: Store | None = None) -> tuple[Run, str | None]:
+    """As `resolve`, but a damaged run is returned too (to be deleted, say)."""
+    return _resolve(ref, store or default_store(), None)
+
+
 def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
     run_part, _, selector = (ref or "latest").strip().partition("@")
-    found = runs(script, store)
+    found = all_runs(store)
+    if script is not None:
+        found = _one_script(found, script)
     if run_part in ("", "latest") or run_part.startswith("latest:"):
         wanted = run_part.partition(":")[2]
-        matching = [r for r in found if matches_script(r, wanted)] if wanted else found
+        matching = _one_script(found, wanted) if wanted else found
         if matching:
             return matching[0], selector or None
         if not found:
@@ -360,13 +550,29 @@ def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, st
     if len(matching) > 1:
         ids = ", ".join(r.id for r in matching[:5])
         raise NotFound(f"run prefix {run_part!r} is ambiguous ({ids})")
-    by_script = [r for r in found if matches_script(r, run_part)]
+    by_script = _one_script(found, run_part)
     if by_script:
         return by_script[0], selector or None
     close = _closest(run_part, [r.id for r in found] + _script_names(found))
     if not close and found:
         close = "; latest: " + ", ".join(f"{r.id} ({os.path.basename(r.script)})" for r in found[:3])
     raise NotFound(f"no run {run_part!r} in {store.root}{close}")
+
+
+def checkpoint_at(ref: str | Checkpoint, store: Store | None = None) -> Checkpoint:
+    """The checkpoint a reference names (`latest@crash`, `3fa2@4`), or `ref` itself."""
+    if isinstance(ref, Checkpoint):
+        return ref
+    run, selector = resolve(ref, store)
+    return run.checkpoint(selector)
+
+
+def previous(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint taken before `checkpoint` in its run; NotFound for the first."""
+    earlier = [c for c in checkpoint.run.checkpoints if c.index < checkpoint.index]
+    if not earlier:
+        raise NotFound(f"{checkpoint.ref} is the first checkpoint of its run; name the other one")
+    return earlier[-1]
 
 
 def _script_names(found: list[Run]) -> list[str]:
@@ -376,7 +582,7 @@ def _script_names(found: list[Run]) -> list[str]:
 def _runs_here(store: Store) -> list[Run]:
     """Runs of scripts in the current directory, or started from it, newest first."""
     cwd = os.getcwd()
-    return [r for r in runs(None, store)
+    return [r for r in all_runs(store)
             if os.path.dirname(r.script) == cwd or r.meta.get("cwd") == cwd]
 
 
@@ -390,7 +596,7 @@ def _candidate_runs(run: str | Run | None, script: str | None, store: Store) -> 
 
 
 def _not_saved_here(name: str, store: Store) -> NotFound:
-    elsewhere = runs(None, store)[:3]
+    elsewhere = all_runs(store)[:3]
     hint = ""
     if elsewhere:
         hint = "; pass script= or run= (latest runs: " + ", ".join(
@@ -424,23 +630,107 @@ def load(name: str, run: str | Run | None = None, script: str | None = None,
     raise _not_saved_here(name, store)
 
 
+class History(list[tuple[Checkpoint, object]]):
+    """Saved versions of one variable, oldest first, as (checkpoint, value) pairs; numbers show
+    as a sparkline."""
+
+    def __init__(self, name: str, versions: list[tuple[Checkpoint, Any]]) -> None:
+        super().__init__(versions)
+        self.name = name
+
+    @property
+    def numbers(self) -> list[float] | None:
+        """The values as floats when every one is a single number, else None."""
+        numbers = []
+        for _, value in self:
+            number = _as_number(value)
+            if number is None:
+                return None
+            numbers.append(number)
+        return numbers
+
+    def _lines(self) -> list[str]:
+        lines = []
+        for checkpoint, value in self:
+            number = _as_number(value)
+            shown = f"{number:.6g}" if number is not None else fmt.shorten(repr(value), 60)
+            lines.append(f"  {checkpoint.ref:<12} {fmt.date_time(checkpoint.time)}  "
+                         f"{checkpoint.description:<30}  {shown}")
+        return lines
+
+    def __repr__(self) -> str:
+        run_count = len({checkpoint.run.id for checkpoint, _ in self})
+        head = (f"<History of {self.name}: {fmt.plural(len(self), 'version')} in "
+                f"{fmt.plural(run_count, 'run')}")
+        numbers = self.numbers
+        if numbers and len(numbers) > 1:
+            head += f" {fmt.sparkline(numbers)} {numbers[0]:.4g} → {numbers[-1]:.4g}"
+        return "\n".join([head + ">", *self._lines()])
+
+    def _repr_html_(self) -> str:
+        numbers = self.numbers
+        caption = f"history of {self.name}"
+        if numbers and len(numbers) > 1:
+            caption += f" {fmt.sparkline(numbers)}"
+        rows = [[c.ref, os.path.basename(c.run.script), shlex.join(c.run.args), fmt.date_time(c.time),
+                 c.description, fmt.shorten(repr(value), 80)] for c, value in self]
+        return fmt.html_table(["CHECKPOINT", "SCRIPT", "ARGS", "TIME", "TAKEN", "VALUE"], rows, caption)
+
+
+def _as_number(value: Any) -> float | None:
+    """A single int or float (also a numpy scalar or one-element array) as a float, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if type(value).__module__.split(".")[0] == "numpy" and getattr(value, "size", None) == 1 \
+            and getattr(value, "dtype", None) is not None and value.dtype.kind in "iuf":
+        return float(value.reshape(-1)[0]) if hasattr(value, "reshape") else float(value)
+    return None
+
+
 def history(name: str, run: str | Run | None = None, script: str | None = None,
-            store: Store | None = None) -> list[tuple[Checkpoint, Any]]:
+            store: Store | None = None, *, across_runs: bool = False) -> History:
     """Every saved version of `name` in one run, oldest first, as (checkpoint, value) pairs.
 
     The run: as named by `run` or `script`, by default the latest run of a script in the
-    current directory that saved `name`.
+    current directory that saved `name`. `across_runs=True` gives instead the last version
+    saved by each run of that run's script, oldest run first (to compare runs with different
+    arguments).
     """
     store = store or default_store()
     for found, _ in _candidate_runs(run, script, store):
-        versions = []
-        for checkpoint in found.checkpoints:
-            try:
-                versions.append((checkpoint, checkpoint.load(name)))
-            except NotFound:
-                continue
+        if across_runs:
+            versions = _last_versions(all_runs(store), found.script, name)
+        else:
+            versions = _versions(found.checkpoints, name)
         if versions:
-            return versions
+            return History(naming.canonical(name), versions)
         if run is not None or script is not None:
             raise _never_saved(found, name)
     raise _not_saved_here(name, store)
+
+
+def _versions(checkpoints: list[Checkpoint], name: str) -> list[tuple[Checkpoint, Any]]:
+    versions = []
+    for checkpoint in checkpoints:
+        try:
+            versions.append((checkpoint, checkpoint.load(name)))
+        except NotFound:
+            continue
+    return versions
+
+
+def _last_versions(found: list[Run], script: str, name: str) -> list[tuple[Checkpoint, Any]]:
+    """The newest version of `name` of each run of `script` (the exact path), oldest run first."""
+    versions = []
+    for other in reversed(found):
+        if other.script != script or other.status == "damaged":
+            continue
+        for checkpoint in reversed(other.checkpoints):
+            try:
+                versions.append((checkpoint, checkpoint.load(name)))
+                break
+            except NotFound:
+                continue
+    return versions

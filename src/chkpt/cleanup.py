@@ -5,9 +5,12 @@ exclusively here while gc decides and deletes, so gc never deletes a blob that a
 being committed refers to. Automatic eviction only tries the lock and skips if another
 process holds it: a script never waits for a cleanup.
 
-Cost: the automatic check reads the store's running size estimate (one small file), not a
-stat of every blob; the full survey runs only when the estimate is over the cap or was last
-measured more than RESCAN_SECONDS ago.
+Pinned runs (`runs/<id>/pinned`) are never evicted.
+
+Cost: the automatic check reads the store's running size estimate (one small file), not a stat
+of every blob; the full survey runs only when the estimate is over the cap or was last measured
+more than RESCAN_SECONDS ago. The survey reads each run's record and lists its checkpoints; it
+reads manifests only of runs whose summary is not current.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Report:
 
     def __init__(self, plan: eviction.Plan | None = None, problems: list[str] | None = None) -> None:
         self.runs: list[dict[str, Any]] = [dict(run.meta, freed=freed) for run, freed in plan.runs] if plan else []
+        self.kept: list[dict[str, Any]] = [run.meta for run in plan.kept] if plan else []  # by their pins
         self.freed = plan.freed if plan else 0
         self.store_size_before = plan.size_before if plan else 0
         self.store_size_after = plan.size_after if plan else 0
@@ -39,9 +43,10 @@ class Report:
 def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], list[tuple[int, int]]]:
     """Every run with the blobs it refers to, and the (run, index) of damaged manifests.
 
-    A run whose record or checkpoint list cannot be read, or none of whose manifests can, is
-    "damaged"; a manifest that cannot be read is reported and listed for deletion. Nothing
-    stops the survey.
+    The blobs come from the summary in run.json when it is current (`records.current_summary`),
+    else from the manifests. A run whose record or checkpoint list cannot be read, or none of
+    whose manifests can, is "damaged"; a manifest that cannot be read is reported and listed
+    for deletion. Nothing stops the survey.
     """
     runs = []
     damaged_manifests = []
@@ -54,7 +59,7 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
         try:
             meta = store.read_run(run_id)
             last_used = max(last_used, meta.get("ended") or 0)
-            indexes = store.checkpoint_indexes(run_id)
+            mtimes = store.checkpoint_mtimes(run_id)
         except FileNotFoundError:
             runs.append(eviction.RunState(meta, "incomplete", last_used, live, {}))
             continue
@@ -64,7 +69,10 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
             continue
         blobs = records.run_blobs(meta)
         readable = damaged = 0
-        for index in indexes:
+        summary = records.current_summary(meta, mtimes)
+        if summary is not None:
+            blobs.update(summary["blobs"])
+        for index in [] if summary is not None else mtimes:
             try:
                 blobs.update(records.manifest_blobs(store.read_checkpoint(run_id, index)))
                 readable += 1
@@ -78,14 +86,15 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
                 problems.append(str(exc))
         # a run none of whose checkpoints can be read holds nothing but its damage
         status = "damaged" if damaged and not readable else meta["status"]
-        runs.append(eviction.RunState(meta, status, last_used, live, blobs))
+        runs.append(eviction.RunState(meta, status, last_used, live, blobs, pinned=store.is_pinned(run_id)))
     return runs, damaged_manifests
 
 
 def collect(store: Store, *, max_size: int | None = None, older_than: float | None = None,
-            script: str | None = None, dry_run: bool = False, blocking: bool = True) -> Report | None:
+            script: str | None = None, dry_run: bool = False, blocking: bool = True,
+            remove: set[str] | None = None) -> Report | None:
     """Evict runs and sweep the store (see eviction.py); None when not `blocking` and gc is busy
-    elsewhere."""
+    elsewhere. `remove` deletes exactly these runs instead of evicting (`chkpt rm`)."""
     if not store.run_ids() and not store.exists():  # listing refuses a store it may not touch
         return Report()
     with store.lock(exclusive=True, blocking=blocking) as locked:
@@ -99,7 +108,7 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
         problems.extend(eviction.missing_blobs(runs, blobs))
         of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
         plan = eviction.plan(runs, blobs, leftovers, now=time.time(), max_size=max_size,
-                             older_than=older_than, of_script=of_script)
+                             older_than=older_than, of_script=of_script, remove=remove)
         if not dry_run:
             # manifests before the blobs they refer to, so a cut-short gc leaves no dangling one
             for run_id, index in damaged_manifests:

@@ -2,7 +2,9 @@
 
 Runs go when they are damaged, debris of a start cut short, or older than `older_than`
 (seconds since last use); then, least recently used first, while the store is over
-`max_size`. A live run (its writer still holds its lock) never goes. `script` limits eviction
+`max_size`. A live run (its writer still holds its lock) and a pinned run never go; the plan
+names the pinned runs that would have gone otherwise. `remove` names runs the user deletes
+by hand (`chkpt rm`). `script` limits eviction
 to one script's runs. Blobs are shared between runs, so a run frees only the blobs no
 remaining run refers to. Unreferenced blobs and leftovers of killed processes go once older
 than their grace periods, before any run is evicted for the cap.
@@ -25,16 +27,17 @@ TMP_GRACE_SECONDS = 3600.0  # files being written and starts cut short are debri
 class RunState:
     """What the planner knows of one run."""
 
-    __slots__ = ("blobs", "id", "last_used", "live", "meta", "status")
+    __slots__ = ("blobs", "id", "last_used", "live", "meta", "pinned", "status")
 
     def __init__(self, meta: dict[str, Any], status: str, last_used: float, live: bool,
-                 blobs: dict[str, int]) -> None:
+                 blobs: dict[str, int], pinned: bool = False) -> None:
         self.meta = meta
         self.id: str = meta["id"]
         self.status = status  # a record's status, or "damaged" / "incomplete" (no record yet)
         self.last_used = last_used
         self.live = live
         self.blobs = blobs  # hash → size of every blob its record and manifests refer to
+        self.pinned = pinned
 
 
 class Plan:
@@ -44,6 +47,7 @@ class Plan:
         self.runs: list[tuple[RunState, int]] = []  # evicted runs, each with the bytes it frees
         self.blobs: list[str] = []  # blob hashes to delete
         self.leftovers: list[str] = []  # names in tmp/ to delete
+        self.kept: list[RunState] = []  # pinned runs that would have been evicted
         self.size_before = 0
         self.freed = 0
 
@@ -54,7 +58,7 @@ class Plan:
 
 def plan(runs: list[RunState], blobs: dict[str, tuple[int, float]], leftovers: list[tuple[str, int, float]],
          *, now: float, max_size: int | None = None, older_than: float | None = None,
-         of_script: Callable[[RunState], bool] | None = None) -> Plan:
+         of_script: Callable[[RunState], bool] | None = None, remove: set[str] | None = None) -> Plan:
     """The plan for a store holding `runs`, `blobs` (hash → (size, mtime)) and `leftovers`
     ((name, size, mtime) in tmp/)."""
     result = Plan()
@@ -87,20 +91,28 @@ def plan(runs: list[RunState], blobs: dict[str, tuple[int, float]], leftovers: l
             return now - run.last_used > TMP_GRACE_SECONDS
         return True
 
+    def keep_pinned(run: RunState) -> bool:
+        if run.pinned and run not in result.kept:
+            result.kept.append(run)
+        return run.pinned
+
     candidates = sorted((r for r in runs if removable(r)), key=lambda r: r.last_used)
     remaining = []
     for run in candidates:
         chosen = of_script is None or of_script(run)
         too_old = older_than is not None and now - run.last_used > older_than
-        if chosen and (too_old or run.status in ("damaged", "incomplete")):
+        if remove is not None and run.id in remove:
             evict(run)
+        elif remove is None and chosen and (too_old or run.status in ("damaged", "incomplete")):
+            if not keep_pinned(run):
+                evict(run)
         else:
             remaining.append(run)
-    if max_size is not None:
+    if max_size is not None and remove is None:
         for run in remaining:
             if result.size_after <= max_size:
                 break
-            if of_script is None or of_script(run):
+            if (of_script is None or of_script(run)) and not keep_pinned(run):
                 evict(run)
     return result
 

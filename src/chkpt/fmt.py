@@ -1,4 +1,5 @@
-"""Text for people: human sizes, durations, relative times, aligned tables, colour and progress.
+"""Text for people: human sizes, durations, times, paths, aligned and HTML tables, sparklines,
+natural order of names, colour and progress.
 
 Text saved by a run (paths, argv, exception messages, labels, names) is shown through
 `printable`, so it can neither restyle the terminal nor break a table row.
@@ -87,6 +88,73 @@ def closest_matches(word: str, candidates: Iterable[str], n: int = 1, cutoff: fl
     import difflib
 
     return difflib.get_close_matches(word, list(dict.fromkeys(candidates)), n=n, cutoff=cutoff)
+
+
+def date_time(when: float) -> str:
+    """A Unix time as local "2025-06-03 14:45:01"."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+def short_path(path: str, width: int = 32) -> str:
+    """A directory for a narrow column: the home directory as "~", long paths cut to their
+    last components ("…/work/proj-b")."""
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~") and (path == home or path.startswith(home + os.sep)):
+        path = "~" + path[len(home):]
+    if len(path) <= width:
+        return path
+    tail = path.split(os.sep)[-1]
+    for part in reversed(path.split(os.sep)[1:-1]):
+        if len(part) + len(tail) + 3 > width:
+            break
+        tail = part + os.sep + tail
+    return "…" + os.sep + tail
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """A sort key that puts "out[2]" before "out[10]": digit runs compare as numbers."""
+    key: list[Any] = []
+    digits = ""
+    text = ""
+    for char in name:
+        if char.isdigit():
+            if text:
+                key.append((1, text))
+                text = ""
+            digits += char
+        else:
+            if digits:
+                key.append((0, int(digits)))
+                digits = ""
+            text += char
+    if digits:
+        key.append((0, int(digits)))
+    if text:
+        key.append((1, text))
+    return tuple(key)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """Numbers as a line of block characters, lowest ▁ to highest █ (the last `width` values)."""
+    values = values[-width:]
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(SPARKS[int((v - low) / span * (len(SPARKS) - 1))] if span else SPARKS[0]
+                   for v in values)
+
+
+def html_table(headers: list[str], rows: list[list[str]], caption: str = "") -> str:
+    """An HTML table for notebooks (`_repr_html_`); every cell and the caption are escaped."""
+    import html
+
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(cell)}</td>"
+                                    for cell in row) + "</tr>" for row in rows)
+    title = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def plural(count: int, word: str) -> str:

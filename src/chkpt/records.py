@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 FORMAT = 1  # the store format these records belong to
 TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal")
 FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
-STATUSES = ("running", "finished", "crashed", "killed")
+STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interrupted: Ctrl-C
 
 _NUMBER = (int, float)
 _TEXT = (str,)
@@ -122,6 +122,45 @@ VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
     "buffers": (True, _list_of(_blob_ref)),
 }
 
+def _blob_map(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "should be an object of blob sizes"
+    for digest, size in value.items():
+        if not digest.isalnum() or not _is_int(size) or size < 0:
+            return f"has an invalid entry for {digest[:40]!r}"
+    return None
+
+
+def _place(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "should be an object"
+    return _problem(value, PLACE_FIELDS)
+
+
+def _summary(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "should be an object"
+    return _problem(value, SUMMARY_FIELDS)
+
+
+# where a checkpoint was taken, as the summary keeps it for the run's crash
+PLACE_FIELDS: dict[str, tuple[bool, Any]] = {
+    "index": (True, _types(int)),
+    "file": (False, _types(*_OPTIONAL_TEXT)),
+    "line": (False, _types(*_OPTIONAL_INT)),
+    "function": (False, _types(*_OPTIONAL_TEXT)),
+}
+
+# what listing and gc need of a run's checkpoints, kept in run.json by its writer at each commit
+# (with `heartbeat`, the time it was written); see `current_summary` for when readers may use it
+SUMMARY_FIELDS: dict[str, tuple[bool, Any]] = {
+    "indexes": (True, _list_of(_types(int))),
+    "blobs": (True, _blob_map),
+    "last_time": (False, _types(*_OPTIONAL_NUMBER)),
+    "crash": (False, _optional(_place)),
+    "signal": (False, _types(*_OPTIONAL_TEXT)),
+}
+
 RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "id": (True, _types(str)),
     "format": (False, _types(int)),
@@ -141,6 +180,8 @@ RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "source": (False, _optional(_blob_ref)),
     "problem": (False, _types(*_OPTIONAL_TEXT)),
     "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
+    "heartbeat": (False, _types(*_OPTIONAL_NUMBER)),
+    "summary": (False, _optional(_summary)),
 }
 
 MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
@@ -241,3 +282,36 @@ def run_blobs(run: dict[str, Any]) -> dict[str, int]:
     """hash → size of the blobs a run record itself refers to (the script's source)."""
     source = run.get("source")
     return {source["hash"]: source["size"]} if source else {}
+
+
+def summarize(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run record's `summary` of these checkpoint manifests (oldest first)."""
+    summary: dict[str, Any] = {"indexes": [], "blobs": {}, "last_time": None, "crash": None, "signal": None}
+    for manifest in manifests:
+        summary = add_to_summary(summary, manifest)
+    return summary
+
+
+def add_to_summary(summary: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """`summary` with one more (newer) checkpoint."""
+    added = dict(summary, indexes=[*summary["indexes"], manifest["index"]],
+                 blobs={**summary["blobs"], **manifest_blobs(manifest)}, last_time=manifest["time"])
+    if manifest["trigger"] == "crash":
+        added["crash"] = {key: manifest.get(key) for key in PLACE_FIELDS}
+    if manifest["trigger"] == "signal" and summary.get("signal") is None:
+        added["signal"] = manifest.get("label") or "signal"
+    return added
+
+
+def current_summary(run: dict[str, Any], manifest_mtimes: dict[int, float]) -> dict[str, Any] | None:
+    """The run record's summary if it still describes the checkpoint files, whose manifests'
+    modification times are given by index; else None (read the manifests).
+
+    It does while it names exactly those files and none of them was written after it: a writer
+    killed between a commit and its summary, thinning, or a manifest damaged since all fail.
+    """
+    summary = run.get("summary")
+    written = run.get("heartbeat")
+    if summary is None or written is None or summary["indexes"] != list(manifest_mtimes):
+        return None
+    return summary if all(mtime <= written for mtime in manifest_mtimes.values()) else None

@@ -8,6 +8,7 @@ Layout (docs/store-format.md has the full format):
     <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash
     <root>/runs/<run>/run.json       the run record (rewritten atomically)
     <root>/runs/<run>/lock           flock'ed by the writing process while it lives
+    <root>/runs/<run>/pinned         present when the user pinned the run (never evicted)
     <root>/runs/<run>/checkpoints/000001.json   one manifest per checkpoint
     <root>/tmp/                      files being written; renamed into place when complete
 
@@ -581,6 +582,29 @@ class Store:
         except OSError:
             pass
 
+    def _pin_marker(self, run_id: str) -> str:
+        self._run_file(run_id)  # the run's directory is ours (checked) before anything is read or made
+        return os.path.join(self.run_dir(run_id), "pinned")
+
+    def pin(self, run_id: str) -> None:
+        """Keep the run from eviction: a marker file of its own, which rewrites of run.json cannot lose."""
+        marker = self._pin_marker(run_id)
+        if not os.path.lexists(marker):
+            self._write_file(marker, [b""])
+
+    def unpin(self, run_id: str) -> None:
+        try:
+            os.unlink(self._pin_marker(run_id))
+        except FileNotFoundError:
+            pass
+
+    def is_pinned(self, run_id: str) -> bool:
+        """Whether the run carries a pin marker (a regular file; anything else is no pin)."""
+        try:
+            return stat.S_ISREG(os.lstat(self._pin_marker(run_id)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
     def delete_run(self, run_id: str) -> None:
         """Remove a run at once: moved out of runs/ in one rename, then deleted from tmp/.
 
@@ -619,6 +643,25 @@ class Store:
         except FileNotFoundError:
             return []
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def checkpoint_mtimes(self, run_id: str) -> dict[int, float]:
+        """index → modification time of each committed checkpoint's manifest, in index order;
+        Damaged when they cannot be listed."""
+        directory = self._checkpoints_dir(run_id)
+        found: dict[int, float] = {}
+        try:
+            self._check_dir(directory, "checkpoint directory")
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    stem = entry.name[:-5]
+                    if entry.name.endswith(".json") and stem.isdigit():
+                        try:
+                            found[int(stem)] = entry.stat(follow_symlinks=False).st_mtime
+                        except FileNotFoundError:
+                            continue  # thinned meanwhile
+        except FileNotFoundError:
+            return {}
+        return dict(sorted(found.items()))
 
     def read_checkpoint(self, run_id: str, index: int) -> dict[str, Any]:
         """A checkpoint's manifest, checked (FileNotFoundError once thinned away)."""
@@ -701,6 +744,28 @@ class RunWriter:
         manifest = dict(manifest, index=index, run=self.run_id)
         self.store._write_file(self.store.checkpoint_path(self.run_id, index), [records.encode(manifest)])
         self.triggers[index] = manifest["trigger"]
+
+    def save_summary(self, manifest: dict[str, Any] | None = None) -> None:
+        """Rewrite run.json with a heartbeat and the summary of the checkpoints now on disk.
+
+        `manifest`, just committed, is added to the summary kept so far when nothing else
+        changed; after thinning (or without one) the remaining manifests are read again.
+        """
+        indexes = self.store.checkpoint_indexes(self.run_id)
+        summary = self.meta.get("summary")
+        if manifest is not None and summary is not None and [*summary["indexes"], manifest["index"]] == indexes:
+            summary = records.add_to_summary(summary, manifest)
+        else:
+            manifests = []
+            for index in indexes:
+                try:
+                    manifests.append(self.store.read_checkpoint(self.run_id, index))
+                except (FileNotFoundError, StoreError):
+                    continue
+            summary = records.summarize(manifests)
+        self.meta["summary"] = summary
+        self.meta["heartbeat"] = time.time()
+        self.save_meta()
 
     def thin(self, keep: int) -> None:
         """Keep at most `keep` checkpoints: the first, exit/crash/signal ones, then the latest."""

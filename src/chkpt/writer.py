@@ -295,6 +295,8 @@ class Writer:
         if new_bytes:
             self.store.add_usage(new_bytes)
         self.run.thin(self.config.keep)
+        # the heartbeat and summary in run.json: a killed run's duration, listing without manifests
+        self.run.save_summary(dict(manifest, index=index))
 
     def keep_under_cap(self) -> None:
         """Evict other runs if the store is over its cap; best effort, never waits for a gc.
@@ -405,10 +407,11 @@ class Writer:
         if self.run is None:
             return
         run = self.run
-        run.meta.update(status=status, ended=time.time())
+        interrupted = isinstance(exc, KeyboardInterrupt)  # Ctrl-C: stopped, not crashed
+        run.meta.update(status="interrupted" if interrupted else status, ended=time.time())
         if exc is not None:
             run.meta["exception"] = exception_text(exc)
-            run.meta["exit_code"] = 1
+            run.meta["exit_code"] = None if interrupted else 1  # interrupted: dies of SIGINT
         elif status == "killed":
             run.meta["exit_code"] = None
         else:
@@ -416,8 +419,10 @@ class Writer:
         if self.problem is not None:
             run.meta["problem"] = self.problem
         try:
-            run.save_meta()
-            run.thin(self.config.keep)
+            try:
+                run.thin(self.config.keep)
+            finally:
+                run.save_summary()  # the end is recorded even if thinning failed
         except (OSError, StoreError) as error:
             if self.problem is None:
                 self._stop(error)

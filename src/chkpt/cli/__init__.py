@@ -51,8 +51,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "ls": listing.cmd_ls, "show": listing.cmd_show, "export": export.cmd_export,
-    "load": export.cmd_export, "shell": export.cmd_shell, "gc": admin.cmd_gc, "config": admin.cmd_config,
+    "run": cmd_run, "ls": listing.cmd_ls, "show": listing.cmd_show, "diff": listing.cmd_diff,
+    "export": export.cmd_export, "load": export.cmd_export, "shell": export.cmd_shell, "rm": admin.cmd_rm,
+    "pin": admin.cmd_pin, "unpin": admin.cmd_unpin, "gc": admin.cmd_gc, "config": admin.cmd_config,
     "doctor": admin.cmd_doctor, "resume": cmd_resume,
 }
 
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the store's disk or permissions
         warn(fmt.printable(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)))
         return 1
+
+
+def module_main() -> int:
+    """`python -m chkpt …`: the runner first, so a bare `--help` (or no argument) shows its help."""
+    argv = sys.argv[1:]
+    return main(["run", "--help"] if argv in ([], ["-h"], ["--help"]) else argv)
 
 
 def gc_main() -> int:

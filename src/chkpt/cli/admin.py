@@ -1,4 +1,9 @@
-"""`chkpt gc`, `chkpt config` and `chkpt doctor`: the store's size, the effective config, the set-up."""
+"""`chkpt rm`, `pin`, `unpin`, `gc`, `config` and `doctor`: deleting and keeping runs, the store's
+size, the effective config, the set-up.
+
+Config warnings are printed once, by the commands that use settings (gc, config; doctor lists
+them as problems); commands that only need the store's location stay quiet about them.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import sys
 from chkpt import api, fmt
 from chkpt import config as config_module
 from chkpt.activation import disabled_by_env
+from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
-from chkpt.store import StoreError
+from chkpt.store import Store, StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,27 +24,97 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def _loaded_config(start: str) -> config_module.Config:
+    """The effective config for `start`, each of its warnings printed once."""
+    config = config_module.load(start)
+    for warning in config.warnings:
+        warn(fmt.printable(warning))
+    return config
+
+
+def _run_text(meta: dict[str, Any]) -> str:
+    return fmt.printable(f"{meta['id']} {os.path.basename(meta.get('script') or '?')}")
+
+
+def _runs_named(refs: list[str], store: Store) -> list[api.Run]:
+    """The runs the references name (each once; damaged ones too); CliError for a checkpoint."""
+    chosen: dict[str, api.Run] = {}
+    for ref in refs:
+        run, selector = api.find(ref, store)
+        if selector:
+            raise CliError(f"{ref} names a checkpoint; this command takes whole runs (drop @{selector})")
+        chosen.setdefault(run.id, run)
+    return list(chosen.values())
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from chkpt import cleanup
+
+    store = api.default_store()
+    chosen = _runs_named(args.refs, store)
+    for run in chosen:
+        if run.status == "running":
+            raise CliError(f"run {run.id} is still running; stop its script first")
+        if run.pinned:
+            raise CliError(f"run {run.id} is pinned; chkpt unpin {run.id} first")
+    report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+    assert report is not None  # a blocking collect always runs
+    for meta in report.runs:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} run {_run_text(meta)} (frees {fmt.human_size(meta['freed'])})")
+    for problem in report.problems:
+        warn(fmt.printable(problem))
+    return 0
+
+
+def _set_pins(args: argparse.Namespace, pinned: bool) -> int:
+    store = api.default_store()
+    for run in _runs_named(args.refs, store):
+        if run.status == "damaged":
+            raise CliError(f"run {run.id} is damaged: {run.problems[0]}")
+        was = run.pinned
+        (store.pin if pinned else store.unpin)(run.id)
+        what = _run_text(run.meta)
+        if was == pinned:
+            print(f"run {what} was already {'pinned' if pinned else 'not pinned'}")
+        else:
+            print(f"{'pinned' if pinned else 'unpinned'} run {what}"
+                  + ("; it is never evicted now" if pinned else "; it may be evicted again"))
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    return _set_pins(args, True)
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    return _set_pins(args, False)
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from chkpt import cleanup
 
-    config = config_module.load(os.getcwd())
+    config = _loaded_config(os.getcwd())
     max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
     older = config_module.parse_duration(args.older_than) if args.older_than else None
-    store = api.default_store()
+    store = Store(config.store_dir)
     report = cleanup.collect(store, max_size=max_size, older_than=older, script=args.script,
                              dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
+                          "kept_by_pins": [r["id"] for r in report.kept],
                           "freed": report.freed, "size_before": report.store_size_before,
                           "size_after": report.store_size_after,
                           "problems": report.problems}, indent=1))
         return 0
     for run in report.runs:
-        what = fmt.printable(f"{run['id']} {os.path.basename(run.get('script') or '?')}")
-        print(f"{'would remove' if args.dry_run else 'removed'} run {what} ({fmt.human_size(run['freed'])})")
+        print(f"{'would remove' if args.dry_run else 'removed'} run {_run_text(run)} ({fmt.human_size(run['freed'])})")
     if not report.runs:
         print("no run to remove")
+    for run in report.kept:
+        print(f"{'would keep' if args.dry_run else 'kept'} pinned run {_run_text(run)}, "
+              "which would have gone otherwise")
     verb = "would free" if args.dry_run else "freed"
     print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
           f" → {fmt.human_size(report.store_size_after)} (cap {fmt.human_size(max_size)})")
@@ -62,9 +138,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from chkpt import paths
 
     start = os.path.abspath(args.script_dir or os.getcwd())
-    config = config_module.load(start)
-    for warning in config.warnings:
-        warn(fmt.printable(warning))
+    config = _loaded_config(start)
     if args.json:
         print(json.dumps({k: {"value": v, "source": config.sources[k]}
                           for k, v in config.as_dict().items()}, indent=1))

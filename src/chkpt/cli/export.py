@@ -34,27 +34,62 @@ def file_stem(name: str) -> str:
 def export_value(value: Any, stem: str, directory: str) -> list[str]:
     """Write `value` in formats other tools read; returns the files written.
 
-    Arrays: .npy. DataFrames/Series: .parquet when pyarrow is installed and can hold the
-    frame, else .pkl (exact) plus .csv (for any tool). Plain JSON data: .json. Else .pkl.
+    Arrays: .npy. pandas DataFrames/Series: .parquet when pyarrow is installed and can hold
+    the frame, else .pkl (exact) plus .csv (for any tool). polars frames and pyarrow tables:
+    .parquet. Plain JSON data: .json. Else .pkl. A value that cannot be written raises, and
+    leaves none of its files behind (not even an empty one).
     """
-    base = os.path.join(directory, stem)
+    written: list[str] = []
+    try:
+        _export(value, stem, os.path.join(directory, stem), written)
+    except BaseException:
+        for path in written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+    return written
+
+
+def _export(value: Any, stem: str, base: str, written: list[str]) -> None:
+    """Write `value` under `base` + a suffix, naming each file in `written` before it is created."""
     module = type(value).__module__.split(".")[0]
     if module == "numpy":
         import numpy
 
         if type(value) is numpy.ndarray or isinstance(value, numpy.generic):
-            numpy.save(base + ".npy", value, allow_pickle=value.dtype.hasobject)
-            return [base + ".npy"]
+            written.append(base + ".npy")
+            numpy.save(written[-1], value, allow_pickle=value.dtype.hasobject)
+            return
     if module == "pandas" and hasattr(value, "to_csv"):
-        return _export_frame(value, stem, base)
+        _export_pandas(value, stem, base, written)
+        return
+    if module == "polars" and hasattr(value, "write_parquet"):
+        written.append(base + ".parquet")
+        value.write_parquet(written[-1])
+        return
+    if module == "polars" and hasattr(value, "to_frame"):  # a polars Series
+        written.append(base + ".parquet")
+        value.to_frame().write_parquet(written[-1])
+        return
+    if module == "pyarrow" and type(value).__name__ in ("Table", "RecordBatch"):
+        import pyarrow
+        import pyarrow.parquet
+
+        table = value if isinstance(value, pyarrow.Table) else pyarrow.Table.from_batches([value])
+        written.append(base + ".parquet")
+        pyarrow.parquet.write_table(table, written[-1])
+        return
     if _is_json_data(value):
-        with open(base + ".json", "w") as handle:
+        written.append(base + ".json")
+        with open(written[-1], "w") as handle:
             json.dump(value, handle, indent=1)
-        return [base + ".json"]
-    return [_pickle(value, base + ".pkl")]
+        return
+    _pickle(value, base + ".pkl", written)
 
 
-def _export_frame(frame: Any, stem: str, base: str) -> list[str]:
+def _export_pandas(frame: Any, stem: str, base: str, written: list[str]) -> None:
     import importlib.util
 
     if importlib.util.find_spec("pyarrow") is not None:
@@ -62,23 +97,24 @@ def _export_frame(frame: Any, stem: str, base: str) -> list[str]:
             name=stem if frame.name is None else str(frame.name))
         try:
             table.to_parquet(base + ".parquet")
-            return [base + ".parquet"]
+            written.append(base + ".parquet")
+            return
         except Exception as exc:  # pyarrow's errors vary by cause; the fallback covers all
             if os.path.exists(base + ".parquet"):
                 os.unlink(base + ".parquet")
             warn(fmt.printable(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
                                "writing pickle and CSV instead"))
-    path = _pickle(frame, base + ".pkl")
-    frame.to_csv(base + ".csv")
-    return [path, base + ".csv"]
+    _pickle(frame, base + ".pkl", written)
+    written.append(base + ".csv")
+    frame.to_csv(written[-1])
 
 
-def _pickle(value: Any, path: str) -> str:
+def _pickle(value: Any, path: str, written: list[str]) -> None:
     import pickle
 
+    written.append(path)
     with open(path, "wb") as handle:
         pickle.dump(value, handle, protocol=5)
-    return path
 
 
 def _is_json_data(value: Any) -> bool:
@@ -111,8 +147,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             stems.add(stem)
             try:
                 files = export_value(variable.load(), stem, args.to)
-            except api.LoadError as exc:
+            except (api.LoadError, StoreError) as exc:
                 warn(fmt.printable(str(exc)))
+                failed += 1
+                continue
+            except Exception as exc:  # whatever the value's own pickling or writer raises
+                hint = " (its class is defined in the script)" if variable.type.startswith("__main__.") else ""
+                warn(fmt.printable(f"cannot export {variable.name} ({variable.type}){hint}: "
+                                   f"{type(exc).__name__}: {fmt.shorten(str(exc), 160)}"))
                 failed += 1
                 continue
             written.append({"name": variable.name, "files": files})
@@ -120,7 +162,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 size = fmt.human_size(os.path.getsize(path))
                 progress.echo(fmt.printable(f"{variable.name} → {path}") + f" ({size})")
     if args.json:
-        print(json.dumps({"checkpoint": checkpoint.ref, "exported": written}, indent=1))
+        print(json.dumps({"checkpoint": checkpoint.ref, "exported": written, "failed": failed}, indent=1))
+    elif failed and len(variables) > 1:
+        warn(f"{failed} of {len(variables)} values could not be exported; the others were")
     return 1 if failed else 0
 
 
@@ -177,19 +221,23 @@ def cmd_shell(args: argparse.Namespace) -> int:
     try:
         import IPython
     except ImportError:
-        import code
-
-        if sys.stdin.isatty():
-            try:
-                import readline
-                import rlcompleter
-
-                readline.set_completer(rlcompleter.Completer(namespace).complete)
-                readline.parse_and_bind("tab: complete")
-            except ImportError:
-                pass
-        code.interact(banner=banner, local=namespace, exitmsg="")
-    else:
+        # chosen here, started outside the handler: exceptions typed at the plain prompt
+        # must not be chained to this ImportError
+        IPython = None
+    if IPython is not None:
         print(banner)
         IPython.start_ipython(argv=[], user_ns=namespace, display_banner=False)
+        return 0
+    import code
+
+    if sys.stdin.isatty():
+        try:
+            import readline
+            import rlcompleter
+        except ImportError:
+            readline = None
+        if readline is not None:
+            readline.set_completer(rlcompleter.Completer(namespace).complete)
+            readline.parse_and_bind("tab: complete")
+    code.interact(banner=banner, local=namespace, exitmsg="")
     return 0

@@ -1,4 +1,5 @@
-"""`chkpt ls` and `chkpt show`: runs, checkpoints and variables as tables, or as JSON.
+"""`chkpt ls`, `chkpt show` and `chkpt diff`: runs, checkpoints, variables and the changes
+between two checkpoints as tables, or as JSON.
 
 Every text a run saved goes through `fmt.printable` before it is shown; `--json` prints
 the exact saved strings (JSON escapes them itself).
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
-import time
 
 from chkpt import api, fmt, naming
+from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 
 TYPE_CHECKING = False
@@ -19,36 +21,23 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-STATUS_STYLES = {"finished": "green", "crashed": "red", "killed": "yellow", "running": "cyan",
-                 "damaged": "red"}
+STATUS_STYLES = {"finished": "green", "crashed": "red", "interrupted": "yellow", "killed": "yellow",
+                 "running": "cyan", "damaged": "red"}
+STATUSES = ("running", "finished", "crashed", "interrupted", "killed", "damaged")
 
 
 def _run_json(run: api.Run) -> dict[str, Any]:
-    crash = run.crash
-    described = dict(run.meta, checkpoints=len(run.checkpoints), size=run.size, status=run.status,
-                     duration=run.duration, crash_line=crash.line if crash else None)
+    place = run.summary.get("crash") or {}
+    described = dict(run.meta, checkpoints=run.checkpoint_count, size=run.size, status=run.status,
+                     duration=run.duration, crash_line=place.get("line"), pinned=run.pinned)
+    described.pop("summary", None)  # the listing's own cache, not the run's facts
     if run.status == "damaged":
         described["problem"] = run.problems[0]
     return described
 
 
-def _end_text(run: api.Run) -> str:
-    """How the run ended, for people: "crashed at train.py:42 in step(): ValueError: …"."""
-    if run.status == "crashed":
-        crash = run.crash
-        where = f" at {crash.where}" if crash and crash.line else ""
-        return f"crashed{where}: {run.exception or '?'}"
-    code = run.meta.get("exit_code")
-    if run.status == "finished" and code not in (0, None):
-        return f"finished, exit code {code}"
-    if run.status == "killed":
-        signal = next((c for c in run.checkpoints if c.trigger == "signal"), None)
-        return f"killed ({signal.label or 'signal'})" if signal else "killed (died without exiting)"
-    return run.status
-
-
 def _status(run: api.Run, paint: fmt.Painter, width: int | None = None) -> str:
-    text = fmt.printable(_end_text(run))
+    text = fmt.printable(run.end_text)
     return paint(fmt.shorten(text, width) if width else text, STATUS_STYLES.get(run.status, ""))
 
 
@@ -57,32 +46,102 @@ def _report(problems: list[str]) -> None:
         warn(fmt.printable(problem))
 
 
+def parse_statuses(text: str) -> list[str]:
+    """"crashed,killed" → ["crashed", "killed"]; CliError for an unknown status."""
+    wanted = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [s for s in wanted if s not in STATUSES]
+    if unknown or not wanted:
+        raise CliError(f"unknown status {', '.join(unknown) or repr(text)} (statuses: {', '.join(STATUSES)})")
+    return wanted
+
+
+def _filters_text(args: argparse.Namespace) -> str:
+    given = [f"--{key} {getattr(args, key)}" for key in ("script", "status", "since", "until")
+             if getattr(args, key) is not None]
+    return " ".join(given)
+
+
+def _repeated_names(shown: list[api.Run]) -> bool:
+    """Whether one script name stands for scripts in several folders among `shown`."""
+    folders: dict[str, set[str]] = {}
+    for run in shown:
+        folders.setdefault(os.path.basename(run.script), set()).add(run.folder)
+    return any(len(f) > 1 for f in folders.values())
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     store = api.default_store()
-    found = [r for r in api.all_runs(store) if args.script is None or api.matches_script(r, args.script)]
+    everything = api.all_runs(store)
+    found = api.select(everything, script=args.script, since=args.since, until=args.until,
+                       status=parse_statuses(args.status) if args.status else None)
     limit = (0 if args.json else 30) if args.limit is None else args.limit
     shown = found[:limit] if limit > 0 else found
-    if args.json:
-        print(json.dumps([_run_json(r) for r in shown], indent=1, default=str))
+    if args.json:  # one run a line: the C encoder (no indent) keeps 10,000 runs under a second
+        print("[" + ",\n ".join(json.dumps(_run_json(r), default=str) for r in shown) + "]")
     elif not shown:
-        what = f"runs of {fmt.printable(args.script)}" if args.script else "runs"
-        print(f"no {what} in {store.root}")
+        filters = _filters_text(args)
+        matching = f" matching {fmt.printable(filters)}" if filters else ""
+        print(f"no runs{matching} in {store.root} ({fmt.plural(len(everything), 'run')} in all)"
+              if everything else f"no runs in {store.root}")
     else:
-        paint = fmt.Painter.for_stream(sys.stdout)
-        rows = [[paint(fmt.printable(run.id), "cyan"), fmt.printable(os.path.basename(run.script)),
-                 fmt.relative_time(run.started) if run.started else "-", fmt.human_duration(run.duration),
-                 str(len(run.checkpoints)), fmt.human_size(run.size), _status(run, paint, 70)]
-                for run in shown]
-        print(fmt.table(["RUN", "SCRIPT", "STARTED", "DURATION", "CKPTS", "SIZE", "STATUS"],
-                        rows, right={3, 4, 5}, paint=paint))
-        blobs: dict[str, int] = {}
-        for run in shown:
-            blobs.update(run.blobs)
-        more = f" (of {len(found)}; -n 0 lists all)" if len(shown) < len(found) else ""
-        print(paint(f"{fmt.plural(len(shown), 'run')}{more}, {fmt.human_size(sum(blobs.values()))} "
-                    f"of data in {store.root}; details: chkpt show RUN", "dim"))
+        print(_runs_table(shown))
+        print(_footer(args, shown, found, everything, store.root))
     _report([problem for run in shown for problem in run.problems])
     return 0
+
+
+def _runs_table(shown: list[api.Run]) -> str:
+    paint = fmt.Painter.for_stream(sys.stdout)
+    with_folder = _repeated_names(shown)
+    with_args = any(run.args for run in shown)
+    with_pins = any(run.pinned for run in shown)
+    headers = ["RUN", "SCRIPT", *(["FOLDER"] * with_folder), *(["ARGS"] * with_args), "STARTED",
+               "DURATION", "CKPTS", "SIZE", *(["PIN"] * with_pins), "STATUS"]
+    rows = []
+    for run in shown:
+        row = [paint(fmt.printable(run.id), "cyan"), fmt.printable(os.path.basename(run.script))]
+        if with_folder:
+            row.append(fmt.printable(fmt.short_path(run.folder)))
+        if with_args:
+            row.append(fmt.printable(fmt.shorten(shlex.join(run.args), 30)))
+        row += [fmt.relative_time(run.start_time) if run.start_time else "-", _duration_text(run),
+                str(run.checkpoint_count), fmt.human_size(run.size)]
+        if with_pins:
+            row.append(paint("pinned", "bold") if run.pinned else "")
+        row.append(_status(run, paint, 70))
+        rows.append(row)
+    first_number = headers.index("DURATION")
+    return fmt.table(headers, rows, right={first_number, first_number + 1, first_number + 2}, paint=paint)
+
+
+def _duration_text(run: api.Run) -> str:
+    """The duration; "≥ 5m02s" for a killed run, which ran at least until its last sign of life."""
+    text = fmt.human_duration(run.duration)
+    return f"≥{text}" if run.status == "killed" and run.duration is not None else text
+
+
+def _footer(args: argparse.Namespace, shown: list[api.Run], found: list[api.Run],
+            everything: list[api.Run], root: str) -> str:
+    """What was shown of what exists: "3 runs (of 12 matching --status crashed; 340 in all), …"."""
+    paint = fmt.Painter.for_stream(sys.stdout)
+    blobs: dict[str, int] = {}
+    for run in shown:
+        blobs.update(run.blobs)
+    counts = []
+    if len(shown) < len(found):
+        counts.append(f"of {len(found)}" + (" matching" if len(found) < len(everything) else ""))
+    filters = _filters_text(args)
+    if filters:
+        counts.append(("" if counts else "matching ") + filters)
+    if len(found) < len(everything):
+        counts.append(f"{len(everything)} in all")
+    more = f" ({'; '.join(counts)})" if counts else ""
+    hint = "; -n 0 lists all" if len(shown) < len(found) else ""
+    pinned = sum(run.pinned for run in shown)
+    pins = f", {pinned} pinned" if pinned else ""
+    return paint(fmt.printable(f"{fmt.plural(len(shown), 'run')}{more}{pins}, "
+                               f"{fmt.human_size(sum(blobs.values()))} of data in {root}; "
+                               f"details: chkpt show RUN{hint}"), "dim")
 
 
 def _checkpoint_json(checkpoint: api.Checkpoint) -> dict[str, Any]:
@@ -97,13 +156,13 @@ def _checkpoint_json(checkpoint: api.Checkpoint) -> dict[str, Any]:
 
 
 def _clock(when: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(when))
+    return fmt.date_time(when)[11:]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     run, selector = api.resolve(args.ref)
     if args.names:
-        return _show_values(run.checkpoint(selector), args.names)
+        return _show_values(run.checkpoint(selector), args.names, args.json)
     checkpoints = run.checkpoints
     chosen = run.checkpoint(selector) if checkpoints or selector else None
     if args.json:
@@ -116,8 +175,8 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"{_status(run, paint)}")
     command = " ".join(run.meta.get("argv") or [])
     details = [("script", run.script), ("command", f"python {command}" if command else "-"),
-               ("started", f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.started))} "
-                           f"({fmt.relative_time(run.started)}), ran {fmt.human_duration(run.duration)}"),
+               ("started", f"{fmt.date_time(run.start_time)} "
+                           f"({fmt.relative_time(run.start_time)}), ran {_duration_text(run)}"),
                ("python", f"{run.meta.get('python', '?')}, pid {run.meta.get('pid', '?')}"
                           f" on {run.meta.get('host') or '?'}"),
                ("data", f"{fmt.human_size(run.size)} in {fmt.plural(len(checkpoints), 'checkpoint')}")]
@@ -133,7 +192,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         trigger = text(c.trigger + (f" ({c.label})" if c.label else ""))
         rows.append([">" if c is chosen else "", str(c.index),
                      paint(trigger, "red" if c.trigger == "crash" else ""), _clock(c.time),
-                     "+" + fmt.human_duration(c.time - run.started), text(c.where),
+                     "+" + fmt.human_duration(c.time - run.start_time), text(c.where),
                      str(len(c.variables)), fmt.human_size(c.size),
                      fmt.human_size(int(c.manifest.get("new_bytes", 0)))])
     print(fmt.table(["", "#", "TRIGGER", "TIME", "AFTER", "WHERE", "VARS", "SIZE", "WRITTEN"], rows,
@@ -141,8 +200,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     exception = f": {chosen.exception}" if chosen.exception else ""
     where = f" at {chosen.where}" if chosen.line else ""
     print(f"\n{paint(text(f'checkpoint {chosen.ref}'), 'bold')} — {text(chosen.trigger + where + exception)}")
-    rows = [[text(v.name), text(v.type), api.shape_text(v.shape), text(v.dtype or ""), fmt.human_size(v.size),
-             paint(text(v.scope), "dim")] for v in chosen.variables]
+    rows = [[text(name), text(kind), api.shape_text(shape), text(dtype), fmt.human_size(size),
+             paint(text(scope), "dim")] for name, kind, shape, dtype, size, scope in _grouped(chosen.variables)]
     if rows:
         print(fmt.table(["NAME", "TYPE", "SHAPE", "DTYPE", "SIZE", "SCOPE"], rows, right={4}, paint=paint))
     else:
@@ -163,9 +222,59 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 1 if run.problems else 0  # some of the run's files cannot be read
 
 
-def _show_values(checkpoint: api.Checkpoint, names: list[str]) -> int:
+GROUP_AT = 5  # this many consecutive items of one container, alike, take one row
+
+
+def _grouped(variables: list[api.Variable]) -> list[tuple[str, str, list[int] | None, str, int, str]]:
+    """(name, type, shape, dtype, size, scope) rows, with runs of `GROUP_AT` or more items of one
+    list or dict that are alike (`out[0]` … `out[19]`, all 3-element float arrays) in one row
+    `out[0…19]`, typed "20 numpy.ndarray" and sized in all."""
+    rows: list[tuple[str, str, list[int] | None, str, int, str]] = []
+    group: list[api.Variable] = []
+
+    def flush() -> None:
+        if len(group) >= GROUP_AT:
+            first, last = group[0], group[-1]
+            name = f"{first.name[:first.name.rindex('[')]}[{_item(first.name)}…{_item(last.name)}]"
+            rows.append((name, f"{len(group)} {first.type}", first.shape, first.dtype or "",
+                         sum(v.size for v in group), first.scope))
+        else:
+            rows.extend((v.name, v.type, v.shape, v.dtype or "", v.size, v.scope) for v in group)
+        group.clear()
+
+    def kind(variable: api.Variable) -> tuple[Any, ...] | None:
+        if not variable.name.endswith("]") or "[" not in variable.name:
+            return None
+        return (variable.name[:variable.name.rindex("[")], variable.type, variable.shape,
+                variable.dtype, variable.scope)
+
+    for variable in variables:
+        if group and (kind(variable) is None or kind(variable) != kind(group[0])):
+            flush()
+        if kind(variable) is None:
+            rows.append((variable.name, variable.type, variable.shape, variable.dtype or "", variable.size,
+                         variable.scope))
+        else:
+            group.append(variable)
+    flush()
+    return rows
+
+
+def _item(name: str) -> str:
+    """"out[12]" → "12"."""
+    return name[name.rindex("[") + 1:-1]
+
+
+def _show_values(checkpoint: api.Checkpoint, names: list[str], as_json: bool) -> int:
     """`chkpt show REF NAME…`: each value's description and a preview of its contents."""
     variables = [checkpoint.variable(name) for name in names]  # every name checked first
+    if as_json:
+        described = [{"name": naming.canonical(name), "saved_as": variable.name, "type": variable.type,
+                      "shape": variable.shape, "dtype": variable.dtype, "size": variable.size,
+                      "scope": variable.scope, "preview": _preview(variable.load(), escape=False)}
+                     for name, variable in zip(names, variables, strict=True)]
+        print(json.dumps({"checkpoint": checkpoint.ref, "values": described}, indent=1))
+        return 0
     paint = fmt.Painter.for_stream(sys.stdout)
     for number, (name, variable) in enumerate(zip(names, variables, strict=True)):
         if number:
@@ -180,16 +289,36 @@ def _show_values(checkpoint: api.Checkpoint, names: list[str]) -> int:
     return 0
 
 
-def _preview(value: Any, max_lines: int = 30, max_width: int = 160) -> str:
-    """repr(value), cut to a screenful (numpy and pandas already summarise large data)."""
+def _preview(value: Any, max_lines: int = 30, max_width: int = 160, escape: bool = True) -> str:
+    """repr(value), cut to a screenful (numpy and pandas already summarise large data);
+    `escape` shows control characters as escapes (for a terminal; JSON escapes them itself)."""
     import reprlib
 
     limits = reprlib.Repr(maxlevel=3, maxlist=20, maxdict=20, maxtuple=20, maxset=20,
                           maxstring=max_width, maxother=max_width)
     module = type(value).__module__.split(".")[0]
     text = repr(value) if module in ("numpy", "pandas") else limits.repr(value)
-    lines = [fmt.printable(line) for line in text.split("\n")]
+    lines = [fmt.printable(line) if escape else line for line in text.split("\n")]
     lines = [fmt.shorten(line, max_width) if len(line) > max_width else line for line in lines]
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], f"… ({len(lines) - max_lines + 1} more lines)"]
     return "\n".join(lines)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from chkpt import compare
+
+    found = compare.diff(args.ref, args.other) if args.other else compare.diff(args.ref)
+    if args.json:
+        print(json.dumps(found.as_json(), indent=1))
+        return 0
+    paint = fmt.Painter.for_stream(sys.stdout)
+    print(paint(fmt.printable(found.title), "bold"))
+    styles = {"+": "green", "-": "red", "~": "yellow"}
+    rows = [[paint(row[0], styles[row[0]]), *(fmt.printable(cell) for cell in row[1:])] for row in found.rows()]
+    if rows:
+        print(fmt.table(["", "NAME", "TYPE", "SHAPE", "DTYPE", "CHANGE"], rows, paint=paint))
+    else:
+        print("  no variable differs")
+    print(paint(found.counts, "dim"))
+    return 0

@@ -27,9 +27,13 @@ COMMANDS = {
     "run": "run a script under chkpt (also: python -m chkpt script.py)",
     "ls": "list runs: script, start, duration, how it ended, checkpoints, size",
     "show": "show a run's checkpoints and one checkpoint's variables",
+    "diff": "compare two checkpoints: variables added, removed and changed",
     "export": "write variables to files other tools read",
     "load": "the same as export",
     "shell": "a Python (or IPython) prompt with a checkpoint's variables loaded",
+    "rm": "delete runs",
+    "pin": "keep a run from ever being evicted (by the store's cap or gc)",
+    "unpin": "let a pinned run be evicted again",
     "gc": "remove old runs and unreferenced data",
     "config": "the effective config and where each value came from",
     "doctor": "check that chkpt can work here",
@@ -47,10 +51,13 @@ variable names: as `chkpt show` lists them: df, model.weights, results['train'],
 
 EPILOG = f"""examples:
   chkpt ls                            runs, newest first
+  chkpt ls --status crashed --since 1d   yesterday's crashes and today's
   chkpt show latest                   checkpoints and variables of the latest run
   chkpt show latest:train.py@crash    the crash checkpoint of train.py's latest run
   chkpt export latest df --to out/    df as Parquet (or pickle + CSV); arrays as .npy
   chkpt shell latest@crash            a Python prompt with the variables loaded
+  chkpt diff latest@crash             what changed since the checkpoint before
+  chkpt pin 3fa2                      never evict run 3fa2 (chkpt unpin 3fa2 undoes it)
   chkpt gc --max-size 5GiB --dry-run  what evicting down to 5 GiB would remove
   chkpt run --interval 5m train.py    run a script with options (also: python -m chkpt …)
 
@@ -65,7 +72,22 @@ EXAMPLES = {
     "ls": """examples:
   chkpt ls                          every run, newest first
   chkpt ls --script train.py -n 5   the last 5 runs of train.py
+  chkpt ls --status crashed,killed  runs that did not end well
+  chkpt ls --since 2d --until 1d    runs started yesterday (also: --since 2025-06-03)
+  chkpt ls --script ~/proj-b        runs of scripts in that folder (or a file name, or a path)
   chkpt ls --json                   for scripts: id, script, status, started, checkpoints, size…""",
+    "diff": """examples:
+  chkpt diff latest@crash              the crash checkpoint against the one before it
+  chkpt diff 3fa2@2 3fa2@4             two checkpoints of one run
+  chkpt diff latest:train.py 9c1e      the last checkpoints of two runs
+  chkpt diff 3fa2@2 3fa2@4 --json""",
+    "rm": """examples:
+  chkpt rm 3fa2 9c1e                 delete these runs (their data too, where no other run shares it)
+  chkpt rm latest:train.py --dry-run""",
+    "pin": """examples:
+  chkpt pin 3fa2                     chkpt ls marks it; gc --dry-run says what the pin kept""",
+    "unpin": """examples:
+  chkpt unpin 3fa2""",
     "show": """examples:
   chkpt show                        the latest run (same as: chkpt show latest)
   chkpt show latest@crash           the variables where the latest run crashed
@@ -178,12 +200,19 @@ def _add_run(sub: Any) -> None:
 
 
 def build_parser() -> Parser:
+    from chkpt import __version__
+
     parser = Parser(prog="chkpt", description="Inspect and load the checkpoints chkpt saved.",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"chkpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _add_run(sub)
     ls = _add(sub, "ls")
-    ls.add_argument("--script", help="only runs of this script (file name or path)")
+    ls.add_argument("--script", help="only runs of this script (file name or path) or of scripts in this folder")
+    ls.add_argument("--status", metavar="STATUS[,…]",
+                    help="only runs that ended so: running, finished, crashed, interrupted, killed, damaged")
+    ls.add_argument("--since", metavar="WHEN", help="only runs started since: a time ago (1h, 2d) or a date")
+    ls.add_argument("--until", metavar="WHEN", help="only runs started until: a time ago (1h, 2d) or a date")
     ls.add_argument("-n", "--limit", type=int, metavar="N",
                     help="at most N runs (0: all; default: 30, all with --json)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -198,6 +227,17 @@ def build_parser() -> Parser:
         export.add_argument("--to", default=".", metavar="DIR",
                             help="output directory, created if needed (default: .)")
         export.add_argument("--json", action="store_true", help="list the files written as JSON")
+    diff = _add(sub, "diff", refs=True)
+    diff.add_argument("ref", metavar="RUN", help="a checkpoint, e.g. latest@crash")
+    diff.add_argument("other", nargs="?", metavar="RUN",
+                      help="the checkpoint to compare it with (default: the one before it in its run)")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    rm = _add(sub, "rm", refs=True)
+    rm.add_argument("refs", nargs="+", metavar="RUN", help="runs to delete")
+    rm.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+    for name in ("pin", "unpin"):
+        pin = _add(sub, name, refs=True)
+        pin.add_argument("refs", nargs="+", metavar="RUN", help=f"runs to {name}")
     shell = _add(sub, "shell", refs=True)
     shell.add_argument("ref", nargs="?", default="latest", metavar="RUN", help="run reference (default: latest)")
     gc = _add(sub, "gc")
@@ -231,7 +271,7 @@ def _unknown_command(word: str) -> CliError:
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command line; `command` is None when none was given (the caller prints the help)."""
     first = argv[0] if argv else ""
-    if first and first not in COMMANDS and first not in ("-h", "--help"):
+    if first and first not in COMMANDS and first not in ("-h", "--help", "--version"):
         if not (first.startswith("-") or first.endswith(".py") or os.path.isfile(first)):
             raise _unknown_command(first)
         argv = ["run", *argv]

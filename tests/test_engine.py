@@ -367,3 +367,18 @@ def test_periodic_checkpoints_take_at_most_a_small_share_of_the_run(since, inter
     from chkpt.session import periodic_due
 
     assert periodic_due(since, interval, pause) is due
+
+
+def test_a_run_killed_after_a_few_seconds_has_its_data_at_the_default_interval(env, work):
+    write(work, "slow.py", """
+        import os, signal, time, numpy as np
+        data = np.arange(100_000.0)
+        start = time.time()
+        while time.time() - start < 7:      # the first checkpoint comes after 5 s, not 60 s
+            data += 1
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = python(["slow.py"], env, work)
+    assert result.returncode == -signal.SIGKILL
+    [run] = runs(env, work)
+    assert run["status"] == "killed" and run["checkpoints"] >= 1

@@ -151,13 +151,15 @@ def test_config_warnings_are_printed_once_and_only_by_commands_that_use_settings
     with open(os.path.join(config_dir, "config.toml"), "w") as handle:
         handle.write('interval = "bogus"\n')
 
-    def warnings(*args: str) -> list[str]:
-        result = python(["-m", "chkpt", *args], env, work)
+    def warnings(*args: str, console_script: bool = False) -> list[str]:
+        # the console script lives in the venv: autoload reads the config but must not watch it
+        result = run([CHKPT, *args], env, work) if console_script else python(["-m", "chkpt", *args], env, work)
         return [line for line in result.stderr.splitlines() if "interval" in line]
 
-    assert len(warnings("config")) == 1
-    assert len(warnings("gc", "--dry-run")) == 1
-    assert warnings("ls") == []
+    for console_script in (False, True):
+        assert len(warnings("config", console_script=console_script)) == 1
+        assert len(warnings("gc", "--dry-run", console_script=console_script)) == 1
+        assert warnings("ls", console_script=console_script) == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("IPython") is not None, reason="the plain shell is the fallback")

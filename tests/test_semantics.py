@@ -102,7 +102,9 @@ def test_same_behaviour_as_plain_python(name, env, work):
     explicit = outcome([PYTHON, "-m", "chkpt", "prog.py", "a1", "--flag"], env, work, stdin)
     assert autoloaded == plain
     assert explicit == plain
-    assert len(runs(env, work)) == 2  # one run each time; children never start their own
+    made = len(runs(env, work))  # one run each time; children never start their own
+    # os._exit skips the exit checkpoint: its run exists only if a periodic one came in time
+    assert made == 2 or (name == "os_exit" and made < 2)
 
 
 def test_forked_children_never_write_into_the_parents_run(env, work):

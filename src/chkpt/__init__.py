@@ -54,15 +54,18 @@ class paused:
             self._session.resume()
 
 
-def runs(script: str | None = None) -> "list[Run]":
-    """Runs in the store, newest first; `script` keeps those of one script (name or path).
+def runs(script: str | None = None, *, status: "str | list[str] | None" = None,
+         since: "str | float | None" = None, until: "str | float | None" = None) -> "list[Run]":
+    """Runs in the store, newest first; `script` keeps those of one script (name, path or
+    folder), `status` those that ended so ("crashed", or a list), `since`/`until` those started
+    in that window (Unix times, or "1h", "2d", "2025-06-03").
 
     A run has `.checkpoints` (each with `.variables`, `.load(name)`, `[name]`), and
     `.checkpoint("crash")` / `.checkpoint(3)` picks one.
     """
     from chkpt import api
 
-    return api.runs(script)
+    return api.runs(script, status=status, since=since, until=until)
 
 
 def load(name: str, run: "str | Run | None" = None, script: str | None = None) -> "Any":

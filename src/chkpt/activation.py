@@ -134,9 +134,15 @@ def start_for_script(path: str) -> "Watch | None":
     from chkpt.watch import Watch
 
     script_dir = os.path.dirname(path)
-    config = load_config(script_dir) if configured(script_dir) else None
+    config = None
+    if configured(script_dir):
+        from chkpt import config as config_module
+
+        config = config_module.load(script_dir)
     if decide(path, config.include if config else [], config.exclude if config else []) is not None:
-        return None
+        return None  # its warnings are for the scripts chkpt watches (a `chkpt` command says its own)
+    if config is not None:
+        config_module.report(config)
     watch = Watch(sys.modules["__main__"].__dict__, sys.argv, config=config, config_dir=script_dir)
     watch.set_target(path)
     watch.begin()

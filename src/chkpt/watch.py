@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from chkpt.defaults import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE
+from chkpt.defaults import DEFAULT_INTERVAL, DEFAULT_MIN_SIZE, FIRST_CHECKPOINT_AFTER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -278,7 +278,8 @@ class Watch:
 
 
 class _Timer:
-    """A bare `_thread` (invisible to `threading`) that sleeps `interval` between ticks."""
+    """A bare `_thread` (invisible to `threading`) that ticks after FIRST_CHECKPOINT_AFTER (or
+    `interval`, if sooner), then every `interval`."""
 
     def __init__(self, interval: float) -> None:
         self._stop = _thread.allocate_lock()
@@ -310,7 +311,9 @@ def _tick(timer: _Timer, interval: float) -> None:
         # Signals sent to the process must reach the main thread: Python's own exit
         # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-        while not timer._stop.acquire(timeout=interval):
+        wait = min(interval, FIRST_CHECKPOINT_AFTER)
+        while not timer._stop.acquire(timeout=wait):
+            wait = interval
             watch = _current
             if watch is None or watch._timer is not timer:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -35,17 +36,32 @@ def blob_refs(manifest: dict) -> list[str]:
     return found
 
 
-@pytest.fixture
-def store(env, work):
-    """Three real runs of data.py (seeds 1, 2, 3); the middle one is the one damaged."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Three real runs of data.py (seeds 1, 2, 3), made once for the module; each test damages
+    its own copy."""
+    base = tmp_path_factory.mktemp("template")
+    home = base / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHKPT", "XDG_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
+               CHKPT_DIR=str(base / "store"))
+    work = base / "work"
+    work.mkdir()
     write(work, "data.py", SCRIPT)
     for seed in (1, 2, 3):
         result = python(["data.py", str(seed)], env, work)
         assert (result.returncode, result.stdout) == (0, f"ok {seed}\n"), result.stderr
     listed = json.loads(chkpt(["ls", "--json"], env, work).stdout)
-    by_seed = {int(r["argv"][1]): r["id"] for r in listed}
-    root = Path(env["CHKPT_DIR"])
-    return {"root": root, "work": work, "damaged": by_seed[2],
+    return base / "store", work, {int(r["argv"][1]): r["id"] for r in listed}
+
+
+@pytest.fixture
+def store(template, env):
+    """A copy of the template store at this test's CHKPT_DIR; the middle run is the one damaged."""
+    root, work, by_seed = template
+    shutil.copytree(root, env["CHKPT_DIR"], symlinks=True)
+    return {"root": Path(env["CHKPT_DIR"]), "work": work, "damaged": by_seed[2],
             "others": {by_seed[1]: 1, by_seed[3]: 3}}
 
 

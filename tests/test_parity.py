@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -358,27 +357,35 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return found
 
 
-def outcome(options, args, env, directory: Path, source: str):
-    """Exit status, stdout, stderr (process ids masked) and the files written, for one run of
-    `source` as prog.py in a fresh empty directory (the same path each time, as tracebacks
-    show it)."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir()
-    write(directory, "prog.py", source)
-    result = run([PYTHON, *options, *args], env, directory)
-    return (result.returncode, result.stdout, re.sub(r"pid=\d+", "pid=N", result.stderr),
-            files_of(directory))
-
-
-def three_ways(source, env, tmp_path, options=()):
-    """The outcome with CHKPT=0, autoloaded, and in explicit mode (`python -m chkpt`)."""
-    directory = tmp_path / "cwd"
-    plain = outcome(options, ["prog.py"], dict(env, CHKPT="0"), directory, source)
+def three_ways(source, env, tmp_path, options=(), together=False):
+    """The outcome with CHKPT=0, autoloaded, and in explicit mode (`python -m chkpt`): exit
+    status, stdout, stderr (process ids masked) and the files written, each run in a fresh
+    empty directory whose name differs from the others' only in its last letter (put back the
+    same in all, as tracebacks show it). `together` runs the three at once: only for cases
+    that need no periodic checkpoint in their short run (on two cores a traced run then waits)."""
     traced_env = dict(env, CHKPT_INTERVAL="0.05")
-    autoloaded = outcome(options, ["prog.py"], traced_env, directory, source)
-    explicitly = outcome(options, ["-m", "chkpt", "prog.py"], traced_env, directory, source)
-    return plain, autoloaded, explicitly
+    ways = {"a": (["prog.py"], dict(env, CHKPT="0")), "b": (["prog.py"], traced_env),
+            "c": (["-m", "chkpt", "prog.py"], traced_env)}
+
+    def start(letter: str) -> tuple[Path, subprocess.Popen]:
+        args, way_env = ways[letter]
+        directory = tmp_path / f"cwd-{letter}"
+        directory.mkdir()
+        write(directory, "prog.py", source)
+        return directory, subprocess.Popen([PYTHON, *options, *args], env=way_env, cwd=directory,
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
+
+    def finish(directory: Path, process: subprocess.Popen) -> tuple:
+        stdout, stderr = process.communicate(timeout=120)
+        same = str(tmp_path / "cwd-x")
+        stdout, stderr = (text.replace(str(directory), same) for text in (stdout, stderr))
+        return process.returncode, stdout, re.sub(r"pid=\d+", "pid=N", stderr), files_of(directory)
+
+    if together:
+        plain, autoloaded, explicitly = (finish(*started) for started in [start(w) for w in "abc"])
+        return plain, autoloaded, explicitly
+    return finish(*start("a")), finish(*start("b")), finish(*start("c"))
 
 
 # Cases where nothing stands in chkpt's way: both traced runs must have taken periodic
@@ -399,10 +406,12 @@ def periodic_checkpoints(store: Path) -> list[int]:
 @pytest.mark.parametrize(("name", "options"), PARAMS,
                          ids=[n + ("-Werror" if o else "") for n, o in PARAMS])
 def test_same_outcome_and_files_as_plain_python(name, options, env, tmp_path):
-    plain, autoloaded, explicitly = three_ways(PRELUDE + CASES[name], env, tmp_path, options)
+    must_checkpoint = name.startswith(CHECKPOINTED)
+    plain, autoloaded, explicitly = three_ways(PRELUDE + CASES[name], env, tmp_path, options,
+                                               together=not must_checkpoint)
     assert autoloaded == plain
     assert explicitly == plain
-    if name.startswith(CHECKPOINTED):
+    if must_checkpoint:
         counts = periodic_checkpoints(Path(env["CHKPT_DIR"]))
         assert len(counts) == 2 and min(counts) >= 1, counts
 
@@ -416,18 +425,20 @@ def test_sigint_exit_status_and_traceback(env, tmp_path):
 
 def test_plain_python_facts_the_corpus_relies_on(env, tmp_path):
     """The cases above are meaningful: plain Python writes the files and gives these errors."""
-    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
-                    PRELUDE + CASES["csv_unclosed_keyboard_interrupt"])
-    assert plain[0] == -2 and plain[3]["out.csv"].count(b"\n") == 60
-    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
-                    PRELUDE + CASES["exit_two_args"])
-    assert plain[0] == 1 and "TypeError: exit expected at most 1 argument" in plain[2]
-    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
-                    PRELUDE + CASES["sigrtmax_user_handler"])
-    assert plain[1] == "SIGRTMAX handler calls: 0\n"
-    plain = outcome((), ["prog.py"], dict(env, CHKPT="0"), tmp_path / "cwd",
-                    PRELUDE + CASES["del_prints_and_writes"])
-    assert plain[1] == "del ran\n" and plain[3] == {"del.txt": b"deleted\n"}
+    def plain(name: str) -> tuple:
+        directory = tmp_path / name
+        directory.mkdir()
+        write(directory, "prog.py", PRELUDE + CASES[name])
+        result = run([PYTHON, "prog.py"], dict(env, CHKPT="0"), directory)
+        return result.returncode, result.stdout, result.stderr, files_of(directory)
+
+    interrupted = plain("csv_unclosed_keyboard_interrupt")
+    assert interrupted[0] == -2 and interrupted[3]["out.csv"].count(b"\n") == 60
+    two_args = plain("exit_two_args")
+    assert two_args[0] == 1 and "TypeError: exit expected at most 1 argument" in two_args[2]
+    assert plain("sigrtmax_user_handler")[1] == "SIGRTMAX handler calls: 0\n"
+    deleted = plain("del_prints_and_writes")
+    assert deleted[1] == "del ran\n" and deleted[3] == {"del.txt": b"deleted\n"}
 
 
 # -- coverage.py -----------------------------------------------------------------------------

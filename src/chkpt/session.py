@@ -175,6 +175,7 @@ class Session:
 
             if self._writer is None:
                 self._writer = Writer(self)
+            started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
             frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
             self._writer.write(trigger, frames, label=label, exc=exc,
                                position=self._position(trigger, frames, boundary))

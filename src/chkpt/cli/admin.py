@@ -14,6 +14,7 @@ import sys
 from chkpt import api, fmt
 from chkpt import config as config_module
 from chkpt.activation import disabled_by_env
+from chkpt.cli import export
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 from chkpt.store import Store, StoreError
@@ -185,8 +186,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                                       f"({fmt.plural(len(store.run_ids()), 'run')})"))
     except (OSError, StoreError) as exc:
         checks.append(("store", False, f"{store.root} is not writable ({exc})"))
-    has_arrow = importlib.util.find_spec("pyarrow") is not None
-    checks.append(("export", True, "frames export as Parquet" if has_arrow
+    checks.append(("export", True, "frames export as Parquet" if export.parquet_available()
                    else "pyarrow not installed: frames export as pickle + CSV"))
     has_ipython = importlib.util.find_spec("IPython") is not None
     checks.append(("shell", True, "IPython" if has_ipython

@@ -89,10 +89,17 @@ def _export(value: Any, stem: str, base: str, written: list[str]) -> None:
     _pickle(value, base + ".pkl", written)
 
 
-def _export_pandas(frame: Any, stem: str, base: str, written: list[str]) -> None:
-    import importlib.util
+def parquet_available() -> bool:
+    """Whether pyarrow can be imported here (frames then export as Parquet)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    if importlib.util.find_spec("pyarrow") is not None:
+
+def _export_pandas(frame: Any, stem: str, base: str, written: list[str]) -> None:
+    if parquet_available():
         table = frame if hasattr(frame, "columns") else frame.to_frame(
             name=stem if frame.name is None else str(frame.name))
         try:

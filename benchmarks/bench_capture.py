@@ -1,4 +1,4 @@
-"""Capture and serialization throughput, side by side with pickle and numpy.save (issue 4).
+"""Capture and serialization throughput, side by side with pickle and numpy.save.
 
 Builds about 1 GiB of mixed numpy arrays and pandas DataFrames as a namespace, then times:
 
@@ -10,7 +10,7 @@ Builds about 1 GiB of mixed numpy arrays and pandas DataFrames as a namespace, t
 
 and prints each as GB/s and as the ratio chkpt / other. A second part times a capture of a
 large namespace (10k globals, mostly numbers, strings and nested dicts of small values) that
-does not change between captures (SPEC §9: a capture must cost next to nothing then).
+does not change between captures (a capture must cost next to nothing then).
 
     .venv/3.12/bin/python benchmarks/bench_capture.py [--gib 1.0] [--repeat 3]
 

@@ -1,4 +1,4 @@
-"""Engine overhead beside plain Python (SPEC §9 rows 1-4), measured side by side.
+"""Engine overhead beside plain Python, measured side by side.
 
 Two fresh venvs of the same interpreter with numpy and pandas: one plain, one with chkpt
 installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each

@@ -1,4 +1,4 @@
-"""Store benchmarks (SPEC §9 rows 5-7), each figure beside its plain-Python baseline.
+"""Store benchmarks, each figure beside its plain-Python baseline.
 
 - main-thread pause of a 1 GiB checkpoint (target ≤ 0.25 s; plain Python pauses 0 s):
   the first checkpoint of a process, and one where all the data changed (the usual case);

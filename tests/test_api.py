@@ -1,4 +1,4 @@
-"""The notebook API (SPEC §7): chkpt.runs → checkpoints → variables, chkpt.load and
+"""The notebook API: chkpt.runs → checkpoints → variables, chkpt.load and
 chkpt.history, against stores made by real runs; plus the text helpers the CLI prints with."""
 
 from __future__ import annotations

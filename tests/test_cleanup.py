@@ -1,4 +1,4 @@
-"""gc and the LRU cap (SPEC §6): least recently used runs go first, live runs never, a dry run
+"""gc and the LRU cap: least recently used runs go first, live runs never, a dry run
 says exactly what a real one frees, and the cap is kept automatically as scripts end."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The store (issue 5): content addressing, background writes that still save the state at the
+"""The store: content addressing, checkpoints that hold the state at the
 safe point, limits, thinning, permissions, and the format read back without chkpt."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault tests with real processes (SPEC §10, issue 5): SIGKILL at random instants, concurrent
+"""Fault tests with real processes: SIGKILL at random instants, concurrent
 writers with a concurrent gc, disk full, a read-only store, corrupt and truncated files.
 
 Each ends with every listed checkpoint loading, at most one `chkpt: ` line on stderr where the

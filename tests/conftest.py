@@ -87,3 +87,17 @@ def chkpt_json(args: list[str], env: dict[str, str], cwd: Path):
 def runs(env: dict[str, str], cwd: Path) -> list[dict]:
     """`chkpt ls --json` (an empty list when the store does not exist yet)."""
     return chkpt_json(["ls"], env, cwd)
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """`chkpt ARGS` through `cli.main` in this process, from `cwd`: a CompletedProcess."""
+    from chkpt import cli
+
+    def call(args: list[str], cwd) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(cwd)
+        status = cli.main(args)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["chkpt", *args], status, out, err)
+
+    return call

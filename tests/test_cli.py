@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chkpt import cli
 from conftest import BIN, CHKPT, chkpt, chkpt_json, python, run, runs, write
 
 CRASHER = """
@@ -58,19 +57,6 @@ def assert_user_error(result, *fragments, status=2):
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture
-def in_process(monkeypatch, capsys):
-    """`chkpt ARGS` through `cli.main` in this process, from `cwd`: a CompletedProcess."""
-
-    def call(args: list[str], cwd) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        status = cli.main(args)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["chkpt", *args], status, out, err)
-
-    return call
 
 
 def in_process_json(call, args: list[str], cwd):

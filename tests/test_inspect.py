@@ -12,13 +12,12 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
 
 import numpy as np
 import pytest
 
 import chkpt
-from chkpt import api, cli, records
+from chkpt import api, records
 from chkpt.store import Store
 from conftest import CHKPT, python, run, write
 
@@ -53,17 +52,6 @@ raise KeyboardInterrupt
 """
 
 
-@pytest.fixture
-def call(monkeypatch, capsys):
-    """`chkpt ARGS` through `cli.main` in this process, from `cwd`: a CompletedProcess."""
-
-    def call(args: list[str], cwd) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        status = cli.main(args)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["chkpt", *args], status, out, err)
-
-    return call
 
 
 def train(env, directory, *args: str, name: str = "train.py") -> str:
@@ -96,15 +84,15 @@ def test_version_and_the_runners_help_under_python_m(env, work):
     assert "inspect" not in run([CHKPT, "run", "--help"], env, work).stdout.lower().split("\n")[0]
 
 
-def test_ctrl_c_is_interrupted_and_variables_sort_naturally_and_group(env, things, call):
-    [listed] = json.loads(call(["ls", "--json"], things).stdout)
+def test_ctrl_c_is_interrupted_and_variables_sort_naturally_and_group(env, things, in_process):
+    [listed] = json.loads(in_process(["ls", "--json"], things).stdout)
     assert listed["status"] == "interrupted" and listed["exception"] == "KeyboardInterrupt"
-    shown = call(["ls"], things).stdout
+    shown = in_process(["ls"], things).stdout
     assert "interrupted (Ctrl-C) at things.py:11" in shown and "crashed" not in shown
     checkpoint = chkpt.runs()[0].checkpoint("crash")
     names = [v.name for v in checkpoint.variables]
     assert names.index("out[2]") < names.index("out[10]") < names.index("thing")
-    table = call(["show", "latest"], things).stdout
+    table = in_process(["show", "latest"], things).stdout
     assert "out[0…11] 12 numpy.ndarray 3 float64 1.7 KiB" in " ".join(table.split()) and "out[5]" not in table
 
 
@@ -138,8 +126,8 @@ def test_frames_of_polars_and_tables_of_pyarrow_export_as_parquet(tmp_path):
         assert polars.read_parquet(tmp_path / "p.parquet").equals(frame)
 
 
-def test_show_of_names_prints_json_with_json(env, things, call):
-    shown = json.loads(call(["show", "latest", "x", "out[3]", "--json"], things).stdout)
+def test_show_of_names_prints_json_with_json(env, things, in_process):
+    shown = json.loads(in_process(["show", "latest", "x", "out[3]", "--json"], things).stdout)
     assert shown["checkpoint"].endswith("@1")
     assert [v["name"] for v in shown["values"]] == ["x", "out[3]"]
     assert shown["values"][0]["shape"] == [5000] and "4.999e+03" in shown["values"][0]["preview"]
@@ -209,33 +197,33 @@ def test_a_name_of_scripts_in_several_folders_is_ambiguous_unless_one_is_here(en
 
 # -- ls ---------------------------------------------------------------------------------------
 
-def test_ls_shows_folders_where_names_repeat_and_arguments_and_filters(env, tmp_path, call):
+def test_ls_shows_folders_where_names_repeat_and_arguments_and_filters(env, tmp_path, in_process):
     first = train(env, tmp_path / "proj-a", "2")
     second = train(env, tmp_path / "proj-b", "3")
     write(tmp_path / "proj-b", "bad.py", "import numpy as np\nx = np.ones(5000)\n1/0\n")
     assert python(["bad.py"], env, tmp_path / "proj-b").returncode == 1
-    table = call(["ls"], tmp_path).stdout.splitlines()
+    table = in_process(["ls"], tmp_path).stdout.splitlines()
     assert table[0].split() == ["RUN", "SCRIPT", "FOLDER", "ARGS", "STARTED", "DURATION", "CKPTS", "SIZE",
                                 "STATUS"]
     assert any(first in line and "proj-a" in line and " 2 " in line for line in table)
     assert any(second in line and "proj-b" in line and " 3 " in line for line in table)
     assert table[-1].startswith("3 runs, ")
 
-    crashed = call(["ls", "--status", "crashed"], tmp_path).stdout.splitlines()
+    crashed = in_process(["ls", "--status", "crashed"], tmp_path).stdout.splitlines()
     assert len(crashed) == 3 and "bad.py" in crashed[1]
     assert crashed[-1].startswith("1 run (matching --status crashed; 3 in all), ")
     assert "FOLDER" not in crashed[0] and "ARGS" not in crashed[0]  # bad.py's name does not repeat
-    in_b = json.loads(call(["ls", "--script", str(tmp_path / "proj-b"), "--json"], tmp_path).stdout)
+    in_b = json.loads(in_process(["ls", "--script", str(tmp_path / "proj-b"), "--json"], tmp_path).stdout)
     assert sorted(r["script"] for r in in_b) == [str(tmp_path / "proj-b" / n) for n in ("bad.py", "train.py")]
-    assert len(json.loads(call(["ls", "--since", "1h", "--json"], tmp_path).stdout)) == 3
-    assert json.loads(call(["ls", "--until", "1h", "--json"], tmp_path).stdout) == []
+    assert len(json.loads(in_process(["ls", "--since", "1h", "--json"], tmp_path).stdout)) == 3
+    assert json.loads(in_process(["ls", "--until", "1h", "--json"], tmp_path).stdout) == []
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
-    assert json.loads(call(["ls", "--since", tomorrow, "--json"], tmp_path).stdout) == []
-    limited = call(["ls", "-n", "1", "--script", "train.py"], tmp_path).stdout.splitlines()
+    assert json.loads(in_process(["ls", "--since", tomorrow, "--json"], tmp_path).stdout) == []
+    limited = in_process(["ls", "-n", "1", "--script", "train.py"], tmp_path).stdout.splitlines()
     assert limited[-1].startswith("1 run (of 2 matching; --script train.py; 3 in all), ")
-    bad = call(["ls", "--status", "crashd"], tmp_path)
+    bad = in_process(["ls", "--status", "crashd"], tmp_path)
     assert bad.returncode == 2 and "unknown status crashd" in bad.stderr
-    assert call(["ls", "--since", "yesterdayish"], tmp_path).returncode == 2
+    assert in_process(["ls", "--since", "yesterdayish"], tmp_path).returncode == 2
 
 
 def test_times_are_read_as_times_ago_dates_or_dates_with_times():
@@ -250,52 +238,53 @@ def test_times_are_read_as_times_ago_dates_or_dates_with_times():
 
 # -- rm, pin, unpin -----------------------------------------------------------------------------
 
-def test_rm_pin_and_unpin_and_gc_keeping_pinned_runs(env, work, call):
+def test_rm_pin_and_unpin_and_gc_keeping_pinned_runs(env, work, in_process):
     kept = train(env, work, "2")
     dropped = train(env, work, "3")
     other = train(env, work, "4")
-    assert call(["pin", kept], work).stdout.startswith(f"pinned run {kept} train.py")
-    listed = {r["id"]: r for r in json.loads(call(["ls", "--json"], work).stdout)}
+    assert in_process(["pin", kept], work).stdout.startswith(f"pinned run {kept} train.py")
+    listed = {r["id"]: r for r in json.loads(in_process(["ls", "--json"], work).stdout)}
     assert listed[kept]["pinned"] and not listed[dropped]["pinned"]
-    table = call(["ls"], work).stdout
+    table = in_process(["ls"], work).stdout
     assert "PIN" in table.splitlines()[0] and "pinned" in next(line for line in table.splitlines() if kept in line)
     assert ", 1 pinned," in table.splitlines()[-1]
 
-    dry = call(["rm", dropped, "--dry-run"], work)
+    dry = in_process(["rm", dropped, "--dry-run"], work)
     assert dry.stdout.startswith(f"would remove run {dropped} train.py (frees ")
     assert dropped in Store(env["CHKPT_DIR"]).run_ids()
-    assert call(["rm", dropped], work).stdout.startswith(f"removed run {dropped} train.py")
+    assert in_process(["rm", dropped], work).stdout.startswith(f"removed run {dropped} train.py")
     assert dropped not in Store(env["CHKPT_DIR"]).run_ids()
-    refused = call(["rm", kept], work)
+    refused = in_process(["rm", kept], work)
     assert refused.returncode == 2 and "is pinned; chkpt unpin" in refused.stderr
-    assert call(["rm", f"{other}@2"], work).returncode == 2
+    assert in_process(["rm", f"{other}@2"], work).returncode == 2
 
-    gc = call(["gc", "--older-than", "0s", "--dry-run"], work).stdout
+    gc = in_process(["gc", "--older-than", "0s", "--dry-run"], work).stdout
     assert f"would remove run {other}" in gc and f"would keep pinned run {kept} train.py" in gc
-    assert json.loads(call(["gc", "--older-than", "0s", "--json"], work).stdout)["kept_by_pins"] == [kept]
+    assert json.loads(in_process(["gc", "--older-than", "0s", "--json"], work).stdout)["kept_by_pins"] == [kept]
     assert Store(env["CHKPT_DIR"]).run_ids() == [kept]
-    assert call(["unpin", kept], work).stdout.startswith(f"unpinned run {kept}")
-    assert call(["gc", "--older-than", "0s"], work).returncode == 0
+    assert in_process(["unpin", kept], work).stdout.startswith(f"unpinned run {kept}")
+    assert in_process(["gc", "--older-than", "0s"], work).returncode == 0
     assert Store(env["CHKPT_DIR"]).run_ids() == []
 
 
 # -- diff and history ---------------------------------------------------------------------------
 
-def test_diff_names_added_removed_and_changed_variables_with_a_summary(env, work, call, monkeypatch):
+def test_diff_names_added_removed_and_changed_variables_with_a_summary(env, work, in_process, monkeypatch):
     run_id = train(env, work)
-    shown = call(["diff", f"{run_id}@2", f"{run_id}@3"], work).stdout.splitlines()
+    shown = in_process(["diff", f"{run_id}@2", f"{run_id}@3"], work).stdout.splitlines()
     assert shown[0].startswith(f"{run_id}@2 (explicit (epoch 1) at train.py:15) → {run_id}@3")
     rows = {line.split()[1]: line for line in shown[2:-1]}
     assert rows["extra"].startswith("+") and rows["scale"].startswith("-")
     assert "max |Δ| 3, 50% changed" in rows["weights"] and rows["loss"].endswith("5 → 3.33333")
     assert shown[-1] == "1 added, 1 removed, 3 changed, 0 unchanged"
-    assert call(["diff", f"{run_id}@3"], work).stdout == call(["diff", f"{run_id}@2", f"{run_id}@3"], work).stdout
+    against_previous = in_process(["diff", f"{run_id}@3"], work).stdout
+    assert against_previous == in_process(["diff", f"{run_id}@2", f"{run_id}@3"], work).stdout
 
     monkeypatch.chdir(work)
     found = chkpt.diff(f"{run_id}@4")  # the exit checkpoint keeps the same data, not small values
     assert [(c.name, c.kind) for c in found.changes] == [("epoch", "removed"), ("loss", "removed")]
     assert found.unchanged == ["extra", "weights"] and found.before.index == 3
-    changes = json.loads(call(["diff", f"{run_id}@1", f"{run_id}@2", "--json"], work).stdout)["changes"]
+    changes = json.loads(in_process(["diff", f"{run_id}@1", f"{run_id}@2", "--json"], work).stdout)["changes"]
     assert [c["name"] for c in changes] == ["epoch", "loss", "weights"] and changes[1]["values"] == [10.0, 5.0]
     assert changes[2] == {
         "name": "weights", "change": "changed", "type": "numpy.ndarray", "shape": [1000], "dtype": "float64",
@@ -303,7 +292,7 @@ def test_diff_names_added_removed_and_changed_variables_with_a_summary(env, work
             "weights").size}, "after": {"type": "numpy.ndarray", "shape": [1000], "dtype": "float64",
                                         "size": found.after.variable("weights").size},
         "max_abs_difference": 2.0, "fraction_changed": 0.5, "values": None, "summary": "max |Δ| 2, 50% changed"}
-    assert call(["diff", f"{run_id}@1"], work).returncode == 2  # nothing before the first
+    assert in_process(["diff", f"{run_id}@1"], work).returncode == 2  # nothing before the first
 
 
 def test_history_within_a_run_and_across_the_runs_of_a_script(env, work, monkeypatch):
@@ -322,7 +311,7 @@ def test_history_within_a_run_and_across_the_runs_of_a_script(env, work, monkeyp
 
 # -- honest records and summaries ----------------------------------------------------------------
 
-def test_a_killed_run_records_a_heartbeat_and_says_it_ran_at_least_that_long(env, work, call):
+def test_a_killed_run_records_a_heartbeat_and_says_it_ran_at_least_that_long(env, work, in_process):
     write(work, "killed.py", """
         import os, signal, time
         import numpy as np
@@ -334,26 +323,26 @@ def test_a_killed_run_records_a_heartbeat_and_says_it_ran_at_least_that_long(env
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert python(["killed.py"], env, work).returncode == -signal.SIGKILL
-    [listed] = json.loads(call(["ls", "--json"], work).stdout)
+    [listed] = json.loads(in_process(["ls", "--json"], work).stdout)
     assert listed["status"] == "killed" and listed["duration"] >= 0.3
     assert listed["heartbeat"] >= listed["started"] + 0.3
-    assert "≥" in call(["ls"], work).stdout.splitlines()[1]
+    assert "≥" in in_process(["ls"], work).stdout.splitlines()[1]
 
 
-def test_listing_from_summaries_matches_listing_from_manifests(env, work, call):
+def test_listing_from_summaries_matches_listing_from_manifests(env, work, in_process):
     run_id = train(env, work)
     store = Store(env["CHKPT_DIR"])
     meta = store.read_run(run_id)
     assert meta["summary"]["indexes"] == store.checkpoint_indexes(run_id) == [1, 2, 3, 4]
-    from_summary = call(["ls", "--json"], work).stdout
+    from_summary = in_process(["ls", "--json"], work).stdout
     path = os.path.join(store.run_dir(run_id), "run.json")
     with open(path) as handle:
         record = json.load(handle)
     del record["summary"]
     with open(path, "w") as handle:
         json.dump(record, handle)
-    assert call(["ls", "--json"], work).stdout == from_summary
-    assert call(["gc", "--dry-run", "--json"], work).stdout  # and gc reads the manifests instead
+    assert in_process(["ls", "--json"], work).stdout == from_summary
+    assert in_process(["gc", "--dry-run", "--json"], work).stdout  # and gc reads the manifests instead
 
 
 def test_a_summary_is_used_only_while_it_describes_the_checkpoint_files():
@@ -371,7 +360,7 @@ def test_a_summary_is_used_only_while_it_describes_the_checkpoint_files():
         records.decode_run(json.dumps(damaged).encode())
 
 
-def test_a_summary_that_no_longer_matches_the_checkpoint_files_is_not_used(env, work, call):
+def test_a_summary_that_no_longer_matches_the_checkpoint_files_is_not_used(env, work, in_process):
     run_id = train(env, work)
     store = Store(env["CHKPT_DIR"])
     directory = os.path.join(store.run_dir(run_id), "checkpoints")
@@ -379,9 +368,9 @@ def test_a_summary_that_no_longer_matches_the_checkpoint_files_is_not_used(env, 
         last = json.load(handle)
     with open(os.path.join(directory, "000005.json"), "w") as handle:  # a commit its summary missed
         json.dump(dict(last, index=5), handle)
-    [listed] = json.loads(call(["ls", "--json"], work).stdout)
+    [listed] = json.loads(in_process(["ls", "--json"], work).stdout)
     assert listed["checkpoints"] == 5 and listed["status"] == "finished"
     with open(os.path.join(directory, "000002.json"), "w") as handle:  # damaged after its summary
         handle.write("{not json")
-    [listed] = json.loads(call(["ls", "--json"], work).stdout)
+    [listed] = json.loads(in_process(["ls", "--json"], work).stdout)
     assert listed["status"] == "damaged" and listed["checkpoints"] == 4

@@ -162,6 +162,17 @@ def _release_lock(fd: int) -> None:
         os.close(fd)
 
 
+def _remove(path: str) -> None:
+    """Delete a file, a link (never what it points to) or a directory tree; best effort."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 class Leftover:
     """Something in tmp/ (a file being written, or a deleted run's directory)."""
 
@@ -450,15 +461,8 @@ class Store:
         return [name for name, info in self._blob_entries() if info is None or not stat.S_ISREG(info.st_mode)]
 
     def delete_debris(self, name: str) -> None:
-        """Remove one name `blobs()` gave as debris (a link itself, never what it points to)."""
-        path = os.path.join(self.blobs_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        """Remove one name `debris()` gave."""
+        _remove(os.path.join(self.blobs_dir, name))
 
     def delete_blob(self, digest: str) -> None:
         try:
@@ -618,13 +622,7 @@ class Store:
             return
         except OSError:
             trash = self.run_dir(run_id)
-        if os.path.isdir(trash) and not os.path.islink(trash):
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            try:
-                os.unlink(trash)
-            except OSError:
-                pass
+        _remove(trash)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -705,14 +703,7 @@ class Store:
         return found
 
     def remove_leftover(self, name: str) -> None:
-        path = os.path.join(self.tmp_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        _remove(os.path.join(self.tmp_dir, name))
 
 
 class RunWriter:

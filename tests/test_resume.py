@@ -10,6 +10,7 @@ in test_resume_logic.py; those here need a real run.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -418,3 +419,27 @@ def test_a_crash_in_a_function_called_from_a_loop_continues_in_that_iteration(en
             print(k, out[-1])
         print(sum(out))
     """, [("missing_factor", "1")])
+
+
+def test_a_job_preempted_by_sigterm_resumes_from_the_signal_checkpoint_to_the_full_result(env, work):
+    env = dict(env, CHKPT_INTERVAL="1h")  # no periodic checkpoint: the SIGTERM one must do
+    script = write(work, "train.py", """
+        import os, signal, time
+        import numpy as np
+        weights = np.zeros(1000)
+        for epoch in range(40):
+            weights += epoch
+            time.sleep(0.01)
+            print("epoch", epoch, flush=True)
+            if epoch == 25:
+                os.kill(os.getpid(), signal.SIGTERM)   # the scheduler preempts the job
+        print("total", weights.sum())
+    """)
+    killed = run([PYTHON, "train.py"], env, work)
+    assert killed.returncode == -signal.SIGTERM and killed.stdout.endswith("epoch 25\n")
+    edit(script, "if epoch == 25:", "if epoch == -1:")   # the requeued job is not preempted again
+    resumed = resume(["train.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run([PYTHON, "train.py"], dict(env, CHKPT="0"), work)
+    assert resumed.stdout.splitlines()[0] in ("epoch 25", "epoch 26")
+    assert fresh.stdout.endswith(resumed.stdout)   # the same result as a run that was never stopped

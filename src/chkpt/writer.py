@@ -214,7 +214,9 @@ class Writer:
                 return None
         started = time.time()
         roots = capture.named_roots(self.session.watch.main_globals, frames, self.session.tracked)
-        keep_small = trigger == "crash" or bool(position and position.get("resumable"))
+        # where the program died or was stopped (a crash, SIGTERM), and at resume points, the small
+        # values (loop counters, flags) are what explains it and what a resume needs
+        keep_small = trigger in ("crash", "signal") or bool(position and position.get("resumable"))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
         if not captured.items and not captured.skipped and self.run is None:
             return None

@@ -3,19 +3,17 @@
 Imported at a process's first checkpoint, never at start-up; the run is created only when
 there is something to record, so a script with no data leaves no trace.
 
-The main thread pauses only for what must see the program's memory at the safe point:
-capture, pickling (large buffers out of band, not copied) and hashing. A background thread
-(a bare `_thread` with every signal blocked) then writes the blobs the store lacks straight
-from the program's memory and commits the manifest. Each such blob is hashed again before it
-is renamed into place: a value the program changed meanwhile is dropped from that checkpoint
-(listed as skipped), and from then on that variable is copied during the pause instead.
+Every checkpoint holds each value as it was at its safe point. During the pause: capture,
+pickling (large buffers out of band, not copied), hashing, and writing the program's memory
+the store lacks straight to it (no copy; each such blob is hashed again before it is renamed
+into place, so another thread writing to the array meanwhile can never give a blob a wrong
+name: that variable is then skipped). What cannot change (pickle streams) is left, within
+`memory_budget`, to a background thread (a bare `_thread` with every signal blocked), which
+also commits the manifest.
 
 - One checkpoint is written at a time: a periodic one that falls due while the previous one
   is still being written is skipped; any other waits for it. Exit, crash and signal
   checkpoints are written by the calling thread, so they are complete before the process ends.
-- Buffers of objects that can change size under an export (anything but numpy arrays, e.g.
-  a bytearray) are copied first: holding their buffer must never make the program's own
-  resize fail.
 - A store that cannot be written gives one warning and turns checkpoints off for the rest of
   the run; what was committed before stays loadable.
 - Limits: when a checkpoint's new data would exceed `max_checkpoint_size`, the values with the
@@ -347,7 +345,6 @@ class Writer:
             "variables": plan.variables,
             "aliases": captured.aliases,
             "skipped": captured.skipped,
-            "new_bytes": plan.new_bytes,
         }
 
     def _plan(self, captured: capture.Capture) -> _Plan:

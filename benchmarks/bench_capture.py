@@ -152,10 +152,13 @@ def unchanged_namespace(repeat: int) -> None:
             big[f"row{i}"] = [i, i * 2.0, "x"]
     for i in range(20):
         big[f"data{i}"] = np.random.default_rng(i).random(1000)
-    roots = capture.named_roots(big, [], {})
-    seconds = timed(lambda: capture.collect(roots, rules), max(repeat, 20))
-    print(f"capture of {len(roots)} globals: {seconds * 1000:.2f} ms (median), "
-          f"{len(capture.collect(roots, rules).items)} values saved")
+    for keep_small, what in ((False, "periodic/exit"), (True, "crash/resume point: small values kept")):
+        def capture_all(keep_small: bool = keep_small) -> capture.Capture:
+            return capture.collect(capture.named_roots(big, [], {}), rules, keep_small=keep_small)
+
+        seconds = timed(capture_all, max(repeat, 20))
+        print(f"capture of {len(big)} globals, {what}: {seconds * 1000:.2f} ms (median), "
+              f"{len(capture_all().items)} values saved")
 
 
 def main() -> None:

@@ -304,3 +304,37 @@ def test_serialization_keeps_large_buffers_out_of_the_stream():
     assert len(data.stream) < 1000 and sum(b.nbytes for b in data.buffers) >= array.nbytes
     assert serialize.loads(data.stream, data.buffers).equals(frame)
     assert pickle.loads(pickle.dumps(serialize.Unsaved("x", "why"))).reason == "why"
+
+
+PLOTTING = """
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.linear_model import Ridge
+
+rng = np.random.default_rng(0)
+X = rng.random((500, 20))
+model = Ridge().fit(X, X @ np.arange(20.0))
+fig, ax = plt.subplots()
+ax.plot(model.coef_)
+fig.savefig("coef.png")
+raise RuntimeError("after the plot")
+"""
+
+
+def test_a_plotting_script_saves_its_data_and_model_and_lists_the_figure_as_skipped(env, work):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    write(work, "plot.py", PLOTTING)
+    result = python(["plot.py"], env, work)
+    assert result.returncode == 1 and "RuntimeError: after the plot" in result.stderr
+    crash = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    saved = {v["name"] for v in crash["variables"]}
+    assert {"X", "model", "rng"} <= saved and not saved & {"fig", "ax"}
+    assert not any(name.startswith(("model.", "ax.", "fig.")) for name in saved)
+    skipped = {s["name"]: s["reason"] for s in crash["skipped"]}
+    assert skipped == {"fig": "a matplotlib.Figure is display state, not data (skip_modules)",
+                       "ax": "a matplotlib.Axes is display state, not data (skip_modules)"}
+    text = chkpt(["show", "latest"], env, work).stdout
+    assert "fig" in text and "display state, not data (skip_modules)" in text

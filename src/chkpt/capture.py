@@ -34,11 +34,11 @@ if TYPE_CHECKING:
 MAX_DEPTH = 5  # results["a"]["b"]["c"]["d"]["e"]; deeper values stay inside their container
 MAX_VISITS = 2_000  # nested values looked at per capture (the roots themselves are not counted)
 MAX_CONTAINER_ITEMS = 1_000  # larger containers are saved whole rather than walked
-LIBRARY_DEPTH = 1  # a third-party object's own attributes are looked at, not theirs
 
 _getsizeof = sys.getsizeof
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
+_SIZED_SCALARS = frozenset({str, bytes, bytearray})
 
 
 class Item:
@@ -52,8 +52,13 @@ class Item:
         self.obj = obj
         self.size = size
         self.scope = scope
-        self.type = salience.type_label(shown)
-        self.info = salience.describe(shown)
+        cls = type(shown)
+        if cls in salience.SCALAR_TYPES:  # the many small values a crash keeps: described cheaply
+            self.type = cls.__name__
+            self.info = {"shape": [len(shown)]} if cls in _SIZED_SCALARS else {}
+        else:
+            self.type = salience.type_label(shown)
+            self.info = salience.describe(shown)
 
 
 class Capture:
@@ -72,15 +77,12 @@ def named_roots(
     main_globals: dict[str, Any], frames: list[FrameType], tracked: dict[str, Any]
 ) -> list[tuple[str, Any, str]]:
     """(name, value, scope) for the globals, then the locals of each frame, innermost first."""
-    roots: list[tuple[str, Any, str]] = []
-    used: set[str] = set()
-    for name, value in tracked.items():
-        roots.append((name, value, "tracked"))
-        used.add(name)
-    for name, value in list(main_globals.items()):
-        if not name.startswith("__") and name not in used:
-            roots.append((name, value, "global"))
-            used.add(name)
+    roots = [(name, value, "tracked") for name, value in tracked.items()]
+    used = set(tracked)
+    # A comprehension, not a loop of appends: a namespace can hold tens of thousands of globals.
+    roots += [(name, value, "global") for name, value in list(main_globals.items())
+              if name[:2] != "__" and name not in used]
+    used.update(main_globals)
     seen_functions: dict[str, int] = {}
     for frame in frames:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
@@ -132,7 +134,7 @@ class _Walker:
         if reason is not None:
             self.capture.skip(name, reason)
             return False
-        if kind is DATA or kind is SCALAR or kind is OTHER:
+        if kind is DATA or kind is SCALAR or kind is OTHER or kind is LIBRARY_OBJECT:
             self.consider(name, obj, scope, self.whole_size(obj, kind), self.forced(name, scope))
             return False
         if kind is CONTAINER and type(obj) in _NESTING and len(obj) <= MAX_CONTAINER_ITEMS:
@@ -150,8 +152,7 @@ class _Walker:
         kind = self.rules.kind(obj)[0]
         forced = self.forced(name, scope)
         linked, self.pending = self.linked, []
-        depth = LIBRARY_DEPTH if kind is LIBRARY_OBJECT else MAX_DEPTH
-        inline = self.inside(name, obj, scope, kind, depth)
+        inline = self.inside(name, obj, scope, kind, MAX_DEPTH)
         if inline is None:  # nothing to look into: an ordinary value
             self.consider(name, obj, scope, self.whole_size(obj, kind), forced)
         elif self.linked > linked or (self.pending and (forced or self.keep_small or inline >= self.min_size)):
@@ -224,11 +225,10 @@ class _Walker:
         elif kind is CONTAINER:
             for index, value in enumerate(list(obj)):
                 size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
-        else:
-            below = depth - 1 if kind is USER_OBJECT else min(depth - 1, LIBRARY_DEPTH - 1)
+        else:  # a user object; dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
             for key, value in list(obj.__dict__.items()):
-                if isinstance(key, str) and key.isidentifier():
-                    size += self.nested(naming.attribute(name, key), value, scope, below)
+                if isinstance(key, str) and key.isidentifier() and not key.startswith("__"):
+                    size += self.nested(naming.attribute(name, key), value, scope, depth - 1)
                 else:
                     size += _getsizeof(value)
         return size
@@ -270,11 +270,11 @@ class _Walker:
             return 0
         if kind is OTHER:
             return _getsizeof(obj)
-        inline = self.inside(name, obj, scope, kind, depth)
+        inline = None if kind is LIBRARY_OBJECT else self.inside(name, obj, scope, kind, depth)
         if inline is not None:
             return inline
         size = self.whole_size(obj, kind)
-        if kind is CONTAINER and size >= self.min_size:
+        if (kind is CONTAINER or kind is LIBRARY_OBJECT) and size >= self.min_size:
             self.linked += self.consider(name, obj, scope, size, False)
             return 0
         return size
@@ -312,6 +312,8 @@ def collect(
     """The values to save from `roots`, by the salience rules."""
     capture = Capture()
     walker = _Walker(rules, keep_small, capture)
+    if walker.drop_small:
+        roots = _without_small_builtins(roots, rules.min_size)
     later = [root for root in roots if walker.root(*root)]
     pure = _only_builtins([value for _, value, _ in later])
     for name, value, scope in later:
@@ -321,6 +323,30 @@ def collect(
             walker.walk_root(name, value, scope)
     walker.note_views()
     return capture
+
+
+def _without_small_builtins(roots: list[tuple[str, Any, str]], min_size: int) -> list[tuple[str, Any, str]]:
+    """`roots` less the builtin values that would be dropped as smaller than `min_size`.
+
+    Most globals are numbers, short strings and small settings dicts; deciding each in a
+    comprehension, not a call, keeps a capture of tens of thousands of them in milliseconds.
+    A nest of builtins is dropped only when nothing but builtins is in any of them (so a
+    walk would find no data) and a bound rules it out: `builtin_size` charges a container
+    its own size plus, per item, at most the largest size of anything directly in it plus
+    KEY_SIZE, and the largest of all is found in C.
+    """
+    sizeof, scalars = _getsizeof, salience.SCALAR_TYPES
+    roots = [root for root in roots if type(root[1]) not in scalars
+             or sizeof(root[1]) >= min_size or root[2] == "tracked"]
+    nests = [root for root in roots if type(root[1]) in _NESTING and root[2] != "tracked"
+             and len(root[1]) <= MAX_CONTAINER_ITEMS]
+    values = [value for _, value, _ in nests]
+    if not nests or not _only_builtins(values):
+        return roots
+    largest = max(map(sizeof, gc.get_referents(*values)), default=0) + salience.KEY_SIZE
+    bounds = zip(nests, map(sizeof, values), map(len, values), strict=True)
+    small = {id(root) for root, own, count in bounds if own + count * largest < min_size}
+    return [root for root in roots if id(root) not in small] if small else roots
 
 
 def _only_builtins(containers: list[Any]) -> bool:
@@ -336,5 +362,5 @@ def _only_builtins(containers: list[Any]) -> bool:
         held = gc.get_referents(*layer)
         if not _BUILTIN_TYPES.issuperset(map(type, held)):
             return False
-        layer = [v for v in held if type(v) in _NESTING and len(v) <= MAX_CONTAINER_ITEMS]
+        layer = held  # numbers and strings have no referents; containers of any size are looked into
     return True

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_MODULES = ["numpy", "pandas", "polars", "pyarrow", "torch", "scipy.sparse", "xarray"]
+# Libraries whose objects are what a script shows, not what it computed: figures, widgets, bars.
+DEFAULT_SKIP_MODULES = ["matplotlib", "seaborn", "plotly", "bokeh", "altair", "ipywidgets",
+                        "IPython", "tqdm"]
 
 
 class ConfigError(ValueError):
@@ -137,6 +140,8 @@ SETTINGS: dict[str, Setting] = {
                 "store root; empty means platformdirs' user cache dir (~/.cache/chkpt)"),
         Setting("modules", DEFAULT_MODULES, parse_str_list,
                 "module prefixes whose objects are salient data"),
+        Setting("skip_modules", DEFAULT_SKIP_MODULES, parse_str_list,
+                "module prefixes whose objects are never saved (figures, widgets, progress bars)"),
         Setting("include", [], parse_str_list,
                 "script globs to trace even inside the interpreter's prefix (pip, pytest…)"),
         Setting("exclude", [], parse_str_list,
@@ -162,6 +167,7 @@ class Config:
     keep: int
     dir: str
     modules: list[str]
+    skip_modules: list[str]
     include: list[str]
     exclude: list[str]
     include_names: list[str]

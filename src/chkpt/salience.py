@@ -31,7 +31,12 @@ BUILTIN_SCALARS = (int, float, complex, bool, type(None), str, bytes, bytearray)
 # Exact types whose values hold no other object: a container made only of these is never walked.
 SCALAR_TYPES = frozenset({int, float, complex, bool, type(None), str, bytes, bytearray})
 _DEFINITIONS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
-                types.MethodType, types.CodeType, staticmethod, classmethod, property)
+                types.MethodType, types.CodeType, staticmethod, classmethod, property,
+                types.WrapperDescriptorType, types.MethodWrapperType, types.MethodDescriptorType,
+                types.ClassMethodDescriptorType, types.GetSetDescriptorType,
+                types.MemberDescriptorType)
+# Compiled functions of extension modules (Cython's, as in scikit-learn and pandas) are code too.
+_FUNCTION_TYPE_NAMES = frozenset({"cython_function_or_method", "fused_cython_function"})
 _FILE_TYPES = frozenset({"TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom",
                          "FileIO"})
 _LOCK_TYPES = frozenset({"lock", "RLock", "_RLock", "Condition", "Semaphore", "BoundedSemaphore",
@@ -44,7 +49,7 @@ DATA = "data"              # an object of a data library (the `modules` prefixes
 SCALAR = "scalar"          # a builtin number, string or bytes
 CONTAINER = "container"    # dict, list, tuple, set, frozenset (and their subclasses)
 USER_OBJECT = "user"       # an instance of a class of the script or of the user's own modules
-LIBRARY_OBJECT = "library"  # an instance of a third-party class: its attributes are looked at
+LIBRARY_OBJECT = "library"  # an instance of a third-party class: saved whole, never walked
 OTHER = "other"            # anything else (stdlib objects, slotted objects): saved whole
 
 
@@ -88,12 +93,17 @@ def _is_stdlib(module: str) -> bool:
 
 
 def _is_third_party(module: str) -> bool:
-    """Whether `module` was installed (site-packages), rather than written by the user."""
+    """Whether `module` was installed (site-packages) or has no source file of its own (an
+    extension's generated types), rather than written by the user."""
     if module == "__main__":
         return False
     loaded = sys.modules.get(module.partition(".")[0])
-    path = getattr(loaded, "__file__", None) or ""
-    return "site-packages" in path or "dist-packages" in path
+    path = getattr(loaded, "__file__", None)
+    return not isinstance(path, str) or "site-packages" in path or "dist-packages" in path
+
+
+def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 class Rules:
@@ -101,6 +111,7 @@ class Rules:
 
     def __init__(self, config: Config) -> None:
         self.prefixes = tuple(config.modules)
+        self.skip_prefixes = tuple(config.skip_modules)
         self.min_size = config.min_size
         self.max_object_size = config.max_object_size
         self.include_names = list(config.include_names)
@@ -120,13 +131,16 @@ class Rules:
         return known
 
     def _classify(self, cls: type) -> tuple[str, str | None]:
-        if issubclass(cls, _DEFINITIONS):
+        if issubclass(cls, _DEFINITIONS) or cls.__name__ in _FUNCTION_TYPE_NAMES:
             return DEFINITION, None
         reason = _type_reason(cls)
         if reason is not None:
             return UNSAVEABLE, reason
         module = getattr(cls, "__module__", "") or ""
-        if any(module == p or module.startswith(p + ".") for p in self.prefixes):
+        if _matches(module, self.skip_prefixes):
+            top = module.partition(".")[0]
+            return UNSAVEABLE, f"a {top}.{cls.__qualname__} is display state, not data (skip_modules)"
+        if _matches(module, self.prefixes):
             return DATA, None
         if issubclass(cls, BUILTIN_SCALARS):
             return SCALAR, None
@@ -224,7 +238,7 @@ def describe(obj: Any) -> dict[str, Any]:
         shape = getattr(obj, "shape", None)
         if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
             info["shape"] = list(shape)
-        elif isinstance(obj, BUILTIN_CONTAINERS | str | bytes):
+        elif isinstance(obj, (*BUILTIN_CONTAINERS, str, bytes, bytearray)):
             info["shape"] = [len(obj)]
         dtype = getattr(obj, "dtype", None)
         if dtype is not None and not callable(dtype):

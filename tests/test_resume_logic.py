@@ -400,6 +400,41 @@ def test_an_object_with_an_unsaveable_part_is_rebuilt_then_given_its_saved_parts
     assert plan.rerun == [0, 1, 2, 4] and plan.inputs == {4: {"weights"}}
 
 
+@pytest.mark.parametrize(("text", "mutated"), [
+    ("import pandas as pd\nframes = pd.concat(parts)", set()),
+    ("import numpy as np\nz = np.zeros(3) + np.linalg.norm(v)", set()),
+    ("import os.path\np = os.path.join(a, b)", set()),
+    ("import numpy as np\nnp.random.seed(0)", {"np"}),
+    ("import numpy as np\nx = np.random.rand(3)", {"np"}),
+    ("import numpy as np\nrng = np.random.default_rng(0)", set()),
+    ("import random\nk = random.randint(0, 9)", {"random"}),
+    ("import torch\ng = torch.manual_seed(0)", {"torch"}),
+    ("import sys\nsys.path.append(here)", {"sys"}),
+    ("import matplotlib.pyplot as plt\nplt.plot(x)", {"plt"}),
+    ("from pandas import concat\nframes = concat(parts)", set()),
+    ("frames = pd.concat(parts)", {"pd"}),  # not imported by the script: any object's method
+])
+def test_a_module_function_changes_its_module_only_if_stateful_or_called_for_its_effect(text, mutated):
+    assert module(text).facts[1 if "\n" in text else 0].mutates == mutated
+
+
+def test_a_saved_value_built_with_module_functions_is_not_rerun_but_the_random_state_is():
+    script = """
+        import numpy as np
+        import pandas as pd
+        def slow_load():
+            return {"a": [1, 2, 3]}
+        np.random.seed(0)
+        df = pd.DataFrame(slow_load())
+        noise = np.random.rand(3)
+        both = pd.concat([df, df])
+        print(both.shape, noise, np.random.rand(2) / zero)
+    """
+    plan = Plan(crash_at(script, "print", saved=("df", "noise", "both")), module(script), module(script), False)
+    # the draws before the point run again, so the draws after it are those of a full run
+    assert plan.rerun == [0, 1, 2, 3, 5] and plan.restored == {"df": "df", "noise": "noise", "both": "both"}
+
+
 TRAINING = """
     import numpy as np
     weights = np.zeros(5)

@@ -4,7 +4,10 @@ Names come from `symtable`: a statement's own loads and binds, the globals read 
 functions and lambdas it defines (`deferred`, read when they are called) and the globals
 they assign through `global`. Class bodies and comprehensions run at once, so their reads
 count as the statement's. Mutations through `a.x = …`, `a[k] = …` and `a.method(…)` come
-from the AST.
+from the AST. A call through an imported module (`pd.concat(…)`, `np.zeros(…)`) changes no
+value; it counts as changing the module only when its result is discarded (`np.random.seed(0)`,
+`sys.path.append(p)`, `plt.plot(x)`: called for what they do) or it draws from a global random
+generator (`x = np.random.rand(3)` advances it): see STATEFUL.
 """
 
 from __future__ import annotations
@@ -17,6 +20,20 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 COMPREHENSIONS = ("listcomp", "setcomp", "dictcomp", "genexpr")
+# Module functions that change their module's state even when their result is used: the global
+# random generators, which every draw advances (prefix → the names under it that do not).
+STATEFUL = {
+    "random.": {"Random", "SystemRandom"},
+    "numpy.random.": {"default_rng", "Generator", "RandomState", "SeedSequence", "BitGenerator",
+                      "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"},
+    "torch.random.": set(),
+    "torch.cuda.random.": set(),
+    "tensorflow.random.": {"Generator"},
+}
+STATEFUL_CALLS = {f"torch.{name}" for name in (
+    "manual_seed", "seed", "set_rng_state", "rand", "randn", "randint", "randperm", "rand_like",
+    "randn_like", "randint_like", "normal", "bernoulli", "multinomial", "poisson")} | {
+    "torch.cuda.manual_seed", "torch.cuda.manual_seed_all", "torch.cuda.seed", "torch.cuda.seed_all"}
 
 
 def is_definition(stmt: ast.stmt) -> bool:
@@ -57,6 +74,40 @@ def enumerate_counter(loop: ast.For) -> str | None:
     return None
 
 
+def dotted(node: ast.expr) -> str | None:
+    """`np.random.seed` for that attribute chain; None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def module_aliases(tree: ast.AST) -> dict[str, str]:
+    """Names bound by `import m` / `import m as a` anywhere in `tree` → the module's name."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:  # `import os.path` binds os
+                    aliases[alias.name.split(".")[0]] = alias.name.split(".")[0]
+    return aliases
+
+
+def is_stateful(name: str) -> bool:
+    """Whether calling the module function `name` (`numpy.random.rand`) changes module state."""
+    if name in STATEFUL_CALLS:
+        return True
+    for prefix, exceptions in STATEFUL.items():
+        if name.startswith(prefix) and name[len(prefix):].split(".")[0] not in exceptions:
+            return True
+    return False
+
+
 def comprehension_locals(stmt: ast.stmt) -> set[str]:
     """Names bound only as targets of list/set/dict comprehensions in `stmt`: symtable reports
     them in the enclosing scope since comprehensions are inlined (PEP 709)."""
@@ -84,7 +135,9 @@ def comprehension_locals(stmt: ast.stmt) -> set[str]:
 class Facts:
     """What one top-level statement reads, binds and mutates, by name."""
 
-    def __init__(self, stmt: ast.stmt) -> None:
+    def __init__(self, stmt: ast.stmt, modules: dict[str, str] | None = None) -> None:
+        self.modules = modules or {}  # names bound to imported modules → the module's name
+        self._discarded: set[int] = set()  # the calls whose result is thrown away
         self.loads: set[str] = set()     # read while the statement runs
         self.deferred: set[str] = set()  # read by the functions/lambdas it defines, when called
         self.binds: set[str] = set()
@@ -121,12 +174,26 @@ class Facts:
             return
         if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
             self._mutated(node)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            self._discarded.add(id(node.value))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            self._mutated(node.func.value)
+            self._called(node)
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             self.loads.add(node.target.id)  # symtable counts `x += 1` as a bind only
         for child in ast.iter_child_nodes(node):
             self._walk(child)
+
+    def _called(self, call: ast.Call) -> None:
+        """`x.method(…)` changes x; a module function changes its module only if STATEFUL or
+        called for its effect."""
+        assert isinstance(call.func, ast.Attribute)
+        name = dotted(call.func)
+        root = name.split(".")[0] if name else None
+        if root in self.modules and name is not None:
+            full = ".".join([self.modules[root], *name.split(".")[1:]])
+            if id(call) not in self._discarded and not is_stateful(full):
+                return
+        self._mutated(call.func.value)
 
     def _mutated(self, node: ast.expr) -> None:
         name = root_name(node)
@@ -140,7 +207,8 @@ class Module:
     def __init__(self, source: bytes | str, filename: str) -> None:
         self.tree = ast.parse(source, filename)
         self.body = self.tree.body
-        self.facts = [Facts(stmt) for stmt in self.body]
+        self.modules = module_aliases(self.tree)
+        self.facts = [Facts(stmt, self.modules) for stmt in self.body]
         self.body_needs: dict[str, set[str]] = {}  # function/class name → globals its code reads
         self.global_writers: dict[str, set[str]] = {}  # function name → globals it assigns
         for facts in self.facts:

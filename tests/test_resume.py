@@ -162,10 +162,12 @@ FUNCTION_CRASH = """
 """
 
 
-def test_crash_inside_a_function_reruns_the_top_level_statement_that_called_it(env, work):
+def test_crash_inside_a_function_called_by_a_top_level_statement_resumes_inside_it(env, work):
     source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
     resumed = crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()")])
-    assert "continuing at line 10" in notes(resumed)[-1]
+    assert "restored 3 values: values, summarize():scaled, summarize():values" in notes(resumed)[1]
+    assert notes(resumed)[-1].endswith("continuing at line 6 in summarize(), called by line 10; 1 statement "
+                                       "of summarize() before it skipped")
 
 
 ENUMERATE = """
@@ -338,9 +340,12 @@ def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env
     assert forced.returncode == 0 and forced.stdout.startswith("4285 ROWS"), forced.stderr
 
 
-def test_an_edited_function_used_only_after_the_point_is_fine(env, work):
+def test_a_function_edited_above_the_crash_runs_again_from_its_start(env, work):
     source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
-    crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()"), ("values.max()", "values.min()")])
+    resumed = crash_fix_resume(env, work, "summary.py", source,
+                               [("summ()", "sum()"), ("values.max()", "values.min()")])
+    assert "summarize() runs again from its start: line 5" in notes(resumed)[-2]
+    assert notes(resumed)[-1] == "chkpt: continuing at line 10"
 
 
 def test_refuses_when_a_value_the_loop_changed_was_not_saved(env, work):

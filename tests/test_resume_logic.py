@@ -271,13 +271,14 @@ def in_work(caller: str) -> dict:
     ({"trigger": "signal", "line": at("print(work(data))")}, Point(5, 2)),
     ({"trigger": "crash", "line": at("while data")}, Point(8, NEXT)),
     ({"trigger": "crash", "line": at("data = data - 1")}, Point(8, 0)),
-    (in_work("total = work"), Point(4)),
+    (in_work("total = work"), Point(4, function="work", inner=Point(0))),
     (in_work("print(work(data))"), Point(5, 2)),
     ({"trigger": "explicit", "line": at('"top"')}, Point(7)),
     ({"trigger": "explicit", "line": at('"in the loop"')}, Point(5, 2)),
     ({"trigger": "explicit", "line": at('"last in the body"')}, Point(5, NEXT)),
     ({"trigger": "periodic", "frame": "function", "function": "work", "line": 4,
-      "stack": [{"function": "<module>", "line": at("total = work")}, {"function": "work", "line": 4}]}, Point(4)),
+      "stack": [{"function": "<module>", "line": at("total = work")}, {"function": "work", "line": 4}]},
+     Point(4, function="work", inner=Point(0))),
 ])
 def test_locate(manifest, point):
     assert locate(module(LOCATED), checkpoint(manifest)) == point

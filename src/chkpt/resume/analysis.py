@@ -51,6 +51,14 @@ def first_line(stmt: ast.stmt) -> int:
     return min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
 
 
+def statement_at(body: list[ast.stmt], line: int) -> int | None:
+    """Index of the statement of `body` whose lines hold `line`."""
+    for index, stmt in enumerate(body):
+        if first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
+            return index
+    return None
+
+
 def root_name(node: ast.expr) -> str | None:
     """`a` for `a`, `a.b[1].c`; None for anything not rooted in a plain name."""
     while isinstance(node, ast.Attribute | ast.Subscript):
@@ -201,14 +209,13 @@ class Facts:
             self.mutates.add(name)
 
 
-class Module:
-    """The facts of every top-level statement of one version of the script."""
+class Block:
+    """The facts of every statement of one body: the module's, or a function's."""
 
-    def __init__(self, source: bytes | str, filename: str) -> None:
-        self.tree = ast.parse(source, filename)
-        self.body = self.tree.body
-        self.modules = module_aliases(self.tree)
-        self.facts = [Facts(stmt, self.modules) for stmt in self.body]
+    def __init__(self, body: list[ast.stmt], modules: dict[str, str]) -> None:
+        self.body = body
+        self.modules = modules
+        self.facts = [Facts(stmt, modules) for stmt in body]
         self.body_needs: dict[str, set[str]] = {}  # function/class name → globals its code reads
         self.global_writers: dict[str, set[str]] = {}  # function name → globals it assigns
         for facts in self.facts:
@@ -240,9 +247,27 @@ class Module:
             touched |= self.global_writers.get(name, set())
         return touched
 
-    def statement_at(self, line: int, body: list[ast.stmt] | None = None) -> int | None:
-        """Index of the statement of `body` (default: the module's) whose lines hold `line`."""
-        for index, stmt in enumerate(self.body if body is None else body):
-            if first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
-                return index
-        return None
+    def statement_at(self, line: int) -> int | None:
+        """Index of the statement of this block whose lines hold `line`."""
+        return statement_at(self.body, line)
+
+
+class Module(Block):
+    """The facts of every top-level statement of one version of the script."""
+
+    def __init__(self, source: bytes | str, filename: str) -> None:
+        self.tree = ast.parse(source, filename)
+        super().__init__(self.tree.body, module_aliases(self.tree))
+
+    def function(self, name: str) -> ast.FunctionDef | None:
+        """The top-level `def name` (the last one), if the script has one."""
+        found = [s for s in self.body if isinstance(s, ast.FunctionDef) and s.name == name]
+        return found[-1] if found else None
+
+
+def function_locals(function: ast.FunctionDef) -> set[str]:
+    """The local names of a top-level function: its parameters and what it binds."""
+    table = symtable.symtable(ast.unparse(function), "<chkpt>", "exec")
+    child = next(t for t in table.get_children() if t.get_name() == function.name)
+    assert isinstance(child, symtable.Function)
+    return set(child.get_locals())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +329,150 @@ def refused(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+# -- inside main() ---------------------------------------------------------------------------------
+
+MAIN = """
+    import numpy as np
+
+    def slow_load():
+        with open("loads.txt", "a") as log:   # stands for minutes of loading
+            log.write("load\\n")
+        return np.arange(5000.0)
+
+    def report(history):
+        return f"best {min(history):.6f} of {len(history)}"
+
+    def main():
+        data = slow_load()
+        print("loaded", data.size)
+        weights = np.zeros(10)
+        history = []
+        for epoch in range(20):
+            weights += data[:10] * 0.001
+            history.append(float(1.0 / (1.0 + weights.sum())))
+            if epoch == 12:
+                lr = learnin_rate
+            print("epoch", epoch, round(history[-1], 6))
+        print(report(history))
+        return {"weights": weights, "history": history}
+
+    if __name__ == "__main__":
+        result = main()
+        print("final", round(result["history"][-1], 6))
+"""
+
+
+def test_a_crash_inside_main_resumes_inside_it_without_its_loading(env, work):
+    resumed = crash_fix_resume(env, work, "train.py", MAIN, [("learnin_rate", "0.1")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2  # the crashed run's and the fresh run's
+    assert resumed.stdout.splitlines()[0].startswith("epoch 12 ")
+    said = notes(resumed)
+    assert "main():epoch" in said[1] and "main():weights" in said[1] and "main():data" in said[1]
+    assert said[-1] == ("chkpt: continuing at line 20, in the iteration (epoch = 12) of the loop at line 17, "
+                        "called by line 26; 4 statements of main() before it skipped")
+
+
+def test_a_crash_in_a_function_main_calls_reruns_that_call_only(env, work):
+    source = MAIN.replace("if epoch == 12:", "if epoch == -1:").replace("min(history)", "min(histroy)")
+    resumed = crash_fix_resume(env, work, "report.py", source, [("min(histroy)", "min(history)")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2
+    assert resumed.stdout.startswith("best ")  # the loop is not run again either
+    assert notes(resumed)[-1].startswith("chkpt: continuing at line 23 in main(), called by line 26; 5 statements")
+
+
+def test_a_killed_run_resumes_from_a_periodic_checkpoint_in_mains_loop(env, work):
+    env = dict(env, CHKPT_INTERVAL="100ms")
+    script = write(work, "slow.py", """
+        import os, signal, time
+        import numpy as np
+
+        def main():
+            acc = np.zeros(1000)
+            print("loaded")
+            for step in range(40):
+                acc += step
+                time.sleep(0.03)
+                print("step", step, flush=True)
+                if step == 30:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            with open("total.txt", "w") as out:
+                out.write(str(acc.sum()))
+
+        if __name__ == "__main__":
+            main()
+    """)
+    killed = run([PYTHON, "slow.py"], env, work)
+    assert killed.returncode < 0 and killed.stdout.endswith("step 30\n")
+    shown = json.loads(run([PYTHON, "-m", "chkpt", "show", "latest", "--json"], env, work).stdout)
+    assert any(c.get("boundary") == "loop" and c.get("function") == "main" for c in shown["checkpoints"]), \
+        shown["checkpoints"]
+    edit(script, "if step == 30:", "if step == -1:")
+    resumed = resume(["slow.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    first = resumed.stdout.splitlines()[0]
+    assert first.startswith("step ") and int(first.split()[1]) > 0
+    resumed_total = (work / "total.txt").read_text()
+    fresh = run([PYTHON, "slow.py"], dict(env, CHKPT="0"), work)
+    assert fresh.stdout.endswith(resumed.stdout) and "after the iteration (step = " in resumed.stderr
+    assert resumed_total == (work / "total.txt").read_text()
+
+
+def test_a_job_preempted_inside_main_resumes_to_the_result_of_an_uninterrupted_run(env, work):
+    env = dict(env, CHKPT_INTERVAL="1h")  # no periodic checkpoint: the SIGTERM one must do
+    script = write(work, "job.py", """
+        import os, signal, sys, time
+        import numpy as np
+
+        def main(epochs):
+            weights = np.zeros(1000)
+            for epoch in range(epochs):
+                weights += epoch
+                time.sleep(0.01)
+                print("epoch", epoch, flush=True)
+                if epoch == 25:
+                    os.kill(os.getpid(), signal.SIGTERM)   # the scheduler preempts the job
+            np.save("weights.npy", weights)
+            return 0
+
+        if __name__ == "__main__":
+            sys.exit(main(int(sys.argv[1])))
+    """)
+    killed = run([PYTHON, "job.py", "40"], env, work)
+    assert killed.returncode == -signal.SIGTERM and killed.stdout.endswith("epoch 25\n")
+    edit(script, "if epoch == 25:", "if epoch == -1:")   # the requeued job is not preempted again
+    resumed = resume(["job.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    resumed_weights = np.load(work / "weights.npy")
+    fresh = run([PYTHON, "job.py", "40"], dict(env, CHKPT="0"), work)
+    assert resumed.stdout.splitlines()[0] in ("epoch 25", "epoch 26")
+    assert fresh.stdout.endswith(resumed.stdout)
+    np.testing.assert_array_equal(resumed_weights, np.load(work / "weights.npy"))
+
+
+def test_main_called_from_a_loop_runs_again_from_its_start_and_says_why(env, work):
+    resumed = crash_fix_resume(env, work, "seeds.py", """
+        import numpy as np
+
+        def main(seed):
+            values = np.random.default_rng(seed).random(100)
+            check = 1 // (seed - 1)
+            print(seed, round(float(values.sum()), 6), check)
+
+        table = np.zeros(1000)
+        for seed in range(3):
+            main(seed)
+    """, [("1 // (seed - 1)", "1 // (seed - 1) if seed != 1 else 5")])
+    assert "main() runs again from its start: it is called inside a `for` statement" in notes(resumed)[-2]
+
+
+def test_refuses_when_a_top_level_statement_before_main_was_changed(env, work):
+    script = write(work, "conf.py", "SCALE = 2\n" + textwrap.dedent(MAIN))
+    run([PYTHON, "conf.py"], env, work)
+    edit(script, "learnin_rate", "0.1")
+    edit(script, "SCALE = 2", "SCALE = 3")
+    refused(resume(["conf.py"], env, work), "line 1 (SCALE = 3), before the resume point, was changed", "--force")
 
 
 def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env, work):

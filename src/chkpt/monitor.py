@@ -136,14 +136,19 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
     return lines
 
 
-def called_from_module(frame: FrameType | None, main_globals: dict) -> CodeType | None:
-    """The code of the script's top-level function that its module frame is calling, if any."""
+def called_from_module(frame: FrameType | None, main_globals: dict, boundaries: dict[int, str]) -> CodeType | None:
+    """The code of the script's top-level function that its module frame is calling, if any,
+    unless it calls it from a top-level loop (whose next iteration is the better resume point)."""
     inner = None
     while frame is not None:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
             if inner is None or inner.f_globals is not main_globals or "." in inner.f_code.co_qualname:
                 return None  # a method or nested function has no resume points: not worth its lines
-            return inner.f_code
+            line = frame.f_lineno
+            # the top-level statement running starts at the last boundary line before this one
+            start = max((n for n in boundaries if n <= line), default=None)
+            in_loop = start is not None and start != line and boundaries[start] in ("for", "while")
+            return None if in_loop else inner.f_code
         inner, frame = frame, frame.f_back
     return None
 
@@ -188,7 +193,8 @@ class Monitor:
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
                 module = codes[0] if codes[0].co_name == "<module>" else None
-                function = called_from_module(frame, self._main_globals) if module is not None else None
+                function = (called_from_module(frame, self._main_globals, self._boundaries())
+                            if module is not None else None)
                 self._boundary_codes = [c for c in (module, function) if c is not None]
                 self._waiting_for_boundary = module is not None
                 self._armed_at = time.monotonic()

@@ -475,6 +475,42 @@ def test_refuses_when_a_top_level_statement_before_main_was_changed(env, work):
     refused(resume(["conf.py"], env, work), "line 1 (SCALE = 3), before the resume point, was changed", "--force")
 
 
+@pytest.mark.parametrize("runner", [[PYTHON, "-m"], [CHKPT, "run", "-m"]])
+def test_a_dash_m_run_resumes_with_dash_m(env, work, runner):
+    write(work, "pkg/__init__.py", "")
+    write(work, "pkg/helpers.py", "def scale(x):\n    return x * 2\n")
+    module = write(work, "pkg/train.py", """
+        import sys
+        import numpy as np
+        from .helpers import scale
+
+        def main():
+            data = scale(np.arange(1000.0))
+            print("args", sys.argv[1:])
+            total = 0.0
+            for step in range(6):
+                total += float(data[step])
+                if step == 3:
+                    print(bad_name)
+                print("step", step)
+            print("total", total)
+
+        if __name__ == "__main__":
+            main()
+    """)
+    crashed = run([*runner, "pkg.train", "a"], env, work)
+    assert crashed.returncode == 1 and runs(env, work)[0]["argv"] == ["-m", "pkg.train", "a"]
+    refused(resume(["pkg/train.py"], env, work), "started with python -m pkg.train",
+            "resume it with chkpt resume -m pkg.train")
+    edit(module, "print(bad_name)", "pass")
+    resumed = resume(["-m", "pkg.train"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run([PYTHON, "-m", "pkg.train", "a"], dict(env, CHKPT="0"), work)
+    assert crashed.stdout + resumed.stdout == fresh.stdout
+    assert runs(env, work)[0]["argv"] == ["-m", "pkg.train", "a"]
+    refused(resume(["-m", "pkg.nothing"], env, work), "cannot run -m pkg.nothing")
+
+
 def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env, work):
     script = write(work, "pipeline.py", PIPELINE)
     run([PYTHON, "pipeline.py"], env, work)

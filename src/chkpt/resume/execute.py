@@ -291,10 +291,11 @@ def _prepare_inner(inner: Inner, values: Values, globals_: dict[str, Any], flags
     return {**globals_, **locals_}
 
 
-def execute(plan: Plan, path: str, args: list[str]) -> int:
-    """Run the plan as `python path args…` would run the script, then hand over to the runner
-    (the script's own exit or crash ends the process through SystemExit, as under Python)."""
-    globals_ = runner.prepare_script(path, args)
+def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -> int:
+    """Run the plan as `python path args…` (or `python -m module args…`) would run the
+    script, then hand over to the runner (the script's own exit or crash ends the process
+    through SystemExit, as under Python)."""
+    globals_ = runner.prepare_module(module, args)[1] if module else runner.prepare_script(path, args)
     filename = globals_["__file__"]
     flags = future_flags(plan.new.tree)
     body = list(plan.new.body[plan.index:])
@@ -322,5 +323,5 @@ def execute(plan: Plan, path: str, args: list[str]) -> int:
     del shown  # chkpt keeps no reference to the script's values
     code = compile(ast.Module(body, []), filename, "exec", flags, dont_inherit=True)
     config = config_module.load(os.path.dirname(filename))
-    runner.execute(code, globals_, config, {"resumed_from": plan.ref})
+    runner.execute(code, globals_, config, {"resumed_from": plan.ref}, ["-m", module, *args] if module else None)
     return 0

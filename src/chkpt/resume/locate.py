@@ -65,7 +65,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
     if called is not None:
         function, entry_line, innermost = called
         innermost = innermost and not elsewhere
-        inner = position(function.body, entry_line, trigger, manifest.get("boundary") if innermost else None,
+        inner = position(function.body, entry_line, manifest.get("boundary") if innermost else None,
                          innermost and trigger == "explicit", f"{function.name}()")
         return Point(index, function=function.name, inner=inner)
     if elsewhere:
@@ -73,12 +73,11 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
                       "script's top level and the function it calls (main()), so a checkpoint taken "
                       "there would work", False)
     explicit = trigger == "explicit" and manifest.get("function") == "<module>"
-    point = position(old.body, line, trigger, manifest.get("boundary"), explicit, "")
+    point = position(old.body, line, manifest.get("boundary"), explicit, "")
     return Point(point.index, point.body, note=note)
 
 
-def position(body: list[ast.stmt], line: int, trigger: str, boundary: str | None, explicit: bool,
-             where: str) -> Point:
+def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str) -> Point:
     """The position in `body` (the module's, or that of function `where`) at `line`: its own
     frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling."""
     index = statement_at(body, line)
@@ -120,6 +119,8 @@ def called_function(old: Module, index: int, line: int, stack: list[dict[str, An
     file = entry.get("file")
     if (function is None or not isinstance(entry_line, int) or (file and os.path.abspath(file) != script)
             or not function.body[0].lineno <= entry_line <= (function.end_lineno or function.lineno)):
+        if name.startswith("<"):  # a lambda or generator expression: part of the statement anyway
+            return None, ""
         return None, (f"{name}() runs again from its start: resume continues inside a function only "
                       "when it is defined at the top level of the script")
     why = call_site_problem(old.body[index], line, name)

@@ -56,10 +56,12 @@ class Frame:
         return names if self.scope is None else names & self.scope
 
     def _saved(self) -> tuple[dict[str, str], dict[str, str], set[str]]:
+        """The names to restore (→ saved name), the nested paths to put into rebuilt objects,
+        and the names saved only in part that cannot be rebuilt so."""
         raise NotImplementedError
 
     def _check_incomplete(self, incomplete: set[str]) -> None:
-        """Objects saved without an unsaveable part (an overlay's root is rebuilt, see Plan)."""
+        """What to do about the names saved only in part: nothing at the top level (overlays)."""
 
     def _same_loop(self) -> ast.For | ast.While:
         """The edited script's counterpart of the loop the checkpoint was taken in."""

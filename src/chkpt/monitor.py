@@ -9,13 +9,13 @@ back with its frame; events are switched off and the tool id freed before the ch
 is taken there, between two statements of the user's code.
 
 Resume points: a due checkpoint first arms the module code, and the script's function the
-module frame is calling (`main()`), and waits for a statement boundary or the header of a
-loop between two iterations (told apart from the loop's first entry by the instruction at
-f_lasti being FOR_ITER) in the body of either, so that `chkpt resume` can restart there. A
-boundary that does not come within BOUNDARY_PATIENCE seconds of lines there gives way to the
-next such line; when neither runs a line for a whole interval (the script is deep inside a
-function call), the next tick also arms the script's functions on the stack and the
-checkpoint is taken in one.
+module frame is calling (`main()`, unless a top-level loop calls it), and waits for a
+statement boundary or the header of a loop between two iterations (told apart from the
+loop's first entry by the instruction at f_lasti being FOR_ITER) in the body of either, so
+that `chkpt resume` can restart there. A boundary that does not come within
+BOUNDARY_PATIENCE seconds of lines there gives way to the next such line; when neither runs
+a line for a whole interval (the script is deep inside a function call), the next tick also
+arms the script's functions on the stack and the checkpoint is taken in one.
 """
 
 from __future__ import annotations
@@ -136,21 +136,22 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
     return lines
 
 
-def called_from_module(frame: FrameType | None, main_globals: dict, boundaries: dict[int, str]) -> CodeType | None:
-    """The code of the script's top-level function that its module frame is calling, if any,
-    unless it calls it from a top-level loop (whose next iteration is the better resume point)."""
+def called_from_module(frame: FrameType | None, main_globals: dict) -> CodeType | None:
+    """The code of the script's top-level function that its module frame is calling, if any."""
     inner = None
     while frame is not None:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
             if inner is None or inner.f_globals is not main_globals or "." in inner.f_code.co_qualname:
                 return None  # a method or nested function has no resume points: not worth its lines
-            line = frame.f_lineno
-            # the top-level statement running starts at the last boundary line before this one
-            start = max((n for n in boundaries if n <= line), default=None)
-            in_loop = start is not None and start != line and boundaries[start] in ("for", "while")
-            return None if in_loop else inner.f_code
+            return inner.f_code
         inner, frame = frame, frame.f_back
     return None
+
+
+def in_top_level_loop(line: int, boundaries: dict[int, str]) -> bool:
+    """Whether module line `line` is inside the body of a top-level loop."""
+    start = max((n for n in boundaries if n <= line), default=None)  # where its statement starts
+    return start is not None and start != line and boundaries[start] in ("for", "while")
 
 
 class Monitor:
@@ -193,8 +194,7 @@ class Monitor:
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
                 module = codes[0] if codes[0].co_name == "<module>" else None
-                function = (called_from_module(frame, self._main_globals, self._boundaries())
-                            if module is not None else None)
+                function = called_from_module(frame, self._main_globals) if module is not None else None
                 self._boundary_codes = [c for c in (module, function) if c is not None]
                 self._waiting_for_boundary = module is not None
                 self._armed_at = time.monotonic()
@@ -224,6 +224,13 @@ class Monitor:
         frame = sys._getframe(1)
         boundary = None
         if self._waiting_for_boundary and code in self._boundary_codes:
+            module = self._boundary_codes[0]
+            caller = frame.f_back
+            if code is not module and (caller is None or caller.f_code is not module):
+                return None  # main()'s code in a frame it was not called in from the top level
+            if code is not module and in_top_level_loop(caller.f_lineno, self._boundaries()):
+                self._stop_waiting_in(code)  # called from a top-level loop: its next iteration will do
+                return None
             kind = self._boundaries().get(line)
             if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
                 return None  # keep waiting for a top-level statement or loop boundary
@@ -238,6 +245,13 @@ class Monitor:
         self.disarm()
         self._on_safe_point(frame, boundary)
         return None
+
+    def _stop_waiting_in(self, code: CodeType) -> None:
+        with self._lock:
+            if self._tool is not None and code in self._armed:
+                _mon.set_local_events(self._tool, code, 0)
+                self._armed.remove(code)
+                self._boundary_codes = [c for c in self._boundary_codes if c is not code]
 
     def close(self) -> None:
         """Switch every event off, free the tool id and let go of the script (idempotent)."""

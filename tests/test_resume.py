@@ -331,6 +331,27 @@ def refused(result, *fragments: str) -> str:
     return lines[0]
 
 
+def test_module_function_calls_do_not_rerun_a_saved_value_but_random_draws_come_out_as_in_a_full_run(env, work):
+    resumed = crash_fix_resume(env, work, "frames.py", """
+        import numpy as np
+        import pandas as pd
+
+        def slow_load():
+            with open("loads.txt", "a") as log:   # stands for a 5 s load
+                log.write("load\\n")
+            return {"a": np.arange(1000.0), "b": np.ones(1000)}
+
+        np.random.seed(7)
+        df = pd.DataFrame(slow_load())
+        noise = np.random.rand(3)
+        both = pd.concat([df, df])
+        print(both.shape, round(float(noise.sum()), 6))
+        print(round(float(np.random.rand(2).sum()), 6), totl)
+    """, [("totl", "both.shape[0]")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2  # the crashed run's and the fresh run's
+    assert "line 10 (`np.random.seed(7)`), line 12 (`noise = np.random.rand(3)`)" in notes(resumed)[2]
+
+
 # -- inside main() ---------------------------------------------------------------------------------
 
 MAIN = """

@@ -136,14 +136,18 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
     return lines
 
 
-def called_from_module(frame: FrameType | None, main_globals: dict) -> CodeType | None:
-    """The code of the script's top-level function that its module frame is calling, if any."""
+def called_from_module(frame: FrameType | None, main_globals: dict,
+                       boundaries: Callable[[], dict[int, str]]) -> CodeType | None:
+    """The code of the script's top-level function that its module frame is calling, if any,
+    unless a top-level loop calls it (its next iteration is the resume point then, and the
+    function's code is left alone: arming it would undo a `DISABLE` of the program's own
+    monitoring tool there on 3.13)."""
     inner = None
     while frame is not None:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
             if inner is None or inner.f_globals is not main_globals or "." in inner.f_code.co_qualname:
                 return None  # a method or nested function has no resume points: not worth its lines
-            return inner.f_code
+            return None if in_top_level_loop(frame.f_lineno, boundaries()) else inner.f_code
         inner, frame = frame, frame.f_back
     return None
 
@@ -194,7 +198,8 @@ class Monitor:
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
                 module = codes[0] if codes[0].co_name == "<module>" else None
-                function = called_from_module(frame, self._main_globals) if module is not None else None
+                function = (called_from_module(frame, self._main_globals, self._boundaries)
+                            if module is not None else None)
                 self._boundary_codes = [c for c in (module, function) if c is not None]
                 self._waiting_for_boundary = module is not None
                 self._armed_at = time.monotonic()
@@ -224,13 +229,6 @@ class Monitor:
         frame = sys._getframe(1)
         boundary = None
         if self._waiting_for_boundary and code in self._boundary_codes:
-            module = self._boundary_codes[0]
-            caller = frame.f_back
-            if code is not module and (caller is None or caller.f_code is not module):
-                return None  # main()'s code in a frame it was not called in from the top level
-            if code is not module and in_top_level_loop(caller.f_lineno, self._boundaries()):
-                self._stop_waiting_in(code)  # called from a top-level loop: its next iteration will do
-                return None
             kind = self._boundaries().get(line)
             if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
                 return None  # keep waiting for a top-level statement or loop boundary
@@ -245,13 +243,6 @@ class Monitor:
         self.disarm()
         self._on_safe_point(frame, boundary)
         return None
-
-    def _stop_waiting_in(self, code: CodeType) -> None:
-        with self._lock:
-            if self._tool is not None and code in self._armed:
-                _mon.set_local_events(self._tool, code, 0)
-                self._armed.remove(code)
-                self._boundary_codes = [c for c in self._boundary_codes if c is not code]
 
     def close(self) -> None:
         """Switch every event off, free the tool id and let go of the script (idempotent)."""

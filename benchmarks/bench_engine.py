@@ -45,6 +45,18 @@ WORKLOADS = {
         "def small(a, b):\n    return a + b\n"
         "total = 0\nfor i in range(1_000_000):\n    total = small(total, i)\n"
     ),
+    # the usual shape: the work in main(), whose boundaries periodic checkpoints wait for
+    "loop_10m_in_main": (
+        "import numpy as np\ndef main():\n    state = [np.ones(500_000) for _ in range(2)]\n"
+        "    total = 0\n    for i in range(10_000_000):\n        total += i\n"
+        "if __name__ == '__main__':\n    main()\n"
+    ),
+    "calls_5m_in_main": (
+        "import numpy as np\ndef small(a, b):\n    return a + b\n"
+        "def main():\n    state = [np.ones(500_000) for _ in range(2)]\n"
+        "    total = 0\n    for i in range(5_000_000):\n        total = small(total, i)\n"
+        "if __name__ == '__main__':\n    main()\n"
+    ),
 }
 
 SEED_RUNNER = '''
@@ -169,7 +181,7 @@ def main() -> None:
             shutil.rmtree(f"{work}/store", ignore_errors=True)
             medians = compare(variants, env, work, args.repeat)
             note = ""
-            if name in ("loop_10m", "calls_1m"):
+            if name.startswith(("loop_", "calls_")):
                 note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"
             rows.append((f"script: {name}", medians["plain"], medians["chkpt"], medians.get("seed"), note))
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeat}+ alternated runs, "

@@ -37,9 +37,10 @@ def test_user_module_under_dash_m_is_traced(env, work):
     write(work, "pkg/__init__.py", "")
     write(work, "pkg/helper.py", "FACTOR = 3\n")
     write(work, "pkg/mod.py", "from .helper import FACTOR\n" + MAKES_DATA + "print(__name__, FACTOR)\n")
-    result = python(["-m", "pkg.mod"], env, work)
+    result = python(["-m", "pkg.mod", "x"], env, work)
     assert result.stdout == "True\n__main__ 3\n", result.stderr
     assert runs(env, work)[0]["script"] == str(work / "pkg" / "mod.py")
+    assert runs(env, work)[0]["argv"] == ["-m", "pkg.mod", "x"]  # recorded as run, so resume can run it so
 
 
 def test_dash_c_is_not_traced_and_imports_nothing(env, work):

@@ -128,7 +128,9 @@ def test_resume_arguments(argv, expected):
 
 
 @pytest.mark.parametrize(("argv", "fragment"), [
-    (["resume"], "the following arguments are required: SCRIPT"),
+    (["resume"], "resume needs either a script or -m MODULE"),
+    (["resume", "x.py", "-m", "pkg.x"], "resume needs either a script or -m MODULE"),
+    (["resume", "-m"], "argument -m: expected one argument"),
     (["resume", "x.py", "extra"], "unrecognized arguments: extra (see chkpt resume --help)"),
     (["resume", "x.py", "--from"], "argument --from: expected one argument"),
     (["resume", "nosuch.py"], "can't open file 'nosuch.py'"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -162,10 +163,12 @@ FUNCTION_CRASH = """
 """
 
 
-def test_crash_inside_a_function_reruns_the_top_level_statement_that_called_it(env, work):
+def test_crash_inside_a_function_called_by_a_top_level_statement_resumes_inside_it(env, work):
     source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
     resumed = crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()")])
-    assert "continuing at line 10" in notes(resumed)[-1]
+    assert "restored 3 values: values, summarize():scaled, summarize():values" in notes(resumed)[1]
+    assert notes(resumed)[-1].endswith("continuing at line 6 in summarize(), called by line 10; 1 statement "
+                                       "of summarize() before it skipped")
 
 
 ENUMERATE = """
@@ -328,6 +331,209 @@ def refused(result, *fragments: str) -> str:
     return lines[0]
 
 
+def test_module_function_calls_do_not_rerun_a_saved_value_but_random_draws_come_out_as_in_a_full_run(env, work):
+    resumed = crash_fix_resume(env, work, "frames.py", """
+        import numpy as np
+        import pandas as pd
+
+        def slow_load():
+            with open("loads.txt", "a") as log:   # stands for a 5 s load
+                log.write("load\\n")
+            return {"a": np.arange(1000.0), "b": np.ones(1000)}
+
+        np.random.seed(7)
+        df = pd.DataFrame(slow_load())
+        noise = np.random.rand(3)
+        both = pd.concat([df, df])
+        print(both.shape, round(float(noise.sum()), 6))
+        print(round(float(np.random.rand(2).sum()), 6), totl)
+    """, [("totl", "both.shape[0]")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2  # the crashed run's and the fresh run's
+    assert "line 10 (`np.random.seed(7)`), line 12 (`noise = np.random.rand(3)`)" in notes(resumed)[2]
+
+
+# -- inside main() ---------------------------------------------------------------------------------
+
+MAIN = """
+    import numpy as np
+
+    def slow_load():
+        with open("loads.txt", "a") as log:   # stands for minutes of loading
+            log.write("load\\n")
+        return np.arange(5000.0)
+
+    def report(history):
+        return f"best {min(history):.6f} of {len(history)}"
+
+    def main():
+        data = slow_load()
+        print("loaded", data.size)
+        weights = np.zeros(10)
+        history = []
+        for epoch in range(20):
+            weights += data[:10] * 0.001
+            history.append(float(1.0 / (1.0 + weights.sum())))
+            if epoch == 12:
+                lr = learnin_rate
+            print("epoch", epoch, round(history[-1], 6))
+        print(report(history))
+        return {"weights": weights, "history": history}
+
+    if __name__ == "__main__":
+        result = main()
+        print("final", round(result["history"][-1], 6))
+"""
+
+
+def test_a_crash_inside_main_resumes_inside_it_without_its_loading(env, work):
+    resumed = crash_fix_resume(env, work, "train.py", MAIN, [("learnin_rate", "0.1")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2  # the crashed run's and the fresh run's
+    assert resumed.stdout.splitlines()[0].startswith("epoch 12 ")
+    said = notes(resumed)
+    assert "main():epoch" in said[1] and "main():weights" in said[1] and "main():data" in said[1]
+    assert said[-1] == ("chkpt: continuing at line 20, in the iteration (epoch = 12) of the loop at line 17, "
+                        "called by line 26; 4 statements of main() before it skipped")
+
+
+def test_a_crash_in_a_function_main_calls_reruns_that_call_only(env, work):
+    source = MAIN.replace("if epoch == 12:", "if epoch == -1:").replace("min(history)", "min(histroy)")
+    resumed = crash_fix_resume(env, work, "report.py", source, [("min(histroy)", "min(history)")])
+    assert (work / "loads.txt").read_text() == "load\n" * 2
+    assert resumed.stdout.startswith("best ")  # the loop is not run again either
+    assert notes(resumed)[-1].startswith("chkpt: continuing at line 23 in main(), called by line 26; 5 statements")
+
+
+def test_a_killed_run_resumes_from_a_periodic_checkpoint_in_mains_loop(env, work):
+    env = dict(env, CHKPT_INTERVAL="100ms")
+    script = write(work, "slow.py", """
+        import os, signal, time
+        import numpy as np
+
+        def main():
+            batches = [np.full(1000, k / 7) for k in range(40)]
+            weights = np.zeros(1000)
+            print("loaded")
+            for step, batch in enumerate(batches):
+                weights = weights * 0.5 + batch
+                time.sleep(0.03)
+                print("step", step, flush=True)
+                if step == 30:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            with open("total.txt", "w") as out:
+                out.write(repr(float(weights.sum())))
+
+        if __name__ == "__main__":
+            main()
+    """)
+    killed = run([PYTHON, "slow.py"], env, work)
+    assert killed.returncode < 0 and killed.stdout.endswith("step 30\n")
+    shown = json.loads(run([PYTHON, "-m", "chkpt", "show", "latest", "--json"], env, work).stdout)
+    assert any(c.get("boundary") == "loop" and c.get("function") == "main" for c in shown["checkpoints"]), \
+        shown["checkpoints"]
+    edit(script, "if step == 30:", "if step == -1:")
+    resumed = resume(["slow.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    first = resumed.stdout.splitlines()[0]
+    assert first.startswith("step ") and int(first.split()[1]) > 0
+    resumed_total = (work / "total.txt").read_text()
+    fresh = run([PYTHON, "slow.py"], dict(env, CHKPT="0"), work)
+    assert fresh.stdout.endswith(resumed.stdout)
+    assert f", step = {int(first.split()[1]) - 1}), called by line 18" in resumed.stderr
+    assert resumed_total == (work / "total.txt").read_text()
+
+
+def test_a_job_preempted_inside_main_resumes_to_the_result_of_an_uninterrupted_run(env, work):
+    env = dict(env, CHKPT_INTERVAL="1h")  # no periodic checkpoint: the SIGTERM one must do
+    script = write(work, "job.py", """
+        import os, signal, sys, time
+        import numpy as np
+
+        def main(epochs):
+            weights = np.zeros(1000)
+            for epoch in range(epochs):
+                weights += epoch
+                time.sleep(0.01)
+                print("epoch", epoch, flush=True)
+                if epoch == 25:
+                    os.kill(os.getpid(), signal.SIGTERM)   # the scheduler preempts the job
+            np.save("weights.npy", weights)
+            return 0
+
+        if __name__ == "__main__":
+            sys.exit(main(int(sys.argv[1])))
+    """)
+    killed = run([PYTHON, "job.py", "40"], env, work)
+    assert killed.returncode == -signal.SIGTERM and killed.stdout.endswith("epoch 25\n")
+    edit(script, "if epoch == 25:", "if epoch == -1:")   # the requeued job is not preempted again
+    resumed = resume(["job.py"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    resumed_weights = np.load(work / "weights.npy")
+    fresh = run([PYTHON, "job.py", "40"], dict(env, CHKPT="0"), work)
+    assert resumed.stdout.splitlines()[0] in ("epoch 25", "epoch 26")
+    assert fresh.stdout.endswith(resumed.stdout)
+    np.testing.assert_array_equal(resumed_weights, np.load(work / "weights.npy"))
+
+
+def test_main_called_from_a_loop_runs_again_from_its_start_and_says_why(env, work):
+    resumed = crash_fix_resume(env, work, "seeds.py", """
+        import numpy as np
+
+        def main(seed):
+            values = np.random.default_rng(seed).random(100)
+            check = 1 // (seed - 1)
+            print(seed, round(float(values.sum()), 6), check)
+
+        table = np.zeros(1000)
+        for seed in range(3):
+            main(seed)
+    """, [("1 // (seed - 1)", "1 // (seed - 1) if seed != 1 else 5")])
+    assert "main() runs again from its start: it is called inside a `for` statement" in notes(resumed)[-2]
+
+
+def test_refuses_when_a_top_level_statement_before_main_was_changed(env, work):
+    script = write(work, "conf.py", "SCALE = 2\n" + textwrap.dedent(MAIN))
+    run([PYTHON, "conf.py"], env, work)
+    edit(script, "learnin_rate", "0.1")
+    edit(script, "SCALE = 2", "SCALE = 3")
+    refused(resume(["conf.py"], env, work), "line 1 (SCALE = 3), before the resume point, was changed", "--force")
+
+
+@pytest.mark.parametrize("runner", [[PYTHON, "-m"], [CHKPT, "run", "-m"]])
+def test_a_dash_m_run_resumes_with_dash_m(env, work, runner):
+    write(work, "pkg/__init__.py", "")
+    write(work, "pkg/helpers.py", "def scale(x):\n    return x * 2\n")
+    module = write(work, "pkg/train.py", """
+        import sys
+        import numpy as np
+        from .helpers import scale
+
+        def main():
+            data = scale(np.arange(1000.0))
+            print("args", sys.argv[1:])
+            total = 0.0
+            for step in range(6):
+                total += float(data[step])
+                if step == 3:
+                    print(bad_name)
+                print("step", step)
+            print("total", total)
+
+        if __name__ == "__main__":
+            main()
+    """)
+    crashed = run([*runner, "pkg.train", "a"], env, work)
+    assert crashed.returncode == 1 and runs(env, work)[0]["argv"] == ["-m", "pkg.train", "a"]
+    refused(resume(["pkg/train.py"], env, work), "started with python -m pkg.train",
+            "resume it with chkpt resume -m pkg.train")
+    edit(module, "print(bad_name)", "pass")
+    resumed = resume(["-m", "pkg.train"], env, work)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run([PYTHON, "-m", "pkg.train", "a"], dict(env, CHKPT="0"), work)
+    assert crashed.stdout + resumed.stdout == fresh.stdout
+    assert runs(env, work)[0]["argv"] == ["-m", "pkg.train", "a"]
+    refused(resume(["-m", "pkg.nothing"], env, work), "cannot run -m pkg.nothing")
+
+
 def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env, work):
     script = write(work, "pipeline.py", PIPELINE)
     run([PYTHON, "pipeline.py"], env, work)
@@ -338,9 +544,12 @@ def test_refuses_when_a_statement_before_the_point_was_changed_unless_forced(env
     assert forced.returncode == 0 and forced.stdout.startswith("4285 ROWS"), forced.stderr
 
 
-def test_an_edited_function_used_only_after_the_point_is_fine(env, work):
+def test_a_function_edited_above_the_crash_runs_again_from_its_start(env, work):
     source = FUNCTION_CRASH.replace("scaled[-10:].sum()", "scaled[-10:].summ()")
-    crash_fix_resume(env, work, "summary.py", source, [("summ()", "sum()"), ("values.max()", "values.min()")])
+    resumed = crash_fix_resume(env, work, "summary.py", source,
+                               [("summ()", "sum()"), ("values.max()", "values.min()")])
+    assert "summarize() runs again from its start: line 5" in notes(resumed)[-2]
+    assert notes(resumed)[-1] == "chkpt: continuing at line 10"
 
 
 def test_refuses_when_a_value_the_loop_changed_was_not_saved(env, work):

@@ -15,7 +15,7 @@ from chkpt import api, records
 from chkpt.resume import Refusal, old_module
 from chkpt.resume.align import Alignment
 from chkpt.resume.analysis import Facts, Module, first_line, is_definition, root_name
-from chkpt.resume.execute import Resumer, future_flags, remaining_items, rewrite_loop, where
+from chkpt.resume.execute import Resumer, future_flags, remaining_items, resumed_function, rewrite_loop, where
 from chkpt.resume.locate import Point, locate
 from chkpt.resume.plan import Plan
 from chkpt.store import Store
@@ -271,13 +271,14 @@ def in_work(caller: str) -> dict:
     ({"trigger": "signal", "line": at("print(work(data))")}, Point(5, 2)),
     ({"trigger": "crash", "line": at("while data")}, Point(8, NEXT)),
     ({"trigger": "crash", "line": at("data = data - 1")}, Point(8, 0)),
-    (in_work("total = work"), Point(4)),
+    (in_work("total = work"), Point(4, function="work", inner=Point(0))),
     (in_work("print(work(data))"), Point(5, 2)),
     ({"trigger": "explicit", "line": at('"top"')}, Point(7)),
     ({"trigger": "explicit", "line": at('"in the loop"')}, Point(5, 2)),
     ({"trigger": "explicit", "line": at('"last in the body"')}, Point(5, NEXT)),
     ({"trigger": "periodic", "frame": "function", "function": "work", "line": 4,
-      "stack": [{"function": "<module>", "line": at("total = work")}, {"function": "work", "line": 4}]}, Point(4)),
+      "stack": [{"function": "<module>", "line": at("total = work")}, {"function": "work", "line": 4}]},
+     Point(4, function="work", inner=Point(0))),
 ])
 def test_locate(manifest, point):
     assert locate(module(LOCATED), checkpoint(manifest)) == point
@@ -400,6 +401,41 @@ def test_an_object_with_an_unsaveable_part_is_rebuilt_then_given_its_saved_parts
     assert plan.rerun == [0, 1, 2, 4] and plan.inputs == {4: {"weights"}}
 
 
+@pytest.mark.parametrize(("text", "mutated"), [
+    ("import pandas as pd\nframes = pd.concat(parts)", set()),
+    ("import numpy as np\nz = np.zeros(3) + np.linalg.norm(v)", set()),
+    ("import os.path\np = os.path.join(a, b)", set()),
+    ("import numpy as np\nnp.random.seed(0)", {"np"}),
+    ("import numpy as np\nx = np.random.rand(3)", {"np"}),
+    ("import numpy as np\nrng = np.random.default_rng(0)", set()),
+    ("import random\nk = random.randint(0, 9)", {"random"}),
+    ("import torch\ng = torch.manual_seed(0)", {"torch"}),
+    ("import sys\nsys.path.append(here)", {"sys"}),
+    ("import matplotlib.pyplot as plt\nplt.plot(x)", {"plt"}),
+    ("from pandas import concat\nframes = concat(parts)", set()),
+    ("frames = pd.concat(parts)", {"pd"}),  # not imported by the script: any object's method
+])
+def test_a_module_function_changes_its_module_only_if_stateful_or_called_for_its_effect(text, mutated):
+    assert module(text).facts[1 if "\n" in text else 0].mutates == mutated
+
+
+def test_a_saved_value_built_with_module_functions_is_not_rerun_but_the_random_state_is():
+    script = """
+        import numpy as np
+        import pandas as pd
+        def slow_load():
+            return {"a": [1, 2, 3]}
+        np.random.seed(0)
+        df = pd.DataFrame(slow_load())
+        noise = np.random.rand(3)
+        both = pd.concat([df, df])
+        print(both.shape, noise, np.random.rand(2) / zero)
+    """
+    plan = Plan(crash_at(script, "print", saved=("df", "noise", "both")), module(script), module(script), False)
+    # the draws before the point run again, so the draws after it are those of a full run
+    assert plan.rerun == [0, 1, 2, 3, 5] and plan.restored == {"df": "df", "noise": "noise", "both": "both"}
+
+
 TRAINING = """
     import numpy as np
     weights = np.zeros(5)
@@ -472,6 +508,107 @@ def test_the_exit_of_a_finished_run_runs_only_the_added_lines():
 def test_a_run_without_its_script_cannot_be_resumed(meta, fragment):
     with pytest.raises(Refusal, match=fragment):
         old_module(make_run(**meta))
+
+
+# -- inside main() -----------------------------------------------------------------------------------
+
+MAINLY = """
+    import threading
+    import numpy as np
+    def helper(v):
+        return v.sum()
+    def main(n):
+        data = np.arange(n)
+        lock = threading.Lock()
+        print("loaded")
+        for epoch in range(5):
+            data = data + epoch
+            print(helper(data))
+        with lock:
+            return data
+    if __name__ == "__main__":
+        result = main(10)
+"""
+
+
+def main_at(fragment: str, trigger: str = "crash", boundary: str | None = None, deeper: bool = False,
+            saved: tuple[str, ...] = ("data", "epoch", "n"), skipped: tuple[str, ...] = ("lock",)) -> api.Checkpoint:
+    """A checkpoint in main() (in helper() with `deeper`) of MAINLY or a script with its lines."""
+    stack = [{"function": "<module>", "line": line_of(MAINLY, "result = main")},
+             {"function": "main", "line": line_of(MAINLY, fragment)}]
+    if deeper:
+        stack.append({"function": "helper", "line": line_of(MAINLY, "return v.sum()")})
+    manifest = {"trigger": trigger, "frame": "function", "function": stack[-1]["function"],
+                "line": stack[-1]["line"], "boundary": boundary, "stack": stack}
+    made = checkpoint(manifest, skipped=skipped)
+    blob = {"hash": "ab" * 16, "size": 1}
+    made.manifest["variables"] = [{"name": n, "type": "int", "scope": "local of main", "size": 1, "pickle": blob,
+                                   "buffers": []} for n in saved]
+    return api.Checkpoint(made.run, records.decode_manifest(records.encode(made.manifest)))
+
+
+@pytest.mark.parametrize(("where", "point"), [
+    (dict(fragment="print(\"loaded", trigger="periodic", boundary="statement"), Point(2)),
+    (dict(fragment="for epoch", trigger="periodic", boundary="loop"), Point(3, NEXT)),
+    (dict(fragment="data = data + epoch", trigger="signal"), Point(3, 0)),
+    (dict(fragment="print(helper", deeper=True), Point(3, 1)),
+    (dict(fragment="lock = threading"), Point(1)),
+])
+def test_locate_inside_main(where, point):
+    assert locate(module(MAINLY), main_at(**where)) == Point(4, function="main", inner=point)
+
+
+def test_locate_inside_main_under_the_if_block_and_its_refusals():
+    shaped = MAINLY.replace("        result = main(10)", "        print(main(10), main(2))")
+    found = locate(module(shaped), main_at("for epoch"))
+    assert found.function is None and "calls it more than once" in found.note
+    looped = MAINLY.replace('if __name__ == "__main__":', "for k in range(2):")
+    found = locate(module(looped), main_at("for epoch"))
+    assert found.function is None and "it is called inside a `for` statement" in found.note
+    with pytest.raises(Refusal, match="fetched its next item"):
+        locate(module(MAINLY), main_at("for epoch"))  # a crash at the header: not between iterations
+
+
+def test_a_plan_inside_main_restores_its_locals_and_reruns_what_was_not_saved():
+    fixed = MAINLY.replace("print(helper(data))", "print(helper(data) / 2)")
+    plan = Plan(main_at("print(helper"), module(MAINLY), module(fixed), False)
+    inner = plan.inner
+    assert inner is not None and (inner.index, inner.point, isinstance(inner.loop, ast.For)) == (3, Point(3, 1), True)
+    assert inner.restored == {"data": "data", "epoch": "epoch", "n": "n"}
+    assert inner.rerun == [1]  # the lock, which was not saved; `data = np.arange(n)` is not run again
+    assert plan.rerun == [0, 1, 2, 3] and plan.index == 4
+    assert plan.summary()[1:] == ["restored 3 values: main():data, main():epoch, main():n",
+                                  "re-ran 4 import/definition statements, in main(): line 7 "
+                                  "(`lock = threading.Lock()`)"]
+    assert where(plan, {"epoch": 3}) == ("continuing at line 11, in the iteration (epoch = 3) of the loop at "
+                                         "line 9, called by line 14; 2 statements of main() before it skipped")
+
+
+def test_main_edited_above_the_point_runs_again_from_its_start_unless_forced():
+    edited = MAINLY.replace("np.arange(n)", "np.arange(n) * 2")
+    plan = Plan(main_at("print(helper"), module(MAINLY), module(edited), False)
+    assert plan.inner is None and plan.point == Point(4)
+    assert plan.summary()[-1].startswith("main() runs again from its start: line 6 (data = np.arange(n) * 2), "
+                                         "before the resume point, was changed")
+    assert Plan(main_at("print(helper"), module(MAINLY), module(edited), True).inner is not None
+    unsaved = Plan(main_at("print(helper", saved=("data", "n")), module(MAINLY), module(MAINLY), False)
+    assert unsaved.inner is None and "the loop variable epoch was not saved" in unsaved.summary()[-1]
+
+
+def test_the_rewritten_main_puts_itself_back_restores_reruns_quietly_and_continues(capsys):
+    plan = Plan(main_at("print(helper"), module(MAINLY), module(MAINLY), False)
+    assert plan.inner is not None
+    text = ast.unparse(resumed_function(plan.inner))
+    assert text.splitlines() == [
+        "def main(n):",
+        "    __chkpt_resume__.enter()",
+        "    with __chkpt_resume__.quiet():",
+        "        lock = threading.Lock()",
+        "    data, epoch, n = __chkpt_resume__.values(['data', 'epoch', 'n'], last=True)",
+        *textwrap.indent(ast.unparse(rewrite_loop(plan.inner.loop, plan.inner.point)), "    ").splitlines(),
+        "    with lock:",
+        "        return data",
+    ]
 
 
 # -- running the loop from the point ----------------------------------------------------------------

@@ -163,8 +163,7 @@ def start_for_module(module: str) -> "Watch | None":
         if decide(code.co_filename, config.include, config.exclude) is not None:
             watch.close()
             return
-        watch.set_target(code.co_filename)
-        watch.argv = list(sys.argv)
+        watch.set_target(code.co_filename)  # the run keeps its argv as `-m module …`: resume needs the name
 
     if not monitor.watch_for_main_start(main_globals, on_main_start):
         return None  # every sys.monitoring tool id is taken: the main code cannot be found
@@ -173,17 +172,18 @@ def start_for_module(module: str) -> "Watch | None":
 
 
 def start_explicit(config: "Config", main_globals: dict, target_file: str,
-                   run_meta: dict | None = None) -> "Watch":
+                   run_meta: dict | None = None, argv: "list[str] | None" = None) -> "Watch":
     """For the runner (`python -m chkpt script.py`): watch whatever it is given.
 
-    `run_meta` adds fields to the run's metadata (resume records `resumed_from`).
+    `run_meta` adds fields to the run's metadata (resume records `resumed_from`); `argv` is
+    the command line the run records (default: sys.argv).
     """
     from chkpt import config as config_module
     from chkpt.watch import Watch
 
     config_module.report(config)
-    watch = Watch(main_globals, sys.argv, config=config, config_dir=os.path.dirname(target_file),
-                  run_meta=run_meta)
+    watch = Watch(main_globals, sys.argv if argv is None else argv, config=config,
+                  config_dir=os.path.dirname(target_file), run_meta=run_meta)
     watch.set_target(target_file)
     watch.begin()
     return watch

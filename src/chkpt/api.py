@@ -317,8 +317,15 @@ class Run:
 
     @property
     def args(self) -> list[str]:
-        """The script's command-line arguments."""
-        return list(self.meta.get("argv") or [])[1:]
+        """The script's command-line arguments (after `-m module` for a module run)."""
+        argv = list(self.meta.get("argv") or [])
+        return argv[2:] if argv[:1] == ["-m"] else argv[1:]
+
+    @property
+    def module(self) -> str | None:
+        """The module name of a run started by `python -m module`, else None."""
+        argv = list(self.meta.get("argv") or [])
+        return argv[1] if argv[:1] == ["-m"] and len(argv) > 1 else None
 
     @property
     def duration(self) -> float | None:

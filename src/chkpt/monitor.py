@@ -8,13 +8,14 @@ module frame is reached too). The next LINE event of the script on the main thre
 back with its frame; events are switched off and the tool id freed before the checkpoint
 is taken there, between two statements of the user's code.
 
-Resume points: a due checkpoint first arms the module code only and waits for a top-level
-statement boundary or the header of a top-level loop between two iterations (told apart
-from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
-`chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
-seconds of module-level lines gives way to the next module line; when the module frame does
-not run a line for a whole interval (the script is deep inside a function call), the next
-tick also arms the script's functions on the stack and the checkpoint is taken in one.
+Resume points: a due checkpoint first arms the module code, and the script's function the
+module frame is calling (`main()`, unless a top-level loop calls it), and waits for a
+statement boundary or the header of a loop between two iterations (told apart from the
+loop's first entry by the instruction at f_lasti being FOR_ITER) in the body of either, so
+that `chkpt resume` can restart there. A boundary that does not come within
+BOUNDARY_PATIENCE seconds of lines there gives way to the next such line; when neither runs
+a line for a whole interval (the script is deep inside a function call), the next tick also
+arms the script's functions on the stack and the checkpoint is taken in one.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def call_at_next_line(codes: list[CodeType], main_thread: int,
 
 
 def top_level_boundaries(source: bytes) -> dict[int, str]:
-    """line → "statement", "for" or "while" for each top-level statement of a module."""
+    """line → "statement", "for" or "while" for each statement of the module's body and of
+    the bodies of its top-level functions (a line belongs to one body only)."""
     import ast
 
     try:
@@ -123,14 +125,37 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
     except (SyntaxError, ValueError):
         return {}
     lines: dict[int, str] = {}
-    for statement in tree.body:
+    bodies = [tree.body, *(s.body for s in tree.body if isinstance(s, ast.FunctionDef))]
+    for statement in (statement for body in bodies for statement in body):
         decorators = getattr(statement, "decorator_list", [])
-        lines[min([statement.lineno, *(d.lineno for d in decorators)])] = "statement"
+        lines.setdefault(min([statement.lineno, *(d.lineno for d in decorators)]), "statement")
         if isinstance(statement, ast.For | ast.AsyncFor):
             lines[statement.lineno] = "for"
         elif isinstance(statement, ast.While):
             lines[statement.lineno] = "while"
     return lines
+
+
+def called_from_module(frame: FrameType | None, main_globals: dict,
+                       boundaries: Callable[[], dict[int, str]]) -> CodeType | None:
+    """The code of the script's top-level function that its module frame is calling, if any,
+    unless a top-level loop calls it (its next iteration is the resume point then, and the
+    function's code is left alone: arming it would undo a `DISABLE` of the program's own
+    monitoring tool there on 3.13)."""
+    inner = None
+    while frame is not None:
+        if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
+            if inner is None or inner.f_globals is not main_globals or "." in inner.f_code.co_qualname:
+                return None  # a method or nested function has no resume points: not worth its lines
+            return None if in_top_level_loop(frame.f_lineno, boundaries()) else inner.f_code
+        inner, frame = frame, frame.f_back
+    return None
+
+
+def in_top_level_loop(line: int, boundaries: dict[int, str]) -> bool:
+    """Whether module line `line` is inside the body of a top-level loop."""
+    start = max((n for n in boundaries if n <= line), default=None)  # where its statement starts
+    return start is not None and start != line and boundaries[start] in ("for", "while")
 
 
 class Monitor:
@@ -145,7 +170,7 @@ class Monitor:
         self._boundaries = boundaries
         self._lock = _thread.allocate_lock()
         self._tool: int | None = None
-        self._module_code: CodeType | None = None
+        self._boundary_codes: list[CodeType] = []  # the module's and main()'s, while waiting
         self._armed: list[CodeType] = []
         self._waiting_for_boundary = False
         self._armed_at = 0.0
@@ -173,10 +198,12 @@ class Monitor:
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
                 module = codes[0] if codes[0].co_name == "<module>" else None
-                self._module_code = module
+                function = (called_from_module(frame, self._main_globals, self._boundaries)
+                            if module is not None else None)
+                self._boundary_codes = [c for c in (module, function) if c is not None]
                 self._waiting_for_boundary = module is not None
                 self._armed_at = time.monotonic()
-                self._arm([module] if module is not None else codes)
+                self._arm(self._boundary_codes if module is not None else codes)
             elif self._waiting_for_boundary:  # a whole interval without a module line
                 self._waiting_for_boundary = False
                 self._arm(codes)
@@ -194,14 +221,14 @@ class Monitor:
                 tool, self._tool = self._tool, None
                 free_tool_id(tool, self._armed)
                 self._armed = []
-                self._module_code = None
+                self._boundary_codes = []
 
     def _on_line(self, code: CodeType, line: int) -> object:
         if _thread.get_ident() != self._main_thread:
             return None  # another thread runs the script's code: not a DISABLE, the main one may
         frame = sys._getframe(1)
         boundary = None
-        if self._waiting_for_boundary and code is self._module_code:
+        if self._waiting_for_boundary and code in self._boundary_codes:
             kind = self._boundaries().get(line)
             if kind is None and time.monotonic() - self._armed_at < BOUNDARY_PATIENCE:
                 return None  # keep waiting for a top-level statement or loop boundary

@@ -16,6 +16,7 @@ from chkpt import activation, watch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
     from types import CodeType
 
     from chkpt.config import Config
@@ -71,14 +72,15 @@ def run_script(path: str, args: list[str], config: Config) -> None:
 
 def run_module(module: str, args: list[str], config: Config) -> None:
     """Run `module` as `python -m module` would."""
-    import runpy
+    code, main_globals = prepare_module(module, args)
+    execute(code, main_globals, config, argv=["-m", module, *args])
 
+
+def prepare_module(module: str, args: list[str]) -> tuple[CodeType, dict]:
+    """The code of `module` and a fresh __main__ for it, with sys.argv / sys.path[0] as
+    `python -m module args…` sets them (its parent packages are imported, as Python does)."""
     sys.argv[:] = [module, *args]  # runpy replaces argv[0] with the file name
-    sys.path[0] = os.getcwd()
-    try:
-        _, spec, code = runpy._get_module_details(module)  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise UsageError(f"{exc}") from None
+    spec, code = find_module(module)
     main = _fresh_main()
     sys.argv[0] = spec.origin or module
     main.__dict__.update(
@@ -88,12 +90,26 @@ def run_module(module: str, args: list[str], config: Config) -> None:
         __package__=spec.parent,
         __cached__=spec.cached,
     )
-    execute(code, main.__dict__, config)
+    return code, main.__dict__
 
 
-def execute(code: CodeType, main_globals: dict, config: Config, run_meta: dict | None = None) -> None:
-    """Run `code` in `main_globals` under a new session, with Python's exit semantics."""
-    activation.start_explicit(config, main_globals, code.co_filename, run_meta)
+def find_module(module: str) -> tuple[ModuleSpec, CodeType]:
+    """The spec and code `python -m module` runs, found from the current directory."""
+    import runpy
+
+    sys.path[0] = os.getcwd()
+    try:
+        _, spec, code = runpy._get_module_details(module)  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise UsageError(f"{exc}") from None
+    return spec, code
+
+
+def execute(code: CodeType, main_globals: dict, config: Config, run_meta: dict | None = None,
+            argv: list[str] | None = None) -> None:
+    """Run `code` in `main_globals` under a new session, with Python's exit semantics; the
+    run records `argv` (default: sys.argv; `["-m", module, …]` for a module)."""
+    activation.start_explicit(config, main_globals, code.co_filename, run_meta, argv)
     try:
         exec(code, main_globals)
     except SystemExit:

@@ -47,7 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from chkpt import resume
 
-    return resume.resume_script(args.script, args.ref, args.force, args.args)
+    if (args.script is None) == (args.module is None):
+        raise CliError("resume needs either a script or -m MODULE (see chkpt resume --help)")
+    return resume.resume_script(args.script, args.ref, args.force, args.args, args.module)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

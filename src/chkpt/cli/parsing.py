@@ -119,7 +119,8 @@ results['train'] or step:batch, is in the dict ckpt: ckpt["results['train']"]"""
     "resume": """examples:
   chkpt resume train.py                       from the latest usable checkpoint of train.py
   chkpt resume train.py --from latest@crash
-  chkpt resume train.py --from 3f2a@4 -- --epochs 20   with these script arguments""",
+  chkpt resume train.py --from 3f2a@4 -- --epochs 20   with these script arguments
+  chkpt resume -m pkg.train                   a run started by python -m pkg.train""",
 }
 EXAMPLES["load"] = EXAMPLES["export"]
 
@@ -252,8 +253,10 @@ def build_parser() -> Parser:
     doctor = _add(sub, "doctor")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     resume = _add(sub, "resume", refs=True, after_dashes="args",
-                  usage="chkpt resume SCRIPT [--from REF] [--force] [-- ARGS…]", description=RESUME_DESCRIPTION)
-    resume.add_argument("script", metavar="SCRIPT", help="the script, as you would pass it to python")
+                  usage="chkpt resume (SCRIPT | -m MODULE) [--from REF] [--force] [-- ARGS…]",
+                  description=RESUME_DESCRIPTION)
+    resume.add_argument("script", nargs="?", metavar="SCRIPT", help="the script, as you would pass it to python")
+    resume.add_argument("-m", dest="module", metavar="MODULE", help="the module of a run started by python -m")
     resume.add_argument("--from", dest="ref", metavar="REF",
                         help="the run or checkpoint to resume from (default: the latest usable checkpoint "
                         "of SCRIPT's latest run that has one), e.g. latest@crash, 3f2a@4")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from chkpt import api, fmt
+from chkpt import api, fmt, runner
 from chkpt.guard import warn
 from chkpt.resume.analysis import Module
 from chkpt.resume.errors import Refusal
@@ -20,42 +20,49 @@ from chkpt.resume.plan import Plan
 __all__ = ["Refusal", "choose", "old_module", "resume_script"]
 
 
-def resume_script(script: str, ref: str | None = None, force: bool = False,
-                  args: list[str] | None = None) -> int:
-    """Resume `script` from checkpoint `ref` (default: the latest usable one), with `args`
-    (default: the resumed run's). Exit status 2 when it will not resume, with one `chkpt:`
-    line on stderr; else that of the script, which ends through SystemExit when it exits or
-    crashes, as under `python script.py`."""
+def resume_script(script: str | None, ref: str | None = None, force: bool = False,
+                  args: list[str] | None = None, module: str | None = None) -> int:
+    """Resume `script`, or the module run by `python -m module`, from checkpoint `ref`
+    (default: the latest usable one), with `args` (default: the resumed run's). Exit status 2
+    when it will not resume, with one `chkpt:` line on stderr; else that of the script, which
+    ends through SystemExit when it exits or crashes, as under `python script.py`."""
     try:
         try:
+            if module is not None:
+                script = runner.find_module(module)[0].origin
+            if script is None:
+                raise api.NotFound(f"-m {module} names no module file")
             with open(script, "rb") as handle:
                 source = handle.read()
             new = Module(source, os.path.join(os.getcwd(), script))
+        except runner.UsageError as exc:
+            raise api.NotFound(f"cannot run -m {module}: {exc}") from None
         except OSError as exc:
             raise api.NotFound(f"can't open file {script!r}: {exc.strerror}") from None
         except SyntaxError as exc:
             raise api.NotFound(f"{script} does not compile: {exc.msg} (line {exc.lineno})") from None
-        plan = choose(script, ref, new, force)
+        plan = choose(script, ref, new, force, module)
     except (Refusal, api.NotFound, api.StoreError) as exc:
         warn(fmt.printable(str(exc)))
         return 2
-    if args is None:
-        args = list((plan.run.meta.get("argv") or [script])[1:])
-    return execute(plan, script, args)
+    return execute(plan, script, plan.run.args if args is None else args, module)
 
 
-def old_module(run: api.Run) -> Module:
-    """The run's script as it was when the run started."""
+def old_module(run: api.Run, module: str | None = None) -> Module:
+    """The run's script as it was when the run started; a Refusal when it was started in
+    another way (`python -m` or not) than the one resuming it."""
     source = run.meta.get("source")
-    if (run.meta.get("argv") or [""])[0] == "-m":
-        raise Refusal(f"run {run.id} was started with python -m, which resume does not support", False)
+    if run.module != module:
+        how = f"chkpt resume -m {run.module}" if run.module else "chkpt resume SCRIPT"
+        started = f"python -m {run.module}" if run.module else "python SCRIPT"
+        raise Refusal(f"run {run.id} was started with {started}; resume it with {how}", False)
     if not source:
         raise Refusal(f"run {run.id} did not keep its script's source (made by an older chkpt)", False)
     data = bytes(run.store.read_blob(source["hash"], source.get("size")))
     return Module(data, run.script)
 
 
-def choose(script: str, ref: str | None, new: Module, force: bool) -> Plan:
+def choose(script: str, ref: str | None, new: Module, force: bool, module: str | None = None) -> Plan:
     """The plan for `ref`, or for the newest checkpoint, newest run first, that can be
     resumed from; else the first forceable refusal met (or the first refusal)."""
     store = api.default_store()
@@ -69,7 +76,7 @@ def choose(script: str, ref: str | None, new: Module, force: bool) -> Plan:
     refusals: list[tuple[str, Refusal]] = []
     for run, checkpoints in candidates:
         try:
-            old = old_module(run)
+            old = old_module(run, module)
         except (Refusal, SyntaxError, ValueError, api.StoreError) as exc:
             refusal = exc if isinstance(exc, Refusal) else Refusal(f"the run's script cannot be read ({exc})", False)
             refusals.append((run.id, refusal))

@@ -4,7 +4,10 @@ Names come from `symtable`: a statement's own loads and binds, the globals read 
 functions and lambdas it defines (`deferred`, read when they are called) and the globals
 they assign through `global`. Class bodies and comprehensions run at once, so their reads
 count as the statement's. Mutations through `a.x = …`, `a[k] = …` and `a.method(…)` come
-from the AST.
+from the AST. A call through an imported module (`pd.concat(…)`, `np.zeros(…)`) changes no
+value; it counts as changing the module only when its result is discarded (`np.random.seed(0)`,
+`sys.path.append(p)`, `plt.plot(x)`: called for what they do) or it draws from a global random
+generator (`x = np.random.rand(3)` advances it): see STATEFUL.
 """
 
 from __future__ import annotations
@@ -17,6 +20,20 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 COMPREHENSIONS = ("listcomp", "setcomp", "dictcomp", "genexpr")
+# Module functions that change their module's state even when their result is used: the global
+# random generators, which every draw advances (prefix → the names under it that do not).
+STATEFUL = {
+    "random.": {"Random", "SystemRandom"},
+    "numpy.random.": {"default_rng", "Generator", "RandomState", "SeedSequence", "BitGenerator",
+                      "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"},
+    "torch.random.": set(),
+    "torch.cuda.random.": set(),
+    "tensorflow.random.": {"Generator"},
+}
+STATEFUL_CALLS = {f"torch.{name}" for name in (
+    "manual_seed", "seed", "set_rng_state", "rand", "randn", "randint", "randperm", "rand_like",
+    "randn_like", "randint_like", "normal", "bernoulli", "multinomial", "poisson")} | {
+    "torch.cuda.manual_seed", "torch.cuda.manual_seed_all", "torch.cuda.seed", "torch.cuda.seed_all"}
 
 
 def is_definition(stmt: ast.stmt) -> bool:
@@ -32,6 +49,14 @@ def is_definition(stmt: ast.stmt) -> bool:
 def first_line(stmt: ast.stmt) -> int:
     """The statement's first line, its decorators included."""
     return min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
+
+
+def statement_at(body: list[ast.stmt], line: int) -> int | None:
+    """Index of the statement of `body` whose lines hold `line`."""
+    for index, stmt in enumerate(body):
+        if first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
+            return index
+    return None
 
 
 def root_name(node: ast.expr) -> str | None:
@@ -55,6 +80,40 @@ def enumerate_counter(loop: ast.For) -> str | None:
             and isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name)):
         return target.elts[0].id
     return None
+
+
+def dotted(node: ast.expr) -> str | None:
+    """`np.random.seed` for that attribute chain; None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def module_aliases(tree: ast.AST) -> dict[str, str]:
+    """Names bound by `import m` / `import m as a` anywhere in `tree` → the module's name."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:  # `import os.path` binds os
+                    aliases[alias.name.split(".")[0]] = alias.name.split(".")[0]
+    return aliases
+
+
+def is_stateful(name: str) -> bool:
+    """Whether calling the module function `name` (`numpy.random.rand`) changes module state."""
+    if name in STATEFUL_CALLS:
+        return True
+    for prefix, exceptions in STATEFUL.items():
+        if name.startswith(prefix) and name[len(prefix):].split(".")[0] not in exceptions:
+            return True
+    return False
 
 
 def comprehension_locals(stmt: ast.stmt) -> set[str]:
@@ -84,7 +143,9 @@ def comprehension_locals(stmt: ast.stmt) -> set[str]:
 class Facts:
     """What one top-level statement reads, binds and mutates, by name."""
 
-    def __init__(self, stmt: ast.stmt) -> None:
+    def __init__(self, stmt: ast.stmt, modules: dict[str, str] | None = None) -> None:
+        self.modules = modules or {}  # names bound to imported modules → the module's name
+        self._discarded: set[int] = set()  # the calls whose result is thrown away
         self.loads: set[str] = set()     # read while the statement runs
         self.deferred: set[str] = set()  # read by the functions/lambdas it defines, when called
         self.binds: set[str] = set()
@@ -121,12 +182,26 @@ class Facts:
             return
         if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
             self._mutated(node)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            self._discarded.add(id(node.value))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            self._mutated(node.func.value)
+            self._called(node)
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             self.loads.add(node.target.id)  # symtable counts `x += 1` as a bind only
         for child in ast.iter_child_nodes(node):
             self._walk(child)
+
+    def _called(self, call: ast.Call) -> None:
+        """`x.method(…)` changes x; a module function changes its module only if STATEFUL or
+        called for its effect."""
+        assert isinstance(call.func, ast.Attribute)
+        name = dotted(call.func)
+        root = name.split(".")[0] if name else None
+        if root in self.modules and name is not None:
+            full = ".".join([self.modules[root], *name.split(".")[1:]])
+            if id(call) not in self._discarded and not is_stateful(full):
+                return
+        self._mutated(call.func.value)
 
     def _mutated(self, node: ast.expr) -> None:
         name = root_name(node)
@@ -134,13 +209,13 @@ class Facts:
             self.mutates.add(name)
 
 
-class Module:
-    """The facts of every top-level statement of one version of the script."""
+class Block:
+    """The facts of every statement of one body: the module's, or a function's."""
 
-    def __init__(self, source: bytes | str, filename: str) -> None:
-        self.tree = ast.parse(source, filename)
-        self.body = self.tree.body
-        self.facts = [Facts(stmt) for stmt in self.body]
+    def __init__(self, body: list[ast.stmt], modules: dict[str, str]) -> None:
+        self.body = body
+        self.modules = modules
+        self.facts = [Facts(stmt, modules) for stmt in body]
         self.body_needs: dict[str, set[str]] = {}  # function/class name → globals its code reads
         self.global_writers: dict[str, set[str]] = {}  # function name → globals it assigns
         for facts in self.facts:
@@ -172,9 +247,27 @@ class Module:
             touched |= self.global_writers.get(name, set())
         return touched
 
-    def statement_at(self, line: int, body: list[ast.stmt] | None = None) -> int | None:
-        """Index of the statement of `body` (default: the module's) whose lines hold `line`."""
-        for index, stmt in enumerate(self.body if body is None else body):
-            if first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
-                return index
-        return None
+    def statement_at(self, line: int) -> int | None:
+        """Index of the statement of this block whose lines hold `line`."""
+        return statement_at(self.body, line)
+
+
+class Module(Block):
+    """The facts of every top-level statement of one version of the script."""
+
+    def __init__(self, source: bytes | str, filename: str) -> None:
+        self.tree = ast.parse(source, filename)
+        super().__init__(self.tree.body, module_aliases(self.tree))
+
+    def function(self, name: str) -> ast.FunctionDef | None:
+        """The top-level `def name` (the last one), if the script has one."""
+        found = [s for s in self.body if isinstance(s, ast.FunctionDef) and s.name == name]
+        return found[-1] if found else None
+
+
+def function_locals(function: ast.FunctionDef) -> set[str]:
+    """The local names of a top-level function: its parameters and what it binds."""
+    table = symtable.symtable(ast.unparse(function), "<chkpt>", "exec")
+    child = next(t for t in table.get_children() if t.get_name() == function.name)
+    assert isinstance(child, symtable.Function)
+    return set(child.get_locals())

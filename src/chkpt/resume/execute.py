@@ -3,6 +3,10 @@
 The rest is compiled from a rewritten AST with the script's own file name, so line numbers,
 tracebacks and `__file__` are those of a normal run. A resumed loop reaches chkpt through
 the builtin `__chkpt_resume__` (a Resumer), so the script's globals hold nothing of chkpt's.
+A point inside main() is reached by a rewritten main(): the top-level statement that called
+it runs again and calls that one once (it puts the script's own main() back first); it gets
+its saved locals, re-runs (silently) what recomputes the others, and runs its body from the
+point on.
 """
 
 from __future__ import annotations
@@ -21,25 +25,47 @@ from chkpt import config as config_module
 from chkpt.guard import warn
 from chkpt.resume.analysis import enumerate_counter, target_names
 from chkpt.resume.errors import Refusal
-from chkpt.resume.locate import Point
+from chkpt.resume.locate import Point, walk_own
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-    from chkpt.resume.plan import Plan
+    from chkpt.resume.plan import Frame, Inner, Plan
 
 HELPER = "__chkpt_resume__"
 
 
 class Resumer:
-    """What the rewritten loop asks: the rest of its items, and whether it is in the
-    partial iteration."""
+    """What the rewritten code asks: the rest of the loop's items, whether it is in the
+    partial iteration; in a rewritten main(), the function to put back and its saved locals."""
 
-    def __init__(self, remaining: Iterator[Any] | None) -> None:
+    def __init__(self, remaining: Iterator[Any] | None, restore: tuple[dict[str, Any], str, Any] | None = None,
+                 values: dict[str, Any] | None = None) -> None:
         self._remaining = remaining
         self._partial = True
+        self._restore = restore  # (globals, name, the script's own function)
+        self._values = values or {}
+
+    def enter(self) -> None:
+        """The rewritten main() has been called: the script's own is main() again."""
+        if self._restore is not None:
+            namespace, name, function = self._restore
+            namespace[name] = function
+            self._restore = None
+
+    def values(self, names: list[str], last: bool = False) -> tuple[Any, ...]:
+        """The saved locals `names`; with `last`, chkpt lets go of all of them."""
+        found = tuple(self._values[n] for n in names)
+        if last:
+            self._values = {}
+        return found
+
+    @staticmethod
+    def quiet() -> contextlib.AbstractContextManager[Any]:
+        """Where re-run statements run: their output was seen in the run."""
+        return contextlib.redirect_stdout(io.StringIO())
 
     def rest(self) -> Iterator[Any] | None:
         return self._remaining
@@ -72,13 +98,19 @@ def rewrite_loop(loop: ast.For | ast.While, point: Point) -> ast.For | ast.While
     return ast.fix_missing_locations(loop)
 
 
-def remaining_items(loop: ast.For, point: Point, globals_: dict[str, Any]) -> Iterator[Any]:
-    """The loop's items from the one to continue with, its iterable evaluated afresh."""
+def remaining_items(loop: ast.For, point: Point, globals_: dict[str, Any],
+                    locals_: dict[str, Any] | None = None) -> Iterator[Any]:
+    """The loop's items from the one to continue with, its iterable evaluated afresh (in
+    main()'s saved `locals_` for a loop of main())."""
     filename = globals_["__file__"]
+    namespace = {**globals_, **(locals_ or {})}
 
     def evaluate(node: ast.expr) -> Any:
         expr = ast.Expression(ast.fix_missing_locations(_as_load(node)))
-        return eval(compile(expr, filename, "eval"), globals_)
+        try:
+            return eval(compile(expr, filename, "eval"), globals_, locals_)
+        except NameError as exc:
+            raise Refusal(f"the loop at line {loop.lineno} reads {exc.name}, which was not saved", False) from None
 
     iterable = evaluate(loop.iter)
     counter = enumerate_counter(loop)
@@ -87,7 +119,7 @@ def remaining_items(loop: ast.For, point: Point, globals_: dict[str, Any]) -> It
         assert isinstance(call, ast.Call)
         start = call.args[1] if len(call.args) > 1 else next(
             (k.value for k in call.keywords if k.arg == "start"), None)
-        position = globals_[counter] - (evaluate(start) if start is not None else 0)
+        position = namespace[counter] - (evaluate(start) if start is not None else 0)
     else:
         position = _position(iterable, evaluate(loop.target), loop)
     skip = position + (1 if point.body == Point.NEXT else 0)
@@ -159,7 +191,7 @@ def future_flags(tree: ast.Module) -> int:
     return flags
 
 
-def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> None:
+def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> Values:
     """Re-run the chosen statements (their output was seen in the run), then restore."""
     filename = globals_["__file__"]
     values = Values(plan.checkpoint)
@@ -179,37 +211,104 @@ def run_prelude(plan: Plan, globals_: dict[str, Any], flags: int) -> None:
         except Exception as exc:
             warn(fmt.printable(f"could not put {path} back ({type(exc).__name__}: {exc}); it keeps its "
                                "recomputed value"))
+    return values
+
+
+def _located(text: str, at: ast.stmt) -> ast.stmt:
+    """The statement `text`, placed at `at`'s lines."""
+    stmt = ast.parse(text).body[0]
+    for node in ast.walk(stmt):
+        if hasattr(node, "lineno"):
+            ast.copy_location(node, at)
+    return stmt
+
+
+def _assign(names: list[str], at: ast.stmt, last: bool = False) -> ast.stmt:
+    return _located(f"({', '.join(names)},) = {HELPER}.values({names!r}{', last=True' if last else ''})", at)
+
+
+def resumed_function(inner: Inner) -> ast.FunctionDef:
+    """main() as it must run once: its saved locals back, the re-run statements, then its
+    body from the point on (a resumed loop rewritten)."""
+    function = copy.deepcopy(inner.function)
+    first = function.body[0]
+    declared = sorted({n for node in walk_own(function) if isinstance(node, ast.Global) for n in node.names})
+    body = [_located(f"global {', '.join(declared)}", first)] if declared else []
+    body.append(_located(f"{HELPER}.enter()", first))
+    reruns: list[ast.stmt] = []
+    for index in inner.rerun:
+        if inner.inputs.get(index):
+            reruns.append(_assign(sorted(inner.inputs[index]), first))
+        reruns.append(inner.new.body[index])
+    if reruns:
+        quiet = _located(f"with {HELPER}.quiet():\n    pass", first)
+        assert isinstance(quiet, ast.With)
+        quiet.body = reruns
+        body.append(quiet)
+    body.append(_assign(sorted(inner.restored), first, last=True) if inner.restored
+                else _located(f"{HELPER}.values([], last=True)", first))
+    rest = list(inner.new.body[inner.index:])
+    if inner.loop is not None:
+        rest[0] = rewrite_loop(inner.loop, inner.point)
+    function.body = body + rest
+    return ast.fix_missing_locations(function)
 
 
 def where(plan: Plan, globals_: dict[str, Any]) -> str:
     """Where the run continues, with the loop variable's restored value."""
-    new = plan.new
-    if plan.loop is None:
-        if plan.index >= len(new.body):
-            return "at the end of the script (nothing after it to run)"
-        return f"continuing at line {new.body[plan.index].lineno}"
-    state = ", ".join(f"{n} = {_short(globals_.get(n))}" for n in sorted(target_names(plan.loop)))
+    inner = plan.inner
+    if inner is not None:
+        skipped = [s for i, s in enumerate(inner.new.body[:inner.index]) if i not in inner.rerun]
+        done = (f"; {len(skipped)} statement{'s' if len(skipped) != 1 else ''} of {inner.name}() before "
+                "it skipped") if skipped else ""
+        return f"{_where(inner, globals_, f'{inner.name}()')}, called by line {plan.new.body[plan.index].lineno}{done}"
+    return _where(plan, globals_, "the script")
+
+
+def _where(frame: Frame, namespace: dict[str, Any], of: str) -> str:
+    new = frame.new
+    if frame.loop is None:
+        if frame.index >= len(new.body):
+            return f"at the end of {of} (nothing after it to run)"
+        return f"continuing at line {new.body[frame.index].lineno}" + (f" in {of}" if of != "the script" else "")
+    state = ", ".join(f"{n} = {_short(namespace.get(n))}" for n in sorted(target_names(frame.loop)))
     state = f" ({state})" if state else ""
-    if plan.point.body == Point.NEXT:
-        return f"continuing the loop at line {plan.loop.lineno} after the iteration{state}"
-    assert plan.point.body is not None
-    return (f"continuing at line {plan.loop.body[plan.point.body].lineno}, in the iteration{state} "
-            f"of the loop at line {plan.loop.lineno}")
+    if frame.point.body == Point.NEXT:
+        return f"continuing the loop at line {frame.loop.lineno} after the iteration{state}"
+    assert frame.point.body is not None
+    return (f"continuing at line {frame.loop.body[frame.point.body].lineno}, in the iteration{state} "
+            f"of the loop at line {frame.loop.lineno}")
 
 
-def execute(plan: Plan, path: str, args: list[str]) -> int:
-    """Run the plan as `python path args…` would run the script, then hand over to the runner
-    (the script's own exit or crash ends the process through SystemExit, as under Python)."""
-    globals_ = runner.prepare_script(path, args)
+def _prepare_inner(inner: Inner, values: Values, globals_: dict[str, Any], flags: int) -> dict[str, Any]:
+    """Define the rewritten main() in the script's globals, with what it asks the Resumer
+    for; returns the names main() continues with, for the message saying where."""
+    locals_ = {name: values.get(saved) for name, saved in inner.restored.items()}
+    remaining = remaining_items(inner.loop, inner.point, globals_, locals_) if isinstance(inner.loop, ast.For) else None
+    builtins.__dict__[HELPER] = Resumer(remaining, (globals_, inner.name, globals_.get(inner.name)), locals_)
+    module = ast.Module([resumed_function(inner)], [])
+    exec(compile(module, globals_["__file__"], "exec", flags, dont_inherit=True), globals_)
+    return {**globals_, **locals_}
+
+
+def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -> int:
+    """Run the plan as `python path args…` (or `python -m module args…`) would run the
+    script, then hand over to the runner (the script's own exit or crash ends the process
+    through SystemExit, as under Python)."""
+    globals_ = runner.prepare_module(module, args)[1] if module else runner.prepare_script(path, args)
     filename = globals_["__file__"]
     flags = future_flags(plan.new.tree)
     body = list(plan.new.body[plan.index:])
+    shown = globals_
     try:
-        run_prelude(plan, globals_, flags)
+        values = run_prelude(plan, globals_, flags)
         if plan.loop is not None:
             remaining = remaining_items(plan.loop, plan.point, globals_) if isinstance(plan.loop, ast.For) else None
             builtins.__dict__[HELPER] = Resumer(remaining)
             body[0] = rewrite_loop(plan.loop, plan.point)
+        elif plan.inner is not None:
+            shown = _prepare_inner(plan.inner, values, globals_, flags)
+        del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
         warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}"))
         return 2
@@ -219,9 +318,10 @@ def execute(plan: Plan, path: str, args: list[str]) -> int:
         warn("re-running the statements before the resume point failed:")
         runner.report_unhandled(exc)
         return 1
-    for line in [*plan.summary(), where(plan, globals_)]:
+    for line in [*plan.summary(), where(plan, shown)]:
         warn(fmt.printable(line))
+    del shown  # chkpt keeps no reference to the script's values
     code = compile(ast.Module(body, []), filename, "exec", flags, dont_inherit=True)
     config = config_module.load(os.path.dirname(filename))
-    runner.execute(code, globals_, config, {"resumed_from": plan.ref})
+    runner.execute(code, globals_, config, {"resumed_from": plan.ref}, ["-m", module, *args] if module else None)
     return 0

@@ -3,16 +3,18 @@
 A position is in the module frame: before a top-level statement, between two iterations of
 a top-level `for`/`while` loop, or before a statement of such a loop's body in the iteration
 that was running. A checkpoint taken inside a function stands for the top-level statement
-its manifest's `stack` shows running.
+its manifest's `stack` shows running; when that statement calls a top-level function of the
+script (`main()`) and the checkpoint was taken in it or below it, the position is also one
+inside that function's body, by the same rules.
 """
 
 from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from chkpt.resume.analysis import first_line
+from chkpt.resume.analysis import first_line, statement_at
 from chkpt.resume.errors import Refusal
 
 TYPE_CHECKING = False
@@ -27,10 +29,15 @@ if TYPE_CHECKING:
 class Point:
     """A resume position in the old script: before top-level statement `index` (`body` None);
     in a top-level loop, before body statement `body` of the running iteration; or (`body` ==
-    NEXT) between two iterations of the loop."""
+    NEXT) between two iterations of the loop. With `function`, statement `index` calls that
+    top-level function and `inner` is the position in its body (index, body as above).
+    `note` says why a function the checkpoint was taken in runs again from its start."""
 
     index: int
     body: int | None = None
+    function: str | None = None
+    inner: Point | None = None
+    note: str = field(default="", compare=False)
     NEXT = -1  # not a field: unannotated
 
     @property
@@ -47,35 +54,114 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         if run.status != "finished":
             raise Refusal("its exit checkpoint was not taken at the end of the script", False)
         return Point(len(old.body))
-    if checkpoint.file and os.path.abspath(checkpoint.file) != os.path.abspath(run.script):
-        raise Refusal(f"it was taken in {checkpoint.file}, not in the script", False)
     if checkpoint.label.startswith("thread"):
         raise Refusal("it was taken when a thread crashed, not the script's main flow", False)
+    elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
     line = module_line(manifest)
-    boundary = manifest.get("boundary")
     index = old.statement_at(line)
     if index is None:
         raise Refusal(f"line {line} is not inside a top-level statement of the script", False)
-    stmt = old.body[index]
+    called, note = called_function(old, index, line, manifest.get("stack") or [], run.script)
+    if called is not None:
+        function, entry_line, innermost = called
+        innermost = innermost and not elsewhere
+        inner = position(function.body, entry_line, manifest.get("boundary") if innermost else None,
+                         innermost and trigger == "explicit", f"{function.name}()")
+        return Point(index, function=function.name, inner=inner)
+    if elsewhere:
+        raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "
+                      "script's top level and the function it calls (main()), so a checkpoint taken "
+                      "there would work", False)
+    explicit = trigger == "explicit" and manifest.get("function") == "<module>"
+    point = position(old.body, line, manifest.get("boundary"), explicit, "")
+    return Point(point.index, point.body, note=note)
+
+
+def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str) -> Point:
+    """The position in `body` (the module's, or that of function `where`) at `line`: its own
+    frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling."""
+    index = statement_at(body, line)
+    of = f" of {where}" if where else " of the script"
+    if index is None:
+        raise Refusal(f"line {line} is not inside a top-level statement{of}", False)
+    stmt = body[index]
     if boundary == "statement" and line == first_line(stmt):
         return Point(index)
     if boundary == "loop" and isinstance(stmt, ast.For | ast.While) and line == stmt.lineno:
         return Point(index, Point.NEXT)
-    explicit = trigger == "explicit" and manifest.get("function") == "<module>"
     if isinstance(stmt, ast.For | ast.While) and stmt.body[0].lineno <= line <= body_end(stmt):
-        body = old.statement_at(line, stmt.body)
-        if body is None:
+        inside = statement_at(stmt.body, line)
+        if inside is None:
             raise Refusal(f"line {line} is not inside a statement of the loop's body", False)
         if explicit:
-            return next_in_loop(stmt, index, body) if is_bare_call(stmt.body[body]) else _in_block(line)
-        return Point(index, body)
+            return next_in_loop(stmt, index, inside) if is_bare_call(stmt.body[inside]) else _in_block(line, of)
+        return Point(index, inside)
     if isinstance(stmt, ast.While) and line < stmt.body[0].lineno:
         return Point(index, Point.NEXT)  # re-testing the condition is what comes next anyway
     if isinstance(stmt, ast.For) and line < stmt.body[0].lineno:
         raise Refusal(f"it was taken while the loop at line {stmt.lineno} fetched its next item", False)
     if explicit:
-        return Point(index + 1) if is_bare_call(stmt) else _in_block(line)
+        return Point(index + 1) if is_bare_call(stmt) else _in_block(line, of)
     return Point(index)
+
+
+def called_function(old: Module, index: int, line: int, stack: list[dict[str, Any]],
+                    script: str) -> tuple[tuple[ast.FunctionDef, int, bool] | None, str]:
+    """The top-level function of the script that top-level statement `index` was calling at
+    `line`, with the line it was at and whether the checkpoint was taken in its own frame;
+    else None and, when the checkpoint was taken in a function that will run again from its
+    start, a sentence saying why resume does not continue inside it."""
+    if len(stack) < 2 or stack[0].get("function") != "<module>":
+        return None, ""
+    entry = stack[1]
+    name, entry_line = str(entry.get("function")), entry.get("line")
+    function = old.function(name)
+    file = entry.get("file")
+    if (function is None or not isinstance(entry_line, int) or (file and os.path.abspath(file) != script)
+            or not function.body[0].lineno <= entry_line <= (function.end_lineno or function.lineno)):
+        if name.startswith("<"):  # a lambda or generator expression: part of the statement anyway
+            return None, ""
+        return None, (f"{name}() runs again from its start: resume continues inside a function only "
+                      "when it is defined at the top level of the script")
+    why = call_site_problem(old.body[index], line, name)
+    if why is None and function.decorator_list:
+        why = "it is decorated"
+    if why is None and any(isinstance(n, ast.Yield | ast.YieldFrom) for n in walk_own(function)):
+        why = "it is a generator"
+    if why is not None:
+        return None, (f"{name}() runs again from its start: {why}; resume continues inside a function "
+                      "called by a top-level statement of its own, or by the first statement of "
+                      '`if __name__ == "__main__":`')
+    return (function, entry_line, len(stack) == 2), ""
+
+
+def call_site_problem(stmt: ast.stmt, line: int, name: str) -> str | None:
+    """Why top-level statement `stmt`, running at `line`, is no call site to resume `name`()
+    inside (None when it is: the statement, or the first of its `if` block, calls it once)."""
+    site = stmt
+    if isinstance(stmt, ast.If):
+        site = stmt.body[0]
+        if not first_line(site) <= line <= (site.end_lineno or site.lineno):
+            return f"the call at line {line} is not the first statement of the `if` block"
+    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
+        return f"it is called inside a `{type(site).__name__.lower()}` statement"
+    calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+             and n.func.id == name]
+    if len(calls) != 1:
+        return f"line {first_line(site)} calls it {'more than once' if calls else 'only indirectly'}"
+    return None
+
+
+def walk_own(node: ast.AST) -> list[ast.AST]:
+    """The nodes of `node`'s own code: not those of the functions, lambdas and classes in it."""
+    found: list[ast.AST] = []
+    todo = list(ast.iter_child_nodes(node))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(child))
+    return found
 
 
 def module_line(manifest: dict[str, Any]) -> int:
@@ -90,8 +176,8 @@ def module_line(manifest: dict[str, Any]) -> int:
     return int(line)
 
 
-def _in_block(line: int) -> NoReturn:
-    raise Refusal(f"its snapshot() at line {line} is inside a block, not a top-level statement", False)
+def _in_block(line: int, of: str) -> NoReturn:
+    raise Refusal(f"its snapshot() at line {line} is inside a block, not a top-level statement{of}", False)
 
 
 def body_end(loop: ast.For | ast.While) -> int:

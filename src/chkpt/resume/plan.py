@@ -3,7 +3,10 @@
 A value the code from the resume point on reads is restored when the checkpoint saved it;
 otherwise the statements before the point that bind or change it are re-run, and so on for
 what those read. Definitions and imports before the point always re-run, in their edited
-version. A Plan is built from the manifest alone: no value is loaded.
+version. A Plan is built from the manifest alone: no value is loaded. When the point is
+inside `main()` (a top-level function a top-level statement calls), the same is done for that
+function's body and its locals (`Plan.inner`), and the top-level statement runs again, calling
+a `main()` that continues there.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 
 from chkpt import naming
 from chkpt.resume.align import Alignment, describe, statement_key
-from chkpt.resume.analysis import enumerate_counter, is_definition, target_names
+from chkpt.resume.analysis import Block, enumerate_counter, function_locals, is_definition, target_names
 from chkpt.resume.errors import Refusal
 from chkpt.resume.locate import Point, locate
 
@@ -23,38 +26,42 @@ if TYPE_CHECKING:
     from chkpt.resume.analysis import Module
 
 
-class Plan:
-    """For one checkpoint: where to continue (`index` in the edited script, `loop` when in a
-    loop), what to restore (`restored`, `overlays`), and what to re-run first (`rerun`, with
-    the saved values each re-run statement reads in `inputs`)."""
+class Frame:
+    """What to restore and re-run in one frame, the module's or main()'s: where to continue
+    (`index` in the edited body, `loop` when in a loop), what to restore (`restored`,
+    `overlays`), and what to re-run first (`rerun`, with the saved values each re-run
+    statement reads in `inputs`). `scope` limits the names to a function's locals."""
 
-    def __init__(self, checkpoint: api.Checkpoint, old: Module, new: Module, force: bool) -> None:
-        self.run = checkpoint.run
-        self.checkpoint = checkpoint
-        self.old = old
-        self.new = new
-        self.force = force
-        self.point = locate(old, checkpoint)
-        alignment = Alignment(old, new, self.point)
+    old: Block
+    new: Block
+    point: Point
+    scope: set[str] | None = None
+
+    def __init__(self, plan: Plan, alignment: Alignment, edited: set[str]) -> None:
+        self.plan = plan
         for problem in alignment.problems:
-            self.check(problem)
+            plan.check(problem)
         self.index = alignment.index
+        self.restored, self.overlays, incomplete = self._saved()
         self.loop = self._same_loop() if self.point.in_loop else None
-        self.restored, self.overlays = self._saved()
-        self.needed = new.closure(set().union(*(new.facts[i].loads for i in range(self.index, len(new.body)))))
+        loads = set().union(*(self.new.facts[i].loads for i in range(self.index, len(self.new.body))))
+        self.needed = self._ours(self.new.closure(loads))
+        self._check_incomplete(incomplete)
         self.rerun, self.inputs = self._reruns()
-        self._check_edits(alignment.edited)
+        self._check_edits(edited)
         if self.loop is not None:
             self._check_loop_state()
 
-    def check(self, message: str) -> None:
-        """A forceable refusal, unless --force."""
-        if not self.force:
-            raise Refusal(message)
+    def _ours(self, names: set[str]) -> set[str]:
+        return names if self.scope is None else names & self.scope
 
-    @property
-    def ref(self) -> str:
-        return self.checkpoint.ref
+    def _saved(self) -> tuple[dict[str, str], dict[str, str], set[str]]:
+        """The names to restore (→ saved name), the nested paths to put into rebuilt objects,
+        and the names saved only in part that cannot be rebuilt so."""
+        raise NotImplementedError
+
+    def _check_incomplete(self, incomplete: set[str]) -> None:
+        """What to do about the names saved only in part: nothing at the top level (overlays)."""
 
     def _same_loop(self) -> ast.For | ast.While:
         """The edited script's counterpart of the loop the checkpoint was taken in."""
@@ -70,18 +77,111 @@ class Plan:
         assert isinstance(new, ast.For | ast.While) and isinstance(old_loop, ast.For | ast.While)
         done = self.point.body if self.point.body != Point.NEXT else 0
         if [ast.dump(s) for s in old_loop.body[:done]] != [ast.dump(s) for s in new.body[:done]]:
-            self.check(f"the loop body above line {old_loop.body[done].lineno} already ran in the "
-                       "iteration being resumed, but was changed since the run")
+            self.plan.check(f"the loop body above line {old_loop.body[done].lineno} already ran in the "
+                            "iteration being resumed, but was changed since the run")
         if isinstance(new, ast.For):
             counter = enumerate_counter(new)
             wanted = {counter} if counter else target_names(new)
-            saved = {v.name for v in self.checkpoint.variables} | set(self.checkpoint.aliases)
-            if not wanted <= saved:
-                raise Refusal(f"the loop variable {sorted(wanted - saved)[0]} was not saved, so chkpt "
-                              "cannot tell which iteration was running", False)
+            if not wanted <= set(self.restored):
+                raise Refusal(f"the loop variable {sorted(wanted - set(self.restored))[0]} was not saved, "
+                              "so chkpt cannot tell which iteration was running", False)
         return new
 
-    def _saved(self) -> tuple[dict[str, str], dict[str, str]]:
+    def _reruns(self) -> tuple[list[int], dict[int, set[str]]]:
+        """Statements before the point to run again, and the saved values each needs first.
+
+        A saved value stands in for what a re-run statement reads only if nothing from that
+        statement to the point changed it. An object whose parts were saved (`model.weights`)
+        is rebuilt by its assignments only, then gets the parts.
+        """
+        new = self.new
+        rebuilt = {naming.root_of(path) for path in self.overlays}
+        rerun = {i for i in range(self.index) if is_definition(new.body[i])}
+        inputs: dict[int, set[str]] = {}
+        todo = [(name, self.index) for name in self.needed | rebuilt]
+        todo += [(name, i) for i in rerun for name in self._ours(new.reads(i))]
+        seen: set[tuple[str, int]] = set()
+        while todo:
+            name, before = todo.pop()
+            if (name, before) in seen:
+                continue
+            seen.add((name, before))
+            if name in self.restored and not any(name in new.touches(k) for k in range(before, self.index)):
+                if before < self.index:
+                    inputs.setdefault(before, set()).add(name)
+                continue
+            binders = [k for k in range(before) if name in new.touches(k)]
+            if name in rebuilt:
+                binders = [k for k in binders if name in new.facts[k].binds] or binders
+            for k in binders:
+                if k not in rerun:
+                    rerun.add(k)
+                    todo += [(n, k) for n in self._ours(new.reads(k))]
+        return sorted(rerun), inputs
+
+    def _uses(self, names: set[str]) -> set[str]:
+        """What the code reading `names` uses, transitively."""
+        return self.old.closure(names)
+
+    def _check_edits(self, edited: set[str]) -> None:
+        """A definition edited since the run must not have fed a result that is kept."""
+        rerun_keys = {statement_key(self.new.body[i]) for i in self.rerun}
+        for stmt, facts in zip(self.old.body[: self.point.index], self.old.facts, strict=False):
+            if is_definition(stmt) or statement_key(stmt) in rerun_keys:
+                continue
+            used = edited & self._uses(facts.loads)
+            if used:
+                name = sorted(used)[0]
+                self.plan.check(f"{name} was changed since the run, but line {stmt.lineno} "
+                                f"(`{describe(stmt)}`), before the resume point, already ran the old one "
+                                "and its result is kept")
+
+    def _check_loop_state(self) -> None:
+        """What the loop reads or changes must come back saved: re-running the statements
+        before it would give the values from before its first iteration."""
+        assert self.loop is not None
+        facts = self.old.facts[self.point.index]
+        changed = self.old.touches(self.point.index)
+        for name in sorted(((facts.loads | changed) & self.needed) - set(self.restored) - target_names(self.loop)):
+            computed = [k for k in range(self.index)
+                        if name in self.new.touches(k) and not is_definition(self.new.body[k])]
+            if computed or name in changed - facts.mutates:  # `np.zeros(…)` changes no value
+                self.plan.check(f"{name} is used by the loop at line {self.loop.lineno} but was not saved, "
+                                "so its value in the middle of the loop cannot be recreated")
+
+
+class Plan(Frame):
+    """For one checkpoint, the module frame's Frame, and `inner` for main()'s when the point
+    is inside it."""
+
+    def __init__(self, checkpoint: api.Checkpoint, old: Module, new: Module, force: bool) -> None:
+        self.run = checkpoint.run
+        self.checkpoint = checkpoint
+        self.old = old
+        self.new = new
+        self.force = force
+        self.point = locate(old, checkpoint)
+        alignment = Alignment(old, new, self.point)
+        super().__init__(self, alignment, alignment.edited)
+        self.inner: Inner | None = None
+        if self.point.function:
+            try:
+                self.inner = Inner(self, alignment.edited)
+            except Refusal as refusal:  # running the function again from its start is always right
+                hint = " (--force continues inside it anyway)" if refusal.forceable else ""
+                self.point = Point(self.point.index, note=f"{self.point.function}() runs again from its start: "
+                                   f"{refusal}{hint}")
+
+    def check(self, message: str) -> None:
+        """A forceable refusal, unless --force."""
+        if not self.force:
+            raise Refusal(message)
+
+    @property
+    def ref(self) -> str:
+        return self.checkpoint.ref
+
+    def _saved(self) -> tuple[dict[str, str], dict[str, str], set[str]]:
         """Globals to restore (name → saved name) and nested paths to put into rebuilt objects."""
         module_names = set().union(*(f.binds for f in self.old.facts))
         # an object saved with a placeholder for an unsaveable part (`parts['lock']`) is rebuilt
@@ -101,65 +201,7 @@ class Plan:
             elif naming.root_of(alias) in module_names:
                 overlays.setdefault(alias, target)
         overlays = {path: saved for path, saved in overlays.items() if naming.root_of(path) not in restored}
-        return restored, overlays
-
-    def _reruns(self) -> tuple[list[int], dict[int, set[str]]]:
-        """Statements before the point to run again, and the saved values each needs first.
-
-        A saved value stands in for what a re-run statement reads only if nothing from that
-        statement to the point changed it. An object whose parts were saved (`model.weights`)
-        is rebuilt by its assignments only, then gets the parts.
-        """
-        new = self.new
-        rebuilt = {naming.root_of(path) for path in self.overlays}
-        rerun = {i for i in range(self.index) if is_definition(new.body[i])}
-        inputs: dict[int, set[str]] = {}
-        todo = [(name, self.index) for name in self.needed | rebuilt]
-        todo += [(name, i) for i in rerun for name in new.reads(i)]
-        seen: set[tuple[str, int]] = set()
-        while todo:
-            name, before = todo.pop()
-            if (name, before) in seen:
-                continue
-            seen.add((name, before))
-            if name in self.restored and not any(name in new.touches(k) for k in range(before, self.index)):
-                if before < self.index:
-                    inputs.setdefault(before, set()).add(name)
-                continue
-            binders = [k for k in range(before) if name in new.touches(k)]
-            if name in rebuilt:
-                binders = [k for k in binders if name in new.facts[k].binds] or binders
-            for k in binders:
-                if k not in rerun:
-                    rerun.add(k)
-                    todo += [(n, k) for n in new.reads(k)]
-        return sorted(rerun), inputs
-
-    def _check_edits(self, edited: set[str]) -> None:
-        """A definition edited since the run must not have fed a result that is kept."""
-        rerun_keys = {statement_key(self.new.body[i]) for i in self.rerun}
-        for stmt, facts in zip(self.old.body[: self.point.index], self.old.facts, strict=False):
-            if is_definition(stmt) or statement_key(stmt) in rerun_keys:
-                continue
-            used = edited & self.old.closure(facts.loads)
-            if used:
-                name = sorted(used)[0]
-                self.check(f"{name} was changed since the run, but line {stmt.lineno} "
-                           f"(`{describe(stmt)}`), before the resume point, already ran the old one "
-                           "and its result is kept")
-
-    def _check_loop_state(self) -> None:
-        """What the loop reads or changes must come back saved: re-running the statements
-        before it would give the values from before its first iteration."""
-        assert self.loop is not None
-        facts = self.old.facts[self.point.index]
-        changed = self.old.touches(self.point.index)
-        for name in sorted(((facts.loads | changed) & self.needed) - set(self.restored) - target_names(self.loop)):
-            computed = [k for k in range(self.index)
-                        if name in self.new.touches(k) and not is_definition(self.new.body[k])]
-            if computed or name in changed - facts.mutates:  # `np.zeros(…)` changes no value
-                self.check(f"{name} is used by the loop at line {self.loop.lineno} but was not saved, "
-                           "so its value in the middle of the loop cannot be recreated")
+        return restored, overlays, set()
 
     def summary(self) -> list[str]:
         """The `chkpt:` lines saying where it resumes from, what it restored and re-ran."""
@@ -167,14 +209,86 @@ class Plan:
         where = f" at line {checkpoint.line}" if checkpoint.line else ""
         lines = [f"resuming {os.path.basename(self.run.script)} from {self.ref} "
                  f"({checkpoint.trigger}{where})"]
+        inner = self.inner
         names = sorted(self.restored) + sorted(self.overlays)
+        if inner is not None:
+            names += [f"{self.point.function}():{n}" for n in sorted(inner.restored)]
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
         lines.append(f"restored {len(names)} value{'s' if len(names) != 1 else ''}"
                      + (f": {shown}" if names else ""))
         definitions = [i for i in self.rerun if is_definition(self.new.body[i])]
-        others = [f"line {self.new.body[i].lineno} (`{describe(self.new.body[i])}`)"
-                  for i in self.rerun if i not in definitions]
         parts = ([f"{len(definitions)} import/definition statement{'s' if len(definitions) != 1 else ''}"]
-                 if definitions else []) + others
+                 if definitions else []) + [_line(self.new, i) for i in self.rerun if i not in definitions]
+        if inner is not None and inner.rerun:
+            parts.append(f"in {self.point.function}(): " + ", ".join(_line(inner.new, i) for i in inner.rerun))
         lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
+        if self.point.note:
+            lines.append(self.point.note)
         return lines
+
+
+def _line(block: Block, index: int) -> str:
+    return f"line {block.body[index].lineno} (`{describe(block.body[index])}`)"
+
+
+class Inner(Frame):
+    """main()'s Frame: its locals as saved, the statements of its body before the point that
+    recompute what was not, and where in its body to continue."""
+
+    def __init__(self, plan: Plan, edited: set[str]) -> None:
+        name = plan.point.function
+        assert name is not None and plan.point.inner is not None
+        old, new = plan.old.function(name), plan.new.function(name)
+        assert old is not None
+        if new is None or new.decorator_list:
+            raise Refusal(f"the script no longer has the undecorated top-level function {name}() the "
+                          "checkpoint was taken in", False)
+        if ast.dump(new.args) != ast.dump(old.args):
+            plan.check(f"the parameters of {name}() were changed since the run, but it was called with "
+                       "the old ones")
+        self.name = name
+        self.function = new
+        self.old, self.new = Block(old.body, plan.old.modules), Block(new.body, plan.new.modules)
+        self.point = plan.point.inner
+        self.scope = function_locals(new)
+        alignment = Alignment(self.old, self.new, self.point)
+        super().__init__(plan, alignment, edited | alignment.edited)
+
+    def _saved(self) -> tuple[dict[str, str], dict[str, str], set[str]]:
+        """main()'s locals to restore (name → saved name), and those saved only in part (with a
+        placeholder for an unsaveable part, or only their parts)."""
+        checkpoint = self.plan.checkpoint
+        module_names = set().union(*(f.binds for f in self.plan.old.facts))
+        restored: dict[str, str] = {}
+        partial: set[str | None] = set()
+        for variable in checkpoint.variables:
+            local = self.local_name(variable.name, variable.scope == f"local of {self.name}")
+            if local is not None and local.isidentifier():
+                restored[local] = variable.name
+            elif local is not None:
+                partial.add(naming.root_of(local))
+        for alias, target in checkpoint.aliases.items():
+            local = self.local_name(alias, alias not in module_names)
+            if local is not None and local.isidentifier():
+                restored.setdefault(local, target)
+        partial -= set(restored)
+        for skipped in checkpoint.skipped:
+            root = naming.root_of(skipped["name"].partition(":")[2] or skipped["name"])
+            partial.add(root if root not in module_names else None)
+        incomplete = {n for n in partial if n is not None} & self.scope
+        return {n: saved for n, saved in restored.items() if n not in incomplete and n in self.scope}, {}, incomplete
+
+    def local_name(self, saved: str, plain_is_local: bool) -> str | None:
+        """The local of main() a saved name is (`x` or `main:x`), else None."""
+        qualifier, colon, rest = saved.partition(":")
+        if colon:
+            return rest if qualifier == self.name else None
+        return saved if plain_is_local else None
+
+    def _check_incomplete(self, incomplete: set[str]) -> None:
+        for name in sorted(incomplete & self.needed):
+            self.plan.check(f"{name} in {self.name}() was saved without a part that cannot be saved, and "
+                            "resume rebuilds such objects only at the top level of the script")
+
+    def _uses(self, names: set[str]) -> set[str]:
+        return self.plan.old.closure(self.old.closure(names))

@@ -35,6 +35,21 @@ def user_cache_dir() -> str:
     return platformdirs.user_cache_dir(APP, appauthor=False)
 
 
+REMOTE_SCHEME = "s3://"
+
+
+def is_remote(store_dir: str) -> bool:
+    """Whether a `dir` setting names a bucket (`s3://bucket/prefix`) rather than a directory."""
+    return store_dir.startswith(REMOTE_SCHEME)
+
+
+def remote_home(url: str) -> str:
+    """This machine's files for the bucket store `url`: its staging store, read cache and upload state."""
+    import urllib.parse
+
+    return os.path.join(user_cache_dir() + "-remote", urllib.parse.quote(url.rstrip("/"), safe=""))
+
+
 def user_config_file() -> str:
     return os.path.join(user_config_dir(), "config.toml")
 

@@ -124,6 +124,27 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from chkpt import paths, sync
+
+    url = args.url or _loaded_config(os.getcwd()).dir
+    if not paths.is_remote(url or ""):
+        raise CliError(f"{'dir is ' + repr(url) if url else 'no dir is configured'}: sync needs an s3:// store "
+                       "(chkpt sync s3://bucket/prefix, or dir = \"s3://…\" in the config)")
+    if args.report_fd is not None:  # the background uploader of a traced run: its problem goes to the run
+        try:
+            sync.upload(url)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+            os.write(args.report_fd, sync.kept_locally(f"could not upload: {text}", url).encode())
+        return 0
+    uploaded = sync.upload(url, timeout=config_module.parse_duration(args.timeout))
+    left = sync.Local(url).pending()
+    print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {url}"
+          + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is uploading)" if left else ""))
+    return 0
+
+
 def _config_value(key: str, value: Any) -> str:
     parse = config_module.SETTINGS[key].parse
     if parse is config_module.parse_size:

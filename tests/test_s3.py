@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,146 @@ def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, endpoint
     loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
                             capture_output=True, text=True, timeout=120)
     assert loaded.stdout == "6.0 3.0 (50000, 2)\n", loaded.stderr
+
+
+def dead_endpoint() -> str:
+    """A localhost address nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+OUTAGE = """
+import numpy as np
+data = np.arange(200_000) * 3
+print("total", int(data.sum()))
+"""
+
+
+def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_path, endpoint, bucket, work):
+    write(work, "job.py", OUTAGE)
+    offline = machine(tmp_path, "node1", dead_endpoint(), bucket)
+    plain = python(["job.py"], dict(offline, CHKPT="0"), work)
+    traced = python(["job.py"], offline, work)
+    assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode) == ("total 59999700000\n", 0)
+    warnings = traced.stderr.splitlines()
+    assert len(warnings) == 1, traced.stderr
+    assert warnings[0].startswith(f"chkpt: could not upload: {bucket}: the endpoint cannot be reached")
+    assert "`chkpt sync` uploads it later" in warnings[0]
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    assert ls(laptop, work) == []
+    online = dict(offline, AWS_ENDPOINT_URL=endpoint)
+    synced = chkpt(["sync"], online, work)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout == f"uploaded 1 run to {bucket}\n"
+    assert [r["script_name"] for r in ls(laptop, work)] == ["job.py"]
+    exported = chkpt(["export", "latest", "data", "--to", str(tmp_path / "out")], laptop, work)
+    assert exported.returncode == 0, exported.stderr
+    import numpy as np
+
+    assert int(np.load(tmp_path / "out" / "data.npy").sum()) == 59999700000
+
+
+def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, endpoint, work):
+    write(work, "job.py", OUTAGE)
+    env = machine(tmp_path, "node1", endpoint, "s3://no-such-bucket-here/x")
+    traced = python(["job.py"], env, work)
+    assert (traced.stdout, traced.returncode) == ("total 59999700000\n", 0)
+    assert traced.stderr.splitlines() == [
+        "chkpt: could not upload: s3://no-such-bucket-here/x: the bucket does not exist; the run is kept in "
+        f"{tmp_path}/node1/.cache/chkpt-remote/s3%3A%2F%2Fno-such-bucket-here%2Fx/staging and `chkpt sync` "
+        "uploads it later"]
+    listed = chkpt(["ls"], env, work)
+    assert listed.returncode == 0
+    assert listed.stderr == ("chkpt: s3://no-such-bucket-here/x: the bucket does not exist; "
+                             "showing this machine's cached copy\n")
+
+
+BIG = """
+import time
+import numpy as np
+import chkpt
+parts = [np.full(1_000_000, float(i)) for i in range(48)]
+chkpt.snapshot("all")
+print("saved", flush=True)
+time.sleep(60)
+"""
+
+
+def uploader_pid(env: dict[str, str], url: str) -> int | None:
+    from urllib.parse import quote
+
+    lock = Path(env["XDG_CACHE_HOME"]) / "chkpt-remote" / quote(url, safe="") / "upload.lock"
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_a_node_killed_mid_upload_leaves_the_bucket_consistent_and_the_next_chkpt_finishes(
+        tmp_path, endpoint, bucket, work):
+    write(work, "big.py", BIG)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    script = subprocess.Popen([PYTHON, "big.py"], env=node, cwd=work, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert script.stdout.readline() == "saved\n"
+        deadline = time.monotonic() + 30
+        while uploader_pid(node, bucket) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        pid = uploader_pid(node, bucket)
+        assert pid is not None
+        time.sleep(0.05)  # part of the 384 MB is in the bucket by now
+        os.kill(pid, signal.SIGKILL)  # the node dies: its uploader and its script
+        script.kill()
+    finally:
+        script.kill()
+        script.wait()
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    before = ls(laptop, work)
+    assert before == [], "the index came before its data, or the upload was not cut short"
+
+    after = ls(node, work)  # the next chkpt command on that machine uploads the rest
+    assert [(r["status"], r["checkpoints"]) for r in after] == [("killed", 1)]
+    listed = ls(laptop, work)
+    assert [(r["status"], r["checkpoints"]) for r in listed] == [("killed", 1)]
+    check = write(work, "check.py", """
+        import chkpt
+        parts = chkpt.load("parts", run="latest")
+        print(len(parts), float(parts[47][0]))
+    """)
+    loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout == "48 47.0\n", loaded.stderr
+
+
+RESUMABLE = """
+import numpy as np
+total = np.zeros(1000)
+for step in range(10):
+    total += step
+    if step == 6:
+        boom = undefined_name
+print("sum", float(total[0]))
+"""
+
+
+def test_a_crash_on_one_machine_resumes_on_another(tmp_path, endpoint, bucket, work):
+    write(work, "loop.py", RESUMABLE)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    crashed = python(["loop.py"], node, work)
+    assert crashed.returncode == 1 and "NameError" in crashed.stderr
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    write(work, "loop.py", RESUMABLE.replace("boom = undefined_name", "boom = 0"))
+    resumed = chkpt(["resume", "loop.py", "--from", "latest@crash"], laptop, work)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[-1] == "sum 45.0"
+    statuses = sorted(r["status"] for r in ls(node, work))  # node1 sees the laptop's resumed run too
+    assert statuses == ["crashed", "finished"]

@@ -152,10 +152,8 @@ class Remote:
         client = self._client()
         try:
             return function(client, *args, **kwargs)
-        except FileNotFoundError:
-            raise Missing(f"{self.url}/{args[0] if args else ''} is missing") from None
         except Exception as exc:
-            if type(exc).__name__ == "NotFoundError":
+            if isinstance(exc, FileNotFoundError) and "NoSuchBucket" not in str(exc):
                 raise Missing(f"{self.url}/{args[0] if args else ''} is missing") from None
             raise _problem(exc, self.url) from None
 

@@ -122,15 +122,34 @@ class _FileLock:
         self.path = path
         self.fd: int | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, wait: float = 0.0) -> bool:
+        """Take the lock (trying for up to `wait` seconds) and write our pid in it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who is uploading, for people and tests
         self.fd = fd
         return True
+
+    def busy(self) -> bool:
+        """Whether another process holds the lock."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def release(self) -> None:
         if self.fd is not None:
@@ -245,6 +264,15 @@ class _Snapshot:
             self.record = handle.read()
             self.record_mtime = os.fstat(handle.fileno()).st_mtime
         self.live = local.staging.is_live(run_id)
+        if not self.live:
+            # a writer that died "running" (SIGKILL): say so in the bucket, where no lock tells it
+            try:
+                meta = records.decode_run(self.record)
+            except ValueError:
+                meta = None
+            if meta is not None and meta["status"] == "running":
+                meta["status"] = "killed"
+                self.record = records.encode(meta)
         self.manifests: list[tuple[str, str, float]] = []  # (key, path, mtime)
         for index, mtime in local.staging.checkpoint_mtimes(run_id).items():
             self.manifests.append((_manifest_key(run_id, index), local.staging.checkpoint_path(run_id, index), mtime))
@@ -301,16 +329,18 @@ def upload_pass(remote: Remote, local: Local, deadline: float) -> list[str]:
     return parallel(upload_index, snapshots)
 
 
-def upload(url: str, *, timeout: float = 3600.0, environ: dict[str, str] | None = None) -> list[str]:
-    """Upload every run of this machine's staging store that the bucket lacks (one uploader at a
-    time per machine and bucket: returns [] at once when another is at it)."""
+def upload(url: str, *, timeout: float = 3600.0, wait: float = 0.0,
+           environ: dict[str, str] | None = None) -> list[str]:
+    """Upload every run of this machine's staging store that the bucket lacks. One uploader at a
+    time per machine and bucket: while another is at it, wait up to `wait` seconds for it to end
+    (then return [] if it has not; it uploads what is pending before it ends)."""
     local = Local(url)
     local.make()
     remote = Remote(url, environ)
     deadline = time.monotonic() + timeout
     uploaded: list[str] = []
     while True:
-        if not local.upload_lock.acquire():
+        if not local.upload_lock.acquire(wait):
             return uploaded
         try:
             while time.monotonic() < deadline:
@@ -365,9 +395,8 @@ class Uploader:
 
         if not report:
             self.local.make()
-            if not self.local.upload_lock.acquire():
+            if self.local.upload_lock.busy():
                 return None  # an uploader is running: it looks for new commits before it stops
-            self.local.upload_lock.release()
         read_end, write_end = os.pipe()
         env = dict(os.environ, CHKPT="0")
         try:
@@ -601,8 +630,8 @@ def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> 
     remote = Remote(url)
     cache = CacheStore(local, remote, cache_size)
     try:
-        if local.pending():
-            upload(url, timeout=60)
+        if local.pending() or local.upload_lock.busy():
+            upload(url, timeout=60, wait=30)
         cache.refresh()
     except RemoteError as exc:
         warn(f"{exc}; showing this machine's cached copy")

@@ -247,3 +247,68 @@ def test_a_crash_on_one_machine_resumes_on_another(tmp_path, endpoint, bucket, w
     assert resumed.stdout.splitlines()[-1] == "sum 45.0"
     statuses = sorted(r["status"] for r in ls(node, work))  # node1 sees the laptop's resumed run too
     assert statuses == ["crashed", "finished"]
+
+
+WRITER = """
+import sys, time
+import numpy as np
+import chkpt
+shared = np.arange(400_000, dtype=np.float64)  # the same bytes on every machine: stored once
+own = np.full(100_000, float(sys.argv[1]))
+for step in range(int(sys.argv[2])):
+    own += 1
+    chkpt.snapshot(f"step {step}")
+    time.sleep(0.25)
+print("done", sys.argv[1])
+"""
+
+
+def loads_everywhere(env: dict[str, str], work: Path) -> list[str]:
+    """Load every variable of every listed checkpoint; the failures."""
+    check = write(work, "every.py", """
+        import chkpt
+        failures = []
+        for run in chkpt.runs():
+            for checkpoint in run.checkpoints:
+                for name in checkpoint.names:
+                    try:
+                        checkpoint.load(name)
+                    except Exception as exc:
+                        failures.append(f"{checkpoint.ref} {name}: {exc}")
+        print(len(chkpt.runs()), failures)
+    """)
+    done = subprocess.run([PYTHON, str(check)], env=dict(env, CHKPT="0"), cwd=work, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, work):
+    write(work, "writer.py", WRITER)
+    old = machine(tmp_path, "old", endpoint, bucket)
+    assert python(["writer.py", "0", "2"], old, work).returncode == 0  # a finished run, for gc to evict
+    [old_run] = ls(old, work)
+    nodes = [machine(tmp_path, f"node{i}", endpoint, bucket) for i in (1, 2)]
+    writers = [subprocess.Popen([PYTHON, "writer.py", str(i), "40"], env=env, cwd=work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i, env in enumerate(nodes, 1)]
+    admin = machine(tmp_path, "admin", endpoint, bucket)
+    try:
+        deadline = time.monotonic() + 60
+        while len(ls(admin, work)) < 3 and time.monotonic() < deadline:  # both writers are live in the bucket
+            time.sleep(0.1)
+        removed = []
+        for _ in range(3):  # gc while they write: the live runs and their data stay
+            collected = chkpt(["gc", "--older-than", "0s"], admin, work)
+            assert collected.returncode == 0, collected.stderr
+            removed += [line.split()[2] for line in collected.stdout.splitlines() if line.startswith("removed run")]
+        assert removed == [old_run["id"]]  # the old run, and only it
+        listed = ls(admin, work)
+        assert sorted(r["status"] for r in listed) == ["running", "running"]
+        assert loads_everywhere(admin, work).endswith(" []\n")
+    finally:
+        outputs = [w.communicate(timeout=120) for w in writers]
+    assert [o[0] for o in outputs] == ["done 1\n", "done 2\n"], outputs
+    assert [o[1] for o in outputs] == ["", ""]
+    listed = ls(admin, work)
+    assert sorted((r["status"], r["checkpoints"]) for r in listed) == [("finished", 10), ("finished", 10)]
+    assert loads_everywhere(admin, work) == "2 []\n"

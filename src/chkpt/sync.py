@@ -21,9 +21,9 @@ import secrets
 import sys
 import time
 
-from chkpt import paths, records
+from chkpt import cleanup, eviction, paths, records
 from chkpt.remote import Missing, Remote, RemoteError
-from chkpt.store import Store, StoreError
+from chkpt.store import Store, StoreError, is_script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -544,7 +544,13 @@ class CacheStore(Store):
             return super()._open_trusted(path, what)
 
     def is_live(self, run_id: str) -> bool:
-        return run_id in self.live
+        """A "running" run whose writer rewrote its record within LIVE (its lease)."""
+        if run_id not in self.live:
+            return False
+        try:
+            return records.decode_run(self._read_trusted(self._run_file(run_id), "run record"))["status"] == "running"
+        except (OSError, ValueError, StoreError):
+            return False
 
     def _trim(self) -> None:
         self._since_trim = 0
@@ -636,3 +642,51 @@ def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> 
     except RemoteError as exc:
         warn(f"{exc}; showing this machine's cached copy")
     return cache
+
+
+# -- gc of the bucket -----------------------------------------------------------------------------------
+
+def collect(cache: CacheStore, *, max_size: int | None, older_than: float | None, script: str | None,
+            dry_run: bool) -> cleanup.Report:
+    """Evict runs from the bucket and delete the data no run refers to, without any lock.
+
+    The data is listed before the run records are read, so data a run committed meanwhile is
+    either seen as referenced or listed as young. Only data older than GRACE is deleted,
+    evicted runs' included, and each is looked at again just before its deletion: a writer
+    that finds an old object it refers to rewrites it first (see `_upload_data`). Live runs
+    (a "running" record rewritten within LIVE) are never evicted.
+    """
+    remote = cache.remote
+    blob_prefix = _rel(os.path.relpath(cache.blobs_dir, cache.root).split(os.sep)) + "/"
+    blobs: dict[str, tuple[int, float]] = {}
+    keys: dict[str, str] = {}
+    for found in remote.list(blob_prefix.rstrip("/")):
+        digest = found.key[len(blob_prefix):].replace("/", "")
+        blobs[digest] = (found.size, found.modified)
+        keys[digest] = found.key
+    cache.refresh()
+    problems: list[str] = []
+    runs, _damaged = cleanup.survey(cache, problems)
+    of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
+    now = time.time()
+    plan = eviction.plan(runs, blobs, [], now=now, max_size=max_size, older_than=older_than,
+                         of_script=of_script, grace=GRACE)
+    doomed = [d for d in plan.blobs if now - blobs[d][1] > GRACE]
+    report = cleanup.Report(plan, problems)
+    report.freed = sum(blobs[d][0] for d in doomed)
+    report.store_size_after = report.store_size_before - report.freed
+    if dry_run:
+        return report
+    for run, _ in plan.runs:  # the index first: the run leaves every listing at once
+        remote.delete(_index_key(run.id))
+        for found in remote.list(f"runs/{run.id}"):
+            remote.delete(found.key)
+        cache.delete_run(run.id)
+
+    def delete(digest: str) -> None:
+        there = remote.head(keys[digest])
+        if there is not None and time.time() - there.modified > GRACE:
+            remote.delete(keys[digest])
+
+    parallel(delete, doomed)
+    return report

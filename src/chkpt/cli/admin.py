@@ -98,9 +98,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
     config = _loaded_config(os.getcwd())
     max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
     older = config_module.parse_duration(args.older_than) if args.older_than else None
-    store = Store(config.store_dir)
-    report = cleanup.collect(store, max_size=max_size, older_than=older, script=args.script,
-                             dry_run=args.dry_run)
+    if config.remote:  # the bucket (the staging store keeps under its cap by itself)
+        from chkpt import sync
+
+        cache = sync.reading_store(config.remote, config.cache_size, warn=warn)
+        report = sync.collect(cache, max_size=config_module.parse_size(args.max_size) if args.max_size else None,
+                              older_than=older, script=args.script, dry_run=args.dry_run)
+    else:
+        report = cleanup.collect(Store(config.store_dir), max_size=max_size, older_than=older,
+                                 script=args.script, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
@@ -118,7 +124,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
               "which would have gone otherwise")
     verb = "would free" if args.dry_run else "freed"
     print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
-          f" → {fmt.human_size(report.store_size_after)} (cap {fmt.human_size(max_size)})")
+          f" → {fmt.human_size(report.store_size_after)}"
+          + (f" (cap {fmt.human_size(max_size)})" if not config.remote or args.max_size else ""))
     for problem in report.problems:
         warn(fmt.printable(problem))
     return 0

@@ -312,3 +312,69 @@ def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, wor
     listed = ls(admin, work)
     assert sorted((r["status"], r["checkpoints"]) for r in listed) == [("finished", 10), ("finished", 10)]
     assert loads_everywhere(admin, work) == "2 []\n"
+
+
+@pytest.fixture(scope="module")
+def strict_endpoint():
+    """A second moto server that checks credentials (none are valid there)."""
+    import socket
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/").close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait()
+
+
+def test_bad_credentials_cost_one_warning_and_doctor_names_them(tmp_path, strict_endpoint, work):
+    write(work, "job.py", OUTAGE)
+    env = machine(tmp_path, "node1", strict_endpoint, "s3://team-bucket/chkpt")
+    plain = python(["job.py"], dict(env, CHKPT="0"), work)
+    traced = python(["job.py"], env, work)
+    assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode)
+    [warning] = traced.stderr.splitlines()
+    assert warning.startswith("chkpt: could not upload: s3://team-bucket/chkpt: the access key is not valid "
+                              "(check AWS_ACCESS_KEY_ID / AWS_PROFILE); the run is kept in ")
+    doctor = chkpt(["doctor"], env, work)
+    assert doctor.returncode == 1
+    assert "bucket    PROBLEM  s3://team-bucket/chkpt: the access key is not valid" in doctor.stdout
+
+
+def test_doctor_checks_the_bucket_and_the_clock(tmp_path, endpoint, bucket, work):
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    doctor = chkpt(["doctor", "--json"], env, work)
+    checks = {c["topic"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["bucket"] == {"topic": "bucket", "ok": True, "text": f"reachable and writable: {bucket}"}
+    assert checks["clock"]["ok"], checks["clock"]
+    assert checks["uploads"]["text"] == "0 runs of this machine waiting for upload"
+
+
+def test_credentials_from_an_aws_profile(tmp_path, endpoint, bucket, work):
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        del env[key]
+    aws = Path(env["HOME"]) / ".aws"
+    aws.mkdir()
+    (aws / "credentials").write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    (aws / "config").write_text(f"[profile team]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+    env["AWS_PROFILE"] = "team"
+    write(work, "job.py", OUTAGE)
+    traced = python(["job.py"], env, work)
+    assert traced.stderr == ""
+    assert [r["script_name"] for r in ls(machine(tmp_path, "laptop", endpoint, bucket), work)] == ["job.py"]

@@ -21,7 +21,7 @@ import secrets
 import sys
 import time
 
-from chkpt import cleanup, eviction, paths, records
+from chkpt import cleanup, eviction, fmt, paths, records
 from chkpt.remote import Missing, Remote, RemoteError
 from chkpt.store import Store, StoreError, is_script
 
@@ -179,9 +179,11 @@ class Local:
     def confirmed(self) -> dict[str, float]:
         """key → when this machine last saw it in the bucket (or uploaded it)."""
         found: dict[str, float] = {}
+        lines = 0
         try:
             with open(self._confirmed_log, encoding="utf-8", errors="replace") as handle:
                 for line in handle:
+                    lines += 1
                     when, _, key = line.rstrip("\n").partition(" ")
                     try:
                         found[key] = float(when)
@@ -189,6 +191,11 @@ class Local:
                         continue
         except OSError:
             pass
+        if lines > 2 * len(found) + 1000:  # mostly repeats: rewrite it with one line a key
+            tmp = f"{self._confirmed_log}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.writelines(f"{when:.0f} {key}\n" for key, when in found.items())
+            os.replace(tmp, self._confirmed_log)
         return found
 
     def confirm(self, keys: Iterable[str]) -> None:
@@ -626,6 +633,36 @@ class CacheStore(Store):
                     self.delete_run(run_id)
                     etags.pop(run_id, None)
             self.local.save_cached_etags(etags)
+
+
+def check(url: str) -> list[tuple[str, bool, str]]:
+    """`chkpt doctor`'s look at the bucket: reachable and writable (a probe object written, read
+    and deleted), the clock skew against the server's times, and this machine's pending uploads."""
+    local = Local(url)
+    remote = Remote(url)
+    checks: list[tuple[str, bool, str]] = []
+    probe = f"tmp/probe-{secrets.token_hex(6)}"
+    try:
+        before = time.time()
+        remote.put(probe, b"chkpt doctor probe\n")
+        after = time.time()
+        there = remote.head(probe)
+        remote.delete(probe)
+    except RemoteError as exc:
+        checks.append(("bucket", False, str(exc)))
+        return checks
+    checks.append(("bucket", True, f"reachable and writable: {url}"))
+    if there is not None:
+        # the server's time of the upload, to its one-second precision, against ours
+        skew = there.modified - (before + after) / 2
+        ok = abs(skew) < 60
+        checks.append(("clock", ok, f"{abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the server"
+                       + ("" if ok else f" (over 60 s: other machines may see live runs as killed after "
+                                        f"{LIVE // 60:.0f} min, or take killed ones for live)")))
+    waiting = local.pending()
+    checks.append(("uploads", True, f"{fmt.plural(len(waiting), 'run')} of this machine waiting for upload"
+                   + (" (chkpt sync uploads them)" if waiting else "")))
+    return checks
 
 
 def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> CacheStore:

@@ -207,6 +207,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append(("autoload", True, f"active: every `{sys.executable} script.py` is traced"))
     config = config_module.load(os.getcwd())
     checks.extend(("config", False, warning) for warning in config.warnings)
+    if config.remote:
+        from chkpt import sync
+
+        checks.extend(sync.check(config.remote))
     store = api.default_store()
     try:
         store.probe_writable()

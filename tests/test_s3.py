@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -108,8 +109,6 @@ def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, endpoint
 
 def dead_endpoint() -> str:
     """A localhost address nobody listens on."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -155,7 +154,8 @@ def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, 
     assert (traced.stdout, traced.returncode) == ("total 59999700000\n", 0)
     assert traced.stderr.splitlines() == [
         "chkpt: could not upload: s3://no-such-bucket-here/x: the bucket does not exist; the run is kept in "
-        f"{tmp_path}/node1/.cache/chkpt-remote/s3%3A%2F%2Fno-such-bucket-here%2Fx/staging and `chkpt sync` "
+        f"{tmp_path}/node1/.cache/chkpt-remote/{socket.gethostname()}/s3%3A%2F%2Fno-such-bucket-here%2Fx/staging and "
+        "`chkpt sync` "
         "uploads it later"]
     listed = chkpt(["ls"], env, work)
     assert listed.returncode == 0
@@ -177,7 +177,7 @@ time.sleep(60)
 def uploader_pid(env: dict[str, str], url: str) -> int | None:
     from urllib.parse import quote
 
-    lock = Path(env["XDG_CACHE_HOME"]) / "chkpt-remote" / quote(url, safe="") / "upload.lock"
+    lock = Path(env["XDG_CACHE_HOME"]) / "chkpt-remote" / socket.gethostname() / quote(url, safe="") / "upload.lock"
     try:
         text = lock.read_text().strip()
     except OSError:
@@ -317,7 +317,6 @@ def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, wor
 @pytest.fixture(scope="module")
 def strict_endpoint():
     """A second moto server that checks credentials (none are valid there)."""
-    import socket
     import sys
     import urllib.request
 

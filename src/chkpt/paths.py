@@ -44,10 +44,13 @@ def is_remote(store_dir: str) -> bool:
 
 
 def remote_home(url: str) -> str:
-    """This machine's files for the bucket store `url`: its staging store, read cache and upload state."""
+    """This machine's files for the bucket store `url`: its staging store, read cache and upload
+    state. Per host, so that nodes sharing a home directory (NFS) never share them."""
+    import socket
     import urllib.parse
 
-    return os.path.join(user_cache_dir() + "-remote", urllib.parse.quote(url.rstrip("/"), safe=""))
+    host = urllib.parse.quote(socket.gethostname(), safe="") or "host"
+    return os.path.join(user_cache_dir() + "-remote", host, urllib.parse.quote(url.rstrip("/"), safe=""))
 
 
 def user_config_file() -> str:

@@ -93,7 +93,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def _runs_table(shown: list[api.Run], shared: bool) -> str:
     """The table of runs; a HOST column for a shared store or runs of several hosts."""
     paint = fmt.Painter.for_stream(sys.stdout)
-    with_host = shared or len({run.meta.get("host") for run in shown}) > 1
+    with_host = shared or len({run.meta.get("host") for run in shown} - {None, ""}) > 1
     with_folder = _repeated_names(shown)
     with_args = any(run.args for run in shown)
     with_pins = any(run.pinned for run in shown)

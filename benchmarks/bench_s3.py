@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_listing import make_store  # noqa: E402
+from bench_listing import make_store
 
 BIN = os.path.dirname(sys.executable)
 CHKPT = os.path.join(BIN, "chkpt")

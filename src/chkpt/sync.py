@@ -242,18 +242,20 @@ class Local:
 
     # -- the read cache's index -----------------------------------------------------------------------
 
-    def cached_etags(self) -> dict[str, str]:
+    def cached_runs(self) -> dict[str, tuple[str, list[int]]]:
+        """run → (ETag of its index object, its checkpoint indexes) as the read cache last saw them."""
         try:
             with open(self._cache_index, encoding="utf-8") as handle:
                 found = json.load(handle)
-            return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
-        except (OSError, ValueError, AttributeError):
+            return {k: (v[0], [int(i) for i in v[1]]) for k, v in found.items()
+                    if isinstance(k, str) and isinstance(v[0], str) and isinstance(v[1], list)}
+        except (OSError, ValueError, AttributeError, TypeError, KeyError, IndexError):
             return {}
 
-    def save_cached_etags(self, etags: dict[str, str]) -> None:
+    def save_cached_runs(self, runs: dict[str, tuple[str, list[int]]]) -> None:
         tmp = f"{self._cache_index}.{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(etags, handle)
+            json.dump(runs, handle)
         os.replace(tmp, self._cache_index)
 
 
@@ -478,8 +480,8 @@ def kept_locally(problem: str, url: str) -> str:
 class CacheStore(Store):
     """The read cache of a bucket store: a local store whose data files are fetched on first use.
 
-    Run records and manifests are brought up to date by `refresh`; a data file the cache lacks
-    is fetched when it is opened, then read and checked like any local file. Past `cap`, the
+    Run records are brought up to date by `refresh`; a manifest or data file the cache lacks is
+    fetched when it is opened, then read and checked like any local file. Past `cap`, the
     least recently fetched data files are dropped (never ones this process fetched).
     """
 
@@ -491,6 +493,7 @@ class CacheStore(Store):
         self.remote = remote
         self.cap = cap
         self.live: set[str] = set()
+        self.indexes: dict[str, list[int]] = {}  # run → its checkpoints in the bucket, fetched or not
         self._fetched: set[str] = set()
         self._since_trim = 0
 
@@ -506,8 +509,19 @@ class CacheStore(Store):
             return None
         return _rel(parts)
 
+    def _manifest_key(self, path: str) -> str | None:
+        """The bucket key of a manifest the cache knows of but has not fetched yet."""
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root)).split(os.sep)
+        if len(rel) != 4 or rel[0] != "runs" or rel[2] != "checkpoints" or not rel[3].endswith(".json"):
+            return None
+        stem = rel[3][:-5]
+        if not stem.isdigit() or int(stem) not in self.indexes.get(rel[1], ()):
+            return None
+        return _manifest_key(rel[1], int(stem))
+
     def _fetch(self, path: str) -> bool:
-        key = self._data_key(path)
+        """Fetch the data file or manifest `path` from the bucket; False if it is neither or absent."""
+        key = self._data_key(path) or self._manifest_key(path)
         if key is None:
             return False
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -515,18 +529,22 @@ class CacheStore(Store):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             try:
-                self.remote.get_to(key, fd)
+                mtime = self.remote.get_to(key, fd)
             except Missing:
                 return False
             size = os.fstat(fd).st_size
             os.close(fd)
             fd = -1
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
             os.replace(tmp, path)
         finally:
             if fd >= 0:
                 os.close(fd)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+        if key.startswith("runs/"):
+            return True  # a manifest: small, and not data the cap is about
         self._fetched.add(path)
         self._since_trim += size
         if self._since_trim > self.cap // 10:
@@ -578,36 +596,40 @@ class CacheStore(Store):
         if mtime is not None:
             os.utime(path, (mtime, mtime))
 
-    def _fetch_run(self, run_id: str) -> None:
-        """Bring one run's record and manifests up to date (record last, as in the bucket)."""
+    def _fetch_run(self, run_id: str) -> list[int]:
+        """Bring one run's record up to date; its checkpoint indexes. Manifests are fetched when
+        read (`_fetch`); those of thinned checkpoints are dropped."""
         record, record_mtime = self.remote.get(_index_key(run_id))
         directory = self.run_dir(run_id)
-        checkpoints = os.path.join(directory, "checkpoints")
-        os.makedirs(checkpoints, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.join(directory, "checkpoints"), mode=0o700, exist_ok=True)
         try:
             summary = records.decode_run(record).get("summary")
-            wanted = [int(i) for i in summary["indexes"]]
-        except (ValueError, TypeError, KeyError):
+            wanted = sorted(int(i) for i in summary["indexes"])
+        except (ValueError, TypeError, KeyError, AttributeError):  # a record without a summary
             wanted = sorted(int(o.key.rsplit("/", 1)[1][:-5]) for o in self.remote.list(f"runs/{run_id}/checkpoints")
                             if o.key.endswith(".json") and o.key.rsplit("/", 1)[1][:-5].isdigit())
-        present = set(self.checkpoint_indexes(run_id))
-        for index in present - set(wanted):
+        self.indexes[run_id] = wanted
+        for index in set(super().checkpoint_indexes(run_id)) - set(wanted):
             self.delete_checkpoint(run_id, index)
-
-        def fetch_manifest(index: int) -> None:
-            try:
-                data, mtime = self.remote.get(_manifest_key(run_id, index))
-            except Missing:
-                return  # thinned after the record was written; the record's summary is then not used
-            self._write(self.checkpoint_path(run_id, index), data, mtime)
-
-        parallel(fetch_manifest, [i for i in wanted if i not in present])
         self._write(os.path.join(directory, "run.json"), record, record_mtime)
+        return wanted
+
+    def checkpoint_indexes(self, run_id: str) -> list[int]:
+        return sorted(set(super().checkpoint_indexes(run_id)) | set(self.indexes.get(run_id, ())))
+
+    def checkpoint_mtimes(self, run_id: str) -> dict[int, float]:
+        """Fetched manifests with their writer's mtimes; the others as written long ago (they were
+        uploaded before the record that lists them, so the record's summary stands for them)."""
+        found = super().checkpoint_mtimes(run_id)
+        for index in self.indexes.get(run_id, ()):
+            found.setdefault(index, 0.0)
+        return dict(sorted(found.items()))
 
     def refresh(self) -> None:
-        """List the bucket's runs; fetch the records and manifests of those that changed."""
+        """List the bucket's runs; fetch the records of those that changed."""
         self.create()
-        etags = self.local.cached_etags()
+        cached = self.local.cached_runs()
+        self.indexes = {run_id: indexes for run_id, (_, indexes) in cached.items()}
         listed = {}
         now = time.time()
         for found in self.remote.list("index"):
@@ -615,15 +637,14 @@ class CacheStore(Store):
             if name.endswith(".json") and _valid_run_id(name[:-5]):
                 listed[name[:-5]] = found
         self.live = {run_id for run_id, found in listed.items() if now - found.modified < LIVE}
-        changed = [run_id for run_id, found in listed.items() if etags.get(run_id) != found.etag
+        changed = [run_id for run_id, found in listed.items() if cached.get(run_id, ("",))[0] != found.etag
                    or not os.path.exists(os.path.join(self.run_dir(run_id), "run.json"))]
 
         def fetch(run_id: str) -> None:
             try:
-                self._fetch_run(run_id)
-                etags[run_id] = listed[run_id].etag
+                cached[run_id] = (listed[run_id].etag, self._fetch_run(run_id))
             except Missing:
-                etags.pop(run_id, None)
+                cached.pop(run_id, None)
 
         try:
             parallel(fetch, changed, workers=16)
@@ -631,8 +652,9 @@ class CacheStore(Store):
             for run_id in self.run_ids():
                 if run_id not in listed:  # removed from the bucket
                     self.delete_run(run_id)
-                    etags.pop(run_id, None)
-            self.local.save_cached_etags(etags)
+                    cached.pop(run_id, None)
+                    self.indexes.pop(run_id, None)
+            self.local.save_cached_runs(cached)
 
 
 def check(url: str) -> list[tuple[str, bool, str]]:
@@ -656,7 +678,7 @@ def check(url: str) -> list[tuple[str, bool, str]]:
         # the server's time of the upload, to its one-second precision, against ours
         skew = there.modified - (before + after) / 2
         ok = abs(skew) < 60
-        checks.append(("clock", ok, f"{abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the server"
+        checks.append(("clock", ok, f"{abs(skew):.0f}s {'behind' if skew > 0 else 'ahead of'} the server"
                        + ("" if ok else f" (over 60 s: other machines may see live runs as killed after "
                                         f"{LIVE // 60:.0f} min, or take killed ones for live)")))
     waiting = local.pending()

@@ -140,15 +140,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
                        "(chkpt sync s3://bucket/prefix, or dir = \"s3://…\" in the config)")
     if args.report_fd is not None:  # the background uploader of a traced run: its problem goes to the run
         try:
-            sync.upload(url)
+            sync.upload(url, wait=3600)  # after the uploader at work (it may be failing), a pass of its own
         except Exception as exc:
             text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
             os.write(args.report_fd, sync.kept_locally(f"could not upload: {text}", url).encode())
         return 0
-    uploaded = sync.upload(url, timeout=config_module.parse_duration(args.timeout))
+    timeout = config_module.parse_duration(args.timeout)
+    uploaded = sync.upload(url, timeout=timeout, wait=timeout)
     left = sync.Local(url).pending()
-    print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {url}"
-          + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is uploading)" if left else ""))
+    if uploaded or left:
+        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {url}"
+              + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is at it)" if left else ""))
+    else:
+        print(f"nothing to upload: {url} has every run of this machine")
     return 0
 
 

@@ -377,3 +377,13 @@ def test_credentials_from_an_aws_profile(tmp_path, endpoint, bucket, work):
     traced = python(["job.py"], env, work)
     assert traced.stderr == ""
     assert [r["script_name"] for r in ls(machine(tmp_path, "laptop", endpoint, bucket), work)] == ["job.py"]
+
+
+def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_store(tmp_path, endpoint, bucket, work):
+    write(work, "tiny.py", "print(sum(range(10)))\n")
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    traced = python(["-X", "importtime", "tiny.py"], env, work)
+    assert traced.stdout == "45\n"
+    loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in loaded if m.startswith(("obstore", "chkpt.sync", "chkpt.remote", "chkpt.writer"))}
+    assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()

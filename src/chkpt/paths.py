@@ -46,11 +46,14 @@ def is_remote(store_dir: str) -> bool:
 def remote_home(url: str) -> str:
     """This machine's files for the bucket store `url`: its staging store, read cache and upload
     state. Per host, so that nodes sharing a home directory (NFS) never share them."""
-    import socket
-    import urllib.parse
+    host = _quote(os.uname().nodename if hasattr(os, "uname") else "") or "host"
+    return os.path.join(user_cache_dir() + "-remote", host, _quote(url.rstrip("/")))
 
-    host = urllib.parse.quote(socket.gethostname(), safe="") or "host"
-    return os.path.join(user_cache_dir() + "-remote", host, urllib.parse.quote(url.rstrip("/"), safe=""))
+
+def _quote(text: str) -> str:
+    """`text` as one file name: what is not a letter, digit or -_.~ as %XX (urllib's quote)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.~") else
+                   "".join(f"%{b:02X}" for b in c.encode()) for c in text)
 
 
 def user_config_file() -> str:

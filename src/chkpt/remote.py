@@ -9,8 +9,6 @@ obstore is imported on first use only (never at start-up).
 
 from __future__ import annotations
 
-import configparser
-import datetime
 import os
 
 from chkpt.store import StoreError
@@ -46,6 +44,8 @@ def split_url(url: str) -> tuple[str, str]:
 
 def _profile_settings(environ: dict[str, str]) -> dict[str, str]:
     """Static keys, region and endpoint of the AWS profile, from the shared files."""
+    import configparser
+
     profile = environ.get("AWS_PROFILE", "default")
     found: dict[str, str] = {}
     files = [
@@ -88,8 +88,8 @@ def _problem(exc: BaseException, url: str) -> RemoteError:
     return RemoteError(f"{url}: {first[:200]}")
 
 
-def _timestamp(when: datetime.datetime) -> float:
-    return when.timestamp()
+def _timestamp(when: Any) -> float:
+    return when.timestamp()  # a datetime
 
 
 class Object:
@@ -116,6 +116,8 @@ class Remote:
     def _client(self) -> Any:
         if self._store is not None:
             return self._store
+        import datetime
+
         try:
             from obstore.store import S3Store
         except ImportError:

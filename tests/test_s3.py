@@ -387,3 +387,18 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
     loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
     assert not {m for m in loaded if m.startswith(("obstore", "chkpt.sync", "chkpt.remote", "chkpt.writer"))}
     assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()
+
+
+def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoint, bucket, work):
+    write(work, "job.py", OUTAGE)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    assert python(["job.py"], node, work).returncode == 0
+    assert python(["job.py"], node, work).returncode == 0
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    first, second = sorted(ls(laptop, work), key=lambda r: r["started"])
+    removed = chkpt(["rm", first["id"]], laptop, work)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(f"removed run {first['id']} job.py")
+    assert [r["id"] for r in ls(node, work)] == [second["id"]]  # gone for every machine
+    pinned = chkpt(["pin", second["id"]], laptop, work)
+    assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr

@@ -705,15 +705,16 @@ def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> 
 
 # -- gc of the bucket -----------------------------------------------------------------------------------
 
-def collect(cache: CacheStore, *, max_size: int | None, older_than: float | None, script: str | None,
-            dry_run: bool) -> cleanup.Report:
+def collect(cache: CacheStore, *, max_size: int | None = None, older_than: float | None = None,
+            script: str | None = None, dry_run: bool = False, remove: set[str] | None = None) -> cleanup.Report:
     """Evict runs from the bucket and delete the data no run refers to, without any lock.
 
     The data is listed before the run records are read, so data a run committed meanwhile is
     either seen as referenced or listed as young. Only data older than GRACE is deleted,
     evicted runs' included, and each is looked at again just before its deletion: a writer
     that finds an old object it refers to rewrites it first (see `_upload_data`). Live runs
-    (a "running" record rewritten within LIVE) are never evicted.
+    (a "running" record rewritten within LIVE) are never evicted. `remove` deletes exactly these
+    runs instead (`chkpt rm`).
     """
     remote = cache.remote
     blob_prefix = _rel(os.path.relpath(cache.blobs_dir, cache.root).split(os.sep)) + "/"
@@ -729,11 +730,16 @@ def collect(cache: CacheStore, *, max_size: int | None, older_than: float | None
     of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
     now = time.time()
     plan = eviction.plan(runs, blobs, [], now=now, max_size=max_size, older_than=older_than,
-                         of_script=of_script, grace=GRACE)
+                         of_script=of_script, remove=remove, grace=GRACE)
     doomed = [d for d in plan.blobs if now - blobs[d][1] > GRACE]
     report = cleanup.Report(plan, problems)
     report.freed = sum(blobs[d][0] for d in doomed)
     report.store_size_after = report.store_size_before - report.freed
+    uncounted = set(doomed)
+    for (run, _), meta in zip(plan.runs, report.runs, strict=True):  # what each evicted run frees now
+        mine = uncounted & set(run.blobs)
+        meta["freed"] = sum(blobs[d][0] for d in mine)
+        uncounted -= mine
     if dry_run:
         return report
     for run, _ in plan.runs:  # the index first: the run leaves every listing at once

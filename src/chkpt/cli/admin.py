@@ -58,7 +58,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
             raise CliError(f"run {run.id} is still running; stop its script first")
         if run.pinned:
             raise CliError(f"run {run.id} is pinned; chkpt unpin {run.id} first")
-    report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+    if store.shared:
+        from chkpt import sync
+
+        assert isinstance(store, sync.CacheStore)
+        report = sync.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+    else:
+        report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     for meta in report.runs:
         verb = "would remove" if args.dry_run else "removed"
@@ -70,6 +76,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def _set_pins(args: argparse.Namespace, pinned: bool) -> int:
     store = api.default_store()
+    if store.shared:
+        raise CliError(f"pins are per machine and {store.location} is shared: its gc never evicts a live "
+                       "run, and only the runs you name (gc --older-than, --script) otherwise")
     for run in _runs_named(args.refs, store):
         if run.status == "damaged":
             raise CliError(f"run {run.id} is damaged: {run.problems[0]}")

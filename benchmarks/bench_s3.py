@@ -5,12 +5,14 @@
   its upload, `upload_wait`);
 - end-to-end upload throughput: `chkpt sync` of a run that was written offline, against obstore's
   plain parallel upload of the same files (what a user would script instead);
-- listing 1,000 runs from another machine: `chkpt ls` with an empty read cache, then again.
+- listing 1,000 runs from another machine: `chkpt ls` with an empty read cache, then again;
+- with `--libraries`, the library choice: obstore against boto3 on the same bytes, and their
+  import times.
 
 moto is much slower than a real S3 endpoint per request and is itself Python sharing the
 machine's 2 cores, so the ratios matter more than the absolute figures.
 
-    python benchmarks/bench_s3.py [--mib 256] [--runs 1000]
+    python benchmarks/bench_s3.py [--mib 256] [--runs 1000] [--libraries]
 """
 
 from __future__ import annotations
@@ -175,10 +177,67 @@ def bench_listing(root: Path, endpoint: str, runs: int) -> None:
     print(f"chkpt ls of the same runs in a local store: {local:6.2f} s  (s3 warm/local {warm / local:.2f}x)")
 
 
+def bench_libraries(endpoint: str) -> None:
+    """The candidates for the s3 extra, on the same bytes and server: obstore and boto3 (s3fs is
+    aiobotocore underneath); import time in a fresh interpreter, best of 3."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import obstore
+    from obstore.store import S3Store
+
+    print("\n## libraries: the same bytes to the same server (best of 3), and import time")
+    make_bucket(endpoint, "libs")
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                          region_name="us-east-1")
+    store = S3Store("libs", endpoint=endpoint, allow_http=True, region="us-east-1",
+                    access_key_id="bench", secret_access_key="bench")
+    data = os.urandom(64 << 20)
+    parts = [data[i:i + (4 << 20)] for i in range(0, len(data), 4 << 20)]
+    small = [b"x" * 300] * 200
+    pool = ThreadPoolExecutor(8)
+    cases = {
+        "16 x 4 MiB, 8 threads": (
+            lambda: list(pool.map(lambda ip: client.put_object(Bucket="libs", Key=f"b/{ip[0]}", Body=ip[1]),
+                                  enumerate(parts))),
+            lambda: list(pool.map(lambda ip: obstore.put(store, f"o/{ip[0]}", ip[1]), enumerate(parts)))),
+        "1 x 64 MiB": (lambda: client.put_object(Bucket="libs", Key="b1", Body=data),
+                       lambda: obstore.put(store, "o1", data)),
+        "200 x 300 B, 8 threads": (
+            lambda: list(pool.map(lambda ip: client.put_object(Bucket="libs", Key=f"bs/{ip[0]}", Body=ip[1]),
+                                  enumerate(small))),
+            lambda: list(pool.map(lambda ip: obstore.put(store, f"os/{ip[0]}", ip[1]), enumerate(small)))),
+        "get 16 x 4 MiB, 8 threads": (
+            lambda: list(pool.map(lambda i: client.get_object(Bucket="libs", Key=f"b/{i}")["Body"].read(),
+                                  range(16))),
+            lambda: list(pool.map(lambda i: bytes(obstore.get(store, f"o/{i}").bytes()), range(16)))),
+    }
+    for name, (with_boto, with_obstore) in cases.items():
+        times = []
+        for function in (with_boto, with_obstore):
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                function()
+                best = min(best, time.perf_counter() - start)
+            times.append(best)
+        print(f"{name:28s} boto3 {times[0] * 1000:7.0f} ms   obstore {times[1] * 1000:7.0f} ms   "
+              f"obstore/boto3 {times[1] / times[0]:.2f}x")
+    pool.shutdown()
+    for module in ("boto3", "obstore"):
+        best = float("inf")
+        for _ in range(3):
+            done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                                  capture_output=True, text=True, env=dict(os.environ, CHKPT="0"))
+            best = min(best, int(done.stderr.strip().splitlines()[-1].split("|")[1]) / 1000)
+        print(f"import {module}: {best:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--libraries", action="store_true", help="also compare obstore with boto3 (moto brings it)")
     args = parser.parse_args()
     server, endpoint = start_moto()
     root = Path(tempfile.mkdtemp(prefix="chkpt-bench-s3-"))
@@ -188,6 +247,8 @@ def main() -> None:
         bench_pause(root, endpoint, args.mib)
         bench_upload(root, endpoint, args.mib)
         bench_listing(root, endpoint, args.runs)
+        if args.libraries:
+            bench_libraries(endpoint)
     finally:
         server.terminate()
         server.wait()

@@ -754,4 +754,18 @@ def collect(cache: CacheStore, *, max_size: int | None = None, older_than: float
             remote.delete(keys[digest])
 
     parallel(delete, doomed)
+    parallel(remote.delete, _stale_manifests(cache, time.time()))
     return report
+
+
+def _stale_manifests(cache: CacheStore, now: float) -> list[str]:
+    """Manifests in the bucket that no index lists (thinned by their writer, or left by an upload
+    that never reached its index), uploaded more than GRACE ago."""
+    stale = []
+    for found in cache.remote.list("runs"):
+        parts = found.key.split("/")
+        if len(parts) != 4 or parts[2] != "checkpoints" or not parts[3][:-5].isdigit():
+            continue
+        if int(parts[3][:-5]) not in cache.indexes.get(parts[1], ()) and now - found.modified > GRACE:
+            stale.append(found.key)
+    return stale

@@ -1,5 +1,5 @@
-"""`chkpt rm`, `pin`, `unpin`, `gc`, `config` and `doctor`: deleting and keeping runs, the store's
-size, the effective config, the set-up.
+"""`chkpt rm`, `pin`, `unpin`, `gc`, `config`, `doctor` and `sync`: deleting and keeping runs, the
+store's size, the effective config, the set-up, uploads to a shared store.
 
 Config warnings are printed once, by the commands that use settings (gc, config; doctor lists
 them as problems); commands that only need the store's location stay quiet about them.
@@ -192,7 +192,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(fmt.table(["KEY", "VALUE", "FROM"], rows, paint=paint))
     user_file = paths.user_config_file()
     project = paths.find_project_file(start)
-    print(paint(f"\nstore        {config.store_dir}\n"
+    where = f"{config.remote} (staged in {config.store_dir})" if config.remote else config.store_dir
+    print(paint(f"\nstore        {where}\n"
                 f"user file    {user_file}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
                 f"project file {project if project else '(none at or above ' + start + ')'}\n"
                 f"environment  CHKPT_<KEY> (e.g. CHKPT_INTERVAL=5m); CHKPT=0 switches chkpt off",

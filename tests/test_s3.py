@@ -402,3 +402,21 @@ def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoin
     assert [r["id"] for r in ls(node, work)] == [second["id"]]  # gone for every machine
     pinned = chkpt(["pin", second["id"]], laptop, work)
     assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr
+
+
+def test_the_read_cache_stays_under_cache_size(tmp_path, endpoint, bucket, work):
+    write(work, "two.py", """
+        import numpy as np
+        first = np.full(400_000, 1.0)   # 3.2 MB each
+        second = np.full(400_000, 2.0)
+    """)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    assert python(["two.py"], node, work).returncode == 0
+    laptop = dict(machine(tmp_path, "laptop", endpoint, bucket), CHKPT_CACHE_SIZE="4MB", CHKPT="0")
+    for name, value in (("first", "1.0"), ("second", "2.0")):
+        done = subprocess.run([PYTHON, "-c", f"import chkpt; print(chkpt.load({name!r})[7])"], env=laptop,
+                              cwd=work, capture_output=True, text=True, timeout=120)
+        assert done.stdout == f"{value}\n", done.stderr
+    [cache] = (Path(laptop["XDG_CACHE_HOME"]) / "chkpt-remote").glob("*/*/cache")
+    held = sum(p.stat().st_size for p in (cache / "blobs").rglob("*") if p.is_file())
+    assert 3_200_000 <= held <= 4_000_000  # the second array's data; the first's made room for it

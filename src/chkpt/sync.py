@@ -34,6 +34,7 @@ GRACE = 24 * 3600  # gc never deletes a data object younger than this
 FRESH = GRACE / 4  # data this machine saw in the bucket more recently than this is not checked again
 LIVE = 15 * 60  # a "running" run whose index was not rewritten for this long is shown killed
 WORKERS = 8
+READ_UPLOAD = 10.0  # seconds a reading command spends uploading this machine's pending runs first
 _NOT_DATA = ("runs", "tmp")  # top-level entries of a store that hold no content-addressed data
 
 
@@ -215,7 +216,8 @@ class Local:
         return f"{info.st_size} {info.st_mtime_ns}"
 
     def pending(self) -> list[str]:
-        """The staging store's runs whose record changed since its last upload."""
+        """The staging store's runs whose record changed since its last upload, and those uploaded
+        live whose writer has gone since (their record goes up again, as killed)."""
         try:
             run_ids = self.staging.run_ids()
         except (OSError, StoreError):
@@ -227,17 +229,18 @@ class Local:
                 continue
             try:
                 with open(os.path.join(self._synced_dir, run_id), encoding="utf-8") as handle:
-                    if handle.read() == state:
-                        continue
+                    marker = handle.read()
             except OSError:
-                pass
+                marker = ""
+            if marker == f"{state} ended" or (marker == f"{state} live" and self.staging.is_live(run_id)):
+                continue
             waiting.append(run_id)
         return waiting
 
-    def mark_synced(self, run_id: str, state: str) -> None:
+    def mark_synced(self, run_id: str, state: str, live: bool) -> None:
         tmp = os.path.join(self._synced_dir, f".{run_id}.{secrets.token_hex(4)}")
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(state)
+            handle.write(f"{state} {'live' if live else 'ended'}")
         os.replace(tmp, os.path.join(self._synced_dir, run_id))
 
     # -- the read cache's index -----------------------------------------------------------------------
@@ -260,6 +263,10 @@ class Local:
 
 
 # -- uploading ----------------------------------------------------------------------------------------
+
+class Unfinished(RemoteError):
+    """An upload stopped at its deadline; what it did not upload is still pending."""
+
 
 class _Snapshot:
     """What one run of the staging store holds now: its record and manifests (read before any data
@@ -295,7 +302,7 @@ def _upload_data(remote: Remote, local: Local, confirmed: dict[str, float], dead
     def upload(item: tuple[str, str, int, float]) -> str:
         key, path, _size, mtime = item
         if time.monotonic() > deadline:
-            raise RemoteError(f"{remote.url}: the upload did not finish in time")
+            raise Unfinished(f"{remote.url}: the upload did not finish in time")
         if not remote.put(key, path, create=True, mtime=mtime):
             there = remote.head(key)
             # an object about to reach gc's grace is rewritten: gc deletes only old unreferenced data
@@ -331,8 +338,8 @@ def upload_pass(remote: Remote, local: Local, deadline: float) -> list[str]:
 
     def upload_index(snapshot: _Snapshot) -> str:
         remote.put(_index_key(snapshot.run_id), snapshot.record, mtime=snapshot.record_mtime)
-        if not snapshot.live and snapshot.state is not None:
-            local.mark_synced(snapshot.run_id, snapshot.state)
+        if snapshot.state is not None:
+            local.mark_synced(snapshot.run_id, snapshot.state, snapshot.live)
         return snapshot.run_id
 
     return parallel(upload_index, snapshots)
@@ -689,14 +696,23 @@ def check(url: str) -> list[tuple[str, bool, str]]:
 
 def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> CacheStore:
     """The read cache of the bucket, brought up to date: this machine's pending runs uploaded first
-    (best effort, within a minute). Offline, the cache as it is, with one warning."""
+    (for READ_UPLOAD seconds; the rest is left to a background uploader). Offline, the cache as
+    it is, with one warning."""
     local = Local(url)
     local.make()
     remote = Remote(url)
     cache = CacheStore(local, remote, cache_size)
     try:
         if local.pending() or local.upload_lock.busy():
-            upload(url, timeout=60, wait=30)
+            try:
+                upload(url, timeout=READ_UPLOAD, wait=2)
+            except Unfinished:
+                pass
+            left = local.pending()
+            if left:  # the rest in the background (unless an uploader is at it already)
+                Uploader(url, 0, -1)._start(report=False)
+                warn(f"{fmt.plural(len(left), 'run')} of this machine still being uploaded to {url}; "
+                     "listed once there")
         cache.refresh()
     except RemoteError as exc:
         warn(f"{exc}; showing this machine's cached copy")

@@ -499,7 +499,8 @@ class CacheStore(Store):
         self.local = local
         self.remote = remote
         self.cap = cap
-        self.live: set[str] = set()
+        self.written: dict[str, float] = {}  # run → when its index object was last written
+        self.lease = LIVE  # a "running" run whose index is younger than this is live
         self.indexes: dict[str, list[int]] = {}  # run → its checkpoints in the bucket, fetched or not
         self._fetched: set[str] = set()
         self._since_trim = 0
@@ -577,7 +578,7 @@ class CacheStore(Store):
 
     def is_live(self, run_id: str) -> bool:
         """A "running" run whose writer rewrote its record within LIVE (its lease)."""
-        if run_id not in self.live:
+        if time.time() - self.written.get(run_id, 0.0) >= self.lease:
             return False
         try:
             return records.decode_run(self._read_trusted(self._run_file(run_id), "run record"))["status"] == "running"
@@ -638,12 +639,11 @@ class CacheStore(Store):
         cached = self.local.cached_runs()
         self.indexes = {run_id: indexes for run_id, (_, indexes) in cached.items()}
         listed = {}
-        now = time.time()
         for found in self.remote.list("index"):
             name = found.key.rsplit("/", 1)[-1]
             if name.endswith(".json") and _valid_run_id(name[:-5]):
                 listed[name[:-5]] = found
-        self.live = {run_id for run_id, found in listed.items() if now - found.modified < LIVE}
+        self.written = {run_id: found.modified for run_id, found in listed.items()}
         changed = [run_id for run_id, found in listed.items() if cached.get(run_id, ("",))[0] != found.etag
                    or not os.path.exists(os.path.join(self.run_dir(run_id), "run.json"))]
 
@@ -728,8 +728,8 @@ def collect(cache: CacheStore, *, max_size: int | None = None, older_than: float
     The data is listed before the run records are read, so data a run committed meanwhile is
     either seen as referenced or listed as young. Only data older than GRACE is deleted,
     evicted runs' included, and each is looked at again just before its deletion: a writer
-    that finds an old object it refers to rewrites it first (see `_upload_data`). Live runs
-    (a "running" record rewritten within LIVE) are never evicted. `remove` deletes exactly these
+    that finds an old object it refers to rewrites it first (see `_upload_data`). A run whose
+    record says "running" and was rewritten within GRACE is never evicted. `remove` deletes exactly these
     runs instead (`chkpt rm`).
     """
     remote = cache.remote
@@ -741,6 +741,8 @@ def collect(cache: CacheStore, *, max_size: int | None = None, older_than: float
         blobs[digest] = (found.size, found.modified)
         keys[digest] = found.key
     cache.refresh()
+    # a writer silent for a while (one long C call) is still alive: gc gives it a day, not LIVE
+    cache.lease = GRACE
     problems: list[str] = []
     runs, _damaged = cleanup.survey(cache, problems)
     of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))

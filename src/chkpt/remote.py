@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 
+from chkpt import paths
 from chkpt.store import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
-SCHEME = "s3://"
 MTIME = "chkpt-mtime"  # user metadata: the file's mtime in the store it was uploaded from
 
 
@@ -30,19 +30,15 @@ class Missing(RemoteError):
     """The object is not in the bucket."""
 
 
-def is_url(text: str) -> bool:
-    return text.startswith(SCHEME)
-
-
 def split_url(url: str) -> tuple[str, str]:
     """("bucket", "prefix") of "s3://bucket/prefix"; RemoteError for a URL without a bucket."""
-    bucket, _, prefix = url[len(SCHEME):].partition("/")
+    bucket, _, prefix = url[len(paths.REMOTE_SCHEME):].partition("/")
     if not bucket:
         raise RemoteError(f"{url} names no bucket (expected s3://bucket/prefix)")
     return bucket, prefix.strip("/")
 
 
-def _profile_settings(environ: dict[str, str]) -> dict[str, str]:
+def _profile_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """Static keys, region and endpoint of the AWS profile, from the shared files."""
     import configparser
 
@@ -107,10 +103,9 @@ class Object:
 class Remote:
     """The bucket and prefix of one `s3://bucket/prefix` store."""
 
-    def __init__(self, url: str, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.bucket, self.prefix = split_url(self.url)
-        self._environ = dict(os.environ if environ is None else environ)
         self._store: Any = None
 
     def _client(self) -> Any:
@@ -122,7 +117,7 @@ class Remote:
             from obstore.store import S3Store
         except ImportError:
             raise RemoteError(f"{self.url} needs the S3 extra: pip install 'chkpt[s3]'") from None
-        env = self._environ
+        env = os.environ
         settings: dict[str, Any] = {}
         if not env.get("AWS_ACCESS_KEY_ID"):
             profile = _profile_settings(env)

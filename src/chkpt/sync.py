@@ -345,14 +345,13 @@ def upload_pass(remote: Remote, local: Local, deadline: float) -> list[str]:
     return parallel(upload_index, snapshots)
 
 
-def upload(url: str, *, timeout: float = 3600.0, wait: float = 0.0,
-           environ: dict[str, str] | None = None) -> list[str]:
+def upload(url: str, *, timeout: float = 3600.0, wait: float = 0.0) -> list[str]:
     """Upload every run of this machine's staging store that the bucket lacks. One uploader at a
     time per machine and bucket: while another is at it, wait up to `wait` seconds for it to end
     (then return [] if it has not; it uploads what is pending before it ends)."""
     local = Local(url)
     local.make()
-    remote = Remote(url, environ)
+    remote = Remote(url)
     deadline = time.monotonic() + timeout
     uploaded: list[str] = []
     while True:
@@ -455,6 +454,12 @@ class Uploader:
         """The run ended: upload what is left, waiting up to `wait` seconds; the problem, if any."""
         import select
 
+        if self.wait <= 0:  # upload_wait = 0: left to the background, as the user asked
+            try:
+                self._start(report=False)
+            except OSError:
+                pass
+            return None
         try:
             read_end = self._start(report=True)
         except OSError as exc:

@@ -46,9 +46,9 @@ def default_store() -> Store:
     """The configured store: a local one, or the read cache of an s3:// one brought up to date."""
     config = config_module.load(os.getcwd())
     if config.remote:
-        from chkpt import sync
+        from chkpt import shared
 
-        return sync.reading_store(config.remote, config.cache_size, warn=guard.warn)
+        return shared.reading_store(config.remote, config.cache_size, warn=guard.warn)
     return Store(config.store_dir)
 
 

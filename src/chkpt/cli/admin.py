@@ -59,10 +59,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
         if run.pinned:
             raise CliError(f"run {run.id} is pinned; chkpt unpin {run.id} first")
     if store.shared:
-        from chkpt import sync
+        from chkpt import shared
 
-        assert isinstance(store, sync.CacheStore)
-        report = sync.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+        assert isinstance(store, shared.CacheStore)
+        report = shared.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     else:
         report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
@@ -108,10 +108,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
     older = config_module.parse_duration(args.older_than) if args.older_than else None
     if config.remote:  # the bucket (the staging store keeps under its cap by itself)
-        from chkpt import sync
+        from chkpt import shared
 
-        cache = sync.reading_store(config.remote, config.cache_size, warn=warn)
-        report = sync.collect(cache, max_size=config_module.parse_size(args.max_size) if args.max_size else None,
+        cache = shared.reading_store(config.remote, config.cache_size, warn=warn)
+        report = shared.collect(cache, max_size=config_module.parse_size(args.max_size) if args.max_size else None,
                               older_than=older, script=args.script, dry_run=args.dry_run)
     else:
         report = cleanup.collect(Store(config.store_dir), max_size=max_size, older_than=older,
@@ -222,9 +222,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     config = config_module.load(os.getcwd())
     checks.extend(("config", False, warning) for warning in config.warnings)
     if config.remote:
-        from chkpt import sync
+        from chkpt import shared
 
-        checks.extend(sync.check(config.remote))
+        checks.extend(shared.check(config.remote))
     store = api.default_store()
     try:
         store.probe_writable()

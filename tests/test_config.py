@@ -81,7 +81,7 @@ def test_project_layer_changes_what_a_script_saves(env, work):
 def test_every_key_has_an_env_variable(work):
     samples = {"interval": "7s", "dir": "/tmp/elsewhere", "keep": "3", "modules": "numpy,torch",
                "include": "a*.py", "exclude": "b*.py", "include_names": "x*",
-               "exclude_names": "y*"}
+               "exclude_names": "y*", "upload_wait": "30s"}
     for key in config_module.SETTINGS:
         variable = f"CHKPT_{key.upper()}"
         loaded = config_module.load(str(work), environ={variable: samples.get(key, "3KiB")})
@@ -195,6 +195,19 @@ def test_xdg_dirs_match_platformdirs(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert paths.user_config_dir() == platformdirs.user_config_dir("chkpt", appauthor=False)
     assert paths.user_cache_dir() == platformdirs.user_cache_dir("chkpt", appauthor=False)
+
+
+def test_an_s3_dir_stages_checkpoints_in_a_local_store_of_its_own_per_host(tmp_path):
+    import urllib.parse
+
+    loaded = config_module.load(str(tmp_path), environ={"CHKPT_DIR": "s3://team-bucket/chkpt/"})
+    assert loaded.remote == "s3://team-bucket/chkpt"
+    host = urllib.parse.quote(os.uname().nodename, safe="")
+    assert loaded.store_dir == os.path.join(paths.user_cache_dir() + "-remote", host,
+                                            "s3%3A%2F%2Fteam-bucket%2Fchkpt", "staging")
+    odd = "s3://b/ä ö/%x~y"  # the directory name is urllib's quote of the URL, without importing it
+    assert paths.remote_home(odd).endswith(urllib.parse.quote(odd, safe=""))
+    assert config_module.load(str(tmp_path), environ={"CHKPT_DIR": str(tmp_path)}).remote is None
 
 
 def test_example_config_lists_every_key_with_its_default():

@@ -75,6 +75,10 @@ FORBIDDEN = {
     "chkpt.api": {"chkpt.writer", "chkpt.capture", "chkpt.cleanup", "chkpt.session", "chkpt.cli"},
     "chkpt.writer": {"chkpt.api", "chkpt.cli", "chkpt.resume"},
     "chkpt.capture": {"chkpt.writer", "chkpt.store", "chkpt.api"},
+    # the shared store moves store files and knows nothing of who writes or reads them
+    "chkpt.remote": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.sync", "chkpt.shared"},
+    "chkpt.sync": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.capture", "chkpt.shared"},
+    "chkpt.shared": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.capture"},
 }
 
 

@@ -43,7 +43,13 @@ class LoadError(Exception):
 
 
 def default_store() -> Store:
-    return Store(config_module.load(os.getcwd()).store_dir)
+    """The configured store: a local one, or the read cache of an s3:// one brought up to date."""
+    config = config_module.load(os.getcwd())
+    if config.remote:
+        from chkpt import shared
+
+        return shared.reading_store(config.remote, config.cache_size, warn=guard.warn)
+    return Store(config.store_dir)
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -549,8 +555,8 @@ def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, st
             return matching[0], selector or None
         if not found:
             where = f" of {script}" if script else ""
-            raise NotFound(f"no runs{where} in {store.root} yet (run a script with chkpt installed)")
-        raise NotFound(f"no run of {wanted} in {store.root}{_closest(wanted, _script_names(found))}")
+            raise NotFound(f"no runs{where} in {store.location} yet (run a script with chkpt installed)")
+        raise NotFound(f"no run of {wanted} in {store.location}{_closest(wanted, _script_names(found))}")
     matching = [r for r in found if r.id.startswith(run_part)]
     if len(matching) == 1:
         return matching[0], selector or None
@@ -563,7 +569,7 @@ def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, st
     close = _closest(run_part, [r.id for r in found] + _script_names(found))
     if not close and found:
         close = "; latest: " + ", ".join(f"{r.id} ({os.path.basename(r.script)})" for r in found[:3])
-    raise NotFound(f"no run {run_part!r} in {store.root}{close}")
+    raise NotFound(f"no run {run_part!r} in {store.location}{close}")
 
 
 def checkpoint_at(ref: str | Checkpoint, store: Store | None = None) -> Checkpoint:

@@ -58,9 +58,10 @@ class Plan:
 
 def plan(runs: list[RunState], blobs: dict[str, tuple[int, float]], leftovers: list[tuple[str, int, float]],
          *, now: float, max_size: int | None = None, older_than: float | None = None,
-         of_script: Callable[[RunState], bool] | None = None, remove: set[str] | None = None) -> Plan:
+         of_script: Callable[[RunState], bool] | None = None, remove: set[str] | None = None,
+         grace: float = BLOB_GRACE_SECONDS) -> Plan:
     """The plan for a store holding `runs`, `blobs` (hash → (size, mtime)) and `leftovers`
-    ((name, size, mtime) in tmp/)."""
+    ((name, size, mtime) in tmp/); unreferenced blobs younger than `grace` seconds stay."""
     result = Plan()
     result.size_before = sum(size for size, _ in blobs.values()) + sum(size for _, size, _ in leftovers)
     refcount: dict[str, int] = {}
@@ -68,7 +69,7 @@ def plan(runs: list[RunState], blobs: dict[str, tuple[int, float]], leftovers: l
         for digest in run.blobs:
             refcount[digest] = refcount.get(digest, 0) + 1
 
-    orphans = [d for d, (_, mtime) in blobs.items() if d not in refcount and now - mtime > BLOB_GRACE_SECONDS]
+    orphans = [d for d, (_, mtime) in blobs.items() if d not in refcount and now - mtime > grace]
     stale = [(name, size) for name, size, mtime in leftovers if now - mtime > TMP_GRACE_SECONDS]
     result.blobs.extend(orphans)
     result.leftovers.extend(name for name, _ in stale)

@@ -35,6 +35,27 @@ def user_cache_dir() -> str:
     return platformdirs.user_cache_dir(APP, appauthor=False)
 
 
+REMOTE_SCHEME = "s3://"
+
+
+def is_remote(store_dir: str) -> bool:
+    """Whether a `dir` setting names a bucket (`s3://bucket/prefix`) rather than a directory."""
+    return store_dir.startswith(REMOTE_SCHEME)
+
+
+def remote_home(url: str) -> str:
+    """This machine's files for the bucket store `url`: its staging store, read cache and upload
+    state. Per host, so that nodes sharing a home directory (NFS) never share them."""
+    host = _quote(os.uname().nodename if hasattr(os, "uname") else "") or "host"
+    return os.path.join(user_cache_dir() + "-remote", host, _quote(url.rstrip("/")))
+
+
+def _quote(text: str) -> str:
+    """`text` as one file name: what is not a letter, digit or -_.~ as %XX (urllib's quote)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.~") else
+                   "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
 def user_config_file() -> str:
     return os.path.join(user_config_dir(), "config.toml")
 

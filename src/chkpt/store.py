@@ -187,6 +187,8 @@ class Leftover:
 class Store:
     """One store root on local disk."""
 
+    shared = False  # a store many machines write to (the read cache of an s3:// store)
+
     def __init__(self, root: str) -> None:
         self.root = root
         self.blobs_dir = os.path.join(root, "blobs")
@@ -194,6 +196,11 @@ class Store:
         self.tmp_dir = os.path.join(root, "tmp")
         self._usage_path = os.path.join(root, "usage")
         self._trusted_dirs: set[str] = set()
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for people: its root (a bucket's URL for a shared store)."""
+        return self.root
 
     # -- trust ----------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from chkpt.session import Session
+    from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
 
@@ -164,6 +165,11 @@ class Writer:
         self.session = session
         self.config = session.config
         self.store = Store(self.config.store_dir)
+        self.uploader: Uploader | None = None
+        if self.config.remote:
+            from chkpt.sync import Uploader
+
+            self.uploader = Uploader(self.config.remote, self.config.upload_wait, session.watch.main_thread)
         self.rules = salience.Rules(self.config)
         self.run: RunWriter | None = None
         self.run_bytes = 0
@@ -297,6 +303,8 @@ class Writer:
         self.run.thin(self.config.keep)
         # the heartbeat and summary in run.json: a killed run's duration, listing without manifests
         self.run.save_summary(dict(manifest, index=index))
+        if self.uploader is not None and manifest["trigger"] not in records.FINAL_TRIGGERS:
+            self.uploader.committed()
 
     def keep_under_cap(self) -> None:
         """Evict other runs if the store is over its cap; best effort, never waits for a gc.
@@ -430,6 +438,10 @@ class Writer:
                 self.keep_under_cap()  # while this run is still live, so it is never evicted
         finally:
             run.close()
+        if self.uploader is not None:
+            problem = self.uploader.finish()
+            if problem:
+                guard.warn(problem)
 
 
 def _exit_code(status: object) -> int:

@@ -56,7 +56,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "ls": listing.cmd_ls, "show": listing.cmd_show, "diff": listing.cmd_diff,
     "export": export.cmd_export, "load": export.cmd_export, "shell": export.cmd_shell, "rm": admin.cmd_rm,
     "pin": admin.cmd_pin, "unpin": admin.cmd_unpin, "gc": admin.cmd_gc, "config": admin.cmd_config,
-    "doctor": admin.cmd_doctor, "resume": cmd_resume,
+    "doctor": admin.cmd_doctor, "sync": admin.cmd_sync, "resume": cmd_resume,
 }
 
 

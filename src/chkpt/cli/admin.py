@@ -1,5 +1,5 @@
-"""`chkpt rm`, `pin`, `unpin`, `gc`, `config` and `doctor`: deleting and keeping runs, the store's
-size, the effective config, the set-up.
+"""`chkpt rm`, `pin`, `unpin`, `gc`, `config`, `doctor` and `sync`: deleting and keeping runs, the
+store's size, the effective config, the set-up, uploads to a shared store.
 
 Config warnings are printed once, by the commands that use settings (gc, config; doctor lists
 them as problems); commands that only need the store's location stay quiet about them.
@@ -58,7 +58,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
             raise CliError(f"run {run.id} is still running; stop its script first")
         if run.pinned:
             raise CliError(f"run {run.id} is pinned; chkpt unpin {run.id} first")
-    report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+    if store.shared:
+        from chkpt import shared
+
+        assert isinstance(store, shared.CacheStore)
+        report = shared.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
+    else:
+        report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     for meta in report.runs:
         verb = "would remove" if args.dry_run else "removed"
@@ -70,6 +76,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def _set_pins(args: argparse.Namespace, pinned: bool) -> int:
     store = api.default_store()
+    if store.shared:
+        raise CliError(f"pins are per machine and {store.location} is shared: its gc never evicts a live "
+                       "run, and only the runs you name (gc --older-than, --script) otherwise")
     for run in _runs_named(args.refs, store):
         if run.status == "damaged":
             raise CliError(f"run {run.id} is damaged: {run.problems[0]}")
@@ -98,9 +107,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
     config = _loaded_config(os.getcwd())
     max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
     older = config_module.parse_duration(args.older_than) if args.older_than else None
-    store = Store(config.store_dir)
-    report = cleanup.collect(store, max_size=max_size, older_than=older, script=args.script,
-                             dry_run=args.dry_run)
+    if config.remote:  # the bucket (the staging store keeps under its cap by itself)
+        from chkpt import shared
+
+        cache = shared.reading_store(config.remote, config.cache_size, warn=warn)
+        report = shared.collect(cache, max_size=config_module.parse_size(args.max_size) if args.max_size else None,
+                              older_than=older, script=args.script, dry_run=args.dry_run)
+    else:
+        report = cleanup.collect(Store(config.store_dir), max_size=max_size, older_than=older,
+                                 script=args.script, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
@@ -118,9 +133,35 @@ def cmd_gc(args: argparse.Namespace) -> int:
               "which would have gone otherwise")
     verb = "would free" if args.dry_run else "freed"
     print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
-          f" → {fmt.human_size(report.store_size_after)} (cap {fmt.human_size(max_size)})")
+          f" → {fmt.human_size(report.store_size_after)}"
+          + (f" (cap {fmt.human_size(max_size)})" if not config.remote or args.max_size else ""))
     for problem in report.problems:
         warn(fmt.printable(problem))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from chkpt import paths, sync
+
+    url = args.url or _loaded_config(os.getcwd()).dir
+    if not paths.is_remote(url or ""):
+        raise CliError(f"{'dir is ' + repr(url) if url else 'no dir is configured'}: sync needs an s3:// store "
+                       "(chkpt sync s3://bucket/prefix, or dir = \"s3://…\" in the config)")
+    if args.report_fd is not None:  # the background uploader of a traced run: its problem goes to the run
+        try:
+            sync.upload(url, wait=3600)  # after the uploader at work (it may be failing), a pass of its own
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+            os.write(args.report_fd, sync.kept_locally(f"could not upload: {text}", url).encode())
+        return 0
+    timeout = config_module.parse_duration(args.timeout)
+    uploaded = sync.upload(url, timeout=timeout, wait=timeout)
+    left = sync.Local(url).pending()
+    if uploaded or left:
+        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {url}"
+              + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is at it)" if left else ""))
+    else:
+        print(f"nothing to upload: {url} has every run of this machine")
     return 0
 
 
@@ -151,7 +192,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(fmt.table(["KEY", "VALUE", "FROM"], rows, paint=paint))
     user_file = paths.user_config_file()
     project = paths.find_project_file(start)
-    print(paint(f"\nstore        {config.store_dir}\n"
+    where = f"{config.remote} (staged in {config.store_dir})" if config.remote else config.store_dir
+    print(paint(f"\nstore        {where}\n"
                 f"user file    {user_file}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
                 f"project file {project if project else '(none at or above ' + start + ')'}\n"
                 f"environment  CHKPT_<KEY> (e.g. CHKPT_INTERVAL=5m); CHKPT=0 switches chkpt off",
@@ -179,6 +221,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append(("autoload", True, f"active: every `{sys.executable} script.py` is traced"))
     config = config_module.load(os.getcwd())
     checks.extend(("config", False, warning) for warning in config.warnings)
+    if config.remote:
+        from chkpt import shared
+
+        checks.extend(shared.check(config.remote))
     store = api.default_store()
     try:
         store.probe_writable()

@@ -81,25 +81,30 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif not shown:
         filters = _filters_text(args)
         matching = f" matching {fmt.printable(filters)}" if filters else ""
-        print(f"no runs{matching} in {store.root} ({fmt.plural(len(everything), 'run')} in all)"
-              if everything else f"no runs in {store.root}")
+        print(f"no runs{matching} in {store.location} ({fmt.plural(len(everything), 'run')} in all)"
+              if everything else f"no runs in {store.location}")
     else:
-        print(_runs_table(shown))
-        print(_footer(args, shown, found, everything, store.root))
+        print(_runs_table(shown, store.shared))
+        print(_footer(args, shown, found, everything, store.location))
     _report([problem for run in shown for problem in run.problems])
     return 0
 
 
-def _runs_table(shown: list[api.Run]) -> str:
+def _runs_table(shown: list[api.Run], shared: bool) -> str:
+    """The table of runs; a HOST column for a shared store or runs of several hosts."""
     paint = fmt.Painter.for_stream(sys.stdout)
+    with_host = shared or len({run.meta.get("host") for run in shown} - {None, ""}) > 1
     with_folder = _repeated_names(shown)
     with_args = any(run.args for run in shown)
     with_pins = any(run.pinned for run in shown)
-    headers = ["RUN", "SCRIPT", *(["FOLDER"] * with_folder), *(["ARGS"] * with_args), "STARTED",
+    headers = ["RUN", "SCRIPT", *(["HOST"] * with_host), *(["FOLDER"] * with_folder), *(["ARGS"] * with_args),
+               "STARTED",
                "DURATION", "CKPTS", "SIZE", *(["PIN"] * with_pins), "STATUS"]
     rows = []
     for run in shown:
         row = [paint(fmt.printable(run.id), "cyan"), fmt.printable(os.path.basename(run.script))]
+        if with_host:
+            row.append(fmt.printable(str(run.meta.get("host") or "?")))
         if with_folder:
             row.append(fmt.printable(fmt.short_path(run.folder)))
         if with_args:

@@ -72,7 +72,7 @@ def choose(script: str, ref: str | None, new: Module, force: bool, module: str |
     else:
         candidates = [(run, run.checkpoints[::-1]) for run in api.runs(script, store)]
         if not candidates:
-            raise api.NotFound(f"no run of {script} in {store.root}")
+            raise api.NotFound(f"no run of {script} in {store.location}")
     refusals: list[tuple[str, Refusal]] = []
     for run, checkpoints in candidates:
         try:

@@ -1,0 +1,423 @@
+"""The shared store on S3: real traced scripts checkpointing to s3:// against moto's S3 server on
+localhost, read back from another "machine" (its own HOME and cache dirs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, chkpt, python, write
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (scripts/venv installs it)")
+pytest.importorskip("obstore", reason="the s3 extra (obstore) is not installed (scripts/venv installs it)")
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """moto's S3 server on a free localhost port, for the whole session."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+_buckets = iter(range(10**6))
+
+
+@pytest.fixture
+def bucket(endpoint: str) -> str:
+    """A new empty bucket; its s3:// URL (with a prefix)."""
+    import obstore
+    from obstore.store import S3Store
+
+    name = f"chkpt-test-{os.getpid()}-{next(_buckets)}"
+    # moto creates a bucket on a PUT to its name
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{name}", method="PUT")).close()
+    store = S3Store(name, endpoint=endpoint, allow_http=True, region="us-east-1",
+                    access_key_id="testing", secret_access_key="testing")
+    obstore.list(store).collect()
+    return f"s3://{name}/team"
+
+
+def machine(tmp_path: Path, name: str, endpoint: str, url: str) -> dict[str, str]:
+    """The environment of one machine: its own HOME and XDG dirs, the bucket as its store."""
+    home = tmp_path / name
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHKPT", "XDG_", "AWS_"))}
+    env.pop("PYTHONPATH", None)
+    env.update(CREDENTIALS, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_CACHE_HOME=str(home / ".cache"), CHKPT_DIR=url, AWS_ENDPOINT_URL=endpoint,
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+SCRIPT = """
+import numpy as np
+import pandas as pd
+import chkpt
+weights = np.arange(300_000, dtype=np.float64)
+table = pd.DataFrame({"a": np.arange(50_000), "b": np.ones(50_000)})
+chkpt.snapshot("first")
+weights *= 2
+print("done", weights[3])
+"""
+
+
+def ls(env: dict[str, str], cwd: Path) -> list[dict]:
+    result = chkpt(["ls", "--json"], env, cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, endpoint, bucket, work):
+    writer = machine(tmp_path, "node1", endpoint, bucket)
+    write(work, "train.py", SCRIPT)
+    done = python(["train.py"], writer, work)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done 6.0\n"
+    assert done.stderr == ""
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    listed = ls(laptop, work)
+    assert [(r["script_name"], r["status"], r["checkpoints"]) for r in listed] == [("train.py", "finished", 2)]
+    table = chkpt(["ls"], laptop, work)
+    assert "HOST" in table.stdout and os.uname().nodename in table.stdout
+
+    check = write(work, "check.py", f"""
+        import chkpt
+        w = chkpt.load("weights", run="{listed[0]['id']}")
+        first = chkpt.load("weights", run="{listed[0]['id']}@first")
+        print(w[3], first[3], chkpt.load("table").shape)
+    """)
+    loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout == "6.0 3.0 (50000, 2)\n", loaded.stderr
+
+
+def dead_endpoint() -> str:
+    """A localhost address nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+OUTAGE = """
+import numpy as np
+data = np.arange(200_000) * 3
+print("total", int(data.sum()))
+"""
+
+
+def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_path, endpoint, bucket, work):
+    write(work, "job.py", OUTAGE)
+    offline = machine(tmp_path, "node1", dead_endpoint(), bucket)
+    plain = python(["job.py"], dict(offline, CHKPT="0"), work)
+    traced = python(["job.py"], offline, work)
+    assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode) == ("total 59999700000\n", 0)
+    warnings = traced.stderr.splitlines()
+    assert len(warnings) == 1, traced.stderr
+    assert warnings[0].startswith(f"chkpt: could not upload: {bucket}: the endpoint cannot be reached")
+    assert "`chkpt sync` uploads it later" in warnings[0]
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    assert ls(laptop, work) == []
+    online = dict(offline, AWS_ENDPOINT_URL=endpoint)
+    synced = chkpt(["sync"], online, work)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout == f"uploaded 1 run to {bucket}\n"
+    assert [r["script_name"] for r in ls(laptop, work)] == ["job.py"]
+    exported = chkpt(["export", "latest", "data", "--to", str(tmp_path / "out")], laptop, work)
+    assert exported.returncode == 0, exported.stderr
+    import numpy as np
+
+    assert int(np.load(tmp_path / "out" / "data.npy").sum()) == 59999700000
+
+
+def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, endpoint, work):
+    write(work, "job.py", OUTAGE)
+    env = machine(tmp_path, "node1", endpoint, "s3://no-such-bucket-here/x")
+    traced = python(["job.py"], env, work)
+    assert (traced.stdout, traced.returncode) == ("total 59999700000\n", 0)
+    assert traced.stderr.splitlines() == [
+        "chkpt: could not upload: s3://no-such-bucket-here/x: the bucket does not exist; the run is kept in "
+        f"{tmp_path}/node1/.cache/chkpt-remote/{socket.gethostname()}/s3%3A%2F%2Fno-such-bucket-here%2Fx/staging and "
+        "`chkpt sync` "
+        "uploads it later"]
+    listed = chkpt(["ls"], env, work)
+    assert listed.returncode == 0
+    assert listed.stderr == ("chkpt: s3://no-such-bucket-here/x: the bucket does not exist; "
+                             "showing this machine's cached copy\n")
+
+
+BIG = """
+import time
+import numpy as np
+import chkpt
+parts = [np.full(1_000_000, float(i)) for i in range(48)]
+chkpt.snapshot("all")
+print("saved", flush=True)
+time.sleep(60)
+"""
+
+
+def uploader_pid(env: dict[str, str], url: str) -> int | None:
+    from urllib.parse import quote
+
+    lock = Path(env["XDG_CACHE_HOME"]) / "chkpt-remote" / socket.gethostname() / quote(url, safe="") / "upload.lock"
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_a_node_killed_mid_upload_leaves_the_bucket_consistent_and_the_next_chkpt_finishes(
+        tmp_path, endpoint, bucket, work):
+    write(work, "big.py", BIG)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    script = subprocess.Popen([PYTHON, "big.py"], env=node, cwd=work, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert script.stdout.readline() == "saved\n"
+        deadline = time.monotonic() + 30
+        while uploader_pid(node, bucket) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        pid = uploader_pid(node, bucket)
+        assert pid is not None
+        time.sleep(0.05)  # part of the 384 MB is in the bucket by now
+        os.kill(pid, signal.SIGKILL)  # the node dies: its uploader and its script
+        script.kill()
+    finally:
+        script.kill()
+        script.wait()
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    before = ls(laptop, work)
+    assert before == [], "the index came before its data, or the upload was not cut short"
+
+    after = ls(node, work)  # the next chkpt command on that machine uploads the rest
+    assert [(r["status"], r["checkpoints"]) for r in after] == [("killed", 1)]
+    listed = ls(laptop, work)
+    assert [(r["status"], r["checkpoints"]) for r in listed] == [("killed", 1)]
+    check = write(work, "check.py", """
+        import chkpt
+        parts = chkpt.load("parts", run="latest")
+        print(len(parts), float(parts[47][0]))
+    """)
+    loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout == "48 47.0\n", loaded.stderr
+
+
+RESUMABLE = """
+import numpy as np
+total = np.zeros(1000)
+for step in range(10):
+    total += step
+    if step == 6:
+        boom = undefined_name
+print("sum", float(total[0]))
+"""
+
+
+def test_a_crash_on_one_machine_resumes_on_another(tmp_path, endpoint, bucket, work):
+    write(work, "loop.py", RESUMABLE)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    crashed = python(["loop.py"], node, work)
+    assert crashed.returncode == 1 and "NameError" in crashed.stderr
+
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    write(work, "loop.py", RESUMABLE.replace("boom = undefined_name", "boom = 0"))
+    resumed = chkpt(["resume", "loop.py", "--from", "latest@crash"], laptop, work)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[-1] == "sum 45.0"
+    statuses = sorted(r["status"] for r in ls(node, work))  # node1 sees the laptop's resumed run too
+    assert statuses == ["crashed", "finished"]
+
+
+WRITER = """
+import sys, time
+import numpy as np
+import chkpt
+shared = np.arange(400_000, dtype=np.float64)  # the same bytes on every machine: stored once
+own = np.full(100_000, float(sys.argv[1]))
+for step in range(int(sys.argv[2])):
+    own += 1
+    chkpt.snapshot(f"step {step}")
+    time.sleep(0.25)
+print("done", sys.argv[1])
+"""
+
+
+def loads_everywhere(env: dict[str, str], work: Path) -> list[str]:
+    """Load every variable of every listed checkpoint; the failures."""
+    check = write(work, "every.py", """
+        import chkpt
+        failures = []
+        for run in chkpt.runs():
+            for checkpoint in run.checkpoints:
+                for name in checkpoint.names:
+                    try:
+                        checkpoint.load(name)
+                    except Exception as exc:
+                        failures.append(f"{checkpoint.ref} {name}: {exc}")
+        print(len(chkpt.runs()), failures)
+    """)
+    done = subprocess.run([PYTHON, str(check)], env=dict(env, CHKPT="0"), cwd=work, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, work):
+    write(work, "writer.py", WRITER)
+    old = machine(tmp_path, "old", endpoint, bucket)
+    assert python(["writer.py", "0", "2"], old, work).returncode == 0  # a finished run, for gc to evict
+    [old_run] = ls(old, work)
+    nodes = [machine(tmp_path, f"node{i}", endpoint, bucket) for i in (1, 2)]
+    writers = [subprocess.Popen([PYTHON, "writer.py", str(i), "40"], env=env, cwd=work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i, env in enumerate(nodes, 1)]
+    admin = machine(tmp_path, "admin", endpoint, bucket)
+    try:
+        deadline = time.monotonic() + 60
+        while len(ls(admin, work)) < 3 and time.monotonic() < deadline:  # both writers are live in the bucket
+            time.sleep(0.1)
+        removed = []
+        for _ in range(3):  # gc while they write: the live runs and their data stay
+            collected = chkpt(["gc", "--older-than", "0s"], admin, work)
+            assert collected.returncode == 0, collected.stderr
+            removed += [line.split()[2] for line in collected.stdout.splitlines() if line.startswith("removed run")]
+        assert removed == [old_run["id"]]  # the old run, and only it
+        listed = ls(admin, work)
+        assert sorted(r["status"] for r in listed) == ["running", "running"]
+        assert loads_everywhere(admin, work).endswith(" []\n")
+    finally:
+        outputs = [w.communicate(timeout=120) for w in writers]
+    assert [o[0] for o in outputs] == ["done 1\n", "done 2\n"], outputs
+    assert [o[1] for o in outputs] == ["", ""]
+    listed = ls(admin, work)
+    assert sorted((r["status"], r["checkpoints"]) for r in listed) == [("finished", 10), ("finished", 10)]
+    assert loads_everywhere(admin, work) == "2 []\n"
+
+
+@pytest.fixture(scope="module")
+def strict_endpoint():
+    """A second moto server that checks credentials (none are valid there)."""
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/").close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait()
+
+
+def test_bad_credentials_cost_one_warning_and_doctor_names_them(tmp_path, strict_endpoint, work):
+    write(work, "job.py", OUTAGE)
+    env = machine(tmp_path, "node1", strict_endpoint, "s3://team-bucket/chkpt")
+    plain = python(["job.py"], dict(env, CHKPT="0"), work)
+    traced = python(["job.py"], env, work)
+    assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode)
+    [warning] = traced.stderr.splitlines()
+    assert warning.startswith("chkpt: could not upload: s3://team-bucket/chkpt: the access key is not valid "
+                              "(check AWS_ACCESS_KEY_ID / AWS_PROFILE); the run is kept in ")
+    doctor = chkpt(["doctor"], env, work)
+    assert doctor.returncode == 1
+    assert "bucket    PROBLEM  s3://team-bucket/chkpt: the access key is not valid" in doctor.stdout
+
+
+def test_doctor_checks_the_bucket_and_the_clock(tmp_path, endpoint, bucket, work):
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    doctor = chkpt(["doctor", "--json"], env, work)
+    checks = {c["topic"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["bucket"] == {"topic": "bucket", "ok": True, "text": f"reachable and writable: {bucket}"}
+    assert checks["clock"]["ok"], checks["clock"]
+    assert checks["uploads"]["text"] == "0 runs of this machine waiting for upload"
+
+
+def test_credentials_from_an_aws_profile(tmp_path, endpoint, bucket, work):
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        del env[key]
+    aws = Path(env["HOME"]) / ".aws"
+    aws.mkdir()
+    (aws / "credentials").write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    (aws / "config").write_text(f"[profile team]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+    env["AWS_PROFILE"] = "team"
+    write(work, "job.py", OUTAGE)
+    traced = python(["job.py"], env, work)
+    assert traced.stderr == ""
+    assert [r["script_name"] for r in ls(machine(tmp_path, "laptop", endpoint, bucket), work)] == ["job.py"]
+
+
+def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_store(tmp_path, endpoint, bucket, work):
+    write(work, "tiny.py", "print(sum(range(10)))\n")
+    env = machine(tmp_path, "node1", endpoint, bucket)
+    traced = python(["-X", "importtime", "tiny.py"], env, work)
+    assert traced.stdout == "45\n"
+    loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    shared_store = ("obstore", "chkpt.sync", "chkpt.shared", "chkpt.remote", "chkpt.writer")
+    assert not {m for m in loaded if m.startswith(shared_store)}
+    assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()
+
+
+def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoint, bucket, work):
+    write(work, "job.py", OUTAGE)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    assert python(["job.py"], node, work).returncode == 0
+    assert python(["job.py"], node, work).returncode == 0
+    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    first, second = sorted(ls(laptop, work), key=lambda r: r["started"])
+    removed = chkpt(["rm", first["id"]], laptop, work)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(f"removed run {first['id']} job.py")
+    assert [r["id"] for r in ls(node, work)] == [second["id"]]  # gone for every machine
+    pinned = chkpt(["pin", second["id"]], laptop, work)
+    assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr
+
+
+def test_the_read_cache_stays_under_cache_size(tmp_path, endpoint, bucket, work):
+    write(work, "two.py", """
+        import numpy as np
+        first = np.full(400_000, 1.0)   # 3.2 MB each
+        second = np.full(400_000, 2.0)
+    """)
+    node = machine(tmp_path, "node1", endpoint, bucket)
+    assert python(["two.py"], node, work).returncode == 0
+    laptop = dict(machine(tmp_path, "laptop", endpoint, bucket), CHKPT_CACHE_SIZE="4MB", CHKPT="0")
+    for name, value in (("first", "1.0"), ("second", "2.0")):
+        done = subprocess.run([PYTHON, "-c", f"import chkpt; print(chkpt.load({name!r})[7])"], env=laptop,
+                              cwd=work, capture_output=True, text=True, timeout=120)
+        assert done.stdout == f"{value}\n", done.stderr
+    [cache] = (Path(laptop["XDG_CACHE_HOME"]) / "chkpt-remote").glob("*/*/cache")
+    held = sum(p.stat().st_size for p in (cache / "blobs").rglob("*") if p.is_file())
+    assert 3_200_000 <= held <= 4_000_000  # the second array's data; the first's made room for it

@@ -63,17 +63,18 @@ class Variable:
         self.shape: list[int] | None = entry.get("shape")
         self.dtype: str | None = entry.get("dtype")
         self.scope: str = entry["scope"]
+        self.stored: int = records.variable_stored(entry)  # bytes on disk, shared blobs included
 
     def load(self, parts: dict[str, Any] | None = None) -> Any:
-        """The value; buffers of 1 MiB or more are memory-mapped, not read.
+        """The value; a buffer in one raw blob of 1 MiB or more is memory-mapped, a buffer in
+        several chunks is read into one block of memory (no further copy).
 
         A container saved with its parts on their own (`results`, `model`) loads them too;
         `parts` keeps a part reachable by two paths one object.
         """
         store = self.checkpoint.run.store
-        stream_ref = self.entry["pickle"]
-        stream = store.read_blob(stream_ref["hash"], stream_ref["size"])
-        buffers = [store.read_blob(b["hash"], b["size"]) for b in self.entry["buffers"]]
+        stream = store.read_ref(self.entry["pickle"])
+        buffers = [store.read_buffer(buffer) for buffer in self.entry["buffers"]]
         store.touch_run(self.checkpoint.run.id)
         parts = {} if parts is None else parts
 
@@ -97,7 +98,7 @@ class Variable:
     @property
     def content(self) -> tuple[str, ...]:
         """The hashes of its pickle stream and buffers: equal content, equal tuple."""
-        return (self.entry["pickle"]["hash"], *(b["hash"] for b in self.entry["buffers"]))
+        return tuple(ref["hash"] for ref in records.variable_refs(self.entry))
 
     @property
     def details(self) -> str:
@@ -302,7 +303,12 @@ class Run:
 
     @property
     def size(self) -> int:
-        """Bytes of the distinct blobs this run refers to."""
+        """Bytes of data (before compression) of the distinct blobs this run refers to."""
+        return records.raw_size(self.blobs, self.summary.get("compressed", {}))
+
+    @property
+    def stored(self) -> int:
+        """Bytes its distinct blobs take on disk (shared with other runs or not)."""
         return sum(self.blobs.values())
 
     @property

@@ -31,7 +31,7 @@ import time
 
 from chkpt import capture, cleanup, guard, records, salience, serialize
 from chkpt.fmt import human_size
-from chkpt.store import RunWriter, Store, StoreError, StoreLock, hash_buffer
+from chkpt.store import CHUNK_SIZE, RunWriter, Store, StoreError, StoreLock, hash_buffer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,12 +53,20 @@ class _Plan:
 
     def __init__(self) -> None:
         self.variables: list[dict[str, Any]] = []
-        self.new: dict[str, Any] = {}  # hash → bytes-like (the program's memory for buffers)
+        # hash → (bytes-like: the program's memory for buffers, the manifest's reference to it,
+        # completed with its codec once written compressed)
+        self.new: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.new_bytes = 0
 
 
 def _parts(variable: dict[str, Any]) -> set[str]:
-    return {variable["pickle"]["hash"], *(b["hash"] for b in variable["buffers"])}
+    return {ref["hash"] for ref in records.variable_refs(variable)}
+
+
+def _chunks(buffer: memoryview) -> list[memoryview]:
+    """A buffer cut in fixed-size chunks: an in-place change or an append leaves the others
+    as they were, so they are stored once (docs/store-format.md)."""
+    return [buffer[start:start + CHUNK_SIZE] for start in range(0, buffer.nbytes, CHUNK_SIZE)] or [buffer]
 
 
 def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
@@ -80,7 +88,7 @@ class _Job:
     """
 
     def __init__(self, writer: Writer, lock: StoreLock, index: int, manifest: dict[str, Any],
-                 held: dict[str, bytes], new_bytes: int) -> None:
+                 held: dict[str, tuple[bytes, dict[str, Any]]], new_bytes: int) -> None:
         self.writer = writer
         self.lock = lock
         self.index = index
@@ -124,9 +132,11 @@ class _Job:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             try:
-                for digest, data in self.held.items():
-                    self.writer.store.write_blob(digest, [data])
+                for digest, (data, ref) in self.held.items():
+                    ref.update(self.writer.store.write_compressed(digest, data))
+                    self.new_bytes -= ref["size"] - records.stored_size(ref)
                 self.held = {}
+                self.manifest["new_bytes"] = self.new_bytes
                 self.writer.commit(self.index, self.manifest, self.new_bytes)
             finally:
                 self.lock.release()
@@ -186,9 +196,9 @@ class Writer:
         )
         run = self.store.create_run(meta)
         if watch.source is not None:
-            digest, written = self.store.put_blob(watch.source)
+            ref, written = self.store.put_blob(watch.source)
             self.run_bytes += written
-            run.meta["source"] = records.blob_ref(digest, len(watch.source))
+            run.meta["source"] = ref
             run.save_meta()
         return run
 
@@ -253,27 +263,38 @@ class Writer:
             if not handed_over:
                 lock.release()
 
-    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int) -> dict[str, bytes]:
-        """Write, during the pause, the new blobs the program could change once it runs on;
-        return the rest (bytes, which cannot change) for the background, within `budget`.
+    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any],
+                              budget: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
+        """Copy, during the pause, the new chunks of the program's memory within `budget`, and
+        write the rest straight to the store; return what is held (copies and pickle streams,
+        which cannot change) for the background thread to compress and write.
 
-        The program's memory is written straight to the store (page-cache speed, no copy), so
-        every checkpoint holds each value as it was at its safe point and costs no extra memory.
-        Buffers of objects that can change size (a bytearray) are copied first: holding their
-        buffer while another thread of the program resizes them would make that resize fail.
+        So every checkpoint holds each value as it was at its safe point, and its memory is
+        bounded by the budget: past it, chunks are written from the program's memory (page-cache
+        speed, no copy), uncompressed. Buffers of objects that can change size (a bytearray) are
+        copied first: holding their buffer while another thread of the program resizes them
+        would make that resize fail.
         """
-        held: dict[str, bytes] = {}
+        held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0
         changed: set[str] = set()
-        for digest, data in plan.new.items():
-            if not isinstance(data, bytes) and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
+        for digest, (data, ref) in plan.new.items():
+            size = ref["size"]
+            program_memory = not isinstance(data, bytes)
+            if program_memory and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
                 data = bytes(data)
-            if isinstance(data, bytes):
-                if held_bytes + len(data) <= budget:
-                    held[digest] = data
-                    held_bytes += len(data)
-                else:
-                    self.store.write_blob(digest, [data])
+            if budget and held_bytes + size <= budget:
+                if not isinstance(data, bytes):
+                    data = bytes(data)
+                if program_memory and hash_buffer(data) != digest:  # another thread wrote to it
+                    changed.add(digest)
+                    plan.new_bytes -= size
+                    continue
+                held[digest] = (data, ref)
+                held_bytes += size
+                continue
+            if isinstance(data, bytes) and not program_memory:
+                self.store.write_blob(digest, [data])
                 continue
 
             def unchanged(data: Any = data, digest: str = digest) -> bool:
@@ -281,7 +302,7 @@ class Writer:
 
             if not self.store.write_blob(digest, [data], verify=unchanged):
                 changed.add(digest)
-                plan.new_bytes -= memoryview(data).nbytes
+                plan.new_bytes -= size
         if changed:
             drop_changed(manifest, changed)
         plan.new.clear()  # let go of the program's memory
@@ -350,16 +371,19 @@ class Writer:
     def _plan(self, captured: capture.Capture) -> _Plan:
         """Serialize and hash every value; keep those whose new data fits the limits."""
         config = self.config
-        present: dict[str, bool] = {}
+        present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
 
         def new_parts(parts: list[tuple[str, Any, int]], plan: _Plan) -> list[tuple[str, Any, int]]:
             fresh = []
             for digest, data, size in parts:
                 if digest not in present:
                     present[digest] = self.store.has_blob(digest, size)
-                if not present[digest] and digest not in plan.new:
+                if present[digest] is None and digest not in plan.new:
                     fresh.append((digest, data, size))
             return fresh
+
+        def ref(digest: str, size: int) -> dict[str, Any]:
+            return present[digest] or plan.new[digest][1]
 
         plan = _Plan()
         entries = []
@@ -369,10 +393,12 @@ class Writer:
             except Exception as exc:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
-            parts = [(hash_buffer(p), p, memoryview(p).nbytes) for p in (data.stream, *data.buffers)]
-            entries.append((sum(s for _, _, s in new_parts(parts, plan)), item, data, parts))
+            chunked = [_chunks(buffer) for buffer in data.buffers]
+            parts = [(hash_buffer(p), p, memoryview(p).nbytes)
+                     for p in (data.stream, *(chunk for chunks in chunked for chunk in chunks))]
+            entries.append((sum(s for _, _, s in new_parts(parts, plan)), item, data, parts, chunked))
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
-        for _, item, data, parts in entries:
+        for _, item, data, parts, chunked in entries:
             fresh = new_parts(parts, plan)
             size = sum(s for _, _, s in fresh)
             if size and plan.new_bytes + size > config.max_checkpoint_size:
@@ -383,16 +409,18 @@ class Writer:
                 captured.skip(item.name, f"the run reached max_run_size "
                                          f"({human_size(config.max_run_size)})")
                 continue
-            plan.new.update((digest, part) for digest, part, _ in fresh)
+            plan.new.update((digest, (part, records.blob_ref(digest, size))) for digest, part, size in fresh)
             plan.new_bytes += size
+            refs = iter(ref(digest, size) for digest, _, size in parts)
             plan.variables.append({
                 "name": item.name,
                 "type": item.type,
                 "scope": item.scope,
                 "size": data.size,
                 **item.info,
-                "pickle": records.blob_ref(parts[0][0], parts[0][2]),
-                "buffers": [records.blob_ref(digest, size) for digest, _, size in parts[1:]],
+                "pickle": next(refs),
+                "buffers": [{"size": buffer.nbytes, "chunks": [next(refs) for _ in chunks]}
+                            for buffer, chunks in zip(data.buffers, chunked, strict=True)],
             })
         plan.variables.sort(key=lambda v: v["name"])
         self.run_bytes += plan.new_bytes

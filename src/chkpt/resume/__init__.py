@@ -51,7 +51,7 @@ def old_module(run: api.Run) -> Module:
         raise Refusal(f"run {run.id} was started with python -m, which resume does not support", False)
     if not source:
         raise Refusal(f"run {run.id} did not keep its script's source (made by an older chkpt)", False)
-    data = bytes(run.store.read_blob(source["hash"], source.get("size")))
+    data = bytes(run.store.read_ref(source))
     return Module(data, run.script)
 
 

@@ -20,6 +20,8 @@ def read_variable(root: str, manifest: dict, name: str):
     [entry] = [v for v in manifest["variables"] if v["name"] == name]
 
     def blob(ref: dict) -> bytes:
+        if "pack" in ref:
+            return blob(ref["pack"])[ref["offset"]:ref["offset"] + ref["size"]]
         key = ref["hash"] + ("." + ref["codec"] if "codec" in ref else "")
         data = Path(root, "blobs", key[:2], key[2:]).read_bytes()
         assert len(data) == ref.get("stored", ref["size"])
@@ -317,3 +319,24 @@ def test_a_format_1_store_is_read_and_a_newer_format_is_refused_in_one_line(env,
     listing = chkpt(["ls"], env, work)
     [line] = listing.stderr.splitlines()
     assert listing.returncode != 0 and "format 3" in line and "upgrade chkpt" in line
+
+
+def test_small_values_share_one_pack_per_checkpoint_and_unchanged_ones_are_not_written_again(env, work):
+    write(work, "many.py", """
+        import numpy as np, chkpt
+        values = {f"v{i}": np.full(200, float(i)) for i in range(300)}   # 300 values of 1.6 kB
+        chkpt.snapshot("first")
+        chkpt.snapshot("same")
+        values["v7"][0] = -1.0
+        chkpt.snapshot("one changed")
+    """)
+    assert python(["many.py"], env, work).returncode == 0
+    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    assert len(taken["first"]["variables"]) > 300
+    assert len(Store(env["CHKPT_DIR"]).blobs()) < 10         # not one file per value and buffer
+    assert taken["first"]["new_bytes"] > 0 and taken["same"]["new_bytes"] == 0
+    assert 0 < taken["one changed"]["new_bytes"] < 10_000   # the changed value and its container
+    assert read_variable(env["CHKPT_DIR"], taken["one changed"], "values['v7']")[0] == -1.0
+    assert read_variable(env["CHKPT_DIR"], taken["first"], "values['v7']")[0] == 7.0
+    assert read_variable(env["CHKPT_DIR"], taken["one changed"], "values['v299']")[0] == 299.0
+    assert load_all(env["CHKPT_DIR"]) >= 3 * 300

@@ -38,6 +38,12 @@ def _blob_ref(value: Any) -> str | None:
     if "codec" in value and (value["codec"] not in CODECS or not _is_int(value.get("stored"))
                              or value["stored"] < 0):
         return "has no valid codec and stored size"
+    if "pack" in value:
+        pack = value["pack"]
+        if not isinstance(pack, dict) or "pack" in pack or _blob_ref(pack):
+            return "has no valid pack"
+        if not _is_int(value.get("offset")) or not 0 <= value["offset"] <= pack["size"] - value["size"]:
+            return "has no valid offset in its pack"
     return None
 
 
@@ -310,6 +316,13 @@ def stored_size(ref: dict[str, Any]) -> int:
     return ref["stored"] if "codec" in ref else ref["size"]
 
 
+def file_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    """The reference to the blob file that holds `ref`'s bytes: its pack, for a small value
+    stored with others (`{"hash", "size", "pack": {…}, "offset"}`), else itself."""
+    pack: dict[str, Any] = ref.get("pack", ref)
+    return pack
+
+
 def chunks(buffer: dict[str, Any]) -> list[dict[str, Any]]:
     """The blob references of a buffer, in order (a format 1 buffer is one blob)."""
     return buffer.get("chunks", [buffer])
@@ -321,15 +334,16 @@ def variable_refs(variable: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def variable_stored(variable: dict[str, Any]) -> int:
-    """The bytes a variable's blobs take on disk (shared blobs counted in full)."""
-    return sum(stored_size(ref) for ref in variable_refs(variable))
+    """The bytes a variable's blobs take on disk (shared blobs counted in full; a packed part
+    counted by its own size)."""
+    return sum(ref["size"] if "pack" in ref else stored_size(ref) for ref in variable_refs(variable))
 
 
 def manifest_blobs(manifest: dict[str, Any]) -> dict[str, int]:
     """blob key → size on disk of every blob a checkpoint manifest refers to."""
     blobs: dict[str, int] = {}
     for variable in manifest["variables"]:
-        for ref in variable_refs(variable):
+        for ref in map(file_ref, variable_refs(variable)):
             blobs[blob_key(ref)] = stored_size(ref)
     return blobs
 
@@ -338,7 +352,7 @@ def manifest_compressed(manifest: dict[str, Any]) -> dict[str, int]:
     """blob key → size of its bytes (before compression) of every compressed blob a manifest
     refers to."""
     return {blob_key(ref): ref["size"] for variable in manifest["variables"]
-            for ref in variable_refs(variable) if "codec" in ref}
+            for ref in map(file_ref, variable_refs(variable)) if "codec" in ref}
 
 
 def raw_size(blobs: dict[str, int], compressed: dict[str, int]) -> int:

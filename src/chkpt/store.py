@@ -147,6 +147,17 @@ def _decompress(packed: bytes, size: int) -> bytes:
     return data
 
 
+def _allocate(size: int) -> Any:
+    """Writable memory for `size` bytes read from the store: large blocks are anonymous maps,
+    whose pages the kernel gives on first write (a bytearray would be zeroed first, a second
+    pass over the memory)."""
+    if size < MMAP_THRESHOLD:
+        return bytearray(size)
+    import mmap
+
+    return mmap.mmap(-1, size)
+
+
 def _reserve(fd: int, size: int) -> None:
     """Allocate a large file's blocks up front (faster writes on ext4); best effort."""
     if size >= (1 << 20) and hasattr(os, "posix_fallocate"):
@@ -239,6 +250,7 @@ class Store:
         self._usage_path = os.path.join(root, "usage")
         self._trusted_dirs: set[str] = set()
         self._format: int | None = None  # the marker's, once read
+        self._last_pack: tuple[dict[str, Any], Any] | None = None  # (reference, bytes) last read
 
     # -- trust ----------------------------------------------------------------------------------
 
@@ -505,10 +517,21 @@ class Store:
             raise StoreError(f"blob {key} is missing from {self.blobs_dir}") from None
 
     def read_ref(self, ref: dict[str, Any]) -> Any:
-        """The bytes of the blob a record refers to, checked against its hash."""
+        """The bytes of the blob a record refers to, checked against its hash (a packed part's
+        pack is read once for all the parts loaded after it)."""
+        if "pack" in ref:
+            pack = ref["pack"]
+            if self._last_pack is None or self._last_pack[0] != pack:
+                self._last_pack = (pack, self.read_ref(pack))
+            # writable, as every buffer chkpt loads: arrays loaded from it can be changed
+            part = bytearray(memoryview(self._last_pack[1])[ref["offset"]:ref["offset"] + ref["size"]])
+            if hash_buffer(part) != ref["hash"]:
+                raise Damaged(f"blob {records.blob_key(pack)} is corrupt (its part {ref['hash']} "
+                              "does not match its hash)")
+            return part
         if "codec" not in ref:
             return self.read_blob(ref["hash"], ref["size"])
-        data = bytearray(ref["size"])
+        data = _allocate(ref["size"])
         self._read_compressed(ref, memoryview(data))
         return data
 
@@ -518,7 +541,7 @@ class Store:
         chunks = records.chunks(buffer)
         if len(chunks) == 1:
             return self.read_ref(chunks[0])
-        data = bytearray(sum(ref["size"] for ref in chunks))
+        data = _allocate(sum(ref["size"] for ref in chunks))
         view = memoryview(data)
         offset = 0
         for ref in chunks:

@@ -4,12 +4,13 @@ Imported at a process's first checkpoint, never at start-up; the run is created 
 there is something to record, so a script with no data leaves no trace.
 
 Every checkpoint holds each value as it was at its safe point. During the pause: capture,
-pickling (large buffers out of band, not copied), hashing, and writing the program's memory
-the store lacks straight to it (no copy; each such blob is hashed again before it is renamed
-into place, so another thread writing to the array meanwhile can never give a blob a wrong
-name: that variable is then skipped). What cannot change (pickle streams) is left, within
-`memory_budget`, to a background thread (a bare `_thread` with every signal blocked), which
-also commits the manifest.
+pickling (large buffers out of band, not copied), hashing in fixed-size chunks (only the chunks
+the store lacks are new), copying the new chunks and small parts (packed together) within
+`memory_budget`, and writing the rest of the program's memory the store lacks straight to it
+(no copy; each such blob is hashed again before it is renamed into place, so another thread
+writing to the array meanwhile can never give a blob a wrong name: that variable is then
+skipped). What is held (copies and pickle streams) is compressed and written by a background
+thread (a bare `_thread` with every signal blocked), which also commits the manifest.
 
 - One checkpoint is written at a time: a periodic one that falls due while the previous one
   is still being written is skipped; any other waits for it. Exit, crash and signal
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from chkpt.session import Session
 
 CHANGED = "changed by another thread while it was being saved"
+PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
 
 
 def exception_text(exc: BaseException) -> str:
@@ -57,6 +59,34 @@ class _Plan:
         # completed with its codec once written compressed)
         self.new: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.new_bytes = 0
+        self.pack: list[bytes] = []  # the new small streams and buffers, stored together as one blob
+        self.pack_ref: dict[str, Any] = {}  # the pack's reference, completed by `close_pack`
+        self.packed: dict[str, dict[str, Any]] = {}  # hash → reference of each small part used
+        self.pack_bytes = 0
+
+    def add_to_pack(self, digest: str, data: Any) -> bool:
+        """Copy a small part into the pack; False if another thread changed it since it was hashed."""
+        data = bytes(data)
+        if hash_buffer(data) != digest:
+            return False
+        self.pack.append(data)
+        self.packed[digest] = dict(records.blob_ref(digest, len(data)), pack=self.pack_ref, offset=self.pack_bytes)
+        self.pack_bytes += len(data)
+        return True
+
+    def close_pack(self, store: Store) -> None:
+        """Make the new small streams one blob to write (none if the store has the same one)."""
+        data = b"".join(self.pack)
+        self.pack = []
+        if not data:
+            return
+        digest = hash_buffer(data)
+        stored = store.has_blob(digest, len(data))
+        self.pack_ref.update(stored or records.blob_ref(digest, len(data)))
+        if stored is None:
+            self.new[digest] = (data, self.pack_ref)
+        else:  # a run before this one packed the same values
+            self.new_bytes -= len(data)
 
 
 def _parts(variable: dict[str, Any]) -> set[str]:
@@ -178,6 +208,8 @@ class Writer:
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed
+        # hash → reference of the small pickle streams the last checkpoint packed
+        self._packed: dict[str, dict[str, Any]] = {}
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
@@ -369,23 +401,46 @@ class Writer:
         }
 
     def _plan(self, captured: capture.Capture) -> _Plan:
-        """Serialize and hash every value; keep those whose new data fits the limits."""
+        """Serialize and hash every value; keep those whose new data fits the limits.
+
+        Buffers are cut in chunks, each a blob; small pickle streams and buffers are copied into
+        one pack blob for the checkpoint, and one that the previous checkpoint packed is referred
+        to there.
+        """
         config = self.config
         present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
+        plan = _Plan()
 
-        def new_parts(parts: list[tuple[str, Any, int]], plan: _Plan) -> list[tuple[str, Any, int]]:
+        def reusable(digest: str) -> dict[str, Any] | None:
+            """The reference to a small part the previous checkpoint packed, if its pack is there."""
+            ref = self._packed.get(digest)
+            if ref is not None and ref["pack"]["hash"] not in present:
+                present[ref["pack"]["hash"]] = self.store.has_blob(ref["pack"]["hash"], ref["pack"]["size"])
+            return ref if ref is not None and present[ref["pack"]["hash"]] else None
+
+        def new_parts(parts: list[tuple[str, Any, int, bool]]) -> list[tuple[str, Any, int, bool]]:
             fresh = []
-            for digest, data, size in parts:
+            for digest, data, size, small in parts:
+                if digest in plan.new or digest in plan.packed:
+                    continue
+                if small:
+                    if reusable(digest) is None:
+                        fresh.append((digest, data, size, small))
+                    continue
                 if digest not in present:
                     present[digest] = self.store.has_blob(digest, size)
-                if present[digest] is None and digest not in plan.new:
-                    fresh.append((digest, data, size))
+                if present[digest] is None:
+                    fresh.append((digest, data, size, small))
             return fresh
 
-        def ref(digest: str, size: int) -> dict[str, Any]:
+        def ref(digest: str, small: bool) -> dict[str, Any]:
+            if small:
+                found = plan.packed.get(digest) or reusable(digest)
+                assert found is not None
+                plan.packed[digest] = found
+                return found
             return present[digest] or plan.new[digest][1]
 
-        plan = _Plan()
         entries = []
         for item in captured.items:
             try:
@@ -394,13 +449,13 @@ class Writer:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
             chunked = [_chunks(buffer) for buffer in data.buffers]
-            parts = [(hash_buffer(p), p, memoryview(p).nbytes)
+            parts = [(hash_buffer(p), p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT)
                      for p in (data.stream, *(chunk for chunks in chunked for chunk in chunks))]
-            entries.append((sum(s for _, _, s in new_parts(parts, plan)), item, data, parts, chunked))
+            entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
         for _, item, data, parts, chunked in entries:
-            fresh = new_parts(parts, plan)
-            size = sum(s for _, _, s in fresh)
+            fresh = new_parts(parts)
+            size = sum(part[2] for part in fresh)
             if size and plan.new_bytes + size > config.max_checkpoint_size:
                 captured.skip(item.name, f"{human_size(size)} of new data did not fit in "
                                          f"max_checkpoint_size ({human_size(config.max_checkpoint_size)})")
@@ -409,9 +464,13 @@ class Writer:
                 captured.skip(item.name, f"the run reached max_run_size "
                                          f"({human_size(config.max_run_size)})")
                 continue
-            plan.new.update((digest, (part, records.blob_ref(digest, size))) for digest, part, size in fresh)
+            if not all(plan.add_to_pack(digest, part) for digest, part, _, small in fresh if small):
+                captured.skip(item.name, CHANGED)
+                continue
+            plan.new.update((digest, (part, records.blob_ref(digest, part_size)))
+                            for digest, part, part_size, small in fresh if not small)
             plan.new_bytes += size
-            refs = iter(ref(digest, size) for digest, _, size in parts)
+            refs = iter([ref(digest, small) for digest, _, _, small in parts])
             plan.variables.append({
                 "name": item.name,
                 "type": item.type,
@@ -422,7 +481,9 @@ class Writer:
                 "buffers": [{"size": buffer.nbytes, "chunks": [next(refs) for _ in chunks]}
                             for buffer, chunks in zip(data.buffers, chunked, strict=True)],
             })
+        plan.close_pack(self.store)
         plan.variables.sort(key=lambda v: v["name"])
+        self._packed = plan.packed  # what the next checkpoint may refer to
         self.run_bytes += plan.new_bytes
         return plan
 

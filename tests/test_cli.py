@@ -153,7 +153,7 @@ def test_show_json_contract(env, crashed):
     assert variables["results['train']"]["shape"] == [3000]
     assert variables["step:arr"]["shape"] == [500, 10]  # the local clashes with the global arr
     for variable in variables.values():
-        assert {"name", "type", "size"} <= variable.keys()
+        assert {"name", "type", "size", "stored"} <= variable.keys()
         assert "pickle" not in variable and "buffers" not in variable  # store internals stay out
     [skipped] = [s for s in checkpoint["skipped"] if s["name"] == "log"]
     assert "open file" in skipped["reason"]

@@ -75,7 +75,7 @@ class _Plan:
         return True
 
     def close_pack(self, store: Store) -> None:
-        """Make the new small streams one blob to write (none if the store has the same one)."""
+        """Make the new small parts one blob to write (none if the store has the same one)."""
         data = b"".join(self.pack)
         self.pack = []
         if not data:
@@ -208,7 +208,7 @@ class Writer:
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed
-        # hash → reference of the small pickle streams the last checkpoint packed
+        # hash → reference of the small parts (streams, buffers) the last checkpoint packed
         self._packed: dict[str, dict[str, Any]] = {}
         self._job: _Job | None = None
 

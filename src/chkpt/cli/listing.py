@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from chkpt import api, fmt, naming
+from chkpt import api, fmt, naming, records
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 
@@ -149,7 +149,8 @@ def _checkpoint_json(checkpoint: api.Checkpoint) -> dict[str, Any]:
     manifest = dict(checkpoint.manifest, index=checkpoint.index, where=checkpoint.where,
                     size=checkpoint.size)
     manifest["variables"] = [
-        {k: v for k, v in entry.items() if k not in ("pickle", "buffers")}
+        {**{k: v for k, v in entry.items() if k not in ("pickle", "buffers")},
+         "stored": records.variable_stored(entry)}
         for entry in manifest.get("variables", [])
     ]
     manifest.setdefault("skipped", [])

@@ -5,7 +5,9 @@ Layout (docs/store-format.md has the full format):
     <root>/STORE                     format marker
     <root>/gc.lock                   flock: shared while a checkpoint commits, exclusive for gc
     <root>/usage                     running estimate of the blobs' total size (for the cap)
-    <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash
+    <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash (a chunk of a buffer,
+                                     a pickle stream, or a pack of a checkpoint's small ones)
+    <root>/blobs/ab/cdef….zstd       the same, compressed (a length header, then a zstd frame)
     <root>/runs/<run>/run.json       the run record (rewritten atomically)
     <root>/runs/<run>/lock           flock'ed by the writing process while it lives
     <root>/runs/<run>/pinned         present when the user pinned the run (never evicted)

@@ -1,6 +1,7 @@
 """Real data shapes: what a checkpoint costs for each, beside what a user would do instead.
 
-Shapes: a frame of `--rows` rows with two string columns, a list of `--records` record dicts,
+Shapes: a frame of `--rows` rows with two string columns (pandas' string dtype, then the same
+as object columns, as older pandas made them), a list of `--records` record dicts,
 and a float64 array of `--gib` GiB with one row changed, then 1 % rows appended. For each,
 in one run of a real script under chkpt (this interpreter, autoload .pth installed): the
 main-thread pause of its first, unchanged and changed checkpoints, the bytes each wrote, the
@@ -82,6 +83,12 @@ snapshot("frame first")
 snapshot("frame unchanged")
 frame.iloc[5, 3] = -1.0
 snapshot("frame changed")
+frame = frame.astype({"name": object, "city": object})    # the same strings as Python objects
+alternatives("objects", frame, parquet=frame)
+snapshot("objects first")
+snapshot("objects unchanged")
+frame.iloc[5, 3] = -2.0
+snapshot("objects changed")
 del frame
 
 people = [{"id": i, "name": f"user{i}", "score": float(i), "tags": ["a", "b"]} for i in range(count)]
@@ -103,7 +110,7 @@ snapshot("array appended")
 print(json.dumps(figures))
 """
 
-SHAPES = {"frame": "frame", "records": "people", "array": "weights"}
+SHAPES = {"frame": "frame", "objects": "frame", "records": "people", "array": "weights"}
 
 
 def main() -> int:

@@ -343,3 +343,48 @@ def test_small_values_share_one_pack_per_checkpoint_and_unchanged_ones_are_not_w
     assert read_variable(env["CHKPT_DIR"], taken["first"], "values['v7']")[0] == 7.0
     assert read_variable(env["CHKPT_DIR"], taken["one changed"], "values['v299']")[0] == 299.0
     assert load_all(env["CHKPT_DIR"]) >= 3 * 300
+
+
+OBJECT_FRAME = """
+    import numpy as np, pandas as pd, chkpt
+    rng = np.random.default_rng(0)
+    words = np.array([f"customer-{i:05d}" for i in range(5000)], dtype=object)
+    frame = pd.DataFrame({"name": words[rng.integers(0, 5000, 200_000)],
+                          "amount": rng.random(200_000)}).astype({"name": object})
+    chkpt.snapshot("first")
+    chkpt.snapshot("unchanged")
+    frame.iloc[3, 0] = "changed"
+    chkpt.snapshot("changed")
+"""
+
+
+def test_an_object_column_is_saved_apart_and_each_checkpoint_holds_it_as_it_was(env, work):
+    write(work, "objects.py", OBJECT_FRAME)
+    result = python(["objects.py"], env, work)
+    assert (result.returncode, result.stderr) == (0, "")
+    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    assert taken["unchanged"]["new_bytes"] == 0
+    first = read_variable(env["CHKPT_DIR"], taken["first"], "frame")        # plain pickle reads it
+    changed = read_variable(env["CHKPT_DIR"], taken["changed"], "frame")
+    assert first["name"].dtype == object and first.iloc[3, 0].startswith("customer-")
+    assert changed.iloc[3, 0] == "changed" and changed.iloc[4, 0] == first.iloc[4, 0]
+    assert (changed["amount"] == first["amount"]).all()
+
+
+def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_one_is():
+    import numpy as np
+
+    arrays = serialize.ObjectArrays()
+    column = np.array([f"s{i}" for i in range(10_000)], dtype=object)
+    first = arrays.pickled(column)
+    arrays.next_checkpoint()
+    assert arrays.pickled(column) is first                       # the same bytes: not pickled again
+    column[5] = "other"
+    arrays.next_checkpoint()
+    again = arrays.pickled(column)
+    assert again is not first and pickle.loads(again)[5] == "other"
+    mutable = np.array([[i] for i in range(10_000)] + [None], dtype=object)
+    assert pickle.loads(arrays.pickled(mutable))[3] == [3]       # pickled, never kept
+    assert len(arrays.current) == 1
+    arrays.clear()
+    assert arrays.current == arrays.previous == {}

@@ -210,6 +210,7 @@ class Writer:
         self.problem: str | None = None  # why checkpoints are off, once the store failed
         # hash → reference of the small parts (streams, buffers) the last checkpoint packed
         self._packed: dict[str, dict[str, Any]] = {}
+        self._arrays = serialize.ObjectArrays()  # object arrays' pickles, for the next checkpoint
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
@@ -375,6 +376,7 @@ class Writer:
 
     def _stop(self, error: BaseException) -> None:
         """One warning, then no more checkpoints: the store cannot be written."""
+        self._arrays.clear()
         if isinstance(error, StoreError):  # its message names the store and the reason
             self.problem = f"cannot write checkpoints: {error}"
         else:
@@ -410,6 +412,7 @@ class Writer:
         config = self.config
         present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
         plan = _Plan()
+        self._arrays.next_checkpoint()
 
         def reusable(digest: str) -> dict[str, Any] | None:
             """The reference to a small part the previous checkpoint packed, if its pack is there."""
@@ -444,7 +447,7 @@ class Writer:
         entries = []
         for item in captured.items:
             try:
-                data = serialize.dumps(item.obj)
+                data = serialize.dumps(item.obj, self._arrays)
             except Exception as exc:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
@@ -492,6 +495,7 @@ class Writer:
     def finish(self, status: str, *, exc: BaseException | None, exit_status: object) -> None:
         """Record how the run ended, thin its checkpoints and keep the store under its cap."""
         self._wait()
+        self._arrays.clear()  # no reference to the program's objects past the final checkpoint
         if self.run is None:
             return
         run = self.run

@@ -3,8 +3,8 @@
 Used by the CLI, resume and notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`,
 `chkpt.diff`). Listing reads only the run records (their `summary` of the checkpoints, when it
 matches the checkpoint files; else the manifests); a variable's data is read when it is
-loaded, large arrays memory-mapped (copy-on-write: changing the loaded array never changes the
-store). A run whose record cannot be read is listed with status "damaged"; an unreadable
+loaded: only the chunks it needs, read once into memory of its own (changing the loaded array
+never changes the store). A run whose record cannot be read is listed with status "damaged"; an unreadable
 checkpoint is left out and described in its run's `problems`. Times are local `datetime`s;
 `Run`, `Checkpoint`, `Variable` and the lists of them show as tables in notebooks.
 

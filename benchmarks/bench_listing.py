@@ -32,7 +32,7 @@ def make_store(root: str, run_count: int, checkpoints: int, legacy: bool) -> str
     store = Store(root)
     store.create()
     arrays = [f"array {n}".encode() * 100 for n in range(50)]
-    shared = [(store.put_blob(data)[0], len(data)) for data in arrays]
+    shared = [(store.put_blob(data)[0]["hash"], len(data)) for data in arrays]
     started = time.time() - run_count * 60
     run_id = ""
     for number in range(run_count):
@@ -42,7 +42,7 @@ def make_store(root: str, run_count: int, checkpoints: int, legacy: bool) -> str
             cwd=os.path.dirname(script), python="3.12.0", executable=sys.executable, pid=1000 + number,
             host="bench", started=started + number * 60))
         stream = f"run {number}".encode()
-        own = records.blob_ref(store.put_blob(stream)[0], len(stream))
+        own = store.put_blob(stream)[0]
         for index in range(1, checkpoints + 1):
             digest, size = shared[(number + index) % len(shared)]
             variables = [{"name": "weights", "type": "numpy.ndarray", "scope": "global", "size": size,

@@ -23,7 +23,8 @@ import time
 
 WORKLOAD = """
 import sys, numpy as np
-weights = np.full(int(sys.argv[1]) // 8, 0.0)   # every page touched
+# random, as trained weights are (equal elements would make every chunk the same blob)
+weights = np.random.default_rng(0).random(int(sys.argv[1]) // 8)
 for step in range(int(sys.argv[2])):
     weights += 0.001                            # in place, as an optimizer step does
     weights *= 0.999

@@ -78,6 +78,7 @@ def test_ls_json_contract_and_how_the_run_ended(env, crashed):
     assert run["checkpoints"] == 1
     assert isinstance(run["started"], float) and run["duration"] >= 0
     assert run["size"] > 80_000  # arr alone is 80 kB
+    assert 0 < run["stored"] <= run["size"]  # on disk, compressed where that pays
 
 
 def test_ls_table_says_which_script_when_how_it_ended_and_space(env, crashed):
@@ -85,7 +86,7 @@ def test_ls_table_says_which_script_when_how_it_ended_and_space(env, crashed):
     result = chkpt(["ls"], env, crashed)
     assert result.returncode == 0, result.stderr
     header, first, second, footer = result.stdout.splitlines()
-    assert header.split() == ["RUN", "SCRIPT", "STARTED", "DURATION", "CKPTS", "SIZE", "STATUS"]
+    assert header.split() == ["RUN", "SCRIPT", "STARTED", "DURATION", "CKPTS", "SIZE", "STORED", "STATUS"]
     assert "fine.py" in first and "finished" in first and "just now" in first  # newest first
     assert "crash.py" in second
     assert f"crashed at crash.py:{CRASH_LINE} in step(): ValueError: boom in step" in second
@@ -152,7 +153,7 @@ def test_show_json_contract(env, crashed):
     assert variables["results['train']"]["shape"] == [3000]
     assert variables["step:arr"]["shape"] == [500, 10]  # the local clashes with the global arr
     for variable in variables.values():
-        assert {"name", "type", "size"} <= variable.keys()
+        assert {"name", "type", "size", "stored"} <= variable.keys()
         assert "pickle" not in variable and "buffers" not in variable  # store internals stay out
     [skipped] = [s for s in checkpoint["skipped"] if s["name"] == "log"]
     assert "open file" in skipped["reason"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chkpt import records
 from conftest import chkpt, python, write
 
 SCRIPT = """
@@ -29,11 +30,8 @@ def manifest_paths(run_dir: Path) -> list[Path]:
 
 
 def blob_refs(manifest: dict) -> list[str]:
-    found = []
-    for entry in manifest["variables"]:
-        found.append(entry["pickle"]["hash"])
-        found.extend(b["hash"] for b in entry.get("buffers", []))
-    return found
+    """The names of the blob files a manifest refers to."""
+    return [records.blob_key(ref) for entry in manifest["variables"] for ref in records.variable_refs(entry)]
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,7 @@ def test_ls_shows_folders_where_names_repeat_and_arguments_and_filters(env, tmp_
     write(tmp_path / "proj-b", "bad.py", "import numpy as np\nx = np.ones(5000)\n1/0\n")
     assert python(["bad.py"], env, tmp_path / "proj-b").returncode == 1
     table = in_process(["ls"], tmp_path).stdout.splitlines()
-    assert table[0].split() == ["RUN", "SCRIPT", "FOLDER", "ARGS", "STARTED", "DURATION", "CKPTS", "SIZE",
+    assert table[0].split() == ["RUN", "SCRIPT", "FOLDER", "ARGS", "STARTED", "DURATION", "CKPTS", "SIZE", "STORED",
                                 "STATUS"]
     assert any(first in line and "proj-a" in line and " 2 " in line for line in table)
     assert any(second in line and "proj-b" in line and " 3 " in line for line in table)

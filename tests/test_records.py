@@ -15,9 +15,15 @@ GOOD_RUN = {"id": "1a2b3c4d", "format": 1, "script": "/w/train.py", "script_name
 VARIABLE = {"name": "df", "type": "pandas.DataFrame", "scope": "global", "size": 1200, "shape": [10, 3],
             "dtype": "float64", "pickle": {"hash": "cd" * 16, "size": 900},
             "buffers": [{"hash": "ef" * 16, "size": 240}]}
+REF = {"hash": "cd" * 16, "size": 900}
+PACK = {"hash": "aa" * 16, "size": 5000, "codec": "zstd", "stored": 700}
+# format 2: a buffer in chunks, one compressed, and a pickle stream in a pack
+CHUNKED = dict(VARIABLE, name="big", pickle=dict(REF, hash="12" * 16, pack=PACK, offset=100),
+               buffers=[{"size": 6, "chunks": [{"hash": "34" * 16, "size": 4, "codec": "zstd", "stored": 2},
+                                               {"hash": "56" * 16, "size": 2}]}])
 GOOD_MANIFEST = {"index": 3, "run": "1a2b3c4d", "trigger": "crash", "label": "", "time": 1700000050.0,
                  "file": "/w/train.py", "line": 12, "function": "<module>", "exception": "KeyError: 'x'",
-                 "variables": [VARIABLE], "aliases": {"frame": "df"},
+                 "variables": [VARIABLE, CHUNKED], "aliases": {"frame": "df"},
                  "skipped": [{"name": "lock", "reason": "a lock cannot be saved"}], "new_bytes": 1140,
                  "frame": "module", "boundary": None, "resumable": False,
                  "stack": [{"function": "<module>", "line": 12}]}
@@ -75,6 +81,16 @@ def test_a_missing_required_run_field_is_named(field):
     ({"skipped": [{"name": "x"}]}, "'skipped' item 0 should be an object with a name and a reason"),
     ({"stack": [{"function": "f"}]}, "'stack' item 0 should be an object with a function and a line"),
     ({"resumable": "yes"}, "'resumable' should be true/false"),
+    ({"variables": [dict(VARIABLE, buffers=[{"size": 10, "chunks": [{"hash": "ab" * 16, "size": 4}]}])]},
+     "'buffers' item 0 has chunks that do not add up to its size"),
+    ({"variables": [dict(VARIABLE, buffers=[{"size": 4, "chunks": [{"hash": "../x", "size": 4}]}])]},
+     "'buffers' item 0 chunks item 0 has no valid hash"),
+    ({"variables": [dict(VARIABLE, pickle=dict(REF, codec="gzip", stored=3))]}, "no valid codec"),
+    ({"variables": [dict(VARIABLE, pickle=dict(REF, codec="zstd"))]}, "no valid codec and stored size"),
+    ({"variables": [dict(VARIABLE, pickle=dict(REF, pack=dict(PACK, pack=PACK), offset=0))]}, "no valid pack"),
+    ({"variables": [dict(VARIABLE, pickle=dict(REF, pack=PACK, offset=PACK["size"] - 10))]},
+     "no valid offset in its pack"),
+    ({"variables": [dict(VARIABLE, pickle=dict(REF, pack=PACK, offset=-1))]}, "no valid offset in its pack"),
 ])
 def test_a_wrong_field_in_a_manifest_is_named(changes, said):
     with pytest.raises(ValueError, match=said):
@@ -88,6 +104,13 @@ def test_what_is_not_a_json_object_is_refused_with_a_sentence(data):
 
 
 def test_the_blobs_a_manifest_and_a_run_refer_to():
-    assert records.manifest_blobs(GOOD_MANIFEST) == {"cd" * 16: 900, "ef" * 16: 240}
+    assert records.manifest_blobs(GOOD_MANIFEST) == {"cd" * 16: 900, "ef" * 16: 240, "aa" * 16 + ".zstd": 700,
+                                                     "34" * 16 + ".zstd": 2, "56" * 16: 2}
+    assert records.manifest_compressed(GOOD_MANIFEST) == {"aa" * 16 + ".zstd": 5000, "34" * 16 + ".zstd": 4}
+    assert records.variable_stored(CHUNKED) == 900 + 2 + 2  # a packed part counts its own size
+    assert records.raw_size(records.manifest_blobs(GOOD_MANIFEST), records.manifest_compressed(GOOD_MANIFEST)) \
+        == 900 + 240 + 5000 + 4 + 2
+    assert [records.is_blob_key(k) for k in ("ab" * 16, "ab" * 16 + ".zstd", "ab" * 16 + ".gz", "a..", "..")] \
+        == [True, True, False, False, False]
     assert records.run_blobs(GOOD_RUN) == {"ab" * 16: 120}
     assert records.run_blobs(dict(GOOD_RUN, source=None)) == {}

@@ -127,7 +127,7 @@ def test_disk_full_gives_one_warning_and_keeps_what_was_committed(env, work):
         import sys, numpy as np, chkpt
         small = np.ones(20_000)            # 160 kB: fits
         chkpt.snapshot("small")
-        big = np.ones(2_000_000)           # 16 MB: over the file size limit
+        big = np.random.default_rng(0).random(2_000_000)   # 16 MB that do not compress: over the limit
         chkpt.snapshot("big")
         more = np.zeros(3_000_000)
         chkpt.snapshot("after")
@@ -229,13 +229,13 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
     Path(cut).write_bytes(Path(cut).read_bytes()[:40])               # truncated manifest
     Path(store.checkpoint_path(runs[1], 2)).write_text("{not json")   # corrupt manifest
     a_blob = lambda run: next(v for v in store.read_checkpoint(run, 1)["variables"]  # noqa: E731
-                          if v["name"] == "a")["buffers"][0]
+                          if v["name"] == "a")["buffers"][0]["chunks"][0]
     short = a_blob(runs[2])
-    path = Path(store.blob_path(short["hash"]))
-    path.write_bytes(path.read_bytes()[:1000])                       # truncated blob
-    flipped = Path(store.blob_path(a_blob(runs[3])["hash"]))
+    path = Path(store.blob_path(records.blob_key(short)))
+    path.write_bytes(path.read_bytes()[:records.stored_size(short) // 2])  # truncated blob
+    flipped = Path(store.blob_path(records.blob_key(a_blob(runs[3]))))
     data = bytearray(flipped.read_bytes())
-    data[100] ^= 0xFF
+    data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))                                  # damaged blob, same size
 
     listing = chkpt(["ls", "--json"], env, work)
@@ -246,9 +246,9 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
     for run_id, message in ((runs[2], "truncated"), (runs[3], "corrupt")):
         [entry] = [v for v in store.read_checkpoint(run_id, 1)["variables"] if v["name"] == "a"]
         with pytest.raises(StoreError, match=message):
-            store.read_blob(entry["buffers"][0]["hash"], entry["buffers"][0]["size"])
+            store.read_buffer(entry["buffers"][0])
         [entry] = [v for v in store.read_checkpoint(run_id, 1)["variables"] if v["name"] == "b"]
-        assert store.read_blob(entry["buffers"][0]["hash"], entry["buffers"][0]["size"])
+        assert store.read_buffer(entry["buffers"][0])
 
     # The same data written again replaces the truncated blob instead of referring to it.
     assert python(["job.py", "2"], env, work).returncode == 0
@@ -270,7 +270,7 @@ def test_gc_removes_leftovers_of_killed_processes_only_after_the_grace_period(en
     store = Store(env["CHKPT_DIR"])
     Path(store.tmp_dir, "12345-abcdef").write_bytes(b"x" * 5000)      # a half-written file
     os.mkdir(store.run_dir("deadbeef"))                               # a run that never started
-    orphan, _ = store.put_blob(b"y" * 7000)                          # a blob never committed
+    orphan = store.put_blob(b"y" * 7000)[0]["hash"]                  # a blob never committed
     assert cleanup.collect(store).freed == 0                               # all young: may be in use
     for path in (os.path.join(store.tmp_dir, "12345-abcdef"), store.run_dir("deadbeef"),
                  store.blob_path(orphan)):

@@ -22,10 +22,9 @@ def make_store(root: Path) -> tuple[Store, str, dict]:
     """A store with one finished run and one checkpoint that refers to one blob."""
     store = Store(str(root))
     run = store.create_run(records.new_run(script="/w/job.py", argv=["job.py"], started=1.0))
-    digest, _ = store.put_blob(b"x" * 5000)
+    ref, _ = store.put_blob(b"x" * 5000)
     manifest = {"trigger": "exit", "time": 2.0, "variables": [
-        {"name": "data", "type": "bytes", "scope": "global", "size": 5000,
-         "pickle": records.blob_ref(digest, 5000), "buffers": []}]}
+        {"name": "data", "type": "bytes", "scope": "global", "size": 5000, "pickle": ref, "buffers": []}]}
     run.add_checkpoint(manifest, run.reserve_index())
     run.meta.update(status="finished", ended=3.0)
     run.save_meta()

@@ -3,8 +3,8 @@
 Used by the CLI, resume and notebooks (`chkpt.runs`, `chkpt.load`, `chkpt.history`,
 `chkpt.diff`). Listing reads only the run records (their `summary` of the checkpoints, when it
 matches the checkpoint files; else the manifests); a variable's data is read when it is
-loaded, large arrays memory-mapped (copy-on-write: changing the loaded array never changes the
-store). A run whose record cannot be read is listed with status "damaged"; an unreadable
+loaded: only the chunks it needs, read once into memory of its own (changing the loaded array
+never changes the store). A run whose record cannot be read is listed with status "damaged"; an unreadable
 checkpoint is left out and described in its run's `problems`. Times are local `datetime`s;
 `Run`, `Checkpoint`, `Variable` and the lists of them show as tables in notebooks.
 
@@ -69,17 +69,18 @@ class Variable:
         self.shape: list[int] | None = entry.get("shape")
         self.dtype: str | None = entry.get("dtype")
         self.scope: str = entry["scope"]
+        self.stored: int = records.variable_stored(entry)  # bytes on disk, shared blobs included
 
     def load(self, parts: dict[str, Any] | None = None) -> Any:
-        """The value; buffers of 1 MiB or more are memory-mapped, not read.
+        """The value; a buffer in one raw blob of 1 MiB or more is memory-mapped, a buffer in
+        several chunks is read into one block of memory (no further copy).
 
         A container saved with its parts on their own (`results`, `model`) loads them too;
         `parts` keeps a part reachable by two paths one object.
         """
         store = self.checkpoint.run.store
-        stream_ref = self.entry["pickle"]
-        stream = store.read_blob(stream_ref["hash"], stream_ref["size"])
-        buffers = [store.read_blob(b["hash"], b["size"]) for b in self.entry["buffers"]]
+        stream = store.read_ref(self.entry["pickle"])
+        buffers = [store.read_buffer(buffer) for buffer in self.entry["buffers"]]
         store.touch_run(self.checkpoint.run.id)
         parts = {} if parts is None else parts
 
@@ -103,7 +104,7 @@ class Variable:
     @property
     def content(self) -> tuple[str, ...]:
         """The hashes of its pickle stream and buffers: equal content, equal tuple."""
-        return (self.entry["pickle"]["hash"], *(b["hash"] for b in self.entry["buffers"]))
+        return tuple(ref["hash"] for ref in records.variable_refs(self.entry))
 
     @property
     def details(self) -> str:
@@ -308,7 +309,12 @@ class Run:
 
     @property
     def size(self) -> int:
-        """Bytes of the distinct blobs this run refers to."""
+        """Bytes of data (before compression) of the distinct blobs this run refers to."""
+        return records.raw_size(self.blobs, self.summary.get("compressed", {}))
+
+    @property
+    def stored(self) -> int:
+        """Bytes its distinct blobs take on disk (shared with other runs or not)."""
         return sum(self.blobs.values())
 
     @property

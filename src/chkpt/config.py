@@ -132,8 +132,9 @@ SETTINGS: dict[str, Setting] = {
                 "data one run may write in all; later checkpoints are skipped past it"),
         Setting("max_store_size", "20GiB", parse_size,
                 "the store's cap; least recently used runs are evicted past it"),
-        Setting("memory_budget", "256MiB", parse_size,
-                "memory a checkpoint may hold beyond the program's own; past it, data is written during the pause"),
+        Setting("memory_budget", "64MiB", parse_size,
+                "memory a checkpoint may hold beyond the program's own (copies of changed chunks, "
+                "to compress and write in the background); past it, data is written during the pause"),
         Setting("keep", 10, parse_count,
                 "checkpoints kept per run (the first, the exit/crash one and the latest stay)"),
         Setting("dir", "", parse_path,

@@ -14,7 +14,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-FORMAT = 1  # the store format these records belong to
+FORMAT = 2  # the store format these records belong to (format 1 records are read too)
+FORMATS_READ = (1, 2)
+CODECS = ("zstd",)  # how a compressed blob's bytes were compressed
 TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal")
 FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
 STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interrupted: Ctrl-C
@@ -33,7 +35,30 @@ def _blob_ref(value: Any) -> str | None:
         return "has no valid hash"
     if not _is_int(value.get("size")) or value["size"] < 0:
         return "has no valid size"
+    if "codec" in value and (value["codec"] not in CODECS or not _is_int(value.get("stored"))
+                             or value["stored"] < 0):
+        return "has no valid codec and stored size"
+    if "pack" in value:
+        pack = value["pack"]
+        if not isinstance(pack, dict) or "pack" in pack or _blob_ref(pack):
+            return "has no valid pack"
+        if not _is_int(value.get("offset")) or not 0 <= value["offset"] <= pack["size"] - value["size"]:
+            return "has no valid offset in its pack"
     return None
+
+
+def _buffer(value: Any) -> str | None:
+    """A buffer: its chunks, in order (format 2), or one blob (format 1)."""
+    if isinstance(value, dict) and "chunks" in value:
+        if not _is_int(value.get("size")) or value["size"] < 0:
+            return "has no valid size"
+        problem = _list_of(_blob_ref)(value["chunks"])
+        if problem:
+            return f"chunks {problem}"
+        if sum(chunk["size"] for chunk in value["chunks"]) != value["size"]:
+            return "has chunks that do not add up to its size"
+        return None
+    return _blob_ref(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -119,14 +144,20 @@ VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
     "dtype": (False, _types(*_OPTIONAL_TEXT)),
     "view_of": (False, _types(*_OPTIONAL_TEXT)),
     "pickle": (True, _blob_ref),
-    "buffers": (True, _list_of(_blob_ref)),
+    "buffers": (True, _list_of(_buffer)),
 }
+
+def is_blob_key(key: str) -> bool:
+    """Whether `key` names a blob file (`blob_key`): a hash, or a hash and a codec's suffix."""
+    digest, dot, codec = key.partition(".")
+    return len(digest) > 2 and digest.isalnum() and (not dot or codec in CODECS)
+
 
 def _blob_map(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "should be an object of blob sizes"
     for digest, size in value.items():
-        if not digest.isalnum() or not _is_int(size) or size < 0:
+        if not is_blob_key(digest) or not _is_int(size) or size < 0:
             return f"has an invalid entry for {digest[:40]!r}"
     return None
 
@@ -156,6 +187,7 @@ PLACE_FIELDS: dict[str, tuple[bool, Any]] = {
 SUMMARY_FIELDS: dict[str, tuple[bool, Any]] = {
     "indexes": (True, _list_of(_types(int))),
     "blobs": (True, _blob_map),
+    "compressed": (False, _blob_map),
     "last_time": (False, _types(*_OPTIONAL_NUMBER)),
     "crash": (False, _optional(_place)),
     "signal": (False, _types(*_OPTIONAL_TEXT)),
@@ -264,29 +296,80 @@ def position(at_top: bool, boundary: str | None, resumable: bool, stack: list[tu
             "stack": [{"function": function, "line": line} for function, line in stack]}
 
 
-def blob_ref(digest: str, size: int) -> dict[str, Any]:
-    """How a record refers to a blob."""
-    return {"hash": digest, "size": size}
+def blob_ref(digest: str, size: int, codec: str | None = None, stored: int | None = None) -> dict[str, Any]:
+    """How a record refers to a blob: the hash and size of its bytes, and for a compressed
+    blob its codec and the size of the file."""
+    ref: dict[str, Any] = {"hash": digest, "size": size}
+    if codec is not None:
+        ref.update(codec=codec, stored=stored)
+    return ref
+
+
+def blob_key(ref: dict[str, Any]) -> str:
+    """The name of the blob file a reference means: its hash, with the codec's suffix when
+    compressed (the same bytes may be stored both ways, by two writers)."""
+    return f"{ref['hash']}.{ref['codec']}" if "codec" in ref else ref["hash"]
+
+
+def stored_size(ref: dict[str, Any]) -> int:
+    """The bytes a blob takes on disk."""
+    return ref["stored"] if "codec" in ref else ref["size"]
+
+
+def file_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    """The reference to the blob file that holds `ref`'s bytes: its pack, for a small value
+    stored with others (`{"hash", "size", "pack": {…}, "offset"}`), else itself."""
+    pack: dict[str, Any] = ref.get("pack", ref)
+    return pack
+
+
+def chunks(buffer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The blob references of a buffer, in order (a format 1 buffer is one blob)."""
+    return buffer.get("chunks", [buffer])
+
+
+def variable_refs(variable: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every blob reference of a manifest's variable: its pickle stream, then its buffers' chunks."""
+    return [variable["pickle"], *(ref for buffer in variable["buffers"] for ref in chunks(buffer))]
+
+
+def variable_stored(variable: dict[str, Any]) -> int:
+    """The bytes a variable's blobs take on disk (shared blobs counted in full; a packed part
+    counted by its own size)."""
+    return sum(ref["size"] if "pack" in ref else stored_size(ref) for ref in variable_refs(variable))
 
 
 def manifest_blobs(manifest: dict[str, Any]) -> dict[str, int]:
-    """hash → size of every blob a checkpoint manifest refers to."""
+    """blob key → size on disk of every blob a checkpoint manifest refers to."""
     blobs: dict[str, int] = {}
     for variable in manifest["variables"]:
-        for part in (variable["pickle"], *variable["buffers"]):
-            blobs[part["hash"]] = part["size"]
+        for ref in map(file_ref, variable_refs(variable)):
+            blobs[blob_key(ref)] = stored_size(ref)
     return blobs
 
 
+def manifest_compressed(manifest: dict[str, Any]) -> dict[str, int]:
+    """blob key → size of its bytes (before compression) of every compressed blob a manifest
+    refers to."""
+    return {blob_key(ref): ref["size"] for variable in manifest["variables"]
+            for ref in map(file_ref, variable_refs(variable)) if "codec" in ref}
+
+
+def raw_size(blobs: dict[str, int], compressed: dict[str, int]) -> int:
+    """The bytes of data in `blobs` (key → size on disk), given `compressed` (key → its bytes)."""
+    return sum(compressed.get(key, size) for key, size in blobs.items())
+
+
 def run_blobs(run: dict[str, Any]) -> dict[str, int]:
-    """hash → size of the blobs a run record itself refers to (the script's source)."""
+    """blob key → size on disk of the blobs a run record itself refers to (the script's source)."""
     source = run.get("source")
-    return {source["hash"]: source["size"]} if source else {}
+    return {blob_key(source): stored_size(source)} if source else {}
 
 
 def summarize(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     """The run record's `summary` of these checkpoint manifests (oldest first)."""
-    summary: dict[str, Any] = {"indexes": [], "blobs": {}, "last_time": None, "crash": None, "signal": None}
+    summary: dict[str, Any] = {"indexes": [], "blobs": {}, "compressed": {}, "last_time": None, "crash": None,
+                               "signal": None}
     for manifest in manifests:
         summary = add_to_summary(summary, manifest)
     return summary
@@ -295,7 +378,9 @@ def summarize(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 def add_to_summary(summary: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """`summary` with one more (newer) checkpoint."""
     added = dict(summary, indexes=[*summary["indexes"], manifest["index"]],
-                 blobs={**summary["blobs"], **manifest_blobs(manifest)}, last_time=manifest["time"])
+                 blobs={**summary["blobs"], **manifest_blobs(manifest)},
+                 compressed={**summary.get("compressed", {}), **manifest_compressed(manifest)},
+                 last_time=manifest["time"])
     if manifest["trigger"] == "crash":
         added["crash"] = {key: manifest.get(key) for key in PLACE_FIELDS}
     if manifest["trigger"] == "signal" and summary.get("signal") is None:

@@ -32,6 +32,53 @@ if TYPE_CHECKING:
 
 OUT_OF_BAND_STATE = 64 * 1024  # a bytes state at least this large is written as a raw buffer
 _STATE_MODULES = ("polars", "torch")  # their objects pickle as one bytes state or argument
+_ARRAY_MODULES = ("numpy", "pandas")  # their object arrays are pickled apart (ObjectArrays)
+OBJECT_ARRAY_MIN = 4096  # object arrays with this many elements are pickled apart
+_IMMUTABLE = frozenset({str, int, float, bytes, bool, type(None)})
+
+
+class ObjectArrays:
+    """The pickles of large numpy object arrays (pandas object columns), kept between
+    checkpoints so that an unchanged one is not pickled again.
+
+    An array is known by its shape and the hash of its raw memory: the addresses of its
+    elements. That identifies its content only while those objects live and cannot change, so
+    an entry holds a copy of the array (references to every element, so no address can be
+    reused) and is made only for arrays whose elements are all str, int, float, bytes, bool
+    or None. Entries not used by a checkpoint are dropped at the next one; `clear()` drops all
+    (after the final checkpoint chkpt holds no reference to the program's objects).
+    """
+
+    def __init__(self) -> None:
+        self.previous: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
+        self.current: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
+
+    def next_checkpoint(self) -> None:
+        self.previous, self.current = self.current, {}
+
+    def clear(self) -> None:
+        self.previous, self.current = {}, {}
+
+    def pickled(self, array: Any) -> bytes | None:
+        """The pickle of object array `array`, from the previous checkpoint when unchanged and
+        kept for the next when its elements cannot change; None when an element's class is
+        defined in `__main__` (then it is pickled in the value's stream, as usual)."""
+        import ctypes
+
+        import xxhash
+
+        memory = (ctypes.c_char * array.nbytes).from_address(array.ctypes.data)
+        key = (array.shape, array.dtype.str, xxhash.xxh3_128_hexdigest(memoryview(memory)))
+        entry = self.current.get(key) or self.previous.get(key)
+        if entry is None:
+            kinds = set(map(type, array.flat))
+            if not kinds <= _IMMUTABLE:
+                if any(kind.__module__ == "__main__" for kind in kinds):
+                    return None  # loads with serialize.loads's stand-ins only from the value's stream
+                return pickle.dumps(array, protocol=5)  # its elements may change: not kept
+            entry = (array.copy(), pickle.dumps(array, protocol=5))
+        self.current[key] = entry
+        return entry[1]
 
 
 class Serialized:
@@ -165,12 +212,14 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
 
 
 class _Pickler(pickle.Pickler):
-    """Protocol 5, large bytes states out of band, and a skeleton's parts as references."""
+    """Protocol 5, large bytes states out of band, a skeleton's parts as references, and large
+    object arrays pickled apart, as out-of-band buffers (`ObjectArrays`)."""
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
-                 skeleton: Skeleton | None) -> None:
+                 skeleton: Skeleton | None, arrays: ObjectArrays | None) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.skeleton = skeleton
+        self.arrays = arrays
 
     def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
         skeleton = self.skeleton
@@ -182,22 +231,39 @@ class _Pickler(pickle.Pickler):
         return entry[1]
 
     def reducer_override(self, obj: Any) -> Any:
+        if self.arrays is not None and _is_large_object_array(obj):
+            pickled = self.arrays.pickled(obj)
+            if pickled is not None:  # pickle.loads of its own pickle: a stream plain Python reads
+                return pickle.loads, (pickle.PickleBuffer(pickled),)
         return _large_bytes_out_of_band(obj)
 
 
-def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None) -> bytes:
-    if isinstance(obj, Skeleton) or (getattr(type(obj), "__module__", None) or "").startswith(_STATE_MODULES):
+def _is_large_object_array(obj: Any) -> bool:
+    return (type(obj).__name__ == "ndarray" and type(obj).__module__ == "numpy" and obj.dtype.hasobject
+            and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
+
+
+def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, arrays: ObjectArrays | None) -> bytes:
+    module = getattr(type(obj), "__module__", None) or ""
+    if isinstance(obj, Skeleton) or module.startswith(_STATE_MODULES) or (
+            arrays is not None and module.startswith(_ARRAY_MODULES)):
         skeleton = obj if isinstance(obj, Skeleton) else None
         file = io.BytesIO()
-        _Pickler(file, buffer_callback, skeleton).dump(skeleton.root if skeleton else obj)
+        # a skeleton's object arrays stay in its stream: their elements may be its references
+        _Pickler(file, buffer_callback, skeleton, None if skeleton else arrays).dump(
+            skeleton.root if skeleton else obj)
         return file.getvalue()
     return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
 
 
-def dumps(obj: Any) -> Serialized:
-    """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value."""
+def dumps(obj: Any, arrays: ObjectArrays | None = None) -> Serialized:
+    """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value.
+
+    With `arrays`, large object arrays in numpy and pandas values are pickled apart and kept
+    there, so that the next checkpoint does not pickle them again while they are unchanged.
+    """
     buffers: list[pickle.PickleBuffer] = []
-    stream = _pickle(obj, buffers.append)
+    stream = _pickle(obj, buffers.append, arrays)
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
     return Serialized(stream, [buffer.raw() for buffer in buffers])
 

@@ -5,7 +5,9 @@ Layout (docs/store-format.md has the full format):
     <root>/STORE                     format marker
     <root>/gc.lock                   flock: shared while a checkpoint commits, exclusive for gc
     <root>/usage                     running estimate of the blobs' total size (for the cap)
-    <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash
+    <root>/blobs/ab/cdef…            raw bytes, named by their xxh3-128 hash (a chunk of a buffer,
+                                     a pickle stream, or a pack of a checkpoint's small ones)
+    <root>/blobs/ab/cdef….zstd       the same, compressed (a length header, then a zstd frame)
     <root>/runs/<run>/run.json       the run record (rewritten atomically)
     <root>/runs/<run>/lock           flock'ed by the writing process while it lives
     <root>/runs/<run>/pinned         present when the user pinned the run (never evicted)
@@ -30,6 +32,7 @@ import os
 import secrets
 import shutil
 import stat
+import struct
 import time
 
 import xxhash
@@ -44,6 +47,14 @@ if TYPE_CHECKING:
 MARKER = f"chkpt store {records.FORMAT}\n"
 WRITE_CHUNK = 16 << 20  # os.write in pieces: one huge call is several times slower here
 MMAP_THRESHOLD = 1 << 20  # blobs this large load memory-mapped
+CHUNK_SIZE = 4 << 20  # buffers are stored in chunks of this size (docs/store-format.md says why)
+CODEC = "zstd"  # level 1: see benchmarks/bench_chunks.py
+COMPRESS_SAMPLE = 64 << 10
+MIN_SAVING = 0.9  # a compressed blob must be at most this fraction of the raw bytes
+# A compressed blob starts with a zstd skippable frame holding the file's length (so a blob cut
+# short is seen without reading it), then one zstd frame: `zstd -d` reads it as it is.
+HEADER = struct.Struct("<IIQ")
+SKIPPABLE_MAGIC = 0x184D2A50
 # what a store holds (parsed-config: the config cache that lives in the default store root)
 _STORE_ENTRIES = frozenset({"STORE", "gc.lock", "usage", "blobs", "runs", "tmp", "parsed-config"})
 
@@ -101,6 +112,52 @@ def _trust_problem(info: os.stat_result) -> str | None:
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "is writable by other users"
     return None
+
+
+def _compress(data: bytes) -> bytes | None:
+    """`data` compressed, None when that would save less than a tenth of it (random floats,
+    compressed data): a sample tells first, so incompressible data costs little."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=1)
+    sample = data[:COMPRESS_SAMPLE]
+    if len(data) > COMPRESS_SAMPLE and len(compressor.compress(sample)) > len(sample) * MIN_SAVING:
+        return None
+    packed = compressor.compress(data)
+    if len(packed) + HEADER.size > len(data) * MIN_SAVING:
+        return None
+    return HEADER.pack(SKIPPABLE_MAGIC, 8, HEADER.size + len(packed)) + packed
+
+
+def _declared_length(header: bytes) -> int | None:
+    """The file length a compressed blob's header gives (None for no such header)."""
+    if len(header) != HEADER.size:
+        return None
+    magic, frame_size, length = HEADER.unpack(header)
+    return length if (magic, frame_size) == (SKIPPABLE_MAGIC, 8) else None
+
+
+def _decompress(packed: bytes, size: int) -> bytes:
+    import zstandard
+
+    declared = zstandard.get_frame_parameters(packed).content_size
+    if declared != size:  # checked before anything is allocated for it
+        raise ValueError(f"it holds {declared} bytes, not {size}")
+    data = zstandard.ZstdDecompressor().decompress(packed)
+    if len(data) != size:
+        raise ValueError(f"it holds {len(data)} bytes, not {size}")
+    return data
+
+
+def _allocate(size: int) -> Any:
+    """Writable memory for `size` bytes read from the store: large blocks are anonymous maps,
+    whose pages the kernel gives on first write (a bytearray would be zeroed first, a second
+    pass over the memory)."""
+    if size < MMAP_THRESHOLD:
+        return bytearray(size)
+    import mmap
+
+    return mmap.mmap(-1, size)
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -196,6 +253,8 @@ class Store:
         self.tmp_dir = os.path.join(root, "tmp")
         self._usage_path = os.path.join(root, "usage")
         self._trusted_dirs: set[str] = set()
+        self._format: int | None = None  # the marker's, once read
+        self._last_pack: tuple[dict[str, Any], Any] | None = None  # (reference, bytes) last read
 
     @property
     def location(self) -> str:
@@ -286,6 +345,25 @@ class Store:
     def check_readable(self) -> None:
         """Raise Untrusted/StoreError unless this store may be read (done by every read)."""
         self._check_root_path()
+        if self._format is None:
+            self._format = self._read_format()
+
+    def _read_format(self) -> int:
+        """The format its marker names (the current one for a store without a marker yet);
+        StoreError for a format this chkpt does not read."""
+        path = os.path.join(self.root, "STORE")
+        try:
+            text = self._read_trusted(path, "store marker")
+        except FileNotFoundError:
+            return records.FORMAT
+        prefix, _, number = text.decode(errors="replace").strip().rpartition(" ")
+        if prefix != "chkpt store" or not number.isdigit():
+            raise Damaged(f"{path} is damaged (it is not a chkpt store marker)")
+        if int(number) not in records.FORMATS_READ:
+            raise StoreError(f"the store {self.root} is in format {number}, which this chkpt cannot read "
+                             f"(it reads formats {', '.join(map(str, records.FORMATS_READ))}); "
+                             "upgrade chkpt or use another store")
+        return int(number)
 
     def create(self) -> None:
         """Make the store here (user-only permissions), or check that the one here is ours.
@@ -307,8 +385,10 @@ class Store:
                 pass
             self._check_dir(directory, "store directory")
         marker = os.path.join(self.root, "STORE")
-        if not os.path.lexists(marker):
+        # this format reads the older ones: an older store is upgraded (a newer one is refused)
+        if not os.path.lexists(marker) or self._read_format() < records.FORMAT:
             self._write_file(marker, [MARKER.encode()])
+        self._format = records.FORMAT
 
     def _entries(self) -> set[str]:
         try:
@@ -371,21 +451,36 @@ class Store:
     def blob_path(self, digest: str) -> str:
         return os.path.join(self.blobs_dir, digest[:2], digest[2:])
 
-    def has_blob(self, digest: str, size: int) -> bool:
-        """Whether the blob is stored whole; reusing it refreshes its mtime (gc's grace period).
+    def has_blob(self, digest: str, size: int) -> dict[str, Any] | None:
+        """The reference to the blob if it is stored whole, raw or compressed; reusing it
+        refreshes its mtime (gc's grace period).
 
-        A blob of the wrong size (cut short by a power loss, or damaged) counts as absent, so
-        the next write of the same data replaces it instead of referring to it again.
+        A raw blob of the wrong size (cut short by a power loss, or damaged) counts as absent,
+        so the next write of the same data replaces it instead of referring to it again.
         """
         path = self.blob_path(digest)
         try:
             info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-                return False
-            os.utime(path)
+            if stat.S_ISREG(info.st_mode) and info.st_size == size:
+                os.utime(path)
+                return records.blob_ref(digest, size)
         except (FileNotFoundError, NotADirectoryError):
-            return False
-        return True
+            pass
+        ref = records.blob_ref(digest, size, CODEC, 0)
+        path = self.blob_path(records.blob_key(ref))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or _declared_length(os.pread(fd, HEADER.size, 0)) != info.st_size:
+                return None
+            os.utime(fd)
+        finally:
+            os.close(fd)
+        ref["stored"] = info.st_size
+        return ref
 
     def write_blob(self, digest: str, chunks: Iterable[Any], verify: Callable[[], bool] | None = None) -> bool:
         """Store the bytes whose hash is `digest`, given as consecutive bytes-like chunks;
@@ -397,25 +492,116 @@ class Store:
             pass
         return self._write_file(path, chunks, verify)
 
-    def put_blob(self, data: Any) -> tuple[str, int]:
-        """Store bytes-like `data`; returns (hash, bytes newly written: 0 when deduplicated)."""
+    def write_compressed(self, digest: str, data: bytes) -> dict[str, Any]:
+        """Store `data` (whose hash is `digest`) compressed, or raw when it does not compress;
+        returns its reference. Takes CPU time: meant for a background thread."""
+        packed = _compress(data)
+        if packed is None:
+            self.write_blob(digest, [data])
+            return records.blob_ref(digest, len(data))
+        ref = records.blob_ref(digest, len(data), CODEC, len(packed))
+        self.write_blob(records.blob_key(ref), [packed])
+        return ref
+
+    def put_blob(self, data: Any) -> tuple[dict[str, Any], int]:
+        """Store bytes-like `data` raw; returns (its reference, bytes newly written: 0 when
+        deduplicated)."""
         digest = hash_buffer(data)
         size = memoryview(data).nbytes
-        if self.has_blob(digest, size):
-            return digest, 0
+        ref = self.has_blob(digest, size)
+        if ref is not None:
+            return ref, 0
         self.write_blob(digest, [data])
-        return digest, size
+        return records.blob_ref(digest, size), size
 
-    def read_blob(self, digest: str, expected_size: int) -> Any:
-        """The blob's bytes, checked against its hash; large ones memory-mapped copy-on-write."""
+    def _open_blob(self, key: str) -> int:
+        """A descriptor of the blob file `key`, checked like every file read."""
         self.check_readable()
-        path = self.blob_path(digest)
+        path = self.blob_path(key)
         try:
             self._check_dir(self.blobs_dir, "store directory")
             self._check_dir(os.path.dirname(path), "blob directory")
-            fd = self._open_trusted(path, "blob")
+            return self._open_trusted(path, "blob")
         except (FileNotFoundError, NotADirectoryError):
-            raise StoreError(f"blob {digest} is missing from {self.blobs_dir}") from None
+            raise StoreError(f"blob {key} is missing from {self.blobs_dir}") from None
+
+    def read_ref(self, ref: dict[str, Any]) -> Any:
+        """The bytes of the blob a record refers to, checked against its hash (a packed part's
+        pack is read once for all the parts loaded after it)."""
+        if "pack" in ref:
+            pack = ref["pack"]
+            if self._last_pack is None or self._last_pack[0] != pack:
+                self._last_pack = (pack, self.read_ref(pack))
+            # writable, as every buffer chkpt loads: arrays loaded from it can be changed
+            part = bytearray(memoryview(self._last_pack[1])[ref["offset"]:ref["offset"] + ref["size"]])
+            if hash_buffer(part) != ref["hash"]:
+                raise Damaged(f"blob {records.blob_key(pack)} is corrupt (its part {ref['hash']} "
+                              "does not match its hash)")
+            return part
+        if "codec" not in ref:
+            return self.read_blob(ref["hash"], ref["size"])
+        data = _allocate(ref["size"])
+        self._read_compressed(ref, memoryview(data))
+        return data
+
+    def read_buffer(self, buffer: dict[str, Any]) -> Any:
+        """A buffer of a manifest's variable: its chunks read one after the other into one
+        block of memory (one raw blob is memory-mapped as `read_blob` does)."""
+        chunks = records.chunks(buffer)
+        if len(chunks) == 1:
+            return self.read_ref(chunks[0])
+        data = _allocate(sum(ref["size"] for ref in chunks))
+        view = memoryview(data)
+        offset = 0
+        for ref in chunks:
+            target = view[offset:offset + ref["size"]]
+            if "codec" in ref:
+                self._read_compressed(ref, target)
+            else:
+                self._read_raw_into(ref, target)
+            offset += ref["size"]
+        return data
+
+    def _read_raw_into(self, ref: dict[str, Any], target: memoryview) -> None:
+        fd = self._open_blob(ref["hash"])
+        try:
+            size = os.fstat(fd).st_size
+            if size != ref["size"]:
+                raise Damaged(f"blob {ref['hash']} is truncated ({size} of {ref['size']} bytes)")
+            done = 0
+            while done < size:
+                count = os.readv(fd, [target[done:done + WRITE_CHUNK]])
+                if not count:
+                    raise Damaged(f"blob {ref['hash']} is truncated ({done} of {size} bytes)")
+                done += count
+        finally:
+            os.close(fd)
+        if hash_buffer(target) != ref["hash"]:
+            raise Damaged(f"blob {ref['hash']} is corrupt (its content does not match its hash)")
+
+    def _read_compressed(self, ref: dict[str, Any], target: memoryview) -> None:
+        key = records.blob_key(ref)
+        fd = self._open_blob(key)
+        try:
+            with open(fd, "rb", closefd=False) as handle:
+                packed = handle.read()
+        finally:
+            os.close(fd)
+        if len(packed) != ref["stored"]:
+            raise Damaged(f"blob {key} is truncated ({len(packed)} of {ref['stored']} bytes)")
+        if _declared_length(packed[:HEADER.size]) != len(packed):
+            raise Damaged(f"blob {key} is damaged (its header does not give its length)")
+        try:
+            data = _decompress(packed[HEADER.size:], ref["size"])
+        except Exception as exc:  # zstd's errors, a frame of another size
+            raise Damaged(f"blob {key} is corrupt ({exc})") from None
+        target[:] = data
+        if hash_buffer(target) != ref["hash"]:
+            raise Damaged(f"blob {key} is corrupt (its content does not match its hash)")
+
+    def read_blob(self, digest: str, expected_size: int) -> Any:
+        """The raw blob's bytes, checked against its hash; large ones memory-mapped copy-on-write."""
+        fd = self._open_blob(digest)
         try:
             size = os.fstat(fd).st_size
             if size != expected_size:

@@ -4,12 +4,13 @@ Imported at a process's first checkpoint, never at start-up; the run is created 
 there is something to record, so a script with no data leaves no trace.
 
 Every checkpoint holds each value as it was at its safe point. During the pause: capture,
-pickling (large buffers out of band, not copied), hashing, and writing the program's memory
-the store lacks straight to it (no copy; each such blob is hashed again before it is renamed
-into place, so another thread writing to the array meanwhile can never give a blob a wrong
-name: that variable is then skipped). What cannot change (pickle streams) is left, within
-`memory_budget`, to a background thread (a bare `_thread` with every signal blocked), which
-also commits the manifest.
+pickling (large buffers out of band, not copied), hashing in fixed-size chunks (only the chunks
+the store lacks are new), copying the new chunks and small parts (packed together) within
+`memory_budget`, and writing the rest of the program's memory the store lacks straight to it
+(no copy; each such blob is hashed again before it is renamed into place, so another thread
+writing to the array meanwhile can never give a blob a wrong name: that variable is then
+skipped). What is held (copies and pickle streams) is compressed and written by a background
+thread (a bare `_thread` with every signal blocked), which also commits the manifest.
 
 - One checkpoint is written at a time: a periodic one that falls due while the previous one
   is still being written is skipped; any other waits for it. Exit, crash and signal
@@ -31,7 +32,7 @@ import time
 
 from chkpt import capture, cleanup, guard, records, salience, serialize
 from chkpt.fmt import human_size
-from chkpt.store import RunWriter, Store, StoreError, StoreLock, hash_buffer
+from chkpt.store import CHUNK_SIZE, RunWriter, Store, StoreError, StoreLock, hash_buffer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
+PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
 
 
 def exception_text(exc: BaseException) -> str:
@@ -54,12 +56,48 @@ class _Plan:
 
     def __init__(self) -> None:
         self.variables: list[dict[str, Any]] = []
-        self.new: dict[str, Any] = {}  # hash → bytes-like (the program's memory for buffers)
+        # hash → (bytes-like: the program's memory for buffers, the manifest's reference to it,
+        # completed with its codec once written compressed)
+        self.new: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.new_bytes = 0
+        self.pack: list[bytes] = []  # the new small streams and buffers, stored together as one blob
+        self.pack_ref: dict[str, Any] = {}  # the pack's reference, completed by `close_pack`
+        self.packed: dict[str, dict[str, Any]] = {}  # hash → reference of each small part used
+        self.pack_bytes = 0
+
+    def add_to_pack(self, digest: str, data: Any) -> bool:
+        """Copy a small part into the pack; False if another thread changed it since it was hashed."""
+        data = bytes(data)
+        if hash_buffer(data) != digest:
+            return False
+        self.pack.append(data)
+        self.packed[digest] = dict(records.blob_ref(digest, len(data)), pack=self.pack_ref, offset=self.pack_bytes)
+        self.pack_bytes += len(data)
+        return True
+
+    def close_pack(self, store: Store) -> None:
+        """Make the new small parts one blob to write (none if the store has the same one)."""
+        data = b"".join(self.pack)
+        self.pack = []
+        if not data:
+            return
+        digest = hash_buffer(data)
+        stored = store.has_blob(digest, len(data))
+        self.pack_ref.update(stored or records.blob_ref(digest, len(data)))
+        if stored is None:
+            self.new[digest] = (data, self.pack_ref)
+        else:  # a run before this one packed the same values
+            self.new_bytes -= len(data)
 
 
 def _parts(variable: dict[str, Any]) -> set[str]:
-    return {variable["pickle"]["hash"], *(b["hash"] for b in variable["buffers"])}
+    return {ref["hash"] for ref in records.variable_refs(variable)}
+
+
+def _chunks(buffer: memoryview) -> list[memoryview]:
+    """A buffer cut in fixed-size chunks: an in-place change or an append leaves the others
+    as they were, so they are stored once (docs/store-format.md)."""
+    return [buffer[start:start + CHUNK_SIZE] for start in range(0, buffer.nbytes, CHUNK_SIZE)] or [buffer]
 
 
 def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
@@ -81,7 +119,7 @@ class _Job:
     """
 
     def __init__(self, writer: Writer, lock: StoreLock, index: int, manifest: dict[str, Any],
-                 held: dict[str, bytes], new_bytes: int) -> None:
+                 held: dict[str, tuple[bytes, dict[str, Any]]], new_bytes: int) -> None:
         self.writer = writer
         self.lock = lock
         self.index = index
@@ -125,9 +163,11 @@ class _Job:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             try:
-                for digest, data in self.held.items():
-                    self.writer.store.write_blob(digest, [data])
+                for digest, (data, ref) in self.held.items():
+                    ref.update(self.writer.store.write_compressed(digest, data))
+                    self.new_bytes -= ref["size"] - records.stored_size(ref)
                 self.held = {}
+                self.manifest["new_bytes"] = self.new_bytes
                 self.writer.commit(self.index, self.manifest, self.new_bytes)
             finally:
                 self.lock.release()
@@ -174,6 +214,9 @@ class Writer:
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed
+        # hash → reference of the small parts (streams, buffers) the last checkpoint packed
+        self._packed: dict[str, dict[str, Any]] = {}
+        self._arrays = serialize.ObjectArrays()  # object arrays' pickles, for the next checkpoint
         self._job: _Job | None = None
 
     def _open_run(self) -> RunWriter:
@@ -192,9 +235,9 @@ class Writer:
         )
         run = self.store.create_run(meta)
         if watch.source is not None:
-            digest, written = self.store.put_blob(watch.source)
+            ref, written = self.store.put_blob(watch.source)
             self.run_bytes += written
-            run.meta["source"] = records.blob_ref(digest, len(watch.source))
+            run.meta["source"] = ref
             run.save_meta()
         return run
 
@@ -259,27 +302,38 @@ class Writer:
             if not handed_over:
                 lock.release()
 
-    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int) -> dict[str, bytes]:
-        """Write, during the pause, the new blobs the program could change once it runs on;
-        return the rest (bytes, which cannot change) for the background, within `budget`.
+    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any],
+                              budget: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
+        """Copy, during the pause, the new chunks of the program's memory within `budget`, and
+        write the rest straight to the store; return what is held (copies and pickle streams,
+        which cannot change) for the background thread to compress and write.
 
-        The program's memory is written straight to the store (page-cache speed, no copy), so
-        every checkpoint holds each value as it was at its safe point and costs no extra memory.
-        Buffers of objects that can change size (a bytearray) are copied first: holding their
-        buffer while another thread of the program resizes them would make that resize fail.
+        So every checkpoint holds each value as it was at its safe point, and its memory is
+        bounded by the budget: past it, chunks are written from the program's memory (page-cache
+        speed, no copy), uncompressed. Buffers of objects that can change size (a bytearray) are
+        copied first: holding their buffer while another thread of the program resizes them
+        would make that resize fail.
         """
-        held: dict[str, bytes] = {}
+        held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0
         changed: set[str] = set()
-        for digest, data in plan.new.items():
-            if not isinstance(data, bytes) and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
+        for digest, (data, ref) in plan.new.items():
+            size = ref["size"]
+            program_memory = not isinstance(data, bytes)
+            if program_memory and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
                 data = bytes(data)
-            if isinstance(data, bytes):
-                if held_bytes + len(data) <= budget:
-                    held[digest] = data
-                    held_bytes += len(data)
-                else:
-                    self.store.write_blob(digest, [data])
+            if budget and held_bytes + size <= budget:
+                if not isinstance(data, bytes):
+                    data = bytes(data)
+                if program_memory and hash_buffer(data) != digest:  # another thread wrote to it
+                    changed.add(digest)
+                    plan.new_bytes -= size
+                    continue
+                held[digest] = (data, ref)
+                held_bytes += size
+                continue
+            if isinstance(data, bytes) and not program_memory:
+                self.store.write_blob(digest, [data])
                 continue
 
             def unchanged(data: Any = data, digest: str = digest) -> bool:
@@ -287,7 +341,7 @@ class Writer:
 
             if not self.store.write_blob(digest, [data], verify=unchanged):
                 changed.add(digest)
-                plan.new_bytes -= memoryview(data).nbytes
+                plan.new_bytes -= size
         if changed:
             drop_changed(manifest, changed)
         plan.new.clear()  # let go of the program's memory
@@ -330,6 +384,7 @@ class Writer:
 
     def _stop(self, error: BaseException) -> None:
         """One warning, then no more checkpoints: the store cannot be written."""
+        self._arrays.clear()
         if isinstance(error, StoreError):  # its message names the store and the reason
             self.problem = f"cannot write checkpoints: {error}"
         else:
@@ -356,33 +411,62 @@ class Writer:
         }
 
     def _plan(self, captured: capture.Capture) -> _Plan:
-        """Serialize and hash every value; keep those whose new data fits the limits."""
-        config = self.config
-        present: dict[str, bool] = {}
+        """Serialize and hash every value; keep those whose new data fits the limits.
 
-        def new_parts(parts: list[tuple[str, Any, int]], plan: _Plan) -> list[tuple[str, Any, int]]:
+        Buffers are cut in chunks, each a blob; small pickle streams and buffers are copied into
+        one pack blob for the checkpoint, and one that the previous checkpoint packed is referred
+        to there.
+        """
+        config = self.config
+        present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
+        plan = _Plan()
+        self._arrays.next_checkpoint()
+
+        def reusable(digest: str) -> dict[str, Any] | None:
+            """The reference to a small part the previous checkpoint packed, if its pack is there."""
+            ref = self._packed.get(digest)
+            if ref is not None and ref["pack"]["hash"] not in present:
+                present[ref["pack"]["hash"]] = self.store.has_blob(ref["pack"]["hash"], ref["pack"]["size"])
+            return ref if ref is not None and present[ref["pack"]["hash"]] else None
+
+        def new_parts(parts: list[tuple[str, Any, int, bool]]) -> list[tuple[str, Any, int, bool]]:
             fresh = []
-            for digest, data, size in parts:
+            for digest, data, size, small in parts:
+                if digest in plan.new or digest in plan.packed:
+                    continue
+                if small:
+                    if reusable(digest) is None:
+                        fresh.append((digest, data, size, small))
+                    continue
                 if digest not in present:
                     present[digest] = self.store.has_blob(digest, size)
-                if not present[digest] and digest not in plan.new:
-                    fresh.append((digest, data, size))
+                if present[digest] is None:
+                    fresh.append((digest, data, size, small))
             return fresh
 
-        plan = _Plan()
+        def ref(digest: str, small: bool) -> dict[str, Any]:
+            if small:
+                found = plan.packed.get(digest) or reusable(digest)
+                assert found is not None
+                plan.packed[digest] = found
+                return found
+            return present[digest] or plan.new[digest][1]
+
         entries = []
         for item in captured.items:
             try:
-                data = serialize.dumps(item.obj)
+                data = serialize.dumps(item.obj, self._arrays)
             except Exception as exc:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
-            parts = [(hash_buffer(p), p, memoryview(p).nbytes) for p in (data.stream, *data.buffers)]
-            entries.append((sum(s for _, _, s in new_parts(parts, plan)), item, data, parts))
+            chunked = [_chunks(buffer) for buffer in data.buffers]
+            parts = [(hash_buffer(p), p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT)
+                     for p in (data.stream, *(chunk for chunks in chunked for chunk in chunks))]
+            entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
-        for _, item, data, parts in entries:
-            fresh = new_parts(parts, plan)
-            size = sum(s for _, _, s in fresh)
+        for _, item, data, parts, chunked in entries:
+            fresh = new_parts(parts)
+            size = sum(part[2] for part in fresh)
             if size and plan.new_bytes + size > config.max_checkpoint_size:
                 captured.skip(item.name, f"{human_size(size)} of new data did not fit in "
                                          f"max_checkpoint_size ({human_size(config.max_checkpoint_size)})")
@@ -391,18 +475,26 @@ class Writer:
                 captured.skip(item.name, f"the run reached max_run_size "
                                          f"({human_size(config.max_run_size)})")
                 continue
-            plan.new.update((digest, part) for digest, part, _ in fresh)
+            if not all(plan.add_to_pack(digest, part) for digest, part, _, small in fresh if small):
+                captured.skip(item.name, CHANGED)
+                continue
+            plan.new.update((digest, (part, records.blob_ref(digest, part_size)))
+                            for digest, part, part_size, small in fresh if not small)
             plan.new_bytes += size
+            refs = iter([ref(digest, small) for digest, _, _, small in parts])
             plan.variables.append({
                 "name": item.name,
                 "type": item.type,
                 "scope": item.scope,
                 "size": data.size,
                 **item.info,
-                "pickle": records.blob_ref(parts[0][0], parts[0][2]),
-                "buffers": [records.blob_ref(digest, size) for digest, _, size in parts[1:]],
+                "pickle": next(refs),
+                "buffers": [{"size": buffer.nbytes, "chunks": [next(refs) for _ in chunks]}
+                            for buffer, chunks in zip(data.buffers, chunked, strict=True)],
             })
+        plan.close_pack(self.store)
         plan.variables.sort(key=lambda v: v["name"])
+        self._packed = plan.packed  # what the next checkpoint may refer to
         self.run_bytes += plan.new_bytes
         return plan
 
@@ -411,6 +503,7 @@ class Writer:
     def finish(self, status: str, *, exc: BaseException | None, exit_status: object) -> None:
         """Record how the run ended, thin its checkpoints and keep the store under its cap."""
         self._wait()
+        self._arrays.clear()  # no reference to the program's objects past the final checkpoint
         if self.run is None:
             return
         run = self.run

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from chkpt import api, fmt, naming
+from chkpt import api, fmt, naming, records
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 
@@ -28,7 +28,8 @@ STATUSES = ("running", "finished", "crashed", "interrupted", "killed", "damaged"
 
 def _run_json(run: api.Run) -> dict[str, Any]:
     place = run.summary.get("crash") or {}
-    described = dict(run.meta, checkpoints=run.checkpoint_count, size=run.size, status=run.status,
+    described = dict(run.meta, checkpoints=run.checkpoint_count, size=run.size, stored=run.stored,
+                     status=run.status,
                      duration=run.duration, crash_line=place.get("line"), pinned=run.pinned)
     described.pop("summary", None)  # the listing's own cache, not the run's facts
     if run.status == "damaged":
@@ -98,8 +99,7 @@ def _runs_table(shown: list[api.Run], shared: bool) -> str:
     with_args = any(run.args for run in shown)
     with_pins = any(run.pinned for run in shown)
     headers = ["RUN", "SCRIPT", *(["HOST"] * with_host), *(["FOLDER"] * with_folder), *(["ARGS"] * with_args),
-               "STARTED",
-               "DURATION", "CKPTS", "SIZE", *(["PIN"] * with_pins), "STATUS"]
+               "STARTED", "DURATION", "CKPTS", "SIZE", "STORED", *(["PIN"] * with_pins), "STATUS"]
     rows = []
     for run in shown:
         row = [paint(fmt.printable(run.id), "cyan"), fmt.printable(os.path.basename(run.script))]
@@ -110,13 +110,13 @@ def _runs_table(shown: list[api.Run], shared: bool) -> str:
         if with_args:
             row.append(fmt.printable(fmt.shorten(shlex.join(run.args), 30)))
         row += [fmt.relative_time(run.start_time) if run.start_time else "-", _duration_text(run),
-                str(run.checkpoint_count), fmt.human_size(run.size)]
+                str(run.checkpoint_count), fmt.human_size(run.size), fmt.human_size(run.stored)]
         if with_pins:
             row.append(paint("pinned", "bold") if run.pinned else "")
         row.append(_status(run, paint, 70))
         rows.append(row)
     first_number = headers.index("DURATION")
-    return fmt.table(headers, rows, right={first_number, first_number + 1, first_number + 2}, paint=paint)
+    return fmt.table(headers, rows, right=set(range(first_number, first_number + 4)), paint=paint)
 
 
 def _duration_text(run: api.Run) -> str:
@@ -153,7 +153,8 @@ def _checkpoint_json(checkpoint: api.Checkpoint) -> dict[str, Any]:
     manifest = dict(checkpoint.manifest, index=checkpoint.index, where=checkpoint.where,
                     size=checkpoint.size)
     manifest["variables"] = [
-        {k: v for k, v in entry.items() if k not in ("pickle", "buffers")}
+        {**{k: v for k, v in entry.items() if k not in ("pickle", "buffers")},
+         "stored": records.variable_stored(entry)}
         for entry in manifest.get("variables", [])
     ]
     manifest.setdefault("skipped", [])
@@ -184,7 +185,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                            f"({fmt.relative_time(run.start_time)}), ran {_duration_text(run)}"),
                ("python", f"{run.meta.get('python', '?')}, pid {run.meta.get('pid', '?')}"
                           f" on {run.meta.get('host') or '?'}"),
-               ("data", f"{fmt.human_size(run.size)} in {fmt.plural(len(checkpoints), 'checkpoint')}")]
+               ("data", f"{fmt.human_size(run.size)} in {fmt.plural(len(checkpoints), 'checkpoint')}, "
+                        f"{fmt.human_size(run.stored)} stored")]
     for key, value in details:
         print(f"  {paint(key.ljust(8), 'dim')} {text(value)}")
     if chosen is None:
@@ -206,9 +208,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     where = f" at {chosen.where}" if chosen.line else ""
     print(f"\n{paint(text(f'checkpoint {chosen.ref}'), 'bold')} — {text(chosen.trigger + where + exception)}")
     rows = [[text(name), text(kind), api.shape_text(shape), text(dtype), fmt.human_size(size),
-             paint(text(scope), "dim")] for name, kind, shape, dtype, size, scope in _grouped(chosen.variables)]
+             fmt.human_size(stored), paint(text(scope), "dim")]
+            for name, kind, shape, dtype, size, stored, scope in _grouped(chosen.variables)]
     if rows:
-        print(fmt.table(["NAME", "TYPE", "SHAPE", "DTYPE", "SIZE", "SCOPE"], rows, right={4}, paint=paint))
+        print(fmt.table(["NAME", "TYPE", "SHAPE", "DTYPE", "SIZE", "STORED", "SCOPE"], rows, right={4, 5},
+                        paint=paint))
     else:
         print("  (no variables)")
     if chosen.aliases:
@@ -230,11 +234,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 GROUP_AT = 5  # this many consecutive items of one container, alike, take one row
 
 
-def _grouped(variables: list[api.Variable]) -> list[tuple[str, str, list[int] | None, str, int, str]]:
-    """(name, type, shape, dtype, size, scope) rows, with runs of `GROUP_AT` or more items of one
-    list or dict that are alike (`out[0]` … `out[19]`, all 3-element float arrays) in one row
-    `out[0…19]`, typed "20 numpy.ndarray" and sized in all."""
-    rows: list[tuple[str, str, list[int] | None, str, int, str]] = []
+def _grouped(variables: list[api.Variable]) -> list[tuple[str, str, list[int] | None, str, int, int, str]]:
+    """(name, type, shape, dtype, size, stored size, scope) rows, with runs of `GROUP_AT` or more
+    items of one list or dict that are alike (`out[0]` … `out[19]`, all 3-element float arrays) in
+    one row `out[0…19]`, typed "20 numpy.ndarray" and sized in all."""
+    rows: list[tuple[str, str, list[int] | None, str, int, int, str]] = []
     group: list[api.Variable] = []
 
     def flush() -> None:
@@ -242,9 +246,9 @@ def _grouped(variables: list[api.Variable]) -> list[tuple[str, str, list[int] | 
             first, last = group[0], group[-1]
             name = f"{first.name[:first.name.rindex('[')]}[{_item(first.name)}…{_item(last.name)}]"
             rows.append((name, f"{len(group)} {first.type}", first.shape, first.dtype or "",
-                         sum(v.size for v in group), first.scope))
+                         sum(v.size for v in group), sum(v.stored for v in group), first.scope))
         else:
-            rows.extend((v.name, v.type, v.shape, v.dtype or "", v.size, v.scope) for v in group)
+            rows.extend((v.name, v.type, v.shape, v.dtype or "", v.size, v.stored, v.scope) for v in group)
         group.clear()
 
     def kind(variable: api.Variable) -> tuple[Any, ...] | None:
@@ -258,7 +262,7 @@ def _grouped(variables: list[api.Variable]) -> list[tuple[str, str, list[int] | 
             flush()
         if kind(variable) is None:
             rows.append((variable.name, variable.type, variable.shape, variable.dtype or "", variable.size,
-                         variable.scope))
+                         variable.stored, variable.scope))
         else:
             group.append(variable)
     flush()

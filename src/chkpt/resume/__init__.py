@@ -58,7 +58,7 @@ def old_module(run: api.Run, module: str | None = None) -> Module:
         raise Refusal(f"run {run.id} was started with {started}; resume it with {how}", False)
     if not source:
         raise Refusal(f"run {run.id} did not keep its script's source (made by an older chkpt)", False)
-    data = bytes(run.store.read_blob(source["hash"], source.get("size")))
+    data = bytes(run.store.read_ref(source))
     return Module(data, run.script)
 
 

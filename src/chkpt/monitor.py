@@ -76,15 +76,24 @@ def watch_for_main_start(main_globals: dict, on_main_start: Callable[[CodeType],
     return True
 
 
-def script_codes(frame: FrameType | None, main_globals: dict) -> list[CodeType]:
-    """The code objects of the script's frames on a stack, outermost first."""
+def user_codes(frame: FrameType | None, is_user: Callable[[FrameType], bool]) -> list[CodeType]:
+    """The code objects of the user's frames on a stack, outermost first."""
     codes: list[CodeType] = []
     while frame is not None:
-        if frame.f_globals is main_globals and frame.f_code not in codes:
+        if frame.f_code not in codes and is_user(frame):
             codes.append(frame.f_code)
         frame = frame.f_back
     codes.reverse()
     return codes
+
+
+def _main_module_code(frame: FrameType | None, main_globals: dict) -> CodeType | None:
+    """The code of the script's module frame on a stack (None when it is not on it)."""
+    while frame is not None:
+        if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
+            return frame.f_code
+        frame = frame.f_back
+    return None
 
 
 def call_at_next_line(codes: list[CodeType], main_thread: int,
@@ -136,10 +145,11 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
 class Monitor:
     """Arms LINE events on the script's running code on request; nothing runs otherwise."""
 
-    def __init__(self, main_globals: dict, main_thread: int,
+    def __init__(self, main_globals: dict, main_thread: int, is_user: Callable[[FrameType], bool],
                  on_safe_point: Callable[[FrameType, str | None], None],
                  boundaries: Callable[[], dict[int, str]]) -> None:
         self._main_globals: dict | None = main_globals
+        self._is_user = is_user
         self._main_thread = main_thread
         self._on_safe_point = on_safe_point
         self._boundaries = boundaries
@@ -163,7 +173,7 @@ class Monitor:
         with self._lock:
             if self._closed or self._main_globals is None:
                 return
-            codes = script_codes(frame, self._main_globals)
+            codes = user_codes(frame, self._is_user)
             if not codes:
                 return
             if self._tool is None:
@@ -172,7 +182,7 @@ class Monitor:
                     return
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
-                module = codes[0] if codes[0].co_name == "<module>" else None
+                module = codes[0] if codes[0] is _main_module_code(frame, self._main_globals) else None
                 self._module_code = module
                 self._waiting_for_boundary = module is not None
                 self._armed_at = time.monotonic()

@@ -14,6 +14,7 @@ import time
 
 from chkpt import guard, records
 from chkpt.monitor import Monitor
+from chkpt.usercode import UserCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,8 +56,11 @@ class Session:
         self._last_pause = 0.0  # how long the previous checkpoint paused the program
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
-        self.monitor = Monitor(watch.main_globals, watch.main_thread, self._on_safe_point,
-                               self._boundaries)
+        config = self.config
+        self.user_code = UserCode(watch.main_globals, watch.target_file, config.user_code,
+                                  config.user_code_include, config.user_code_exclude)
+        self.monitor = Monitor(watch.main_globals, watch.main_thread, self.user_code.frame,
+                               self._on_safe_point, self._boundaries)
         guard.on_disable(watch.close)
 
     def close(self) -> None:
@@ -129,7 +133,7 @@ class Session:
     # -- taking a checkpoint --------------------------------------------------------------------
 
     def target_frames(self, frame: FrameType | None, tb: TracebackType | None) -> list[FrameType]:
-        """Frames of the target file, innermost first, from a stack or a traceback."""
+        """Frames of the user's code, innermost first, from a stack or a traceback."""
         frames: list[FrameType] = []
         if tb is not None:
             while tb is not None:
@@ -139,17 +143,18 @@ class Session:
         while frame is not None:
             frames.append(frame)
             frame = frame.f_back
-        target, main_globals = self.watch.target_file, self.watch.main_globals
-        return [f for f in frames if f.f_code.co_filename == target or f.f_globals is main_globals]
+        return [f for f in frames if self.user_code.frame(f)]
 
     def _position(self, trigger: str, frames: list[FrameType], boundary: str | None) -> dict[str, Any]:
         """Where the checkpoint stands: module or function frame, resume boundary (a top-level
-        statement or loop iteration), and the script's frames outermost first (resume finds
-        the running top-level statement there)."""
-        at_top = bool(frames) and frames[0].f_code.co_name == "<module>"
+        statement or loop iteration), and the script's own frames outermost first (resume
+        finds the running top-level statement there)."""
+        main_globals = self.watch.main_globals
+        script = [f for f in frames if f.f_globals is main_globals]
+        at_top = bool(frames) and frames[0].f_code.co_name == "<module>" and frames[0].f_globals is main_globals
         # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it)
         resumable = boundary is not None or (at_top and trigger == "explicit")
-        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(frames)]
+        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(script)]
         return records.position(at_top, boundary, resumable, stack)
 
     def take(

@@ -221,15 +221,17 @@ class Watch:
             timer.stop(wait_gone=True)
 
     def _restart_timer_after_fork(self) -> None:
-        """Start the timer again at the script's next line on the main thread (a one-shot
-        LINE event), after CPython has counted threads for its fork warning."""
+        """Start the timer again at the next line of the user's code on the main thread (a
+        one-shot LINE event), after CPython has counted threads for its fork warning."""
         if not self._timer_after_fork or self.closed or self.main_globals is None:
             return
         self._timer_after_fork = False
         from chkpt import monitor
 
+        main_globals, session = self.main_globals, self._session
+        is_user = session.user_code.frame if session is not None else lambda f: f.f_globals is main_globals
         frame = sys._current_frames().get(self.main_thread)
-        codes = monitor.script_codes(frame, self.main_globals)
+        codes = monitor.user_codes(frame, is_user)
         del frame
         cancel = monitor.call_at_next_line(codes, self.main_thread, self.start_timer) if codes else None
         if cancel is not None:

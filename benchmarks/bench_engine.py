@@ -9,7 +9,8 @@ venv whose .pth imports one module that only registers an atexit handler and sta
 sleeping thread (the floor of any autoload with a timer thread). The loop and call
 workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
 with 8 MB of arrays to save), and also under the seed prototype's approach (global LINE
-events with a filename check in the callback) as the reference row.
+events with a filename check in the callback) as the reference row; so do the same loop and
+calls inside a function of a user module beside the script, called from the script's main().
 
     python benchmarks/bench_engine.py [--repeat 15] [--interval 0.25] [--markdown]
 
@@ -46,6 +47,25 @@ WORKLOADS = {
         "total = 0\nfor i in range(1_000_000):\n    total = small(total, i)\n"
     ),
 }
+
+# The same loop and calls inside a function of the user's own module beside the script
+# (called from the script's main()); more iterations, as a function's loop runs faster.
+USER_MODULE = (
+    "def loop(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+    "def small(a, b):\n    return a + b\n"
+    "def calls(n):\n    total = 0\n    for i in range(n):\n        total = small(total, i)\n    return total\n"
+)
+MODULE_WORKLOADS = {
+    "module_loop_30m": (
+        "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "def main():\n    userlib.loop(30_000_000)\nmain()\n"
+    ),
+    "module_calls_3m": (
+        "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "def main():\n    userlib.calls(3_000_000)\nmain()\n"
+    ),
+}
+CHECKPOINTED = ("loop_10m", "calls_1m", *MODULE_WORKLOADS)
 
 SEED_RUNNER = '''
 import sys
@@ -150,6 +170,7 @@ def main() -> None:
         env = {**bare_env, "CHKPT_INTERVAL": args.interval}
         Path(work, "seed_runner.py").write_text(SEED_RUNNER)
         Path(work, "empty.py").write_text("")
+        Path(work, "userlib.py").write_text(USER_MODULE)
         start_up = {
             "python -c pass": (["-c", "pass"], bare_env, ""),
             "script: empty": (["empty.py"], bare_env, "no config source"),
@@ -160,16 +181,16 @@ def main() -> None:
                                "floor": [str(floor), *cmd]}, run_env, work, args.repeat * 10)
             floor_note = f"floor {medians['floor'] * 1000:.1f} ms ({medians['floor'] / medians['plain']:.3f}x)"
             rows.append((label, medians["plain"], medians["chkpt"], None, f"{note}; {floor_note}".lstrip("; ")))
-        for name, source in WORKLOADS.items():
+        for name, source in {**WORKLOADS, **MODULE_WORKLOADS}.items():
             script = Path(work, f"{name}.py")
             script.write_text(source)
             variants = {"plain": [str(plain), script.name], "chkpt": [str(traced), script.name]}
-            if name in ("loop_10m", "calls_1m"):
+            if name in CHECKPOINTED:
                 variants["seed"] = [str(plain), "seed_runner.py", str(script)]
             shutil.rmtree(f"{work}/store", ignore_errors=True)
             medians = compare(variants, env, work, args.repeat)
             note = ""
-            if name in ("loop_10m", "calls_1m"):
+            if name in CHECKPOINTED:
                 note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"
             rows.append((f"script: {name}", medians["plain"], medians["chkpt"], medians.get("seed"), note))
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeat}+ alternated runs, "

@@ -2,10 +2,10 @@
 
 No event is enabled and no tool id is held between checkpoints. When one falls due, the
 watch's timer thread reads the main thread's stack and calls `Monitor.request_safe_point`,
-which claims a tool id and turns LINE events on for the script's code objects on that
-stack (CPython re-instruments code that is already running, so a loop running in the
-module frame is reached too). The next LINE event of the script on the main thread calls
-back with its frame; events are switched off and the tool id freed before the checkpoint
+which claims a tool id and turns LINE events on for the user's code objects on that stack
+(usercode.py says which; CPython re-instruments code that is already running, so a loop
+running in the module frame is reached too). The next LINE event of that code on the main
+thread calls back with its frame; events are switched off and the tool id freed before the checkpoint
 is taken there, between two statements of the user's code.
 
 Resume points: a due checkpoint first arms the module code only and waits for a top-level
@@ -13,8 +13,9 @@ statement boundary or the header of a top-level loop between two iterations (tol
 from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
 `chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
 seconds of module-level lines gives way to the next module line; when the module frame does
-not run a line for a whole interval (the script is deep inside a function call), the next
-tick also arms the script's functions on the stack and the checkpoint is taken in one.
+not run a line for a whole interval (the script is deep inside a function call, its own or
+one of the user's modules'), the next tick also arms every user-code function on the stack
+and the checkpoint is taken in one.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def top_level_boundaries(source: bytes) -> dict[int, str]:
 
 
 class Monitor:
-    """Arms LINE events on the script's running code on request; nothing runs otherwise."""
+    """Arms LINE events on the user's running code on request; nothing runs otherwise."""
 
     def __init__(self, main_globals: dict, main_thread: int, is_user: Callable[[FrameType], bool],
                  on_safe_point: Callable[[FrameType, str | None], None],
@@ -166,7 +167,7 @@ class Monitor:
         return self._tool is not None
 
     def request_safe_point(self, frame: FrameType | None) -> None:
-        """Have the script call back at its next resume point, or else its next line.
+        """Have the user's code call back at the script's next resume point, or else its next line.
 
         Called from the timer thread with the main thread's innermost frame.
         """

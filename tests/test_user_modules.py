@@ -213,3 +213,19 @@ def test_globs_and_the_script_mode_change_what_is_the_users(tmp_path):
     both = rule(tmp_path, include=["*/mylib/*"], exclude=["*/mylib/*"])
     assert not both.file(str(tmp_path / "mylib/trainer.py"))  # exclude wins
     assert rule(tmp_path, exclude=["*.py"]).file(str(tmp_path / "train.py"))  # the script always counts
+
+
+@pytest.mark.parametrize(("module_name", "qualifier"), [("mylib.trainer", "mylib.trainer.Trainer.fit"),
+                                                        ("odd name[", "trainer.Trainer.fit")])
+def test_a_module_functions_locals_are_qualified_and_never_take_a_globals_name(module_name, qualifier):
+    from chkpt import capture
+
+    main_globals = {"w": "the script's"}
+    module = {"__name__": module_name}
+    source = "class Trainer:\n    def fit(self, w, look):\n        epoch = 3\n        return look()\n"
+    exec(compile(source, "/project/mylib/trainer.py", "exec"), module)
+    roots = module["Trainer"]().fit("fit's", lambda: capture.named_roots(main_globals, [sys._getframe(1)], {}))
+    named = {name: (value, scope) for name, value, scope in roots}
+    assert named["w"] == ("the script's", "global")
+    assert named[f"{qualifier}:w"] == ("fit's", f"local of {qualifier}")
+    assert named[f"{qualifier}:epoch"][0] == 3

@@ -107,8 +107,8 @@ def _module_function(frame: FrameType) -> str:
     function's qualified name (`mylib.trainer.fit`, `mylib.Trainer.step`), or the module's
     name alone for its own code (`mylib.trainer`)."""
     module = frame.f_globals.get("__name__")
-    if not isinstance(module, str) or not module:
-        module = os.path.splitext(os.path.basename(frame.f_code.co_filename))[0] or "?"
+    if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+        module = os.path.splitext(os.path.basename(frame.f_code.co_filename))[0]  # a name of the grammar
     code = frame.f_code
     return module if code.co_name == "<module>" else f"{module}.{code.co_qualname}"
 

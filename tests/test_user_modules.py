@@ -138,6 +138,27 @@ def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, wo
     assert "spin" in {c["function"] for c in checkpoints(env, work) if c["trigger"] == "periodic"}
 
 
+def test_a_run_in_main_killed_after_ten_seconds_has_data_at_the_default_interval(env, work):
+    # The first checkpoint falls due after 5 s; the module frame sits in main() and runs no
+    # line, so the next tick comes 2 s later (not an interval) and arms main and fit.
+    write(work, "slowlib.py", """
+        import os, signal, time
+        import numpy as np
+        def fit():
+            w = np.arange(100_000.0)
+            start = time.time()
+            while time.time() - start < 9.5:
+                w += 1
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    write(work, "slow.py", "import slowlib\ndef main():\n    slowlib.fit()\nmain()\n")
+    result = python(["slow.py"], env, work)
+    assert result.returncode == -signal.SIGKILL
+    [checkpoint] = checkpoints(env, work)
+    assert (checkpoint["trigger"], checkpoint["function"]) == ("periodic", "fit")
+    assert "slowlib.fit:w" in names(checkpoint)
+
+
 @pytest.mark.parametrize("narrowing", [{"CHKPT_USER_CODE": "script"},
                                        {"CHKPT_USER_CODE_EXCLUDE": "*/mylib/*"}])
 def test_config_narrows_user_code_to_the_script(narrowing, env, work):

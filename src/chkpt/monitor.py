@@ -166,6 +166,11 @@ class Monitor:
     def armed(self) -> bool:
         return self._tool is not None
 
+    @property
+    def waiting_for_boundary(self) -> bool:
+        """Armed on the module code only, for a resume point (functions not armed yet)."""
+        return self._tool is not None and self._waiting_for_boundary
+
     def request_safe_point(self, frame: FrameType | None) -> None:
         """Have the user's code call back at the script's next resume point, or else its next line.
 

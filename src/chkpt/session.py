@@ -13,7 +13,7 @@ import sys
 import time
 
 from chkpt import guard, records
-from chkpt.monitor import Monitor
+from chkpt.monitor import BOUNDARY_PATIENCE, Monitor
 from chkpt.usercode import UserCode
 
 TYPE_CHECKING = False
@@ -92,13 +92,19 @@ class Session:
 
     # -- triggers -------------------------------------------------------------------------------
 
-    def on_tick(self, frame: FrameType | None) -> None:
-        """The timer's tick, in the timer thread with the main thread's innermost frame:
-        it only arms the monitor."""
+    def on_tick(self, frame: FrameType | None) -> float:
+        """The timer's tick, in the timer thread with the main thread's innermost frame: it
+        only arms the monitor. Returns the seconds until the next tick: an interval, but
+        BOUNDARY_PATIENCE while the first checkpoint waits for a module frame that runs no
+        line (the script sits in `main()`), so that a run has data within seconds."""
+        interval = self.config.interval
         since = time.monotonic() - self._last_checkpoint
-        if (periodic_due(since, self.config.interval, self._last_pause) and not self._busy
+        if (periodic_due(since, interval, self._last_pause) and not self._busy
                 and not self._pause_depth and not self.closed):
             self.monitor.request_safe_point(frame)
+        if self._last_checkpoint == float("-inf") and self.monitor.waiting_for_boundary:
+            return min(interval, BOUNDARY_PATIENCE)
+        return interval
 
     def _boundaries(self) -> dict[int, str]:
         """The script's top-level statement and loop lines (parsed once, at the first need)."""

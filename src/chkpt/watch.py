@@ -208,7 +208,8 @@ class Watch:
     # -- the periodic timer -----------------------------------------------------------------------
 
     def start_timer(self) -> None:
-        """Every `interval` seconds, the session's `on_tick` with the main thread's stack."""
+        """Every `interval` seconds (or as the session's `on_tick` asks), `on_tick` with the main
+        thread's stack."""
         if self.interval > 0 and not self.closed and self._timer is None:
             self._timer = _Timer(self.interval)
 
@@ -281,7 +282,7 @@ class Watch:
 
 class _Timer:
     """A bare `_thread` (invisible to `threading`) that ticks after FIRST_CHECKPOINT_AFTER (or
-    `interval`, if sooner), then every `interval`."""
+    `interval`, if sooner), then when the session's `on_tick` says (every `interval`)."""
 
     def __init__(self, interval: float) -> None:
         self._stop = _thread.allocate_lock()
@@ -315,7 +316,6 @@ def _tick(timer: _Timer, interval: float) -> None:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         wait = min(interval, FIRST_CHECKPOINT_AFTER)
         while not timer._stop.acquire(timeout=wait):
-            wait = interval
             watch = _current
             if watch is None or watch._timer is not timer:
                 return
@@ -323,7 +323,7 @@ def _tick(timer: _Timer, interval: float) -> None:
                 session = watch.session()
                 if session is None:
                     return
-                session.on_tick(sys._current_frames().get(watch.main_thread))
+                wait = session.on_tick(sys._current_frames().get(watch.main_thread))
             except Exception as exc:
                 watch.fail(exc, "the periodic checkpoint")
                 return

@@ -93,6 +93,14 @@ def test_a_package_beside_the_script_is_checkpointed_periodically_and_at_its_cra
     assert shown["values"][0]["saved_as"] == "mylib.trainer.fit:w"
 
 
+def test_a_crash_in_a_module_function_still_resumes_at_the_scripts_running_statement(env, work):
+    package_beside(work)
+    assert python(["train.py", "1"], env, work).returncode == 1
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py", "--", "-"], env, work)
+    assert (resumed.returncode, resumed.stdout) == (0, "80000.0\n"), resumed.stderr
+    assert "continuing at line 13" in resumed.stderr  # main(), which it runs again
+
+
 def test_sigterm_inside_a_module_function_saves_its_locals(env, work):
     package_beside(work)
     process = subprocess.Popen([PYTHON, "train.py", "-", "3"], cwd=work, env=env,

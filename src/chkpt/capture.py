@@ -92,7 +92,10 @@ def named_roots(
         function = frame.f_code.co_name if in_script else _module_function(frame)
         seen_functions[function] = seen_functions.get(function, 0) + 1
         count = seen_functions[function]
+        module_code = frame.f_code.co_name == "<module>"  # a user module being imported
         for name, value in list(frame.f_locals.items()):
+            if module_code and name.startswith("__"):
+                continue
             qualify = name in used or not in_script
             final = naming.qualified_local(function, count, name) if qualify else name
             if final in used:

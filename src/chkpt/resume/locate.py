@@ -47,7 +47,9 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         if run.status != "finished":
             raise Refusal("its exit checkpoint was not taken at the end of the script", False)
         return Point(len(old.body))
-    if checkpoint.file and os.path.abspath(checkpoint.file) != os.path.abspath(run.script):
+    in_script = not checkpoint.file or os.path.abspath(checkpoint.file) == os.path.abspath(run.script)
+    # taken in one of the user's modules: the stack still shows the script's running statement
+    if not in_script and not any(e.get("function") == "<module>" for e in manifest.get("stack") or []):
         raise Refusal(f"it was taken in {checkpoint.file}, not in the script", False)
     if checkpoint.label.startswith("thread"):
         raise Refusal("it was taken when a thread crashed, not the script's main flow", False)

@@ -2,7 +2,9 @@
 
 Two fresh venvs of the same interpreter with numpy and pandas: one plain, one with chkpt
 installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each
-workload runs alternately in both, many times, and the medians are compared. Start-up
+workload runs alternately in both, many times, and the medians are compared (wall time;
+the notes give the ratio of median CPU times too, user + system of every thread, which
+other jobs on the machine disturb less). Start-up
 (`-c pass`, an empty script) runs 10x as many times, without any config source as a
 user who never configured chkpt has it, and once more with one; beside them runs a third
 venv whose .pth imports one module that only registers an atexit handler and starts a
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -128,21 +131,29 @@ def make_floor_venv() -> Path:
     return python
 
 
-def timed(args: list[str], env: dict[str, str], cwd: str) -> float:
+def timed(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, every thread) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def compare(variants: dict[str, list[str]], env: dict[str, str], cwd: str, repeat: int) -> dict[str, float]:
-    """Median wall time of each variant, run alternately so drift hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
+def compare(variants: dict[str, list[str]], env: dict[str, str], cwd: str, repeat: int,
+            cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Median wall time of each variant, run alternately so drift hits all alike; the median
+    CPU times go into `cpu` (less disturbed than wall time on a machine others use)."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for args in variants.values():  # warm the page cache
         timed(args, env, cwd)
     for _ in range(repeat):
         for name, args in variants.items():
             times[name].append(timed(args, env, cwd))
-    return {name: statistics.median(values) for name, values in times.items()}
+    if cpu is not None:
+        cpu.update({name: statistics.median(c for _, c in values) for name, values in times.items()})
+    return {name: statistics.median(w for w, _ in values) for name, values in times.items()}
 
 
 def count_checkpoints(chkpt_python: Path, env: dict[str, str], cwd: str) -> float:
@@ -188,10 +199,11 @@ def main() -> None:
             if name in CHECKPOINTED:
                 variants["seed"] = [str(plain), "seed_runner.py", str(script)]
             shutil.rmtree(f"{work}/store", ignore_errors=True)
-            medians = compare(variants, env, work, args.repeat)
-            note = ""
+            cpu: dict[str, float] = {}
+            medians = compare(variants, env, work, args.repeat, cpu)
+            note = f"CPU {cpu['chkpt'] / cpu['plain']:.3f}x"
             if name in CHECKPOINTED:
-                note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"
+                note += f"; {count_checkpoints(traced, env, work):.1f} checkpoints per run"
             rows.append((f"script: {name}", medians["plain"], medians["chkpt"], medians.get("seed"), note))
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeat}+ alternated runs, "
           f"CHKPT_INTERVAL={args.interval}")

@@ -63,9 +63,9 @@ MODULE_WORKLOADS = {
         "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
         "def main():\n    userlib.loop(30_000_000)\nmain()\n"
     ),
-    "module_calls_3m": (
+    "module_calls_10m": (
         "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
-        "def main():\n    userlib.calls(3_000_000)\nmain()\n"
+        "def main():\n    userlib.calls(10_000_000)\nmain()\n"
     ),
 }
 CHECKPOINTED = ("loop_10m", "calls_1m", *MODULE_WORKLOADS)

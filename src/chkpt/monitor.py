@@ -5,17 +5,18 @@ watch's timer thread reads the main thread's stack and calls `Monitor.request_sa
 which claims a tool id and turns LINE events on for the user's code objects on that stack
 (usercode.py says which; CPython re-instruments code that is already running, so a loop
 running in the module frame is reached too). The next LINE event of that code on the main
-thread calls back with its frame; events are switched off and the tool id freed before the checkpoint
-is taken there, between two statements of the user's code.
+thread calls back with its frame; events are switched off and the tool id freed before the
+checkpoint is taken there, between two statements of the user's code.
 
 Resume points: a due checkpoint first arms the module code only and waits for a top-level
 statement boundary or the header of a top-level loop between two iterations (told apart
 from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
 `chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
-seconds of module-level lines gives way to the next module line; when the module frame does
-not run a line for a whole interval (the script is deep inside a function call, its own or
-one of the user's modules'), the next tick also arms every user-code function on the stack
-and the checkpoint is taken in one.
+seconds of module-level lines gives way to the next module line; when the module frame runs
+no line until the next tick (an interval later; for the run's first checkpoint the session
+asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
+own or one of the user's modules', that tick also arms every user-code function on the
+stack and the checkpoint is taken in one.
 """
 
 from __future__ import annotations

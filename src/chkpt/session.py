@@ -68,6 +68,7 @@ class Session:
         if not self.closed:
             self.closed = True
             self.monitor.close()
+            self.user_code.close()
         self.tracked = {}
         self._writer = None
 

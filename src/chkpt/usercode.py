@@ -38,6 +38,10 @@ class UserCode:
         self._not_users = [*paths.system_dirs(), os.path.dirname(os.path.realpath(__file__))]
         self._files: dict[str, bool] = {}
 
+    def close(self) -> None:
+        """Let go of the script's namespace (after the final checkpoint)."""
+        self._main_globals = None
+
     def frame(self, frame: FrameType) -> bool:
         """Whether `frame` runs the user's code (the script's namespace always does)."""
         return frame.f_globals is self._main_globals or self.file(frame.f_code.co_filename)

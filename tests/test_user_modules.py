@@ -12,6 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from chkpt.usercode import UserCode
@@ -91,6 +92,10 @@ def test_a_package_beside_the_script_is_checkpointed_periodically_and_at_its_cra
     assert loaded(env, work, "latest@crash", "mylib.trainer.fit:w[0]") == "np.float64(26.0)"
     shown = chkpt_json(["show", "latest@crash", "mylib.trainer.fit:w"], env, work)
     assert shown["values"][0]["saved_as"] == "mylib.trainer.fit:w"
+    exported = run([str(Path(PYTHON).parent / "chkpt"), "export", "latest@crash", "mylib.trainer.fit:w",
+                    "--to", "out"], env, work)
+    assert exported.returncode == 0, exported.stderr
+    assert np.load(work / "out" / "mylib.trainer.fit.w.npy")[0] == 26.0
 
 
 def test_a_crash_in_a_module_function_still_resumes_at_the_scripts_running_statement(env, work):

@@ -2,14 +2,17 @@
 
 Two fresh venvs of the same interpreter with numpy and pandas: one plain, one with chkpt
 installed (`pip install .`, so the autoload .pth is live and its bytecode compiled). Each
-workload runs alternately in both, many times, and the medians are compared. Start-up
+workload runs alternately in both, many times, and the medians are compared (wall time;
+the notes give the ratio of median CPU times too, user + system of every thread, which
+other jobs on the machine disturb less). Start-up
 (`-c pass`, an empty script) runs 10x as many times, without any config source as a
 user who never configured chkpt has it, and once more with one; beside them runs a third
 venv whose .pth imports one module that only registers an atexit handler and starts a
 sleeping thread (the floor of any autoload with a timer thread). The loop and call
 workloads run with checkpoints really being taken (`CHKPT_INTERVAL`, default 0.25 s,
 with 8 MB of arrays to save), and also under the seed prototype's approach (global LINE
-events with a filename check in the callback) as the reference row.
+events with a filename check in the callback) as the reference row; so do the same loop and
+calls inside a function of a user module beside the script, called from the script's main().
 
     python benchmarks/bench_engine.py [--repeat 15] [--interval 0.25] [--markdown]
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -58,6 +62,25 @@ WORKLOADS = {
         "if __name__ == '__main__':\n    main()\n"
     ),
 }
+
+# The same loop and calls inside a function of the user's own module beside the script
+# (called from the script's main()); more iterations, as a function's loop runs faster.
+USER_MODULE = (
+    "def loop(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
+    "def small(a, b):\n    return a + b\n"
+    "def calls(n):\n    total = 0\n    for i in range(n):\n        total = small(total, i)\n    return total\n"
+)
+MODULE_WORKLOADS = {
+    "module_loop_30m": (
+        "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "def main():\n    userlib.loop(30_000_000)\nmain()\n"
+    ),
+    "module_calls_10m": (
+        "import numpy as np\nimport userlib\nstate = [np.ones(500_000) for _ in range(2)]\n"
+        "def main():\n    userlib.calls(10_000_000)\nmain()\n"
+    ),
+}
+CHECKPOINTED = ("loop_10m", "calls_1m", "loop_10m_in_main", "calls_5m_in_main", *MODULE_WORKLOADS)
 
 SEED_RUNNER = '''
 import sys
@@ -120,21 +143,29 @@ def make_floor_venv() -> Path:
     return python
 
 
-def timed(args: list[str], env: dict[str, str], cwd: str) -> float:
+def timed(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, every thread) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def compare(variants: dict[str, list[str]], env: dict[str, str], cwd: str, repeat: int) -> dict[str, float]:
-    """Median wall time of each variant, run alternately so drift hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
+def compare(variants: dict[str, list[str]], env: dict[str, str], cwd: str, repeat: int,
+            cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Median wall time of each variant, run alternately so drift hits all alike; the median
+    CPU times go into `cpu` (less disturbed than wall time on a machine others use)."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for args in variants.values():  # warm the page cache
         timed(args, env, cwd)
     for _ in range(repeat):
         for name, args in variants.items():
             times[name].append(timed(args, env, cwd))
-    return {name: statistics.median(values) for name, values in times.items()}
+    if cpu is not None:
+        cpu.update({name: statistics.median(c for _, c in values) for name, values in times.items()})
+    return {name: statistics.median(w for w, _ in values) for name, values in times.items()}
 
 
 def count_checkpoints(chkpt_python: Path, env: dict[str, str], cwd: str) -> float:
@@ -162,6 +193,7 @@ def main() -> None:
         env = {**bare_env, "CHKPT_INTERVAL": args.interval}
         Path(work, "seed_runner.py").write_text(SEED_RUNNER)
         Path(work, "empty.py").write_text("")
+        Path(work, "userlib.py").write_text(USER_MODULE)
         start_up = {
             "python -c pass": (["-c", "pass"], bare_env, ""),
             "script: empty": (["empty.py"], bare_env, "no config source"),
@@ -172,17 +204,18 @@ def main() -> None:
                                "floor": [str(floor), *cmd]}, run_env, work, args.repeat * 10)
             floor_note = f"floor {medians['floor'] * 1000:.1f} ms ({medians['floor'] / medians['plain']:.3f}x)"
             rows.append((label, medians["plain"], medians["chkpt"], None, f"{note}; {floor_note}".lstrip("; ")))
-        for name, source in WORKLOADS.items():
+        for name, source in {**WORKLOADS, **MODULE_WORKLOADS}.items():
             script = Path(work, f"{name}.py")
             script.write_text(source)
             variants = {"plain": [str(plain), script.name], "chkpt": [str(traced), script.name]}
-            if name in ("loop_10m", "calls_1m"):
+            if name in CHECKPOINTED:
                 variants["seed"] = [str(plain), "seed_runner.py", str(script)]
             shutil.rmtree(f"{work}/store", ignore_errors=True)
-            medians = compare(variants, env, work, args.repeat)
-            note = ""
-            if name.startswith(("loop_", "calls_")):
-                note = f"{count_checkpoints(traced, env, work):.1f} checkpoints per run"
+            cpu: dict[str, float] = {}
+            medians = compare(variants, env, work, args.repeat, cpu)
+            note = f"CPU {cpu['chkpt'] / cpu['plain']:.3f}x"
+            if name in CHECKPOINTED:
+                note += f"; {count_checkpoints(traced, env, work):.1f} checkpoints per run"
             rows.append((f"script: {name}", medians["plain"], medians["chkpt"], medians.get("seed"), note))
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeat}+ alternated runs, "
           f"CHKPT_INTERVAL={args.interval}")

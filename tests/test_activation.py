@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chkpt import activation, watch
+from chkpt import activation, paths, watch
 from conftest import python, runs, write
 
 MAKES_DATA = """\
@@ -144,10 +144,10 @@ def test_module_from_orig_argv(orig_argv, module):
 
 def test_matches_names_and_paths(tmp_path):
     script = tmp_path / "sub" / "scratch_1.py"
-    assert activation.matches(str(script), ["scratch_*.py"])
-    assert activation.matches(str(script), [str(tmp_path) + "/sub/*"])
-    assert not activation.matches(str(script), ["other*.py", str(tmp_path) + "/else/*"])
-    assert not activation.matches(str(script), [])
+    assert paths.matches(str(script), ["scratch_*.py"])
+    assert paths.matches(str(script), [str(tmp_path) + "/sub/*"])
+    assert not paths.matches(str(script), ["other*.py", str(tmp_path) + "/else/*"])
+    assert not paths.matches(str(script), [])
 
 
 def test_decide_exclude_wins_over_include_and_the_prefix_is_left_alone(tmp_path):

@@ -81,7 +81,8 @@ def test_project_layer_changes_what_a_script_saves(env, work):
 def test_every_key_has_an_env_variable(work):
     samples = {"interval": "7s", "dir": "/tmp/elsewhere", "keep": "3", "modules": "numpy,torch",
                "include": "a*.py", "exclude": "b*.py", "include_names": "x*",
-               "exclude_names": "y*", "upload_wait": "30s"}
+               "exclude_names": "y*", "user_code": "script", "user_code_include": "*/vendor/*",
+               "user_code_exclude": "*/gen/*", "upload_wait": "30s"}
     for key in config_module.SETTINGS:
         variable = f"CHKPT_{key.upper()}"
         loaded = config_module.load(str(work), environ={variable: samples.get(key, "3KiB")})

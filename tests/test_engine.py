@@ -90,7 +90,7 @@ def test_the_first_tick_after_the_start_counts_as_due(env, work):
         from chkpt import session, watch
         ticks = []
         on_tick = session.Session.on_tick
-        session.Session.on_tick = lambda self, frame: (ticks.append(1), on_tick(self, frame))
+        session.Session.on_tick = lambda self, frame: (ticks.append(1), on_tick(self, frame))[1]
         data = np.ones(1000)
         deadline = time.time() + 120
         while not watch.current()._session or watch.current()._session._last_checkpoint < 0:

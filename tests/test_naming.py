@@ -12,6 +12,10 @@ from chkpt import naming
     ("frames[ 3 ]", "frames[3]"),
     ("model.weights", "model.weights"),
     ("step:batch", "step:batch"),
+    ("mylib.trainer.fit:w", "mylib.trainer.fit:w"),
+    ('mylib.trainer.fit:res["a"] .x', "mylib.trainer.fit:res['a'].x"),
+    ("mylib.main.<locals>.step#2:batch", "mylib.main.<locals>.step#2:batch"),
+    ("results['a:b']", "results['a:b']"),
     ('d["a"]["b"].x', "d['a']['b'].x"),
     ("grid[(1, 2)]", "grid[(1, 2)]"),
     ("grid[(1,2)]", "grid[(1, 2)]"),
@@ -57,3 +61,12 @@ def test_follow_walks_attributes_and_items():
 def test_clashing_locals_are_qualified_by_their_function():
     assert naming.qualified_local("step", 1, "batch") == "step:batch"
     assert naming.qualified_local("step", 2, "batch") == "step#2:batch"
+
+
+def test_locals_of_the_users_modules_are_qualified_by_module_and_function():
+    name = naming.qualified_local("mylib.trainer.Trainer.fit", 1, "model")
+    assert name == "mylib.trainer.Trainer.fit:model"
+    # the qualifier's dots are part of the root, not attributes
+    assert naming.parse(naming.attribute(name, "weights")) == (name, [("attr", "weights")])
+    assert naming.root_of(name) is None and naming.root_of(name + "['a']") == name
+    assert naming.prefixes(name + ".w[0]") == [(name + ".w", [("item", 0)]), (name, [("attr", "w"), ("item", 0)])]

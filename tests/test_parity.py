@@ -32,6 +32,25 @@ for i in range(60):
 busy()
 """
 
+# The work done in a module of the user's beside the script (which writes it first): its
+# function's locals are in every checkpoint, its unclosed file must still be flushed at exit.
+USER_MODULE = (
+    "with open('userlib.py', 'w') as source:\n"
+    "    source.write('import csv, time\\n'\n"
+    "                 'def export(rows, fail):\\n'\n"
+    "                 '    f = open(\"out.csv\", \"w\")\\n'\n"
+    "                 '    writer = csv.writer(f)\\n'\n"
+    "                 '    table = [[i, i * i] for i in range(rows)]\\n'\n"
+    "                 '    writer.writerows(table)\\n'\n"
+    "                 '    start = time.time()\\n'\n"
+    "                 '    while time.time() - start < 0.3:\\n'\n"
+    "                 '        pass\\n'\n"
+    "                 '    if fail:\\n'\n"
+    "                 '        raise ValueError(\"bad row\")\\n'\n"
+    "                 '    return f\\n')\n"
+    "import userlib\n"
+)
+
 CASES = {
     # -- file buffering and finalizers -----------------------------------------------------
     "csv_unclosed_normal_exit": CSV,
@@ -40,6 +59,8 @@ CASES = {
     "csv_unclosed_uncaught": CSV + "raise ValueError('bad row')\n",
     "csv_unclosed_keyboard_interrupt": CSV + "raise KeyboardInterrupt\n",
     "csv_unclosed_raise_system_exit": CSV + "raise SystemExit(2)\n",
+    "csv_unclosed_in_user_module": USER_MODULE + "kept = userlib.export(60, False)\n",
+    "csv_unclosed_in_user_module_uncaught": USER_MODULE + "userlib.export(60, True)\n",
     "binary_unclosed": (
         "out = open('out.bin', 'wb')\nout.write(bytes(range(256)) * 20)\nbusy()\n"
     ),

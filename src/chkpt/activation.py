@@ -63,49 +63,13 @@ def module_from_orig_argv(orig_argv: list[str]) -> str | None:
     return None
 
 
-def system_dirs() -> list[str]:
-    """Directories whose programs belong to the interpreter, not to the user."""
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    site = sys.modules.get("site")
-    if site is not None:
-        try:
-            dirs.update(site.getsitepackages())
-            dirs.add(site.getusersitepackages())
-        except Exception:
-            pass
-    return sorted({os.path.realpath(d) for d in dirs if d})
-
-
-def matches(path: str, patterns: list[str]) -> bool:
-    """Whether the script at `path` matches one of the glob patterns."""
-    if not patterns:
-        return False
-    import fnmatch
-
-    real = os.path.realpath(path)
-    name = os.path.basename(real)
-    for pattern in patterns:
-        if "/" in pattern or os.sep in pattern:
-            expanded = os.path.expanduser(pattern)
-            if fnmatch.fnmatch(real, expanded) or fnmatch.fnmatch(path, expanded):
-                return True
-        elif fnmatch.fnmatch(name, pattern):
-            return True
-    return False
-
-
-def is_inside(path: str, directories: list[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in directories)
-
-
 def decide(path: str, include: list[str], exclude: list[str]) -> str | None:
     """None when the script at `path` is to be watched, else the reason it is not."""
-    if matches(path, exclude):
+    if paths.matches(path, exclude):
         return "matches an exclude pattern"
-    if matches(path, include):
+    if paths.matches(path, include):
         return None
-    if is_inside(path, system_dirs()):
+    if paths.is_inside(path, paths.system_dirs()):
         return "lives inside the interpreter's prefix or site-packages"
     return None
 

@@ -1,6 +1,6 @@
 """Finds the salient objects of a scope and names them.
 
-Input: the script's globals and the locals of its frames. Output: the values to save, each
+Input: the script's globals and the locals of the user's frames. Output: the values to save, each
 under a Python-like path (`df`, `model.weights`, `results["train"]`, `frames[3]`), the
 values skipped with the reason, and names that alias an already saved value.
 
@@ -13,13 +13,16 @@ separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lo
 array. One object reachable by two paths is saved once: the first path names it, later ones
 are aliases.
 
-Names follow the grammar of naming.py: globals keep their name, a local that clashes is
-qualified by its function (`step:batch`), dict keys are written as their `repr`.
+Names follow the grammar of naming.py: globals keep their name, a local of the script that
+clashes is qualified by its function (`step:batch`), a local of a function of the user's own
+modules always by its module and function (`mylib.trainer.fit:w`), dict keys are written as
+their `repr`.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 from chkpt import naming, salience, serialize
@@ -85,18 +88,34 @@ def named_roots(
     used.update(main_globals)
     seen_functions: dict[str, int] = {}
     for frame in frames:
-        if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
+        in_script = frame.f_globals is main_globals
+        if in_script and frame.f_code.co_name == "<module>":
             continue  # its locals are the globals
-        function = frame.f_code.co_name
+        function = frame.f_code.co_name if in_script else _module_function(frame)
         seen_functions[function] = seen_functions.get(function, 0) + 1
         count = seen_functions[function]
+        module_code = frame.f_code.co_name == "<module>"  # a user module being imported
         for name, value in list(frame.f_locals.items()):
-            final = name if name not in used else naming.qualified_local(function, count, name)
+            if module_code and name.startswith("__"):
+                continue
+            qualify = name in used or not in_script
+            final = naming.qualified_local(function, count, name) if qualify else name
             if final in used:
                 continue
             used.add(final)
             roots.append((final, value, f"local of {function}"))
     return roots
+
+
+def _module_function(frame: FrameType) -> str:
+    """What qualifies the locals of a frame outside the script: its module's name and the
+    function's qualified name (`mylib.trainer.fit`, `mylib.Trainer.step`), or the module's
+    name alone for its own code (`mylib.trainer`)."""
+    module = frame.f_globals.get("__name__")
+    if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+        module = os.path.splitext(os.path.basename(frame.f_code.co_filename))[0]  # a name of the grammar
+    code = frame.f_code
+    return module if code.co_name == "<module>" else f"{module}.{code.co_qualname}"
 
 
 class _Walker:

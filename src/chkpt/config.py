@@ -105,6 +105,16 @@ def parse_count(value: Any) -> int:
     raise ConfigError(f"expected a whole number ≥ 0, got {value!r}")
 
 
+USER_CODE_MODES = ("project", "script")
+
+
+def parse_user_code(value: Any) -> str:
+    """"project" (the script and the user's own modules) or "script" (the script alone)."""
+    if isinstance(value, str) and value.strip().lower() in USER_CODE_MODES:
+        return value.strip().lower()
+    raise ConfigError(f'expected "project" or "script", got {value!r}')
+
+
 class Setting:
     """One config key: its default (as a user would write it), parser and meaning."""
 
@@ -151,6 +161,12 @@ SETTINGS: dict[str, Setting] = {
                 "script globs to trace even inside the interpreter's prefix (pip, pytest…)"),
         Setting("exclude", [], parse_str_list,
                 "script globs never to trace"),
+        Setting("user_code", "project", parse_user_code,
+                'whose frames are checkpointed: "project" (the script and your own modules) or "script"'),
+        Setting("user_code_include", [], parse_str_list,
+                "file globs whose code counts as yours even in site-packages"),
+        Setting("user_code_exclude", [], parse_str_list,
+                "file globs whose code never counts as yours (the script always does)"),
         Setting("include_names", [], parse_str_list,
                 "variable-name globs always saved, whatever their type (within max sizes)"),
         Setting("exclude_names", [], parse_str_list,
@@ -177,6 +193,9 @@ class Config:
     skip_modules: list[str]
     include: list[str]
     exclude: list[str]
+    user_code: str
+    user_code_include: list[str]
+    user_code_exclude: list[str]
     include_names: list[str]
     exclude_names: list[str]
 

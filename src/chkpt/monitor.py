@@ -2,11 +2,11 @@
 
 No event is enabled and no tool id is held between checkpoints. When one falls due, the
 watch's timer thread reads the main thread's stack and calls `Monitor.request_safe_point`,
-which claims a tool id and turns LINE events on for the script's code objects on that
-stack (CPython re-instruments code that is already running, so a loop running in the
-module frame is reached too). The next LINE event of the script on the main thread calls
-back with its frame; events are switched off and the tool id freed before the checkpoint
-is taken there, between two statements of the user's code.
+which claims a tool id and turns LINE events on for the user's code objects on that stack
+(usercode.py says which; CPython re-instruments code that is already running, so a loop
+running in the module frame is reached too). The next LINE event of that code on the main
+thread calls back with its frame; events are switched off and the tool id freed before the
+checkpoint is taken there, between two statements of the user's code.
 
 Resume points: a due checkpoint first arms the module code, and the script's function the
 module frame is calling (`main()`, unless a top-level loop calls it), and waits for a
@@ -14,8 +14,10 @@ statement boundary or the header of a loop between two iterations (told apart fr
 loop's first entry by the instruction at f_lasti being FOR_ITER) in the body of either, so
 that `chkpt resume` can restart there. A boundary that does not come within
 BOUNDARY_PATIENCE seconds of lines there gives way to the next such line; when neither runs
-a line for a whole interval (the script is deep inside a function call), the next tick also
-arms the script's functions on the stack and the checkpoint is taken in one.
+a line until the next tick (an interval later; for the run's first checkpoint the session
+asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
+own or one of the user's modules', that tick also arms every user-code function on the
+stack and the checkpoint is taken in one.
 """
 
 from __future__ import annotations
@@ -77,15 +79,24 @@ def watch_for_main_start(main_globals: dict, on_main_start: Callable[[CodeType],
     return True
 
 
-def script_codes(frame: FrameType | None, main_globals: dict) -> list[CodeType]:
-    """The code objects of the script's frames on a stack, outermost first."""
+def user_codes(frame: FrameType | None, is_user: Callable[[FrameType], bool]) -> list[CodeType]:
+    """The code objects of the user's frames on a stack, outermost first."""
     codes: list[CodeType] = []
     while frame is not None:
-        if frame.f_globals is main_globals and frame.f_code not in codes:
+        if frame.f_code not in codes and is_user(frame):
             codes.append(frame.f_code)
         frame = frame.f_back
     codes.reverse()
     return codes
+
+
+def _main_module_code(frame: FrameType | None, main_globals: dict) -> CodeType | None:
+    """The code of the script's module frame on a stack (None when it is not on it)."""
+    while frame is not None:
+        if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
+            return frame.f_code
+        frame = frame.f_back
+    return None
 
 
 def call_at_next_line(codes: list[CodeType], main_thread: int,
@@ -159,12 +170,13 @@ def in_top_level_loop(line: int, boundaries: dict[int, str]) -> bool:
 
 
 class Monitor:
-    """Arms LINE events on the script's running code on request; nothing runs otherwise."""
+    """Arms LINE events on the user's running code on request; nothing runs otherwise."""
 
-    def __init__(self, main_globals: dict, main_thread: int,
+    def __init__(self, main_globals: dict, main_thread: int, is_user: Callable[[FrameType], bool],
                  on_safe_point: Callable[[FrameType, str | None], None],
                  boundaries: Callable[[], dict[int, str]]) -> None:
         self._main_globals: dict | None = main_globals
+        self._is_user = is_user
         self._main_thread = main_thread
         self._on_safe_point = on_safe_point
         self._boundaries = boundaries
@@ -180,15 +192,20 @@ class Monitor:
     def armed(self) -> bool:
         return self._tool is not None
 
+    @property
+    def waiting_for_boundary(self) -> bool:
+        """Armed on the module code only, for a resume point (functions not armed yet)."""
+        return self._tool is not None and self._waiting_for_boundary
+
     def request_safe_point(self, frame: FrameType | None) -> None:
-        """Have the script call back at its next resume point, or else its next line.
+        """Have the user's code call back at the script's next resume point, or else its next line.
 
         Called from the timer thread with the main thread's innermost frame.
         """
         with self._lock:
             if self._closed or self._main_globals is None:
                 return
-            codes = script_codes(frame, self._main_globals)
+            codes = user_codes(frame, self._is_user)
             if not codes:
                 return
             if self._tool is None:
@@ -197,7 +214,7 @@ class Monitor:
                     return
                 self._tool = tool
                 _mon.register_callback(tool, _LINE, self._on_line)
-                module = codes[0] if codes[0].co_name == "<module>" else None
+                module = codes[0] if codes[0] is _main_module_code(frame, self._main_globals) else None
                 function = (called_from_module(frame, self._main_globals, self._boundaries)
                             if module is not None else None)
                 self._boundary_codes = [c for c in (module, function) if c is not None]

@@ -3,8 +3,10 @@
 A saved value is named by a Python-like path from a root name: attributes (`.weights`) and
 items whose key has a literal (`['train']`, `[3]`, `[(1, 2)]`). Dict keys are written as their
 `repr`, so one path has one spelling; `canonical` maps any other spelling of it
-(`results["train"]`, spaces) to that one. A function's local whose name is already taken is
-qualified by its function: `step:batch`, and `step#2:batch` for a second frame of `step`.
+(`results["train"]`, spaces) to that one. A local of the script's functions whose name is
+already taken is qualified by its function: `step:batch`, and `step#2:batch` for a second
+frame of `step`; a local of a function in the user's own modules always is, by the module and
+the function's qualified name: `mylib.trainer.fit:w`, `mylib.trainer.fit:model.weights`.
 Capture writes names with this module; the API, the CLI and resume read them with it.
 """
 
@@ -14,6 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+_QUALIFIER_CHARS = frozenset("_.<>#")  # mylib.trainer.Trainer.fit, main.<locals>.step, step#2
 Steps = list[tuple[str, "Any"]]  # ("attr", name) or ("item", key), outermost first
 
 
@@ -38,19 +41,29 @@ def attribute(name: str, attr: str) -> str:
 
 
 def qualified_local(function: str, occurrence: int, name: str) -> str:
-    """The name of a local that clashes with another: `step:batch`, `step#2:batch`."""
+    """A local qualified by its function: `step:batch`, `step#2:batch`, `mylib.trainer.fit:w`."""
     qualifier = function if occurrence == 1 else f"{function}#{occurrence}"
     return f"{qualifier}:{name}"
+
+
+def _split_qualifier(name: str) -> tuple[str, str]:
+    """`mylib.trainer.fit:w['a']` → ("mylib.trainer.fit:", "w['a']"); ("", name) when unqualified."""
+    colon = name.find(":")
+    if colon > 0 and all(c.isalnum() or c in _QUALIFIER_CHARS for c in name[:colon]):
+        return name[: colon + 1], name[colon + 1 :]
+    return "", name
 
 
 def parse(name: str) -> tuple[str, Steps] | None:
     """`results['train'].x` → ("results", [("item", "train"), ("attr", "x")]); None if not a path."""
     import ast
 
+    qualifier, name = _split_qualifier(name)
     cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
     root, rest = name[:cut], name[cut:]
     if not root:
         return None
+    root = qualifier + root
     try:
         node = ast.parse("_" + rest, mode="eval").body
     except SyntaxError:

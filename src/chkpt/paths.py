@@ -1,4 +1,4 @@
-"""Where chkpt's files are: the config files that apply to a script, and the store.
+"""Where files are: chkpt's config files and store, and the interpreter's own directories.
 
 The user's config file and the default store live in platformdirs' user dirs. On Linux
 the XDG rules are applied directly (as platformdirs does, checked by a test), because every
@@ -93,3 +93,41 @@ def config_files(start_dir: str) -> list[tuple[str, str]]:
     if project is not None:
         found.append(("project", project))
     return found
+
+
+def system_dirs() -> list[str]:
+    """Directories whose programs belong to the interpreter, not to the user."""
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    site = sys.modules.get("site")
+    if site is not None:
+        try:
+            dirs.update(site.getsitepackages())
+            dirs.add(site.getusersitepackages())
+        except Exception:
+            pass
+    return sorted({os.path.realpath(d) for d in dirs if d})
+
+
+def matches(path: str, patterns: list[str]) -> bool:
+    """Whether the file at `path` matches one of the glob patterns: a pattern with a "/"
+    matches its absolute path ("~" expanded), any other its file name."""
+    if not patterns:
+        return False
+    import fnmatch
+
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    for pattern in patterns:
+        if "/" in pattern or os.sep in pattern:
+            expanded = os.path.expanduser(pattern)
+            if fnmatch.fnmatch(real, expanded) or fnmatch.fnmatch(path, expanded):
+                return True
+        elif fnmatch.fnmatch(name, pattern):
+            return True
+    return False
+
+
+def is_inside(path: str, directories: list[str]) -> bool:
+    """Whether `path` is one of `directories` or below one (symbolic links resolved)."""
+    real = os.path.realpath(path)
+    return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in directories)

@@ -92,14 +92,17 @@ def _is_stdlib(module: str) -> bool:
     return top in names or top.lstrip("_") in names or top == "builtins"
 
 
-def _is_third_party(module: str) -> bool:
-    """Whether `module` was installed (site-packages) or has no source file of its own (an
-    extension's generated types), rather than written by the user."""
-    if module == "__main__":
-        return False
-    loaded = sys.modules.get(module.partition(".")[0])
-    path = getattr(loaded, "__file__", None)
-    return not isinstance(path, str) or "site-packages" in path or "dist-packages" in path
+def _module_file(module: str) -> str | None:
+    """The source file of a loaded module (of its package when it has none of its own)."""
+    for name in (module, module.partition(".")[0]):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _outside_site_packages(path: str) -> bool:
+    return "site-packages" not in path and "dist-packages" not in path
 
 
 def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -109,7 +112,10 @@ def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
 class Rules:
     """The salience rules of one config, with the per-type decisions they lead to."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, is_user_file: Callable[[str], bool] | None = None) -> None:
+        """`is_user_file` tells the user's own source files (the watched process's rule); without
+        one, a file outside site-packages is the user's."""
+        self._is_user_file = is_user_file or _outside_site_packages
         self.prefixes = tuple(config.modules)
         self.skip_prefixes = tuple(config.skip_modules)
         self.min_size = config.min_size
@@ -148,7 +154,11 @@ class Rules:
             return CONTAINER, None
         if _is_stdlib(module) or not getattr(cls, "__dictoffset__", 0):
             return OTHER, None
-        return (LIBRARY_OBJECT if _is_third_party(module) else USER_OBJECT), None
+        if module == "__main__":
+            return USER_OBJECT, None
+        # a library's class, or a type an extension made without a source file of its own
+        path = _module_file(module)
+        return (USER_OBJECT if path is not None and self._is_user_file(path) else LIBRARY_OBJECT), None
 
     def name_forced(self, name: str) -> bool:
         return self._include is not None and self._include(name) is not None

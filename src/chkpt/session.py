@@ -13,7 +13,8 @@ import sys
 import time
 
 from chkpt import guard, records
-from chkpt.monitor import Monitor
+from chkpt.monitor import BOUNDARY_PATIENCE, Monitor
+from chkpt.usercode import UserCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,8 +56,11 @@ class Session:
         self._last_pause = 0.0  # how long the previous checkpoint paused the program
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
-        self.monitor = Monitor(watch.main_globals, watch.main_thread, self._on_safe_point,
-                               self._boundaries)
+        config = self.config
+        self.user_code = UserCode(watch.main_globals, watch.target_file, config.user_code,
+                                  config.user_code_include, config.user_code_exclude)
+        self.monitor = Monitor(watch.main_globals, watch.main_thread, self.user_code.frame,
+                               self._on_safe_point, self._boundaries)
         guard.on_disable(watch.close)
 
     def close(self) -> None:
@@ -64,6 +68,7 @@ class Session:
         if not self.closed:
             self.closed = True
             self.monitor.close()
+            self.user_code.close()
         self.tracked = {}
         self._writer = None
 
@@ -88,13 +93,19 @@ class Session:
 
     # -- triggers -------------------------------------------------------------------------------
 
-    def on_tick(self, frame: FrameType | None) -> None:
-        """The timer's tick, in the timer thread with the main thread's innermost frame:
-        it only arms the monitor."""
+    def on_tick(self, frame: FrameType | None) -> float:
+        """The timer's tick, in the timer thread with the main thread's innermost frame: it
+        only arms the monitor. Returns the seconds until the next tick: an interval, but
+        BOUNDARY_PATIENCE while the first checkpoint waits for a module frame that runs no
+        line (the script sits in `main()`), so that a run has data within seconds."""
+        interval = self.config.interval
         since = time.monotonic() - self._last_checkpoint
-        if (periodic_due(since, self.config.interval, self._last_pause) and not self._busy
+        if (periodic_due(since, interval, self._last_pause) and not self._busy
                 and not self._pause_depth and not self.closed):
             self.monitor.request_safe_point(frame)
+        if self._last_checkpoint == float("-inf") and self.monitor.waiting_for_boundary:
+            return min(interval, BOUNDARY_PATIENCE)
+        return interval
 
     def _boundaries(self) -> dict[int, str]:
         """The script's top-level statement and loop lines (parsed once, at the first need)."""
@@ -129,7 +140,7 @@ class Session:
     # -- taking a checkpoint --------------------------------------------------------------------
 
     def target_frames(self, frame: FrameType | None, tb: TracebackType | None) -> list[FrameType]:
-        """Frames of the target file, innermost first, from a stack or a traceback."""
+        """Frames of the user's code, innermost first, from a stack or a traceback."""
         frames: list[FrameType] = []
         if tb is not None:
             while tb is not None:
@@ -139,17 +150,18 @@ class Session:
         while frame is not None:
             frames.append(frame)
             frame = frame.f_back
-        target, main_globals = self.watch.target_file, self.watch.main_globals
-        return [f for f in frames if f.f_code.co_filename == target or f.f_globals is main_globals]
+        return [f for f in frames if self.user_code.frame(f)]
 
     def _position(self, trigger: str, frames: list[FrameType], boundary: str | None) -> dict[str, Any]:
         """Where the checkpoint stands: module or function frame, resume boundary (a top-level
-        statement or loop iteration), and the script's frames outermost first (resume finds
-        the running top-level statement there)."""
-        at_top = bool(frames) and frames[0].f_code.co_name == "<module>"
+        statement or loop iteration), and the script's own frames outermost first (resume
+        finds the running top-level statement there)."""
+        main_globals = self.watch.main_globals
+        script = [f for f in frames if f.f_globals is main_globals]
+        at_top = bool(frames) and frames[0].f_code.co_name == "<module>" and frames[0].f_globals is main_globals
         # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it)
         resumable = boundary is not None or (at_top and trigger == "explicit")
-        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(frames)]
+        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(script)]
         return records.position(at_top, boundary, resumable, stack)
 
     def take(

@@ -208,7 +208,8 @@ class Watch:
     # -- the periodic timer -----------------------------------------------------------------------
 
     def start_timer(self) -> None:
-        """Every `interval` seconds, the session's `on_tick` with the main thread's stack."""
+        """Every `interval` seconds (or as the session's `on_tick` asks), `on_tick` with the main
+        thread's stack."""
         if self.interval > 0 and not self.closed and self._timer is None:
             self._timer = _Timer(self.interval)
 
@@ -221,15 +222,17 @@ class Watch:
             timer.stop(wait_gone=True)
 
     def _restart_timer_after_fork(self) -> None:
-        """Start the timer again at the script's next line on the main thread (a one-shot
-        LINE event), after CPython has counted threads for its fork warning."""
+        """Start the timer again at the next line of the user's code on the main thread (a
+        one-shot LINE event), after CPython has counted threads for its fork warning."""
         if not self._timer_after_fork or self.closed or self.main_globals is None:
             return
         self._timer_after_fork = False
         from chkpt import monitor
 
+        main_globals, session = self.main_globals, self._session
+        is_user = session.user_code.frame if session is not None else lambda f: f.f_globals is main_globals
         frame = sys._current_frames().get(self.main_thread)
-        codes = monitor.script_codes(frame, self.main_globals)
+        codes = monitor.user_codes(frame, is_user)
         del frame
         cancel = monitor.call_at_next_line(codes, self.main_thread, self.start_timer) if codes else None
         if cancel is not None:
@@ -279,7 +282,7 @@ class Watch:
 
 class _Timer:
     """A bare `_thread` (invisible to `threading`) that ticks after FIRST_CHECKPOINT_AFTER (or
-    `interval`, if sooner), then every `interval`."""
+    `interval`, if sooner), then when the session's `on_tick` says (every `interval`)."""
 
     def __init__(self, interval: float) -> None:
         self._stop = _thread.allocate_lock()
@@ -313,7 +316,6 @@ def _tick(timer: _Timer, interval: float) -> None:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         wait = min(interval, FIRST_CHECKPOINT_AFTER)
         while not timer._stop.acquire(timeout=wait):
-            wait = interval
             watch = _current
             if watch is None or watch._timer is not timer:
                 return
@@ -321,7 +323,7 @@ def _tick(timer: _Timer, interval: float) -> None:
                 session = watch.session()
                 if session is None:
                     return
-                session.on_tick(sys._current_frames().get(watch.main_thread))
+                wait = session.on_tick(sys._current_frames().get(watch.main_thread))
             except Exception as exc:
                 watch.fail(exc, "the periodic checkpoint")
                 return

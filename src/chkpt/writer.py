@@ -210,7 +210,7 @@ class Writer:
             from chkpt.sync import Uploader
 
             self.uploader = Uploader(self.config.remote, self.config.upload_wait, session.watch.main_thread)
-        self.rules = salience.Rules(self.config)
+        self.rules = salience.Rules(self.config, is_user_file=session.user_code.file)
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed

@@ -54,9 +54,14 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         if run.status != "finished":
             raise Refusal("its exit checkpoint was not taken at the end of the script", False)
         return Point(len(old.body))
+    elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
+    # taken in one of the user's modules: the stack still shows the script's running statement
+    if elsewhere and not any(e.get("function") == "<module>" for e in manifest.get("stack") or []):
+        raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "
+                      "script's top level and the function it calls (main()), so a checkpoint taken "
+                      "there would work", False)
     if checkpoint.label.startswith("thread"):
         raise Refusal("it was taken when a thread crashed, not the script's main flow", False)
-    elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
     line = module_line(manifest)
     index = old.statement_at(line)
     if index is None:
@@ -68,10 +73,6 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         inner = position(function.body, entry_line, manifest.get("boundary") if innermost else None,
                          innermost and trigger == "explicit", f"{function.name}()")
         return Point(index, function=function.name, inner=inner)
-    if elsewhere:
-        raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "
-                      "script's top level and the function it calls (main()), so a checkpoint taken "
-                      "there would work", False)
     explicit = trigger == "explicit" and manifest.get("function") == "<module>"
     point = position(old.body, line, manifest.get("boundary"), explicit, "")
     return Point(point.index, point.body, note=note)

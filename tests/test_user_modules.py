@@ -1,0 +1,265 @@
+"""The user's own modules are user code: a package beside the script, an editable install.
+
+Periodic checkpoints reach their functions, crash and SIGTERM checkpoints hold their locals
+(qualified by module and function), and config narrows it all to the script alone."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chkpt.usercode import UserCode
+from conftest import PYTHON, chkpt_json, python, run, runs, write
+
+TRAINER = """
+    import time
+    import numpy as np
+
+    def fit(X, epochs, crash_at=None, report_at=None):
+        w = np.zeros(2000)
+        for epoch in range(epochs):
+            t = time.time()
+            while time.time() - t < 0.1:
+                pass
+            w += X.mean()
+            if epoch == report_at:
+                print("epoch", epoch, flush=True)
+            if epoch == crash_at:
+                raise RuntimeError(f"diverged at epoch {epoch}")
+        return w
+"""
+
+TRAIN = """
+    import sys
+    import numpy as np
+    import {module}
+
+    def main():
+        X = np.ones((200, 50))
+        crash = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "-" else None
+        report = int(sys.argv[2]) if len(sys.argv) > 2 else None
+        w = {module}.fit(X, 40, crash, report)
+        print(w.sum())
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def checkpoints(env, work, ref="latest"):
+    return chkpt_json(["show", ref], env, work)["checkpoints"]
+
+
+def names(checkpoint: dict) -> dict[str, str]:
+    return {v["name"]: v["scope"] for v in checkpoint["variables"]}
+
+
+def loaded(env, work, ref: str, name: str) -> str:
+    code = f"import chkpt\nprint(repr(chkpt.load({name!r}, run={ref!r})))"
+    result = python(["-c", code], env, work)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def package_beside(work: Path) -> None:
+    write(work, "mylib/__init__.py", "")
+    write(work, "mylib/trainer.py", TRAINER)
+    write(work, "train.py", TRAIN.format(module="mylib.trainer"))
+
+
+def test_a_package_beside_the_script_is_checkpointed_periodically_and_at_its_crash(env, work):
+    package_beside(work)
+    result = python(["train.py", "25"], {**env, "CHKPT_INTERVAL": "0.5"}, work)
+    assert result.returncode == 1 and "diverged at epoch 25" in result.stderr
+    taken = checkpoints(env, work)
+    periodic = [c for c in taken if c["trigger"] == "periodic"]
+    assert periodic, "no periodic checkpoint while mylib.trainer.fit ran"
+    for checkpoint in periodic:
+        assert (checkpoint["function"], Path(checkpoint["file"]).name) == ("fit", "trainer.py")
+        assert names(checkpoint)["mylib.trainer.fit:w"] == "local of mylib.trainer.fit"
+    crash = taken[-1]
+    assert (crash["trigger"], crash["function"], crash["line"]) == ("crash", "fit", 15)
+    assert {"mylib.trainer.fit:w", "mylib.trainer.fit:epoch", "crash"} <= set(names(crash))
+    # the qualified names load, from Python and from the CLI
+    assert loaded(env, work, "latest@crash", "mylib.trainer.fit:epoch") == "25"
+    assert loaded(env, work, "latest@crash", "mylib.trainer.fit:w[0]") == "np.float64(26.0)"
+    shown = chkpt_json(["show", "latest@crash", "mylib.trainer.fit:w"], env, work)
+    assert shown["values"][0]["saved_as"] == "mylib.trainer.fit:w"
+    exported = run([str(Path(PYTHON).parent / "chkpt"), "export", "latest@crash", "mylib.trainer.fit:w",
+                    "--to", "out"], env, work)
+    assert exported.returncode == 0, exported.stderr
+    assert np.load(work / "out" / "mylib.trainer.fit.w.npy")[0] == 26.0
+
+
+def test_a_crash_in_a_module_function_still_resumes_at_the_scripts_running_statement(env, work):
+    package_beside(work)
+    assert python(["train.py", "1"], env, work).returncode == 1
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py", "--", "-"], env, work)
+    assert (resumed.returncode, resumed.stdout) == (0, "80000.0\n"), resumed.stderr
+    assert "continuing at line 13" in resumed.stderr  # main(), which it runs again
+
+
+def test_sigterm_inside_a_module_function_saves_its_locals(env, work):
+    package_beside(work)
+    process = subprocess.Popen([PYTHON, "train.py", "-", "3"], cwd=work, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "epoch 3\n"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (-signal.SIGTERM, "", "")
+    last = checkpoints(env, work)[-1]
+    assert (last["trigger"], last["function"]) == ("signal", "fit")
+    assert {"mylib.trainer.fit:w", "mylib.trainer.fit:epoch", "report"} <= set(names(last))
+    assert int(loaded(env, work, "latest@signal", "mylib.trainer.fit:epoch")) >= 3
+
+
+def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, work):
+    # spin runs the module's code, main the script's; the probe looks once both have returned
+    write(work, "probe_lib.py", """
+        import time
+        import numpy as np
+        def spin():
+            data = np.ones(10_000)
+            end = time.monotonic() + 0.6  # twelve intervals: periodic checkpoints come and go
+            i = 0
+            while time.monotonic() < end:
+                i += 1
+                data[0] = i
+    """)
+    write(work, "probe.py", """
+        import sys, time
+        import chkpt, probe_lib
+        def main():
+            probe_lib.spin()
+        main()
+        mon = sys.monitoring
+        with chkpt.paused():  # no new tick arms anything while we look
+            time.sleep(0.01)
+            codes = (probe_lib.spin.__code__, main.__code__, sys._getframe().f_code)
+            print([mon.get_tool(t) for t in range(6)],
+                  {(mon.get_events(t), mon.get_local_events(t, c)) for t in (2, 3, 4, 5) for c in codes})
+    """)
+    result = python(["probe.py"], {**env, "CHKPT_INTERVAL": "0.05"}, work)
+    assert result.stdout == "[None, None, None, None, None, None] {(0, 0)}\n", result.stderr
+    assert "spin" in {c["function"] for c in checkpoints(env, work) if c["trigger"] == "periodic"}
+
+
+def test_a_run_in_main_killed_after_ten_seconds_has_data_at_the_default_interval(env, work):
+    # The first checkpoint falls due after 5 s; the module frame sits in main() and runs no
+    # line, so the next tick comes 2 s later (not an interval) and arms main and fit.
+    write(work, "slowlib.py", """
+        import os, signal, time
+        import numpy as np
+        def fit():
+            w = np.arange(100_000.0)
+            start = time.time()
+            while time.time() - start < 9.5:
+                w += 1
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    write(work, "slow.py", "import slowlib\ndef main():\n    slowlib.fit()\nmain()\n")
+    result = python(["slow.py"], env, work)
+    assert result.returncode == -signal.SIGKILL
+    [checkpoint] = checkpoints(env, work)
+    assert (checkpoint["trigger"], checkpoint["function"]) == ("periodic", "fit")
+    assert "slowlib.fit:w" in names(checkpoint)
+
+
+@pytest.mark.parametrize("narrowing", [{"CHKPT_USER_CODE": "script"},
+                                       {"CHKPT_USER_CODE_EXCLUDE": "*/mylib/*"}])
+def test_config_narrows_user_code_to_the_script(narrowing, env, work):
+    package_beside(work)
+    result = python(["train.py", "12"], {**env, "CHKPT_INTERVAL": "0.3", **narrowing}, work)
+    assert result.returncode == 1 and result.stderr.endswith("RuntimeError: diverged at epoch 12\n")
+    taken = checkpoints(env, work)
+    assert all(c["function"] != "fit" for c in taken)
+    crash = taken[-1]
+    assert (crash["trigger"], crash["function"]) == ("crash", "main")
+    assert not [name for name in names(crash) if name.startswith("mylib")]
+    assert "X" in names(crash)
+
+
+def test_an_editable_install_is_user_code_and_a_regular_install_is_not(env, tmp_path, work):
+    # A throwaway venv that sees this venv's packages (and chkpt's autoload .pth, through
+    # addsitedir) and holds `edlib` twice: as an editable install (a path entry in a .pth,
+    # as hatchling and setuptools write it) and, for the second run, copied into site-packages.
+    venv = tmp_path / "venv"
+    made = run([sys.executable, "-m", "venv", "--without-pip", str(venv)], env, tmp_path)
+    assert made.returncode == 0, made.stderr
+    site = Path(run([str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                    env, tmp_path).stdout.strip())
+    write(site, "aaa_dev_venv.pth", f"import site; site.addsitedir({sysconfig.get_path('purelib')!r})\n")
+    project = tmp_path / "project"
+    write(project, "src/edlib/__init__.py", "")
+    write(project, "src/edlib/core.py", TRAINER)
+    write(site, "_editable_impl_edlib.pth", f"{project / 'src'}\n")
+    write(work, "train.py", TRAIN.format(module="edlib.core"))
+
+    result = run([str(venv / "bin/python"), "train.py", "4"], {**env, "CHKPT_INTERVAL": "0.2"}, work)
+    assert result.returncode == 1 and "diverged at epoch 4" in result.stderr
+    taken = checkpoints(env, work)
+    assert "edlib.core.fit:epoch" in names(taken[-1])
+    assert any(c["function"] == "fit" for c in taken if c["trigger"] == "periodic")
+
+    (site / "_editable_impl_edlib.pth").unlink()
+    (project / "src/edlib").rename(site / "edlib")
+    result = run([str(venv / "bin/python"), "train.py", "4"], {**env, "CHKPT_INTERVAL": "0.2"}, work)
+    assert result.returncode == 1 and "diverged at epoch 4" in result.stderr
+    latest = runs(env, work)[0]["id"]
+    crash = checkpoints(env, work, latest)[-1]
+    assert crash["function"] == "main"
+    assert not [name for name in names(crash) if name.startswith("edlib")]
+
+
+# -- the rule itself, in process ----------------------------------------------------------
+
+
+def rule(tmp_path: Path, mode: str = "project", include=(), exclude=()) -> UserCode:
+    return UserCode({}, str(tmp_path / "train.py"), mode, list(include), list(exclude))
+
+
+def test_files_outside_the_interpreter_and_site_packages_are_the_users(tmp_path):
+    user = rule(tmp_path)
+    assert user.file(str(tmp_path / "train.py"))
+    assert user.file(str(tmp_path / "mylib" / "trainer.py"))
+    assert user.file("/srv/projects/other/src/edlib/core.py")
+    assert not user.file(json.__file__)  # the stdlib
+    assert not user.file(pytest.__file__)  # this venv's site-packages
+    assert not user.file("/opt/elsewhere/lib/python3.12/site-packages/lib/core.py")
+    assert not user.file("/usr/lib/python3/dist-packages/lib/core.py")
+    assert not user.file(sys.modules["chkpt.usercode"].__file__)  # chkpt, even when editable
+    assert not user.file("<frozen runpy>") and not user.file("<string>")
+
+
+def test_globs_and_the_script_mode_change_what_is_the_users(tmp_path):
+    assert rule(tmp_path, "script").file(str(tmp_path / "train.py"))
+    assert not rule(tmp_path, "script").file(str(tmp_path / "mylib/trainer.py"))
+    assert rule(tmp_path, "script", include=["*/mylib/*"]).file(str(tmp_path / "mylib/trainer.py"))
+    assert rule(tmp_path, include=["*/site-packages/pytest/*"]).file(pytest.__file__)
+    assert not rule(tmp_path, exclude=["trainer.py"]).file(str(tmp_path / "mylib/trainer.py"))
+    both = rule(tmp_path, include=["*/mylib/*"], exclude=["*/mylib/*"])
+    assert not both.file(str(tmp_path / "mylib/trainer.py"))  # exclude wins
+    assert rule(tmp_path, exclude=["*.py"]).file(str(tmp_path / "train.py"))  # the script always counts
+
+
+@pytest.mark.parametrize(("module_name", "qualifier"), [("mylib.trainer", "mylib.trainer.Trainer.fit"),
+                                                        ("odd name[", "trainer.Trainer.fit")])
+def test_a_module_functions_locals_are_qualified_and_never_take_a_globals_name(module_name, qualifier):
+    from chkpt import capture
+
+    main_globals = {"w": "the script's"}
+    module = {"__name__": module_name}
+    source = "class Trainer:\n    def fit(self, w, look):\n        epoch = 3\n        return look()\n"
+    exec(compile(source, "/project/mylib/trainer.py", "exec"), module)
+    roots = module["Trainer"]().fit("fit's", lambda: capture.named_roots(main_globals, [sys._getframe(1)], {}))
+    named = {name: (value, scope) for name, value, scope in roots}
+    assert named["w"] == ("the script's", "global")
+    assert named[f"{qualifier}:w"] == ("fit's", f"local of {qualifier}")
+    assert named[f"{qualifier}:epoch"][0] == 3

@@ -13,8 +13,8 @@ statement boundary or the header of a top-level loop between two iterations (tol
 from the loop's first entry by the instruction at f_lasti being FOR_ITER), so that
 `chkpt resume` can restart there. A boundary that does not come within BOUNDARY_PATIENCE
 seconds of module-level lines gives way to the next module line; when the module frame runs
-no line until the next tick (an interval later; for the run's first checkpoint the session
-asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
+no line until the next tick (an interval later; while nothing is saved yet the session asks
+for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
 own or one of the user's modules', that tick also arms every user-code function on the
 stack and the checkpoint is taken in one.
 """

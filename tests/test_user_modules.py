@@ -206,8 +206,8 @@ def test_an_editable_install_is_user_code_and_a_regular_install_is_not(env, tmp_
     write(site, "_editable_impl_edlib.pth", f"{project / 'src'}\n")
     write(work, "train.py", TRAIN.format(module="edlib.core"))
 
-    result = run([str(venv / "bin/python"), "train.py", "4"], {**env, "CHKPT_INTERVAL": "0.2"}, work)
-    assert result.returncode == 1 and "diverged at epoch 4" in result.stderr
+    result = run([str(venv / "bin/python"), "train.py", "9"], {**env, "CHKPT_INTERVAL": "0.1"}, work)
+    assert result.returncode == 1 and "diverged at epoch 9" in result.stderr
     taken = checkpoints(env, work)
     assert "edlib.core.fit:epoch" in names(taken[-1])
     assert any(c["function"] == "fit" for c in taken if c["trigger"] == "periodic")

@@ -14,7 +14,7 @@ statement boundary or the header of a loop between two iterations (told apart fr
 loop's first entry by the instruction at f_lasti being FOR_ITER) in the body of either, so
 that `chkpt resume` can restart there. A boundary that does not come within
 BOUNDARY_PATIENCE seconds of lines there gives way to the next such line; when neither runs
-a line until the next tick (an interval later; for the run's first checkpoint the session
+a line until the next tick (an interval later; while nothing is saved yet the session
 asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
 own or one of the user's modules', that tick also arms every user-code function on the
 stack and the checkpoint is taken in one.

@@ -96,14 +96,15 @@ class Session:
     def on_tick(self, frame: FrameType | None) -> float:
         """The timer's tick, in the timer thread with the main thread's innermost frame: it
         only arms the monitor. Returns the seconds until the next tick: an interval, but
-        BOUNDARY_PATIENCE while the first checkpoint waits for a module frame that runs no
-        line (the script sits in `main()`), so that a run has data within seconds."""
+        BOUNDARY_PATIENCE while nothing is saved yet and the checkpoint waits for a module
+        frame that runs no line (the script sits in `main()`), so a run has data within seconds."""
         interval = self.config.interval
         since = time.monotonic() - self._last_checkpoint
         if (periodic_due(since, interval, self._last_pause) and not self._busy
                 and not self._pause_depth and not self.closed):
             self.monitor.request_safe_point(frame)
-        if self._last_checkpoint == float("-inf") and self.monitor.waiting_for_boundary:
+        nothing_saved = self._writer is None or self._writer.run is None
+        if nothing_saved and self.monitor.waiting_for_boundary:
             return min(interval, BOUNDARY_PATIENCE)
         return interval
 

@@ -274,6 +274,20 @@ def test_a_changed_element_or_appended_rows_write_only_the_chunks_they_touch(env
     assert first[1_000_000] != -1.0 and (first[:1_000_000] == element[:1_000_000]).all()
 
 
+def test_equal_chunks_of_one_value_are_written_and_counted_once(env, work):
+    write(work, "zeros.py", """
+        import numpy as np, chkpt
+        weights = np.zeros(16_000_000)   # 128 MB of zeros: 31 equal chunks and a shorter tail
+        weights[-1] = 1.0
+        chkpt.snapshot("zeros")
+    """)
+    assert python(["zeros.py"], env, work).returncode == 0
+    (taken,) = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"]
+    assert taken["new_bytes"] <= 2 * CHUNK_SIZE + 10_000  # the zero chunk and the tail, once each
+    loaded = read_variable(env["CHKPT_DIR"], taken, "weights")
+    assert loaded.shape == (16_000_000,) and loaded[-1] == 1.0 and not loaded[:-1].any()
+
+
 def test_data_that_compresses_is_stored_compressed_and_the_rest_raw(env, work):
     write(work, "codes.py", """
         import numpy as np, chkpt

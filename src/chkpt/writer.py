@@ -431,17 +431,20 @@ class Writer:
 
         def new_parts(parts: list[tuple[str, Any, int, bool]]) -> list[tuple[str, Any, int, bool]]:
             fresh = []
+            seen: set[str] = set()  # a value's equal chunks (runs of zeros) are new only once
             for digest, data, size, small in parts:
-                if digest in plan.new or digest in plan.packed:
+                if digest in plan.new or digest in plan.packed or digest in seen:
                     continue
                 if small:
                     if reusable(digest) is None:
                         fresh.append((digest, data, size, small))
+                        seen.add(digest)
                     continue
                 if digest not in present:
                     present[digest] = self.store.has_blob(digest, size)
                 if present[digest] is None:
                     fresh.append((digest, data, size, small))
+                    seen.add(digest)
             return fresh
 
         def ref(digest: str, small: bool) -> dict[str, Any]:

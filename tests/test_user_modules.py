@@ -122,6 +122,11 @@ def test_sigterm_inside_a_module_function_saves_its_locals(env, work):
     assert (last["trigger"], last["function"]) == ("signal", "fit")
     assert {"mylib.trainer.fit:w", "mylib.trainer.fit:epoch", "report"} <= set(names(last))
     assert int(loaded(env, work, "latest@signal", "mylib.trainer.fit:epoch")) >= 3
+    # the stack names fit's frame, and the checkpoint keeps the module's source (for resume)
+    trainer = str(work / "mylib" / "trainer.py")
+    assert [(e["function"], e.get("file"), e.get("module")) for e in last["stack"]] == [
+        ("<module>", None, None), ("main", None, None), ("fit", trainer, "mylib.trainer")]
+    assert set(last["sources"]) == {trainer}
 
 
 def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, work):

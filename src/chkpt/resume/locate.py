@@ -56,7 +56,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         return Point(len(old.body))
     elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
     # taken in one of the user's modules: the stack still shows the script's running statement
-    if elsewhere and not any(e.get("function") == "<module>" for e in manifest.get("stack") or []):
+    if elsewhere and not any(is_script_module(e) for e in manifest.get("stack") or []):
         raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "
                       "script's top level and the function it calls (main()), so a checkpoint taken "
                       "there would work", False)
@@ -170,11 +170,15 @@ def module_line(manifest: dict[str, Any]) -> int:
     if manifest.get("frame") == "module" or manifest.get("function") == "<module>":
         line = manifest.get("line")
     else:
-        line = next((e.get("line") for e in manifest.get("stack") or [] if e.get("function") == "<module>"),
-                    None)
+        line = next((e.get("line") for e in manifest.get("stack") or [] if is_script_module(e)), None)
     if line is None:
         raise Refusal("it does not record which top-level statement of the script was running", False)
     return int(line)
+
+
+def is_script_module(entry: dict[str, Any]) -> bool:
+    """Whether a `stack` entry is the script's module frame (a user module's own has a file)."""
+    return entry.get("function") == "<module>" and "file" not in entry
 
 
 def _in_block(line: int, of: str) -> NoReturn:

@@ -98,16 +98,17 @@ def test_a_package_beside_the_script_is_checkpointed_periodically_and_at_its_cra
     assert np.load(work / "out" / "mylib.trainer.fit.w.npy")[0] == 26.0
 
 
-def test_a_crash_in_a_module_function_still_resumes_at_the_scripts_running_statement(env, work):
+def test_a_crash_in_a_module_function_fixed_in_the_module_resumes_in_the_same_iteration(env, work):
     package_beside(work)
     assert python(["train.py", "1"], env, work).returncode == 1
     fixed = (work / "mylib" / "trainer.py").read_text().replace("if epoch == crash_at:", "if False:")
     (work / "mylib" / "trainer.py").write_text(fixed)  # the fix is in the module
     resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
     assert (resumed.returncode, resumed.stdout) == (0, "80000.0\n"), resumed.stderr
-    # inside main(): its locals restored, the call of fit (in the module) runs again from its start
-    assert "restored 3 values: main():X, main():crash, main():report" in resumed.stderr
-    assert "continuing at line 10 in main(), called by line 13" in resumed.stderr
+    # inside fit, called by main(): both frames' locals restored, the failed statement run again
+    assert "main():X, main():crash, main():report, mylib.trainer.fit():X" in resumed.stderr
+    assert ("continuing at line 14 in mylib.trainer.fit(), in the iteration (epoch = 1) of the loop at "
+            "line 7, called by main(), called by line 13") in resumed.stderr
 
 
 def test_sigterm_inside_a_module_function_saves_its_locals(env, work):

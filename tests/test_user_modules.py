@@ -6,10 +6,12 @@ Periodic checkpoints reach their functions, crash and SIGTERM checkpoints hold t
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +275,94 @@ def test_a_module_functions_locals_are_qualified_and_never_take_a_globals_name(m
     assert named["w"] == ("the script's", "global")
     assert named[f"{qualifier}:w"] == ("fit's", f"local of {qualifier}")
     assert named[f"{qualifier}:epoch"][0] == 3
+
+
+LOGGING_TRAINER = """
+    import time
+    import numpy as np
+
+    def note(epoch):
+        with open("epochs.log", "a") as log:
+            print(epoch, file=log)
+
+    {decorator}def fit(X, epochs, report_at=None):
+        w = np.zeros(2000)
+        for epoch in range(epochs):
+            note(epoch)
+            t = time.time()
+            while time.time() - t < 0.1:
+                pass
+            w += X.mean() * epoch
+            if epoch == report_at:
+                print("epoch", epoch, flush=True)
+        return w
+"""
+
+ALIASED_TRAIN = """
+    import numpy as np
+    from mylib import trainer
+
+    def main():
+        X = np.ones((200, 50))
+        w = trainer.fit(X, 40, 3)
+        print(w.sum())
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def preempted_at_epoch_3(env, work, decorator: str = "") -> None:
+    """Run train.py (main() calls mylib.trainer.fit, which logs each epoch it runs) and SIGTERM
+    it once epoch 5 has begun (in its 0.1 s of work, most likely)."""
+    write(work, "mylib/__init__.py", "")
+    write(work, "mylib/trainer.py", LOGGING_TRAINER.format(decorator=decorator))
+    write(work, "train.py", ALIASED_TRAIN)
+    process = subprocess.Popen([PYTHON, "train.py"], cwd=work, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "epoch 3\n"
+    while len(epochs_run(work)) < 6:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.communicate(timeout=60)[1] == "" and process.returncode == -signal.SIGTERM
+
+
+def epochs_run(work: Path) -> list[int]:
+    return [int(line) for line in (work / "epochs.log").read_text().split()]
+
+
+def test_sigterm_inside_a_module_function_resumes_in_that_iteration_of_its_loop(env, work):
+    preempted_at_epoch_3(env, work)
+    before = epochs_run(work)
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
+    # the rest of an uninterrupted run's output (it printed "epoch 3" before the SIGTERM)
+    assert (resumed.returncode, resumed.stdout) == (0, "1560000.0\n"), resumed.stderr
+    assert "mylib.trainer.fit():w" in resumed.stderr and "runs again from its start" not in resumed.stderr
+    said = re.search(r"continuing at line (\d+) in mylib\.trainer\.fit\(\), in the iteration \(epoch = (\d+)\) "
+                     r"of the loop at line 11, called by main\(\), called by line 10", resumed.stderr)
+    assert said, resumed.stderr
+    # the interrupted epoch goes on where it was (its note() is run again only if it was running)
+    assert int(said[2]) == before[-1] >= 5 and int(said[1]) in (12, 14, 15)
+    log = epochs_run(work)
+    assert sorted(set(log)) == list(range(40)) and len(log) <= 41  # no earlier epoch ran again
+
+
+@pytest.mark.parametrize(("decorator", "edit", "why"), [
+    ("", ("w = np.zeros(2000)", "w = np.zeros(2000) * 1"), "line 10 (w = np.zeros(2000) * 1), before the resume "
+     "point, was changed since the run (it was: w = np.zeros(2000)) (--force continues inside it anyway)"),
+    ("@staticmethod\n    ", None, "it is decorated"),
+])
+def test_a_module_function_it_cannot_vouch_for_runs_again_from_its_start(decorator, edit, why, env, work):
+    if decorator:
+        write(work, "mylib/__init__.py", "")
+        write(work, "mylib/trainer.py", LOGGING_TRAINER.format(decorator=""))
+    preempted_at_epoch_3(env, work, decorator)
+    if edit:
+        trainer = work / "mylib" / "trainer.py"
+        trainer.write_text(trainer.read_text().replace(*edit))
+    before = len(epochs_run(work))
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
+    assert (resumed.returncode, resumed.stdout) == (0, "epoch 3\n1560000.0\n"), resumed.stderr
+    assert f"chkpt: mylib.trainer.fit() runs again from its start: {why}\n" in resumed.stderr
+    assert "continuing at line 7 in main(), called by line 10" in resumed.stderr
+    assert epochs_run(work)[before:] == list(range(40))

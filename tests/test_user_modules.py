@@ -348,8 +348,12 @@ def test_sigterm_inside_a_module_function_resumes_in_that_iteration_of_its_loop(
 
 
 @pytest.mark.parametrize(("decorator", "edit", "why"), [
-    ("", ("w = np.zeros(2000)", "w = np.zeros(2000) * 1"), "line 10 (w = np.zeros(2000) * 1), before the resume "
-     "point, was changed since the run (it was: w = np.zeros(2000)) (--force continues inside it anyway)"),
+    ("", ("mylib/trainer.py", "w = np.zeros(2000)", "w = np.zeros(2000) * 1"), "line 10 (w = np.zeros(2000) * 1), "
+     "before the resume point, was changed since the run (it was: w = np.zeros(2000)) (--force continues inside "
+     "it anyway)"),
+    ("", ("train.py", "trainer.fit(X, 40, 3)", "trainer.fit(X, 40, report_at=3)"), "line 7 of main(), which "
+     "calls it, was changed since the run, and its saved locals are those of the old call (--force continues "
+     "inside it anyway)"),
     ("@staticmethod\n    ", None, "it is decorated"),
 ])
 def test_a_module_function_it_cannot_vouch_for_runs_again_from_its_start(decorator, edit, why, env, work):
@@ -358,8 +362,8 @@ def test_a_module_function_it_cannot_vouch_for_runs_again_from_its_start(decorat
         write(work, "mylib/trainer.py", LOGGING_TRAINER.format(decorator=""))
     preempted_at_epoch_3(env, work, decorator)
     if edit:
-        trainer = work / "mylib" / "trainer.py"
-        trainer.write_text(trainer.read_text().replace(*edit))
+        edited = work / edit[0]
+        edited.write_text(edited.read_text().replace(*edit[1:]))
     before = len(epochs_run(work))
     resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
     assert (resumed.returncode, resumed.stdout) == (0, "epoch 3\n1560000.0\n"), resumed.stderr

@@ -308,7 +308,8 @@ def _prepare_inner(inner: Inner, values: Values, namespace: dict[str, Any], name
 
 def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
     """Patch the module function main() calls for its first call (it puts the module's own
-    back first); None, with the note saying so, when its module was not imported by then."""
+    back first); None, with the note saying why, when its module was not imported by then or
+    its loop cannot be continued."""
     assert plan.callee is not None and plan.inner is not None
     call = plan.callee.call
     module = sys.modules.get(call.module)
@@ -316,12 +317,16 @@ def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
     namespace = vars(module) if module is not None else {}
     if (code is None or not isinstance(namespace.get("__file__"), str)
             or os.path.realpath(code.co_filename) != os.path.realpath(call.file)):
-        plan.callee = None
-        plan.callee_note = (f"{call.qualifier}() runs again from its start: its module was not imported "
-                            f"before {plan.inner.name}() ran")
-        return None
-    return _prepare_inner(plan.callee, values, namespace, call.function, future_flags(plan.callee.module_new.tree),
-                          CALL_HELPER)
+        why = f"its module was not imported before {plan.inner.name}() ran"
+    else:
+        try:
+            return _prepare_inner(plan.callee, values, namespace, call.function,
+                                  future_flags(plan.callee.module_new.tree), CALL_HELPER)
+        except Refusal as refusal:  # its loop cannot be continued: nothing was patched
+            why = str(refusal)
+    plan.callee = None
+    plan.callee_note = f"{call.qualifier}() runs again from its start: {why}"
+    return None
 
 
 def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -> int:

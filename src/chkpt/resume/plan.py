@@ -185,6 +185,10 @@ class Plan(Frame):
         try:
             if why:
                 raise Refusal(why, False)
+            old_site, new_site = self.inner.running_statements()
+            if statement_key(old_site) != statement_key(new_site):
+                self.check(f"line {new_site.lineno} of {self.inner.name}(), which calls it, was changed since "
+                           "the run, and its saved locals are those of the old call")
             self.callee = Callee(self, call)
         except Refusal as refusal:
             hint = " (--force continues inside it anyway)" if refusal.forceable else ""
@@ -298,6 +302,14 @@ class Inner(Frame):
             partial.add(root if root not in module_names else None)
         incomplete = {n for n in partial if n is not None} & self.scope
         return {n: saved for n, saved in restored.items() if n not in incomplete and n in self.scope}, {}, incomplete
+
+    def running_statements(self) -> tuple[ast.stmt, ast.stmt]:
+        """The statement of the body (or of its loop's) the point is at: the run's, the edited one."""
+        old, new = self.old.body[self.point.index], self.new.body[self.index]
+        if self.loop is not None and self.point.body not in (None, Point.NEXT):
+            assert isinstance(old, ast.For | ast.While) and self.point.body is not None
+            return old.body[self.point.body], self.loop.body[self.point.body]
+        return old, new
 
     def local_name(self, saved: str, plain_is_local: bool) -> str | None:
         """The local of main() a saved name is (`x` or `main:x`), else None."""

@@ -5,7 +5,8 @@ a top-level `for`/`while` loop, or before a statement of such a loop's body in t
 that was running. A checkpoint taken inside a function stands for the top-level statement
 its manifest's `stack` shows running; when that statement calls a top-level function of the
 script (`main()`) and the checkpoint was taken in it or below it, the position is also one
-inside that function's body, by the same rules.
+inside that function's body, by the same rules; and when main()'s running statement was
+calling a top-level function of a user module (`module_call`), one in that function's body.
 """
 
 from __future__ import annotations

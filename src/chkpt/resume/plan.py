@@ -6,7 +6,8 @@ what those read. Definitions and imports before the point always re-run, in thei
 version. A Plan is built from the manifest alone: no value is loaded. When the point is
 inside `main()` (a top-level function a top-level statement calls), the same is done for that
 function's body and its locals (`Plan.inner`), and the top-level statement runs again, calling
-a `main()` that continues there.
+a `main()` that continues there; one level deeper, for the user-module function main() was
+calling (`Plan.callee`), from the module's source the checkpoint kept.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ GOOD_MANIFEST = {"index": 3, "run": "1a2b3c4d", "trigger": "crash", "label": "",
                  "variables": [VARIABLE, CHUNKED], "aliases": {"frame": "df"},
                  "skipped": [{"name": "lock", "reason": "a lock cannot be saved"}], "new_bytes": 1140,
                  "frame": "module", "boundary": None, "resumable": False,
-                 "stack": [{"function": "<module>", "line": 12}]}
+                 "stack": [{"function": "<module>", "line": 12},
+                           {"function": "fit", "line": 9, "file": "/w/mylib/trainer.py", "module": "mylib.trainer"}],
+                 "sources": {"/w/mylib/trainer.py": dict(REF, hash="78" * 16)}}
 
 
 def encoded(record: dict, **changes) -> bytes:
@@ -41,7 +43,8 @@ def test_good_records_decode_as_written():
 def test_optional_fields_get_their_empty_defaults():
     minimal = {k: GOOD_MANIFEST[k] for k in ("index", "run", "trigger", "time", "variables")}
     decoded = records.decode_manifest(json.dumps(minimal).encode())
-    assert (decoded["label"], decoded["aliases"], decoded["skipped"], decoded["stack"]) == ("", {}, [], [])
+    assert (decoded["label"], decoded["aliases"], decoded["skipped"], decoded["stack"], decoded["sources"]) == (
+        "", {}, [], [], {})
 
 
 @pytest.mark.parametrize(("field", "value", "said"), [
@@ -80,6 +83,7 @@ def test_a_missing_required_run_field_is_named(field):
     ({"aliases": {"a": 1}}, "'aliases' should be an object of texts"),
     ({"skipped": [{"name": "x"}]}, "'skipped' item 0 should be an object with a name and a reason"),
     ({"stack": [{"function": "f"}]}, "'stack' item 0 should be an object with a function and a line"),
+    ({"sources": {"/w/m.py": {"hash": "../x", "size": 1}}}, "'sources' should be an object of file names"),
     ({"resumable": "yes"}, "'resumable' should be true/false"),
     ({"variables": [dict(VARIABLE, buffers=[{"size": 10, "chunks": [{"hash": "ab" * 16, "size": 4}]}])]},
      "'buffers' item 0 has chunks that do not add up to its size"),
@@ -105,11 +109,12 @@ def test_what_is_not_a_json_object_is_refused_with_a_sentence(data):
 
 def test_the_blobs_a_manifest_and_a_run_refer_to():
     assert records.manifest_blobs(GOOD_MANIFEST) == {"cd" * 16: 900, "ef" * 16: 240, "aa" * 16 + ".zstd": 700,
-                                                     "34" * 16 + ".zstd": 2, "56" * 16: 2}
+                                                     "34" * 16 + ".zstd": 2, "56" * 16: 2,
+                                                     "78" * 16: 900}  # a module's source, kept for resume
     assert records.manifest_compressed(GOOD_MANIFEST) == {"aa" * 16 + ".zstd": 5000, "34" * 16 + ".zstd": 4}
     assert records.variable_stored(CHUNKED) == 900 + 2 + 2  # a packed part counts its own size
     assert records.raw_size(records.manifest_blobs(GOOD_MANIFEST), records.manifest_compressed(GOOD_MANIFEST)) \
-        == 900 + 240 + 5000 + 4 + 2
+        == 900 + 240 + 5000 + 4 + 2 + 900
     assert [records.is_blob_key(k) for k in ("ab" * 16, "ab" * 16 + ".zstd", "ab" * 16 + ".gz", "a..", "..")] \
         == [True, True, False, False, False]
     assert records.run_blobs(GOOD_RUN) == {"ab" * 16: 120}

@@ -16,7 +16,7 @@ from chkpt.resume import Refusal, old_module
 from chkpt.resume.align import Alignment
 from chkpt.resume.analysis import Facts, Module, first_line, is_definition, root_name
 from chkpt.resume.execute import Resumer, future_flags, remaining_items, resumed_function, rewrite_loop, where
-from chkpt.resume.locate import Point, locate
+from chkpt.resume.locate import Point, locate, module_call
 from chkpt.resume.plan import Plan
 from chkpt.store import Store
 
@@ -668,3 +668,54 @@ def test_future_flags():
     flags = future_flags(ast.parse("from __future__ import annotations\nx = 1\n"))
     assert flags == __future__.annotations.compiler_flag
     assert future_flags(ast.parse("x = 1\n")) == 0
+
+
+CALLS_A_MODULE = """
+    import mylib.trainer
+    from mylib import trainer as tr
+    from mylib.trainer import fit
+
+    def main(X):
+        w = mylib.trainer.fit(X, 40)
+        v = tr.fit(X, 40) + 1
+        for epoch in range(3):
+            tr.fit(X, epoch)
+        u = fit(X, 40)
+        z = tr.fit(tr.fit(X, 1), 2)
+        mylib.trainer.Trainer().fit(X)
+"""
+
+
+def stack_into(caller: str, function: str = "fit") -> list[dict]:
+    """The stack of a checkpoint taken in mylib.trainer's `function`, called by main() at `caller`."""
+    return [{"function": "<module>", "line": 20}, {"function": "main", "line": line_of(CALLS_A_MODULE, caller)},
+            {"function": function, "line": 9, "file": "/work/mylib/trainer.py", "module": "mylib.trainer"}]
+
+
+@pytest.mark.parametrize(("caller", "function", "why"), [
+    ("w = mylib.trainer.fit", "fit", ""),
+    ("v = tr.fit", "fit", ""),  # through an import alias, inside an expression
+    ("tr.fit(X, epoch)", "fit", ""),  # in a loop of main()
+    ("u = fit(X", "fit", "calls it otherwise than through its module"),
+    ("z = tr.fit", "fit", "calls it more than once"),
+    ("for epoch", "fit", "is not a statement that calls it"),
+    ("Trainer().fit", "Trainer.fit", "not a top-level function of its module"),
+])
+def test_which_module_function_main_was_calling(caller, function, why):
+    script = module(CALLS_A_MODULE)
+    main = script.function("main")
+    found = module_call(script, main, stack_into(caller, function))
+    assert found is not None
+    call, said = found
+    assert (call.qualifier, call.line, call.innermost) == (f"mylib.trainer.{function}", 9, True)
+    assert why in said and bool(said) == bool(why)
+
+
+def test_a_checkpoint_in_main_itself_or_in_a_script_function_goes_no_deeper():
+    script = module(CALLS_A_MODULE)
+    main = script.function("main")
+    stack = stack_into("w = mylib.trainer.fit")
+    assert module_call(script, main, stack[:2]) is None
+    assert module_call(script, main, [*stack[:2], {"function": "helper", "line": 3}]) is None
+    below = module_call(script, main, [*stack, {"function": "note", "line": 2, "file": "/x.py", "module": "x"}])
+    assert below is not None and not below[0].innermost  # fit's point is then the statement calling note

@@ -6,10 +6,12 @@ Periodic checkpoints reach their functions, crash and SIGTERM checkpoints hold t
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +100,17 @@ def test_a_package_beside_the_script_is_checkpointed_periodically_and_at_its_cra
     assert np.load(work / "out" / "mylib.trainer.fit.w.npy")[0] == 26.0
 
 
-def test_a_crash_in_a_module_function_still_resumes_at_the_scripts_running_statement(env, work):
+def test_a_crash_in_a_module_function_fixed_in_the_module_resumes_in_the_same_iteration(env, work):
     package_beside(work)
     assert python(["train.py", "1"], env, work).returncode == 1
     fixed = (work / "mylib" / "trainer.py").read_text().replace("if epoch == crash_at:", "if False:")
     (work / "mylib" / "trainer.py").write_text(fixed)  # the fix is in the module
     resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
     assert (resumed.returncode, resumed.stdout) == (0, "80000.0\n"), resumed.stderr
-    # inside main(): its locals restored, the call of fit (in the module) runs again from its start
-    assert "restored 3 values: main():X, main():crash, main():report" in resumed.stderr
-    assert "continuing at line 10 in main(), called by line 13" in resumed.stderr
+    # inside fit, called by main(): both frames' locals restored, the failed statement run again
+    assert "main():X, main():crash, main():report, mylib.trainer.fit():X" in resumed.stderr
+    assert ("continuing at line 14 in mylib.trainer.fit(), in the iteration (epoch = 1) of the loop at "
+            "line 7, called by main(), called by line 13") in resumed.stderr
 
 
 def test_sigterm_inside_a_module_function_saves_its_locals(env, work):
@@ -122,6 +125,11 @@ def test_sigterm_inside_a_module_function_saves_its_locals(env, work):
     assert (last["trigger"], last["function"]) == ("signal", "fit")
     assert {"mylib.trainer.fit:w", "mylib.trainer.fit:epoch", "report"} <= set(names(last))
     assert int(loaded(env, work, "latest@signal", "mylib.trainer.fit:epoch")) >= 3
+    # the stack names fit's frame, and the checkpoint keeps the module's source (for resume)
+    trainer = str(work / "mylib" / "trainer.py")
+    assert [(e["function"], e.get("file"), e.get("module")) for e in last["stack"]] == [
+        ("<module>", None, None), ("main", None, None), ("fit", trainer, "mylib.trainer")]
+    assert set(last["sources"]) == {trainer}
 
 
 def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, work):
@@ -267,3 +275,98 @@ def test_a_module_functions_locals_are_qualified_and_never_take_a_globals_name(m
     assert named["w"] == ("the script's", "global")
     assert named[f"{qualifier}:w"] == ("fit's", f"local of {qualifier}")
     assert named[f"{qualifier}:epoch"][0] == 3
+
+
+LOGGING_TRAINER = """
+    import time
+    import numpy as np
+
+    def note(epoch):
+        with open("epochs.log", "a") as log:
+            print(epoch, file=log)
+
+    {decorator}def fit(X, epochs, report_at=None):
+        w = np.zeros(2000)
+        for epoch in range(epochs):
+            note(epoch)
+            t = time.time()
+            while time.time() - t < 0.1:
+                pass
+            w += X.mean() * epoch
+            if epoch == report_at:
+                print("epoch", epoch, flush=True)
+        return w
+"""
+
+ALIASED_TRAIN = """
+    import numpy as np
+    from mylib import trainer
+
+    def main():
+        X = np.ones((200, 50))
+        w = trainer.fit(X, 40, 3)
+        print(w.sum())
+
+    if __name__ == "__main__":
+        main()
+"""
+
+
+def preempted_at_epoch_3(env, work, decorator: str = "") -> None:
+    """Run train.py (main() calls mylib.trainer.fit, which logs each epoch it runs) and SIGTERM
+    it once epoch 5 has begun (in its 0.1 s of work, most likely)."""
+    write(work, "mylib/__init__.py", "")
+    write(work, "mylib/trainer.py", LOGGING_TRAINER.format(decorator=decorator))
+    write(work, "train.py", ALIASED_TRAIN)
+    process = subprocess.Popen([PYTHON, "train.py"], cwd=work, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "epoch 3\n"
+    while len(epochs_run(work)) < 6:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.communicate(timeout=60)[1] == "" and process.returncode == -signal.SIGTERM
+
+
+def epochs_run(work: Path) -> list[int]:
+    return [int(line) for line in (work / "epochs.log").read_text().split()]
+
+
+def test_sigterm_inside_a_module_function_resumes_in_that_iteration_of_its_loop(env, work):
+    preempted_at_epoch_3(env, work)
+    before = epochs_run(work)
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
+    # the rest of an uninterrupted run's output (it printed "epoch 3" before the SIGTERM)
+    assert (resumed.returncode, resumed.stdout) == (0, "1560000.0\n"), resumed.stderr
+    assert "mylib.trainer.fit():w" in resumed.stderr and "runs again from its start" not in resumed.stderr
+    said = re.search(r"continuing at line (\d+) in mylib\.trainer\.fit\(\), in the iteration \(epoch = (\d+)\) "
+                     r"of the loop at line 11, called by main\(\), called by line 10", resumed.stderr)
+    assert said, resumed.stderr
+    # the interrupted epoch goes on where it was (its note() is run again only if it was running)
+    assert int(said[2]) == before[-1] >= 5 and int(said[1]) in (12, 14, 15)
+    log = epochs_run(work)
+    assert sorted(set(log)) == list(range(40)) and len(log) <= 41  # no earlier epoch ran again
+
+
+@pytest.mark.parametrize(("decorator", "edit", "why"), [
+    ("", ("mylib/trainer.py", "w = np.zeros(2000)", "w = np.zeros(2000) * 1"), "line 10 (w = np.zeros(2000) * 1), "
+     "before the resume point, was changed since the run (it was: w = np.zeros(2000)) (--force continues inside "
+     "it anyway)"),
+    ("", ("train.py", "trainer.fit(X, 40, 3)", "trainer.fit(X, 40, report_at=3)"), "line 7 of main(), which "
+     "calls it, was changed since the run, and its saved locals are those of the old call (--force continues "
+     "inside it anyway)"),
+    ("@staticmethod\n    ", None, "it is decorated"),
+])
+def test_a_module_function_it_cannot_vouch_for_runs_again_from_its_start(decorator, edit, why, env, work):
+    if decorator:
+        write(work, "mylib/__init__.py", "")
+        write(work, "mylib/trainer.py", LOGGING_TRAINER.format(decorator=""))
+    preempted_at_epoch_3(env, work, decorator)
+    if edit:
+        edited = work / edit[0]
+        edited.write_text(edited.read_text().replace(*edit[1:]))
+    before = len(epochs_run(work))
+    resumed = run([str(Path(PYTHON).parent / "chkpt"), "resume", "train.py"], env, work)
+    assert (resumed.returncode, resumed.stdout) == (0, "epoch 3\n1560000.0\n"), resumed.stderr
+    assert f"chkpt: mylib.trainer.fit() runs again from its start: {why}\n" in resumed.stderr
+    assert "continuing at line 7 in main(), called by line 10" in resumed.stderr
+    assert epochs_run(work)[before:] == list(range(40))

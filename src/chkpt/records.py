@@ -104,6 +104,12 @@ def _text_map(value: Any) -> str | None:
     return None
 
 
+def _sources(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and _blob_ref(v) is None for k, v in value.items()):
+        return "should be an object of file names and blob references"
+    return None
+
+
 def _skip_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str) \
             or not isinstance(value.get("reason"), str):
@@ -115,6 +121,8 @@ def _frame_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("function"), str) \
             or not _is_int(value.get("line")):
         return "should be an object with a function and a line"
+    if not all(isinstance(value.get(key), str) for key in ("file", "module") if key in value):
+        return "should have a text file and module"
     return None
 
 
@@ -236,9 +244,11 @@ MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
     "boundary": (False, _types(*_OPTIONAL_TEXT)),
     "resumable": (False, _types(bool)),
     "stack": (False, _list_of(_frame_entry)),
+    "sources": (False, _sources),
 }
 
-_DEFAULTS: dict[str, Any] = {"label": "", "aliases": {}, "skipped": [], "new_bytes": 0, "stack": []}
+_DEFAULTS: dict[str, Any] = {"label": "", "aliases": {}, "skipped": [], "new_bytes": 0, "stack": [],
+                             "sources": {}}
 
 
 def _problem(data: dict[str, Any], fields: dict[str, tuple[bool, Any]]) -> str | None:
@@ -289,11 +299,21 @@ def new_run(**fields: Any) -> dict[str, Any]:
     return dict(fields, status="running", format=FORMAT)
 
 
-def position(at_top: bool, boundary: str | None, resumable: bool, stack: list[tuple[str, int]]) -> dict[str, Any]:
+def position(at_top: bool, boundary: str | None, resumable: bool, stack: list[dict[str, Any]]) -> dict[str, Any]:
     """A manifest's fields that say where the program was: its module or a function frame, the
-    resume boundary ("statement", "loop" or None), and the script's frames, outermost first."""
+    resume boundary ("statement", "loop" or None), and the user's frames, outermost first
+    (`frame_entry`)."""
     return {"frame": "module" if at_top else "function", "boundary": boundary, "resumable": resumable,
-            "stack": [{"function": function, "line": line} for function, line in stack]}
+            "stack": stack}
+
+
+def frame_entry(function: str, line: int, file: str | None = None, module: str | None = None) -> dict[str, Any]:
+    """A manifest's `stack` entry: a frame of the script (its code's name and line), or of a
+    user module (the function's qualified name, its file and the module's name too)."""
+    entry: dict[str, Any] = {"function": function, "line": line}
+    if file is not None:
+        entry.update(file=file, module=module or "")
+    return entry
 
 
 def blob_ref(digest: str, size: int, codec: str | None = None, stored: int | None = None) -> dict[str, Any]:
@@ -341,7 +361,7 @@ def variable_stored(variable: dict[str, Any]) -> int:
 
 def manifest_blobs(manifest: dict[str, Any]) -> dict[str, int]:
     """blob key → size on disk of every blob a checkpoint manifest refers to."""
-    blobs: dict[str, int] = {}
+    blobs = {blob_key(ref): stored_size(ref) for ref in manifest.get("sources", {}).values()}
     for variable in manifest["variables"]:
         for ref in map(file_ref, variable_refs(variable)):
             blobs[blob_key(ref)] = stored_size(ref)

@@ -155,14 +155,16 @@ class Session:
 
     def _position(self, trigger: str, frames: list[FrameType], boundary: str | None) -> dict[str, Any]:
         """Where the checkpoint stands: module or function frame, resume boundary (a top-level
-        statement or loop iteration), and the script's own frames outermost first (resume
-        finds the running top-level statement there)."""
+        statement or loop iteration), and the user's frames outermost first (resume finds the
+        running top-level statement there, and the module function main() was calling)."""
         main_globals = self.watch.main_globals
-        script = [f for f in frames if f.f_globals is main_globals]
         at_top = bool(frames) and frames[0].f_code.co_name == "<module>" and frames[0].f_globals is main_globals
         # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it)
         resumable = boundary is not None or (at_top and trigger == "explicit")
-        stack = [(f.f_code.co_name, f.f_lineno) for f in reversed(script)]
+        stack = [records.frame_entry(f.f_code.co_name, f.f_lineno) if f.f_globals is main_globals
+                 else records.frame_entry(f.f_code.co_qualname, f.f_lineno, f.f_code.co_filename,
+                                          str(f.f_globals.get("__name__", "")))
+                 for f in reversed(frames)]
         return records.position(at_top, boundary, resumable, stack)
 
     def take(

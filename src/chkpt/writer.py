@@ -218,6 +218,7 @@ class Writer:
         self._packed: dict[str, dict[str, Any]] = {}
         self._arrays = serialize.ObjectArrays()  # object arrays' pickles, for the next checkpoint
         self._job: _Job | None = None
+        self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
 
     def _open_run(self) -> RunWriter:
         watch = self.session.watch
@@ -283,6 +284,9 @@ class Writer:
             plan = self._plan(captured)
             manifest = self._manifest(trigger, frames, label, exc, started, captured, plan)
             manifest.update(position or {})
+            sources = self._module_sources(manifest.get("stack", []))
+            if sources:
+                manifest["sources"] = sources
             index = self.run.reserve_index()
             final = trigger in records.FINAL_TRIGGERS
             held = self._write_program_memory(plan, manifest, self.config.memory_budget if not final else 0)
@@ -301,6 +305,19 @@ class Writer:
         finally:
             if not handed_over:
                 lock.release()
+
+    def _module_sources(self, stack: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The stored source of each user module file with a frame on `stack` (what resume lines
+        an edited module function up with), each file read and stored once a run."""
+        for file in {entry["file"] for entry in stack if "file" in entry} - self._sources.keys():
+            try:
+                with open(file, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue  # gone or unreadable: resume runs its functions again from their start
+            self._sources[file], written = self.store.put_blob(data)
+            self.run_bytes += written
+        return {entry["file"]: self._sources[entry["file"]] for entry in stack if entry.get("file") in self._sources}
 
     def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any],
                               budget: int) -> dict[str, tuple[bytes, dict[str, Any]]]:

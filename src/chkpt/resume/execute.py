@@ -19,6 +19,7 @@ import copy
 import io
 import itertools
 import os
+import sys
 
 from chkpt import api, fmt, naming, runner
 from chkpt import config as config_module
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from chkpt.resume.plan import Frame, Inner, Plan
 
 HELPER = "__chkpt_resume__"
+CALL_HELPER = "__chkpt_resume_call__"  # the Resumer of the module function main() calls
 
 
 class Resumer:
@@ -78,22 +80,22 @@ class Resumer:
         return was
 
 
-def _helper(method: str, node: ast.AST) -> ast.Call:
-    call = ast.Call(ast.Attribute(ast.Name(HELPER, ast.Load()), method, ast.Load()), [], [])
+def _helper(method: str, node: ast.AST, helper: str) -> ast.Call:
+    call = ast.Call(ast.Attribute(ast.Name(helper, ast.Load()), method, ast.Load()), [], [])
     return ast.copy_location(call, node)
 
 
-def rewrite_loop(loop: ast.For | ast.While, point: Point) -> ast.For | ast.While:
+def rewrite_loop(loop: ast.For | ast.While, point: Point, helper: str = HELPER) -> ast.For | ast.While:
     """The loop as it must run from the resume point: the items left, the partial iteration
     (the body from the resume statement on), then whole iterations."""
     loop = copy.deepcopy(loop)
     if isinstance(loop, ast.For):
-        loop.iter = _helper("rest", loop.iter)
+        loop.iter = _helper("rest", loop.iter, helper)
     if point.body is not None and point.body != Point.NEXT:
         if isinstance(loop, ast.While):
-            loop.test = ast.copy_location(ast.BoolOp(ast.Or(), [_helper("pending", loop.test), loop.test]),
+            loop.test = ast.copy_location(ast.BoolOp(ast.Or(), [_helper("pending", loop.test, helper), loop.test]),
                                           loop.test)
-        partial = ast.If(_helper("partial", loop.body[0]), copy.deepcopy(loop.body[point.body:]), loop.body)
+        partial = ast.If(_helper("partial", loop.body[0], helper), copy.deepcopy(loop.body[point.body:]), loop.body)
         loop.body = [ast.copy_location(partial, loop.body[0])]
     return ast.fix_missing_locations(loop)
 
@@ -223,33 +225,33 @@ def _located(text: str, at: ast.stmt) -> ast.stmt:
     return stmt
 
 
-def _assign(names: list[str], at: ast.stmt, last: bool = False) -> ast.stmt:
-    return _located(f"({', '.join(names)},) = {HELPER}.values({names!r}{', last=True' if last else ''})", at)
+def _assign(names: list[str], at: ast.stmt, helper: str, last: bool = False) -> ast.stmt:
+    return _located(f"({', '.join(names)},) = {helper}.values({names!r}{', last=True' if last else ''})", at)
 
 
-def resumed_function(inner: Inner) -> ast.FunctionDef:
-    """main() as it must run once: its saved locals back, the re-run statements, then its
-    body from the point on (a resumed loop rewritten)."""
+def resumed_function(inner: Inner, helper: str = HELPER) -> ast.FunctionDef:
+    """main() (or the module function it calls) as it must run once: its saved locals back,
+    the re-run statements, then its body from the point on (a resumed loop rewritten)."""
     function = copy.deepcopy(inner.function)
     first = function.body[0]
     declared = sorted({n for node in walk_own(function) if isinstance(node, ast.Global) for n in node.names})
     body = [_located(f"global {', '.join(declared)}", first)] if declared else []
-    body.append(_located(f"{HELPER}.enter()", first))
+    body.append(_located(f"{helper}.enter()", first))
     reruns: list[ast.stmt] = []
     for index in inner.rerun:
         if inner.inputs.get(index):
-            reruns.append(_assign(sorted(inner.inputs[index]), first))
+            reruns.append(_assign(sorted(inner.inputs[index]), first, helper))
         reruns.append(inner.new.body[index])
     if reruns:
-        quiet = _located(f"with {HELPER}.quiet():\n    pass", first)
+        quiet = _located(f"with {helper}.quiet():\n    pass", first)
         assert isinstance(quiet, ast.With)
         quiet.body = reruns
         body.append(quiet)
-    body.append(_assign(sorted(inner.restored), first, last=True) if inner.restored
-                else _located(f"{HELPER}.values([], last=True)", first))
+    body.append(_assign(sorted(inner.restored), first, helper, last=True) if inner.restored
+                else _located(f"{helper}.values([], last=True)", first))
     rest = list(inner.new.body[inner.index:])
     if inner.loop is not None:
-        rest[0] = rewrite_loop(inner.loop, inner.point)
+        rest[0] = rewrite_loop(inner.loop, inner.point, helper)
     function.body = body + rest
     return ast.fix_missing_locations(function)
 
@@ -257,15 +259,24 @@ def resumed_function(inner: Inner) -> ast.FunctionDef:
 def where(plan: Plan, globals_: dict[str, Any]) -> str:
     """Where the run continues, with the loop variable's restored value."""
     inner = plan.inner
-    if inner is not None:
-        skipped = [s for i, s in enumerate(inner.new.body[:inner.index]) if i not in inner.rerun]
-        done = (f"; {len(skipped)} statement{'s' if len(skipped) != 1 else ''} of {inner.name}() before "
-                "it skipped") if skipped else ""
-        return f"{_where(inner, globals_, f'{inner.name}()')}, called by line {plan.new.body[plan.index].lineno}{done}"
-    return _where(plan, globals_, "the script")
+    if inner is None:
+        return _where(plan, globals_, "the script")
+    caller = f", called by line {plan.new.body[plan.index].lineno}"
+    if plan.callee is not None:
+        done = _skipped(plan.callee)
+        caller = f", called by {inner.name}(){caller}"
+        return f"{_where(plan.callee, globals_, f'{plan.callee.name}()', named=True)}{caller}{done}"
+    return f"{_where(inner, globals_, f'{inner.name}()')}{caller}{_skipped(inner)}"
 
 
-def _where(frame: Frame, namespace: dict[str, Any], of: str) -> str:
+def _skipped(inner: Inner) -> str:
+    skipped = [s for i, s in enumerate(inner.new.body[:inner.index]) if i not in inner.rerun]
+    return (f"; {len(skipped)} statement{'s' if len(skipped) != 1 else ''} of {inner.name}() before "
+            "it skipped") if skipped else ""
+
+
+def _where(frame: Frame, namespace: dict[str, Any], of: str, named: bool = False) -> str:
+    """Where in `frame` it continues; `named` says in which function a loop is."""
     new = frame.new
     if frame.loop is None:
         if frame.index >= len(new.body):
@@ -273,22 +284,49 @@ def _where(frame: Frame, namespace: dict[str, Any], of: str) -> str:
         return f"continuing at line {new.body[frame.index].lineno}" + (f" in {of}" if of != "the script" else "")
     state = ", ".join(f"{n} = {_short(namespace.get(n))}" for n in sorted(target_names(frame.loop)))
     state = f" ({state})" if state else ""
+    in_function = f" in {of}" if named else ""
     if frame.point.body == Point.NEXT:
-        return f"continuing the loop at line {frame.loop.lineno} after the iteration{state}"
+        return f"continuing the loop at line {frame.loop.lineno}{in_function} after the iteration{state}"
     assert frame.point.body is not None
-    return (f"continuing at line {frame.loop.body[frame.point.body].lineno}, in the iteration{state} "
-            f"of the loop at line {frame.loop.lineno}")
+    return (f"continuing at line {frame.loop.body[frame.point.body].lineno}{in_function}, in the iteration"
+            f"{state} of the loop at line {frame.loop.lineno}")
 
 
-def _prepare_inner(inner: Inner, values: Values, globals_: dict[str, Any], flags: int) -> dict[str, Any]:
-    """Define the rewritten main() in the script's globals, with what it asks the Resumer
-    for; returns the names main() continues with, for the message saying where."""
-    locals_ = {name: values.get(saved) for name, saved in inner.restored.items()}
-    remaining = remaining_items(inner.loop, inner.point, globals_, locals_) if isinstance(inner.loop, ast.For) else None
-    builtins.__dict__[HELPER] = Resumer(remaining, (globals_, inner.name, globals_.get(inner.name)), locals_)
-    module = ast.Module([resumed_function(inner)], [])
-    exec(compile(module, globals_["__file__"], "exec", flags, dont_inherit=True), globals_)
-    return {**globals_, **locals_}
+def _prepare_inner(inner: Inner, values: Values, namespace: dict[str, Any], name: str, flags: int,
+                   helper: str = HELPER) -> dict[str, Any]:
+    """Define the rewritten function as `name` in `namespace` (the script's globals for main(),
+    its module's for the function main() calls), with what it asks its Resumer for; returns
+    the names it continues with, for the message saying where."""
+    locals_ = {local: values.get(saved) for local, saved in inner.restored.items()}
+    loop = inner.loop
+    remaining = remaining_items(loop, inner.point, namespace, locals_) if isinstance(loop, ast.For) else None
+    builtins.__dict__[helper] = Resumer(remaining, (namespace, name, namespace.get(name)), locals_)
+    module = ast.Module([resumed_function(inner, helper)], [])
+    exec(compile(module, namespace["__file__"], "exec", flags, dont_inherit=True), namespace)
+    return {**namespace, **locals_}
+
+
+def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
+    """Patch the module function main() calls for its first call (it puts the module's own
+    back first); None, with the note saying why, when its module was not imported by then or
+    its loop cannot be continued."""
+    assert plan.callee is not None and plan.inner is not None
+    call = plan.callee.call
+    module = sys.modules.get(call.module)
+    code = getattr(getattr(module, call.function, None), "__code__", None)
+    namespace = vars(module) if module is not None else {}
+    if (code is None or not isinstance(namespace.get("__file__"), str)
+            or os.path.realpath(code.co_filename) != os.path.realpath(call.file)):
+        why = f"its module was not imported before {plan.inner.name}() ran"
+    else:
+        try:
+            return _prepare_inner(plan.callee, values, namespace, call.function,
+                                  future_flags(plan.callee.module_new.tree), CALL_HELPER)
+        except Refusal as refusal:  # its loop cannot be continued: nothing was patched
+            why = str(refusal)
+    plan.callee = None
+    plan.callee_note = f"{call.qualifier}() runs again from its start: {why}"
+    return None
 
 
 def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -> int:
@@ -307,7 +345,9 @@ def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -
             builtins.__dict__[HELPER] = Resumer(remaining)
             body[0] = rewrite_loop(plan.loop, plan.point)
         elif plan.inner is not None:
-            shown = _prepare_inner(plan.inner, values, globals_, flags)
+            shown = _prepare_inner(plan.inner, values, globals_, plan.inner.name, flags)
+            if plan.callee is not None:
+                shown = _prepare_callee(plan, values) or shown
         del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
         warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}"))

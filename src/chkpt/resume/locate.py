@@ -5,7 +5,8 @@ a top-level `for`/`while` loop, or before a statement of such a loop's body in t
 that was running. A checkpoint taken inside a function stands for the top-level statement
 its manifest's `stack` shows running; when that statement calls a top-level function of the
 script (`main()`) and the checkpoint was taken in it or below it, the position is also one
-inside that function's body, by the same rules.
+inside that function's body, by the same rules; and when main()'s running statement was
+calling a top-level function of a user module (`module_call`), one in that function's body.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ast
 import os
 from dataclasses import dataclass, field
 
-from chkpt.resume.analysis import first_line, statement_at
+from chkpt.resume.analysis import dotted, first_line, module_aliases, statement_at
 from chkpt.resume.errors import Refusal
 
 TYPE_CHECKING = False
@@ -56,7 +57,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         return Point(len(old.body))
     elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
     # taken in one of the user's modules: the stack still shows the script's running statement
-    if elsewhere and not any(e.get("function") == "<module>" for e in manifest.get("stack") or []):
+    if elsewhere and not any(is_script_module(e) for e in manifest.get("stack") or []):
         raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "
                       "script's top level and the function it calls (main()), so a checkpoint taken "
                       "there would work", False)
@@ -153,6 +154,70 @@ def call_site_problem(stmt: ast.stmt, line: int, name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Call:
+    """The user-module function main()'s running statement was calling: its stack entry's
+    `file`, `module` and `function`, the `line` it was at, and whether the checkpoint was
+    taken in its own frame (`innermost`)."""
+
+    file: str
+    module: str
+    function: str
+    line: int
+    innermost: bool
+
+    @property
+    def qualifier(self) -> str:
+        """What its saved locals are qualified by, and how messages name it: `mylib.trainer.fit`."""
+        return f"{self.module}.{self.function}"
+
+
+def module_call(script: Module, main: ast.FunctionDef, stack: list[dict[str, Any]]) -> tuple[Call, str] | None:
+    """The user-module function main() (`stack[1]`) was calling when the checkpoint was taken
+    below it, when its running statement calls that function once through its module
+    (`mylib.trainer.fit(…)`, `trainer.fit(…)`); None when the checkpoint was taken in main()
+    or in a function of the script. With the Call, why resume does not continue inside it ("" when
+    nothing in the script stands in the way)."""
+    if len(stack) < 3 or "file" not in stack[2] or stack[2]["function"].startswith("<"):
+        return None
+    entry, line = stack[2], stack[1]["line"]
+    module, function = str(entry.get("module")), entry["function"]
+    call = Call(entry["file"], module, function, entry["line"], len(stack) == 3)
+    if "." in function:
+        return call, "it is not a top-level function of its module"
+    index = statement_at(main.body, line)
+    site = main.body[index] if index is not None else None
+    if isinstance(site, ast.For | ast.While) and site.body[0].lineno <= line:
+        inside = statement_at(site.body, line)
+        site = site.body[inside] if inside is not None else None
+    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
+        return call, f"line {line} of {main.name}() is not a statement that calls it"
+    imported = imported_modules(script.tree)
+    calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and resolved(n.func, imported) == call.qualifier]
+    if len(calls) != 1:
+        return call, (f"line {first_line(site)} of {main.name}() calls it "
+                      f"{'more than once' if calls else 'otherwise than through its module (`module.function(…)`)'}")
+    return call, ""
+
+
+def imported_modules(tree: ast.Module) -> dict[str, str]:
+    """Names the script binds to what it imports (`import a.b`, `import a.b as c`,
+    `from a import b`) → the dotted name they stand for."""
+    found = module_aliases(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.update({alias.asname or alias.name: f"{node.module}.{alias.name}" for alias in node.names})
+    return found
+
+
+def resolved(node: ast.expr, imported: dict[str, str]) -> str | None:
+    """The dotted name `node` (`trainer.fit`) stands for through the script's imports
+    (`mylib.trainer.fit`); None for a plain name or anything else."""
+    name = dotted(node) if isinstance(node, ast.Attribute) else None
+    root, _, rest = (name or "").partition(".")
+    return f"{imported[root]}.{rest}" if name and root in imported else None
+
+
 def walk_own(node: ast.AST) -> list[ast.AST]:
     """The nodes of `node`'s own code: not those of the functions, lambdas and classes in it."""
     found: list[ast.AST] = []
@@ -170,11 +235,15 @@ def module_line(manifest: dict[str, Any]) -> int:
     if manifest.get("frame") == "module" or manifest.get("function") == "<module>":
         line = manifest.get("line")
     else:
-        line = next((e.get("line") for e in manifest.get("stack") or [] if e.get("function") == "<module>"),
-                    None)
+        line = next((e.get("line") for e in manifest.get("stack") or [] if is_script_module(e)), None)
     if line is None:
         raise Refusal("it does not record which top-level statement of the script was running", False)
     return int(line)
+
+
+def is_script_module(entry: dict[str, Any]) -> bool:
+    """Whether a `stack` entry is the script's module frame (a user module's own has a file)."""
+    return entry.get("function") == "<module>" and "file" not in entry
 
 
 def _in_block(line: int, of: str) -> NoReturn:

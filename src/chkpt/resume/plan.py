@@ -6,7 +6,8 @@ what those read. Definitions and imports before the point always re-run, in thei
 version. A Plan is built from the manifest alone: no value is loaded. When the point is
 inside `main()` (a top-level function a top-level statement calls), the same is done for that
 function's body and its locals (`Plan.inner`), and the top-level statement runs again, calling
-a `main()` that continues there.
+a `main()` that continues there; one level deeper, for the user-module function main() was
+calling (`Plan.callee`), from the module's source the checkpoint kept.
 """
 
 from __future__ import annotations
@@ -14,16 +15,11 @@ from __future__ import annotations
 import ast
 import os
 
-from chkpt import naming
-from chkpt.resume.align import Alignment, describe, statement_key
-from chkpt.resume.analysis import Block, enumerate_counter, function_locals, is_definition, target_names
+from chkpt import api, naming
+from chkpt.resume.align import Alignment, definitions, describe, statement_key
+from chkpt.resume.analysis import Block, Module, enumerate_counter, function_locals, is_definition, target_names
 from chkpt.resume.errors import Refusal
-from chkpt.resume.locate import Point, locate
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from chkpt import api
-    from chkpt.resume.analysis import Module
+from chkpt.resume.locate import Call, Point, locate, module_call, position, walk_own
 
 
 class Frame:
@@ -165,12 +161,39 @@ class Plan(Frame):
         super().__init__(self, alignment, alignment.edited)
         self.inner: Inner | None = None
         if self.point.function:
+            function, inner = self.point.function, self.point.inner
+            assert inner is not None
             try:
-                self.inner = Inner(self, alignment.edited)
+                self.inner = Inner(self, function, inner, (old, new), alignment.edited)
             except Refusal as refusal:  # running the function again from its start is always right
                 hint = " (--force continues inside it anyway)" if refusal.forceable else ""
                 self.point = Point(self.point.index, note=f"{self.point.function}() runs again from its start: "
                                    f"{refusal}{hint}")
+        self.callee: Callee | None = None
+        self.callee_note = ""  # why the module function main() was calling runs again from its start
+        if self.inner is not None:
+            self._go_deeper()
+
+    def _go_deeper(self) -> None:
+        """Continue inside the user-module function main() was calling, where the rules vouch."""
+        assert self.inner is not None
+        main = self.old.function(self.inner.name)
+        assert main is not None
+        found = module_call(self.old, main, self.checkpoint.manifest.get("stack") or [])
+        if found is None:
+            return
+        call, why = found
+        try:
+            if why:
+                raise Refusal(why, False)
+            old_site, new_site = self.inner.running_statements()
+            if statement_key(old_site) != statement_key(new_site):
+                self.check(f"line {new_site.lineno} of {self.inner.name}(), which calls it, was changed since "
+                           "the run, and its saved locals are those of the old call")
+            self.callee = Callee(self, call)
+        except Refusal as refusal:
+            hint = " (--force continues inside it anyway)" if refusal.forceable else ""
+            self.callee_note = f"{call.qualifier}() runs again from its start: {refusal}{hint}"
 
     def check(self, message: str) -> None:
         """A forceable refusal, unless --force."""
@@ -212,19 +235,20 @@ class Plan(Frame):
                  f"({checkpoint.trigger}{where})"]
         inner = self.inner
         names = sorted(self.restored) + sorted(self.overlays)
-        if inner is not None:
-            names += [f"{self.point.function}():{n}" for n in sorted(inner.restored)]
+        frames = [f for f in (inner, self.callee) if f is not None]
+        for frame in frames:
+            names += [f"{frame.name}():{n}" for n in sorted(frame.restored)]
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
         lines.append(f"restored {len(names)} value{'s' if len(names) != 1 else ''}"
                      + (f": {shown}" if names else ""))
         definitions = [i for i in self.rerun if is_definition(self.new.body[i])]
         parts = ([f"{len(definitions)} import/definition statement{'s' if len(definitions) != 1 else ''}"]
                  if definitions else []) + [_line(self.new, i) for i in self.rerun if i not in definitions]
-        if inner is not None and inner.rerun:
-            parts.append(f"in {self.point.function}(): " + ", ".join(_line(inner.new, i) for i in inner.rerun))
+        for frame in frames:
+            if frame.rerun:
+                parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in frame.rerun))
         lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
-        if self.point.note:
-            lines.append(self.point.note)
+        lines += [note for note in (self.point.note, self.callee_note) if note]
         return lines
 
 
@@ -233,24 +257,26 @@ def _line(block: Block, index: int) -> str:
 
 
 class Inner(Frame):
-    """main()'s Frame: its locals as saved, the statements of its body before the point that
-    recompute what was not, and where in its body to continue."""
+    """main()'s Frame (or that of the module function it was calling: `Callee`): its locals as
+    saved, the statements of its body before the point that recompute what was not, and where
+    in its body to continue. `name` is what its saved locals are qualified by."""
 
-    def __init__(self, plan: Plan, edited: set[str]) -> None:
-        name = plan.point.function
-        assert name is not None and plan.point.inner is not None
-        old, new = plan.old.function(name), plan.new.function(name)
+    def __init__(self, plan: Plan, name: str, point: Point, modules: tuple[Module, Module], edited: set[str],
+                 where: str = "the script") -> None:
+        self.module_old, self.module_new = modules
+        short = name.rpartition(".")[2]
+        old, new = self.module_old.function(short), self.module_new.function(short)
         assert old is not None
         if new is None or new.decorator_list:
-            raise Refusal(f"the script no longer has the undecorated top-level function {name}() the "
+            raise Refusal(f"{where} no longer has the undecorated top-level function {short}() the "
                           "checkpoint was taken in", False)
         if ast.dump(new.args) != ast.dump(old.args):
             plan.check(f"the parameters of {name}() were changed since the run, but it was called with "
                        "the old ones")
         self.name = name
         self.function = new
-        self.old, self.new = Block(old.body, plan.old.modules), Block(new.body, plan.new.modules)
-        self.point = plan.point.inner
+        self.old, self.new = Block(old.body, self.module_old.modules), Block(new.body, self.module_new.modules)
+        self.point = point
         self.scope = function_locals(new)
         alignment = Alignment(self.old, self.new, self.point)
         super().__init__(plan, alignment, edited | alignment.edited)
@@ -259,7 +285,7 @@ class Inner(Frame):
         """main()'s locals to restore (name → saved name), and those saved only in part (with a
         placeholder for an unsaveable part, or only their parts)."""
         checkpoint = self.plan.checkpoint
-        module_names = set().union(*(f.binds for f in self.plan.old.facts))
+        module_names = set().union(*(f.binds for f in self.module_old.facts))
         restored: dict[str, str] = {}
         partial: set[str | None] = set()
         for variable in checkpoint.variables:
@@ -279,6 +305,14 @@ class Inner(Frame):
         incomplete = {n for n in partial if n is not None} & self.scope
         return {n: saved for n, saved in restored.items() if n not in incomplete and n in self.scope}, {}, incomplete
 
+    def running_statements(self) -> tuple[ast.stmt, ast.stmt]:
+        """The statement of the body (or of its loop's) the point is at: the run's, the edited one."""
+        old, new = self.old.body[self.point.index], self.new.body[self.index]
+        if self.loop is not None and self.point.body not in (None, Point.NEXT):
+            assert isinstance(old, ast.For | ast.While) and self.point.body is not None
+            return old.body[self.point.body], self.loop.body[self.point.body]
+        return old, new
+
     def local_name(self, saved: str, plain_is_local: bool) -> str | None:
         """The local of main() a saved name is (`x` or `main:x`), else None."""
         qualifier, colon, rest = saved.partition(":")
@@ -292,4 +326,40 @@ class Inner(Frame):
                             "resume rebuilds such objects only at the top level of the script")
 
     def _uses(self, names: set[str]) -> set[str]:
-        return self.plan.old.closure(self.old.closure(names))
+        return self.module_old.closure(self.old.closure(names))
+
+
+class Callee(Inner):
+    """The Frame of the user-module function main() was calling (`mylib.trainer.fit`), from
+    the module's source the checkpoint kept and its source now; `call` says which."""
+
+    def __init__(self, plan: Plan, call: Call) -> None:
+        self.call = call
+        where = os.path.relpath(call.file)
+        sources = plan.checkpoint.manifest.get("sources", {})
+        if call.file not in sources:
+            raise Refusal(f"the checkpoint did not keep the source of {where}", False)
+        try:
+            old = Module(bytes(plan.run.store.read_ref(sources[call.file])), call.file)
+        except (SyntaxError, ValueError, api.StoreError) as exc:
+            raise Refusal(f"the run's version of {where} cannot be read ({exc})", False) from None
+        try:
+            with open(call.file, "rb") as handle:
+                new = Module(handle.read(), call.file)
+        except OSError as exc:
+            raise Refusal(f"{where} cannot be read ({exc.strerror})", False) from None
+        except (SyntaxError, ValueError) as exc:
+            raise Refusal(f"{where} does not compile ({exc})", False) from None
+        function = old.function(call.function)
+        if function is None or not function.body[0].lineno <= call.line <= (function.end_lineno or function.lineno):
+            raise Refusal(f"the source of {where} the checkpoint kept has no top-level function "
+                          f"{call.function}() at line {call.line}", False)
+        if function.decorator_list:
+            raise Refusal("it is decorated", False)
+        if any(isinstance(n, ast.Yield | ast.YieldFrom) for n in walk_own(function)):
+            raise Refusal("it is a generator", False)
+        boundary = plan.checkpoint.manifest.get("boundary") if call.innermost else None
+        point = position(function.body, call.line, boundary, False, f"{call.qualifier}()")
+        old_defs, new_defs = definitions(old.body), definitions(new.body)
+        edited = {n for n in old_defs.keys() | new_defs.keys() if old_defs.get(n) != new_defs.get(n)}
+        super().__init__(plan, call.qualifier, point, (old, new), edited, where)

@@ -652,3 +652,54 @@ def test_a_job_preempted_by_sigterm_resumes_from_the_signal_checkpoint_to_the_fu
     fresh = run([PYTHON, "train.py"], dict(env, CHKPT="0"), work)
     assert resumed.stdout.splitlines()[0] in ("epoch 25", "epoch 26")
     assert fresh.stdout.endswith(resumed.stdout)   # the same result as a run that was never stopped
+
+
+# -- new arguments ---------------------------------------------------------------------------------
+
+def resume_with_new_arguments(env, work, name: str, source: str) -> tuple[list[str], list[str]]:
+    """Run `source` with 5 (it crashes), fix it, resume with the same arguments, then the crashed
+    run with 7; each prints what a fresh run with its arguments prints. The notes of both."""
+    script = write(work, name, source)
+    assert run([PYTHON, name, "5"], env, work).returncode == 1
+    edit(script, " / zero", "")
+    same = resume([name], env, work)
+    assert (same.returncode, same.stdout) == (0, run([PYTHON, name, "5"], dict(env, CHKPT="0"), work).stdout)
+    crashed = next(r["id"] for r in runs(env, work) if r["status"] == "crashed")
+    changed = resume([name, "--from", f"{crashed}@crash", "--", "7"], env, work)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout == run([PYTHON, name, "7"], dict(env, CHKPT="0"), work).stdout == "total 42.0\n"
+    return notes(same), notes(changed)
+
+
+def test_resuming_with_new_arguments_recomputes_the_top_level_values_read_from_them(env, work):
+    same, changed = resume_with_new_arguments(env, work, "top.py", """
+        import sys
+        import numpy as np
+        n = int(sys.argv[1])
+        data = np.arange(n) * 2.0
+        scale = np.ones(3)
+        print("total", data.sum() * scale[0] / zero)
+    """)
+    assert "chkpt: restored 3 values: data, n, scale" in same and not any("arguments" in s for s in same)
+    assert "chkpt: restored 1 value: scale" in changed
+    assert "chkpt: re-ran line 4 (`n = int(sys.argv[1])`), line 5 (`data = np.arange(n) * 2.0`): " \
+        "the arguments changed" in changed
+
+
+def test_resuming_with_new_arguments_recomputes_the_locals_of_main_read_from_them(env, work):
+    same, changed = resume_with_new_arguments(env, work, "mainly.py", """
+        import argparse
+        import numpy as np
+
+        def main():
+            parser = argparse.ArgumentParser()
+            parser.add_argument("n", type=int)
+            n = parser.parse_args().n
+            data = np.arange(n) * 2.0
+            print("total", data.sum() / zero)
+
+        main()
+    """)
+    assert not any("arguments" in s for s in same) and any("main():n" in s for s in same)
+    assert "chkpt: re-ran in main(): line 8 (`n = parser.parse_args().n`), line 9 (`data = np.arange(n) * 2.0`): " \
+        "the arguments changed" in changed

@@ -401,6 +401,43 @@ def test_an_object_with_an_unsaveable_part_is_rebuilt_then_given_its_saved_parts
     assert plan.rerun == [0, 1, 2, 4] and plan.inputs == {4: {"weights"}}
 
 
+@pytest.mark.parametrize(("text", "reads"), [
+    ("import sys\nn = int(sys.argv[1])", True),
+    ("import sys as system\nn = len(system.argv)", True),
+    ("from sys import argv as av\nn = av[1:]", True),
+    ("import argparse\nargs = parser.parse_args()", True),
+    ("import argparse\nargs, rest = p.parse_known_args(['-x'])", True),
+    ("import getopt\nopts = getopt.getopt(a, 'x')", True),
+    ("import sys\ndef parse():\n    return sys.argv[1]\nn = parse()", True),
+    ("import sys\nsys.path.append(here)", False),
+    ("import os\nargv = os.environ", False),
+])
+def test_a_statement_reads_the_program_arguments(text, reads):
+    script = module(text)
+    assert script.reads_arguments(len(script.body) - 1) is reads
+
+
+TOP = """
+    import sys
+    import numpy as np
+    n = int(sys.argv[1])
+    data = np.arange(n)
+    other = np.ones(3)
+    print(data.sum() / 0, other)
+"""
+
+
+def test_values_computed_from_changed_arguments_are_recomputed_not_restored():
+    crash = crash_at(TOP, "print", saved=("n", "data", "other"))
+    for same in (None, []):
+        plan = Plan(crash, module(TOP), module(TOP), False, same)
+        assert set(plan.restored) == {"n", "data", "other"} and plan.rerun == [0, 1]
+    plan = Plan(crash, module(TOP), module(TOP), False, ["7"])
+    assert set(plan.restored) == {"other"} and plan.rerun == [0, 1, 2, 3]
+    assert plan.summary()[-1] == ("re-ran line 3 (`n = int(sys.argv[1])`), line 4 (`data = np.arange(n)`): "
+                                  "the arguments changed")
+
+
 @pytest.mark.parametrize(("text", "mutated"), [
     ("import pandas as pd\nframes = pd.concat(parts)", set()),
     ("import numpy as np\nz = np.zeros(3) + np.linalg.norm(v)", set()),
@@ -593,6 +630,37 @@ def test_main_edited_above_the_point_runs_again_from_its_start_unless_forced():
     assert Plan(main_at("print(helper"), module(MAINLY), module(edited), True).inner is not None
     unsaved = Plan(main_at("print(helper", saved=("data", "n")), module(MAINLY), module(MAINLY), False)
     assert unsaved.inner is None and "the loop variable epoch was not saved" in unsaved.summary()[-1]
+
+
+ARGUED = MAINLY.replace("import threading", "import threading, sys").replace(
+    'print("loaded")', "k = len(sys.argv)").replace("print(helper(data))", "print(helper(data), k)")
+
+
+def test_inside_main_a_local_computed_from_changed_arguments_is_recomputed():
+    at = main_at("print(helper", saved=("data", "epoch", "n", "k"))
+    same = Plan(at, module(ARGUED), module(ARGUED), False, [])
+    assert same.inner is not None and "k" in same.inner.restored and same.inner.rerun == [1]
+    plan = Plan(at, module(ARGUED), module(ARGUED), False, ["--new"])
+    assert plan.inner is not None and "k" not in plan.inner.restored and plan.inner.rerun == [1, 2]
+    assert plan.summary()[-1] == "re-ran in main(): line 8 (`k = len(sys.argv)`): the arguments changed"
+
+
+def test_main_called_with_parameters_from_changed_arguments_runs_again_from_its_start():
+    script = ARGUED.replace("result = main(10)", "result = main(9 + len(sys.argv))")
+    at = main_at("print(helper", saved=("data", "epoch", "n", "k"))
+    assert Plan(at, module(script), module(script), False).inner is not None
+    plan = Plan(at, module(script), module(script), False, ["--new"])
+    assert plan.inner is None and plan.summary()[-1] == (
+        "main() runs again from its start: the arguments changed, and line 14 (`if __name__ == '__main__':`) "
+        "called main() with parameters computed from the old ones")
+
+
+def test_a_loop_changing_a_value_computed_from_changed_arguments_is_refused_unless_forced():
+    script = ARGUED.replace("data = np.arange(n)", "data = np.arange(len(sys.argv))")
+    at = main_at("print(helper", saved=("data", "epoch", "n", "k"))
+    plan = Plan(at, module(script), module(script), False, ["--new"])
+    assert plan.inner is None and "the arguments changed, but line 6 (`data = np.arange(len(sys.argv))`) " \
+        "computed data from them and the loop at line 9 changes it since" in plan.summary()[-1]
 
 
 def test_the_rewritten_main_puts_itself_back_restores_reruns_quietly_and_continues(capsys):

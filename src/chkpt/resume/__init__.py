@@ -41,7 +41,7 @@ def resume_script(script: str | None, ref: str | None = None, force: bool = Fals
             raise api.NotFound(f"can't open file {script!r}: {exc.strerror}") from None
         except SyntaxError as exc:
             raise api.NotFound(f"{script} does not compile: {exc.msg} (line {exc.lineno})") from None
-        plan = choose(script, ref, new, force, module)
+        plan = choose(script, ref, new, force, module, args)
     except (Refusal, api.NotFound, api.StoreError) as exc:
         warn(fmt.printable(str(exc)))
         return 2
@@ -62,9 +62,10 @@ def old_module(run: api.Run, module: str | None = None) -> Module:
     return Module(data, run.script)
 
 
-def choose(script: str, ref: str | None, new: Module, force: bool, module: str | None = None) -> Plan:
+def choose(script: str, ref: str | None, new: Module, force: bool, module: str | None = None,
+           args: list[str] | None = None) -> Plan:
     """The plan for `ref`, or for the newest checkpoint, newest run first, that can be
-    resumed from; else the first forceable refusal met (or the first refusal)."""
+    resumed from with `args` (None: the run's own); else the first forceable refusal met (or the first refusal)."""
     store = api.default_store()
     if ref is not None:
         run, selector = api.resolve(ref, store, script)
@@ -83,7 +84,7 @@ def choose(script: str, ref: str | None, new: Module, force: bool, module: str |
             continue
         for checkpoint in checkpoints:
             try:
-                return Plan(checkpoint, old, new, force)
+                return Plan(checkpoint, old, new, force, args)
             except Refusal as refusal:
                 refusals.append((checkpoint.ref, refusal))
     if not refusals:

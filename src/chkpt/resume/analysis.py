@@ -7,7 +7,8 @@ count as the statement's. Mutations through `a.x = …`, `a[k] = …` and `a.met
 from the AST. A call through an imported module (`pd.concat(…)`, `np.zeros(…)`) changes no
 value; it counts as changing the module only when its result is discarded (`np.random.seed(0)`,
 `sys.path.append(p)`, `plt.plot(x)`: called for what they do) or it draws from a global random
-generator (`x = np.random.rand(3)` advances it): see STATEFUL.
+generator (`x = np.random.rand(3)` advances it): see STATEFUL. A statement reads the
+program's arguments when it reads `sys.argv` or parses them (`parser.parse_args()`, `getopt`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ STATEFUL_CALLS = {f"torch.{name}" for name in (
     "manual_seed", "seed", "set_rng_state", "rand", "randn", "randint", "randperm", "rand_like",
     "randn_like", "randint_like", "normal", "bernoulli", "multinomial", "poisson")} | {
     "torch.cuda.manual_seed", "torch.cuda.manual_seed_all", "torch.cuda.seed", "torch.cuda.seed_all"}
+# Methods that parse the program's arguments (argparse's), whatever they are called on.
+ARGUMENT_PARSERS = {"parse_args", "parse_known_args", "parse_intermixed_args", "parse_known_intermixed_args"}
 
 
 def is_definition(stmt: ast.stmt) -> bool:
@@ -106,6 +109,27 @@ def module_aliases(tree: ast.AST) -> dict[str, str]:
     return aliases
 
 
+def argv_imports(tree: ast.AST) -> dict[str, str]:
+    """Names bound by `from sys import argv [as a]` anywhere in `tree` → "sys.argv"."""
+    return {alias.asname or alias.name: "sys.argv" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "sys" and not node.level
+            for alias in node.names if alias.name == "argv"}
+
+
+def reads_arguments(node: ast.AST, modules: dict[str, str]) -> bool:
+    """Whether `node` (its function bodies included) reads the program's arguments."""
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and modules.get(child.id) == "sys.argv":
+            return True
+        root, _, rest = (dotted(child) or "").partition(".") if isinstance(child, ast.Attribute) else ("", "", "")
+        if f"{modules.get(root)}.{rest}".startswith(("sys.argv", "getopt.")):
+            return True
+        if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and \
+                child.func.attr in ARGUMENT_PARSERS:
+            return True
+    return False
+
+
 def is_stateful(name: str) -> bool:
     """Whether calling the module function `name` (`numpy.random.rand`) changes module state."""
     if name in STATEFUL_CALLS:
@@ -151,6 +175,7 @@ class Facts:
         self.binds: set[str] = set()
         self.mutates: set[str] = set()
         self.global_writes: set[str] = set()  # assigned through `global` in functions it defines
+        self.reads_arguments = reads_arguments(stmt, self.modules)  # itself or the functions it defines
         self._scan(symtable.symtable(ast.unparse(stmt), "<chkpt>", "exec"), executed=True, top=True)
         inlined = comprehension_locals(stmt)
         self.loads -= inlined
@@ -197,7 +222,7 @@ class Facts:
         assert isinstance(call.func, ast.Attribute)
         name = dotted(call.func)
         root = name.split(".")[0] if name else None
-        if root in self.modules and name is not None:
+        if root in self.modules and name is not None and self.modules[root] != "sys.argv":
             full = ".".join([self.modules[root], *name.split(".")[1:]])
             if id(call) not in self._discarded and not is_stateful(full):
                 return
@@ -223,6 +248,10 @@ class Block:
                 self.body_needs.setdefault(name, set()).update(facts.deferred)
                 if facts.global_writes:
                     self.global_writers.setdefault(name, set()).update(facts.global_writes)
+        # functions/classes whose code reads the program's arguments
+        self.argument_readers = {name for stmt, facts in zip(body, self.facts, strict=True)
+                                 if facts.reads_arguments and isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef
+                                                                          | ast.ClassDef) for name in facts.binds}
 
     def closure(self, names: Iterable[str]) -> set[str]:
         """`names` and every global the functions among them read, transitively."""
@@ -238,6 +267,11 @@ class Block:
     def reads(self, index: int) -> set[str]:
         """Names statement `index` reads, itself or through the functions it calls."""
         return self.closure(self.facts[index].loads)
+
+    def reads_arguments(self, index: int) -> bool:
+        """Whether statement `index` reads the program's arguments, itself or through the
+        functions it calls."""
+        return self.facts[index].reads_arguments or bool(self.reads(index) & self.argument_readers)
 
     def touches(self, index: int) -> set[str]:
         """Names statement `index` binds or mutates, itself or through the functions it calls."""
@@ -257,7 +291,7 @@ class Module(Block):
 
     def __init__(self, source: bytes | str, filename: str) -> None:
         self.tree = ast.parse(source, filename)
-        super().__init__(self.tree.body, module_aliases(self.tree))
+        super().__init__(self.tree.body, module_aliases(self.tree) | argv_imports(self.tree))
 
     def function(self, name: str) -> ast.FunctionDef | None:
         """The top-level `def name` (the last one), if the script has one."""

@@ -7,7 +7,9 @@ version. A Plan is built from the manifest alone: no value is loaded. When the p
 inside `main()` (a top-level function a top-level statement calls), the same is done for that
 function's body and its locals (`Plan.inner`), and the top-level statement runs again, calling
 a `main()` that continues there; one level deeper, for the user-module function main() was
-calling (`Plan.callee`), from the module's source the checkpoint kept.
+calling (`Plan.callee`), from the module's source the checkpoint kept. When the resumed run
+gets other arguments than the run's, what the statements before the point computed from the
+program's arguments (and from those values, onwards) is not restored: they re-run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import os
 
 from chkpt import api, naming
 from chkpt.resume.align import Alignment, definitions, describe, statement_key
-from chkpt.resume.analysis import Block, Module, enumerate_counter, function_locals, is_definition, target_names
+from chkpt.resume.analysis import (
+    Block,
+    Module,
+    dotted,
+    enumerate_counter,
+    function_locals,
+    is_definition,
+    reads_arguments,
+    target_names,
+)
 from chkpt.resume.errors import Refusal
 from chkpt.resume.locate import Call, Point, locate, module_call, position, walk_own
 
@@ -39,6 +50,10 @@ class Frame:
             plan.check(problem)
         self.index = alignment.index
         self.restored, self.overlays, incomplete = self._saved()
+        self.stale, stale_names = self._stale() if plan.arguments_changed else ([], set())
+        self.restored = {n: saved for n, saved in self.restored.items() if n not in stale_names}
+        self.overlays = {p: saved for p, saved in self.overlays.items() if naming.root_of(p) not in stale_names}
+        self.stale_names = stale_names
         self.loop = self._same_loop() if self.point.in_loop else None
         loads = set().union(*(self.new.facts[i].loads for i in range(self.index, len(self.new.body))))
         self.needed = self._ours(self.new.closure(loads))
@@ -55,6 +70,35 @@ class Frame:
         """The names to restore (→ saved name), the nested paths to put into rebuilt objects,
         and the names saved only in part that cannot be rebuilt so."""
         raise NotImplementedError
+
+    def _stale(self) -> tuple[list[int], set[str]]:
+        """The statements before the point that computed from the old arguments (reading them,
+        or what such a statement bound or changed), and the names they bind or change."""
+        stale: list[int] = []
+        names: set[str] = set()
+        for k in range(self.index):
+            if is_definition(self.new.body[k]):
+                continue
+            if self._reads_arguments(k) or self._ours(self.new.reads(k)) & names:
+                stale.append(k)
+                names |= self._ours(self.new.touches(k))
+        return stale, names
+
+    def _reads_arguments(self, index: int) -> bool:
+        """Whether statement `index` of the edited body reads the program's arguments."""
+        return self.new.reads_arguments(index)
+
+    def passes_arguments(self, function: str) -> bool:
+        """Whether the statement at the point calls `function` with what the program's arguments
+        give: read there, or computed from them by a statement before it."""
+        module = self.plan.new
+        for call in ast.walk(self.new.body[self.index]):
+            if isinstance(call, ast.Call) and (dotted(call.func) or "").rpartition(".")[2] == function:
+                for part in (*call.args, *call.keywords):
+                    names = {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
+                    if reads_arguments(part, self.new.modules) or names & (self.stale_names | module.argument_readers):
+                        return True
+        return False
 
     def _check_incomplete(self, incomplete: set[str]) -> None:
         """What to do about the names saved only in part: nothing at the top level (overlays)."""
@@ -139,6 +183,12 @@ class Frame:
         facts = self.old.facts[self.point.index]
         changed = self.old.touches(self.point.index)
         for name in sorted(((facts.loads | changed) & self.needed) - set(self.restored) - target_names(self.loop)):
+            if name in self.stale_names:
+                if name in changed:
+                    k = next(k for k in self.stale if name in self.new.touches(k))
+                    self.plan.check(f"the arguments changed, but {_line(self.new, k)} computed {name} from them "
+                                    f"and the loop at line {self.loop.lineno} changes it since")
+                continue  # re-running it gives its value with the new arguments, which the loop only reads
             computed = [k for k in range(self.index)
                         if name in self.new.touches(k) and not is_definition(self.new.body[k])]
             if computed or name in changed - facts.mutates:  # `np.zeros(…)` changes no value
@@ -150,8 +200,10 @@ class Plan(Frame):
     """For one checkpoint, the module frame's Frame, and `inner` for main()'s when the point
     is inside it."""
 
-    def __init__(self, checkpoint: api.Checkpoint, old: Module, new: Module, force: bool) -> None:
+    def __init__(self, checkpoint: api.Checkpoint, old: Module, new: Module, force: bool,
+                 args: list[str] | None = None) -> None:
         self.run = checkpoint.run
+        self.arguments_changed = args is not None and args != self.run.args
         self.checkpoint = checkpoint
         self.old = old
         self.new = new
@@ -248,6 +300,11 @@ class Plan(Frame):
             if frame.rerun:
                 parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in frame.rerun))
         lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
+        stale = [_line(self.new, i) for i in self.stale if i in self.rerun]
+        stale += [f"in {f.name}(): " + ", ".join(_line(f.new, i) for i in f.stale if i in f.rerun)
+                  for f in frames if set(f.stale) & set(f.rerun)]
+        if stale:
+            lines.append("re-ran " + ", ".join(stale) + ": the arguments changed")
         lines += [note for note in (self.point.note, self.callee_note) if note]
         return lines
 
@@ -273,6 +330,10 @@ class Inner(Frame):
         if ast.dump(new.args) != ast.dump(old.args):
             plan.check(f"the parameters of {name}() were changed since the run, but it was called with "
                        "the old ones")
+        caller: Frame = plan if plan.inner is None else plan.inner
+        if plan.arguments_changed and caller.passes_arguments(short):
+            raise Refusal(f"the arguments changed, and {_line(caller.new, caller.index)} called {short}() with "
+                          "parameters computed from the old ones", False)
         self.name = name
         self.function = new
         self.old, self.new = Block(old.body, self.module_old.modules), Block(new.body, self.module_new.modules)
@@ -319,6 +380,10 @@ class Inner(Frame):
         if colon:
             return rest if qualifier == self.name else None
         return saved if plain_is_local else None
+
+    def _reads_arguments(self, index: int) -> bool:
+        module = self.module_new
+        return self.new.reads_arguments(index) or bool(module.closure(self.new.reads(index)) & module.argument_readers)
 
     def _check_incomplete(self, incomplete: set[str]) -> None:
         for name in sorted(incomplete & self.needed):

@@ -168,6 +168,11 @@ class Checkpoint:
         return where_text(self.file, self.line, self.function, self.run.script)
 
     @property
+    def outside_script(self) -> bool:
+        """Whether it was taken in another file than the script (one of the user's modules)."""
+        return bool(self.file) and os.path.abspath(self.file) != os.path.abspath(self.run.script)
+
+    @property
     def description(self) -> str:
         """"crash at analysis.py:16 in normalise()", "exit", "explicit (epoch 0) at a.py:12"."""
         label = f" ({self.label})" if self.label else ""

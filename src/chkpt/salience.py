@@ -101,10 +101,6 @@ def _module_file(module: str) -> str | None:
     return None
 
 
-def _outside_site_packages(path: str) -> bool:
-    return "site-packages" not in path and "dist-packages" not in path
-
-
 def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
@@ -113,9 +109,13 @@ class Rules:
     """The salience rules of one config, with the per-type decisions they lead to."""
 
     def __init__(self, config: Config, is_user_file: Callable[[str], bool] | None = None) -> None:
-        """`is_user_file` tells the user's own source files (the watched process's rule); without
-        one, a file outside site-packages is the user's."""
-        self._is_user_file = is_user_file or _outside_site_packages
+        """`is_user_file` tells the user's own source files (the watched process's rule, with its
+        settings); without one, the default rule of usercode.py decides."""
+        if is_user_file is None:
+            from chkpt.usercode import UserCode
+
+            is_user_file = UserCode(None, None, "project", [], []).file
+        self._is_user_file = is_user_file
         self.prefixes = tuple(config.modules)
         self.skip_prefixes = tuple(config.skip_modules)
         self.min_size = config.min_size

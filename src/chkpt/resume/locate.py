@@ -55,7 +55,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         if run.status != "finished":
             raise Refusal("its exit checkpoint was not taken at the end of the script", False)
         return Point(len(old.body))
-    elsewhere = bool(checkpoint.file) and os.path.abspath(checkpoint.file) != os.path.abspath(run.script)
+    elsewhere = checkpoint.outside_script
     # taken in one of the user's modules: the stack still shows the script's running statement
     if elsewhere and not any(is_script_module(e) for e in manifest.get("stack") or []):
         raise Refusal(f"it was taken in {checkpoint.file}, not in the script; resume continues only in the "

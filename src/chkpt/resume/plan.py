@@ -281,8 +281,8 @@ class Plan(Frame):
     def summary(self) -> list[str]:
         """The `chkpt:` lines saying where it resumes from, what it restored and re-ran."""
         checkpoint = self.checkpoint
-        elsewhere = checkpoint.file and os.path.abspath(checkpoint.file) != os.path.abspath(self.run.script)
-        where = f" at {checkpoint.where}" if elsewhere else f" at line {checkpoint.line}" if checkpoint.line else ""
+        where = (f" at {checkpoint.where}" if checkpoint.outside_script
+                 else f" at line {checkpoint.line}" if checkpoint.line else "")
         lines = [f"resuming {os.path.basename(self.run.script)} from {self.ref} "
                  f"({checkpoint.trigger}{where})"]
         inner = self.inner

@@ -86,24 +86,21 @@ class CacheStore(Store):
         if key is None:
             return False
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
+        size = 0
+
+        def fill(fd: int) -> bool:
+            nonlocal size
             try:
                 mtime = self.remote.get_to(key, fd)
             except Missing:
                 return False
             size = os.fstat(fd).st_size
-            os.close(fd)
-            fd = -1
             if mtime is not None:
-                os.utime(tmp, (mtime, mtime))
-            os.replace(tmp, path)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+                os.utime(fd, (mtime, mtime))
+            return True
+
+        if not self._replace_with(path, fill):
+            return False
         if key.startswith("runs/"):
             return True  # a manifest: small, and not data the cap is about
         self._fetched.add(path)

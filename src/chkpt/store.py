@@ -420,9 +420,7 @@ class Store:
         `verify()` is asked once all is written, before `path` appears; False abandons the file
         (the writer's source changed meanwhile) and returns False.
         """
-        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
+        def fill(fd: int) -> bool:
             if isinstance(chunks, list | tuple):
                 _reserve(fd, sum(memoryview(chunk).nbytes for chunk in chunks))
             for chunk in chunks:
@@ -430,9 +428,20 @@ class Store:
                 while view:
                     written = os.write(fd, view[:WRITE_CHUNK])
                     view = view[written:]
+            return verify is None or verify()
+
+        return self._replace_with(path, fill)
+
+    def _replace_with(self, path: str, fill: Callable[[int], bool]) -> bool:
+        """Make `path` appear only complete: `fill(fd)` writes a private temporary file, which
+        replaces `path` when it returns True and is abandoned when it returns False."""
+        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            keep = fill(fd)
             os.close(fd)
             fd = -1
-            if verify is not None and not verify():
+            if not keep:
                 os.unlink(tmp)
                 return False
             os.replace(tmp, path)

@@ -385,6 +385,68 @@ def test_an_object_column_is_saved_apart_and_each_checkpoint_holds_it_as_it_was(
     assert (changed["amount"] == first["amount"]).all()
 
 
+ARROW_DATA = """
+    import numpy as np, pandas as pd, pyarrow as pa, chkpt
+    rng = np.random.default_rng(0)
+    words = np.array([f"customer-{i:05d}" for i in range(5000)], dtype=object)
+    part = pd.DataFrame({"name": words[rng.integers(0, 5000, 100_000)], "amount": rng.random(100_000)})
+    frame = pd.concat([part, part], ignore_index=True).astype({"name": pd.StringDtype("pyarrow")})
+    counts = np.arange(200_000)
+    table = pa.table({"count": pa.array(counts), "city": pa.array(words[counts % 5000].tolist())})
+    chkpt.snapshot("first")
+    chkpt.snapshot("unchanged")
+    frame.iloc[3, 0] = "changed"
+    counts[7] = -7            # the table's integers are this array's memory
+    chkpt.snapshot("changed")
+    frame["name"] = frame["name"].str.upper()
+    table = table.set_column(1, "city", pa.array(["x"] * 200_000))
+    chkpt.snapshot("replaced")
+"""
+
+
+def test_arrow_string_columns_are_not_copied_or_hashed_again_and_each_checkpoint_holds_them_as_they_were(
+        env, work):
+    import pandas as pd
+
+    write(work, "arrow.py", ARROW_DATA)
+    result = python(["arrow.py"], env, work)
+    assert (result.returncode, result.stderr) == (0, "")
+    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    assert taken["unchanged"]["new_bytes"] == 0
+    first, changed, replaced = (read_variable(env["CHKPT_DIR"], taken[label], "frame")
+                                for label in ("first", "changed", "replaced"))
+    assert isinstance(first["name"].dtype, pd.StringDtype) and first.iloc[3, 0].startswith("customer-")
+    assert changed.iloc[3, 0] == "changed" and changed.iloc[100_003, 0] == first.iloc[3, 0]
+    assert replaced.iloc[4, 0] == first.iloc[4, 0].upper() and replaced.iloc[3, 0] == "CHANGED"
+    tables = [read_variable(env["CHKPT_DIR"], taken[label], "table") for label in ("first", "changed", "replaced")]
+    assert [t.column("count")[7].as_py() for t in tables] == [7, -7, -7]
+    assert [t.column("city")[1].as_py() for t in tables] == ["customer-00001", "customer-00001", "x"]
+
+
+def test_arrow_buffers_are_fixed_only_for_string_types_and_pandas_arrays_round_trip_uncombined():
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    arrays = serialize.ObjectArrays()
+    strings = pd.concat([pd.Series(["a", None, "ccc"] * 2000, dtype=pd.StringDtype("pyarrow"))] * 2,
+                        ignore_index=True)
+    numbers = pd.Series(np.arange(6000), dtype="int64[pyarrow]")
+    value = {"strings": strings, "numbers": numbers, "table": pa.table({"x": pa.array(np.arange(9000))})}
+    data = serialize.dumps(pd.DataFrame({"strings": strings, "numbers": numbers}), arrays)
+    fixed = [f for f in data.fixed if f is not None]
+    assert fixed and len(fixed) < len(data.fixed)               # the string buffers, not the integers'
+    assert all(str(owner.type) == "large_string" or str(owner.type) == "string" for _, _, owner in fixed)
+    back = serialize.loads(data.stream, data.buffers)
+    pd.testing.assert_series_equal(back["strings"], strings, check_names=False)
+    assert back["strings"].array._pa_array.num_chunks == 2       # as it was, not combined into one
+    plain = serialize.dumps(value, arrays)
+    assert not any(plain.fixed)          # a dict is pickled by plain pickle: nothing noted
+    loaded = serialize.loads(plain.stream, plain.buffers)
+    pd.testing.assert_series_equal(loaded["numbers"], numbers)
+    assert loaded["table"].equals(value["table"])
+
+
 def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_one_is():
     import numpy as np
 

@@ -5,7 +5,8 @@ the buffers of pyarrow tables, the arrays of scipy.sparse matrices) hand their m
 as PickleBuffers, which the store hashes and writes straight from the object's own memory.
 Objects that pickle as one big `bytes` state (polars frames, torch storages) have that
 state moved out of band too, so it is not copied again into the stream. What remains in
-the stream is small metadata.
+the stream is small metadata. pandas' Arrow-backed arrays are pickled without combining their
+chunks (a copy), and the buffers of Arrow string arrays are marked as never changing.
 
 A `Skeleton` (a container or object whose parts capture saved on their own) pickles with
 those parts as references (persistent ids), resolved at load time through `resolve`; a part
@@ -19,6 +20,7 @@ The script is never run to find the class.
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import sys
@@ -29,15 +31,42 @@ if TYPE_CHECKING:
     from typing import Any
 
     Refs = dict[int, tuple[int, tuple[str, ...], Any]]
+    Fixed = tuple[int, int, Any]
 
 OUT_OF_BAND_STATE = 64 * 1024  # a bytes state at least this large is written as a raw buffer
 _STATE_MODULES = ("polars", "torch")  # their objects pickle as one bytes state or argument
-_ARRAY_MODULES = ("numpy", "pandas")  # their object arrays are pickled apart (ObjectArrays)
+_ARRAY_MODULES = ("numpy", "pandas", "pyarrow")  # see _Pickler
+# Arrow arrays are immutable; these types' buffers are always Arrow's own memory (numeric ones
+# can be a numpy array's, which the program may change in place)
+_FIXED_ARROW_TYPES = frozenset({"string", "large_string", "binary", "large_binary"})
 OBJECT_ARRAY_MIN = 4096  # object arrays with this many elements are pickled apart
 _IMMUTABLE = frozenset({str, int, float, bytes, bool, type(None)})
 
 
-class ObjectArrays:
+class Generations:
+    """What one checkpoint keeps for the next: entries used by a checkpoint are kept, the others
+    dropped at the next one; `clear()` drops all (after the final checkpoint chkpt holds no
+    reference to the program's objects)."""
+
+    def __init__(self) -> None:
+        self.previous: dict[Any, Any] = {}
+        self.current: dict[Any, Any] = {}
+
+    def next_checkpoint(self) -> None:
+        self.previous, self.current = self.current, {}
+
+    def clear(self) -> None:
+        self.previous, self.current = {}, {}
+
+    def get(self, key: Any) -> Any:
+        """The entry under `key`, kept for the next checkpoint; None if there is none."""
+        entry = self.current.get(key) or self.previous.get(key)
+        if entry is not None:
+            self.current[key] = entry
+        return entry
+
+
+class ObjectArrays(Generations):
     """The pickles of large numpy object arrays (pandas object columns), kept between
     checkpoints so that an unchanged one is not pickled again.
 
@@ -45,19 +74,8 @@ class ObjectArrays:
     elements. That identifies its content only while those objects live and cannot change, so
     an entry holds a copy of the array (references to every element, so no address can be
     reused) and is made only for arrays whose elements are all str, int, float, bytes, bool
-    or None. Entries not used by a checkpoint are dropped at the next one; `clear()` drops all
-    (after the final checkpoint chkpt holds no reference to the program's objects).
+    or None.
     """
-
-    def __init__(self) -> None:
-        self.previous: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
-        self.current: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
-
-    def next_checkpoint(self) -> None:
-        self.previous, self.current = self.current, {}
-
-    def clear(self) -> None:
-        self.previous, self.current = {}, {}
 
     def pickled(self, array: Any) -> bytes | None:
         """The pickle of object array `array`, from the previous checkpoint when unchanged and
@@ -69,26 +87,30 @@ class ObjectArrays:
 
         memory = (ctypes.c_char * array.nbytes).from_address(array.ctypes.data)
         key = (array.shape, array.dtype.str, xxhash.xxh3_128_hexdigest(memoryview(memory)))
-        entry = self.current.get(key) or self.previous.get(key)
+        entry = self.get(key)
         if entry is None:
             kinds = set(map(type, array.flat))
             if not kinds <= _IMMUTABLE:
                 if any(kind.__module__ == "__main__" for kind in kinds):
                     return None  # loads with serialize.loads's stand-ins only from the value's stream
                 return pickle.dumps(array, protocol=5)  # its elements may change: not kept
-            entry = (array.copy(), pickle.dumps(array, protocol=5))
-        self.current[key] = entry
+            entry = self.current[key] = (array.copy(), pickle.dumps(array, protocol=5))
         return entry[1]
 
 
 class Serialized:
-    """The pickle stream of one value and the raw buffers it refers to, in order."""
+    """The pickle stream of one value and the raw buffers it refers to, in order.
 
-    __slots__ = ("buffers", "stream")
+    `fixed` has, per buffer, (address, size, owner) when the buffer's memory cannot change
+    while `owner` lives (an Arrow string array's), else None.
+    """
 
-    def __init__(self, stream: bytes, buffers: list[memoryview]) -> None:
+    __slots__ = ("buffers", "fixed", "stream")
+
+    def __init__(self, stream: bytes, buffers: list[memoryview], fixed: list[Fixed | None]) -> None:
         self.stream = stream
         self.buffers = buffers
+        self.fixed = fixed
 
     @property
     def size(self) -> int:
@@ -212,14 +234,17 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
 
 
 class _Pickler(pickle.Pickler):
-    """Protocol 5, large bytes states out of band, a skeleton's parts as references, and large
-    object arrays pickled apart, as out-of-band buffers (`ObjectArrays`)."""
+    """Protocol 5, large bytes states out of band, a skeleton's parts as references; with
+    `arrays`, large object arrays pickled apart, as out-of-band buffers (`ObjectArrays`),
+    pandas' Arrow-backed arrays not copied, and the buffers of Arrow string arrays noted in
+    `fixed` by (address, size)."""
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
                  skeleton: Skeleton | None, arrays: ObjectArrays | None) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.skeleton = skeleton
         self.arrays = arrays
+        self.fixed: dict[tuple[int, int], Any] = {}
 
     def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
         skeleton = self.skeleton
@@ -231,11 +256,33 @@ class _Pickler(pickle.Pickler):
         return entry[1]
 
     def reducer_override(self, obj: Any) -> Any:
-        if self.arrays is not None and _is_large_object_array(obj):
-            pickled = self.arrays.pickled(obj)
-            if pickled is not None:  # pickle.loads of its own pickle: a stream plain Python reads
-                return pickle.loads, (pickle.PickleBuffer(pickled),)
+        if self.arrays is not None:
+            if _is_large_object_array(obj):
+                pickled = self.arrays.pickled(obj)
+                if pickled is not None:  # pickle.loads of its own pickle: a stream plain Python reads
+                    return pickle.loads, (pickle.PickleBuffer(pickled),)
+            elif type(obj).__module__ == "pyarrow.lib":
+                if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
+                    self.fixed.update(((b.address, b.size), obj) for b in obj.buffers() if b is not None)
+                return NotImplemented
+            else:
+                reduced = _arrow_backed(obj)
+                if reduced is not None:
+                    return reduced
         return _large_bytes_out_of_band(obj)
+
+
+def _arrow_backed(obj: Any) -> tuple[Any, ...] | None:
+    """The reduced form of a pandas Arrow-backed array (pandas 3's string columns) with its Arrow
+    array as it is: pandas' own combines its chunks first, a copy of the column every time."""
+    base = getattr(sys.modules.get("pandas.core.arrays.arrow.array"), "ArrowExtensionArray", None)
+    if base is None or not isinstance(obj, base) or type(obj).__getstate__ is not base.__getstate__ \
+            or "_pa_array" not in obj.__dict__:
+        return None
+    state = dict(obj.__dict__)
+    if "_cache" in state:
+        state["_cache"] = {}  # as pandas pickles it: cached properties are recomputed
+    return copyreg.__newobj__, (type(obj),), state
 
 
 def _is_large_object_array(obj: Any) -> bool:
@@ -243,17 +290,18 @@ def _is_large_object_array(obj: Any) -> bool:
             and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
 
 
-def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, arrays: ObjectArrays | None) -> bytes:
+def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None,
+            arrays: ObjectArrays | None) -> tuple[bytes, dict[tuple[int, int], Any]]:
     module = getattr(type(obj), "__module__", None) or ""
     if isinstance(obj, Skeleton) or module.startswith(_STATE_MODULES) or (
             arrays is not None and module.startswith(_ARRAY_MODULES)):
         skeleton = obj if isinstance(obj, Skeleton) else None
         file = io.BytesIO()
         # a skeleton's object arrays stay in its stream: their elements may be its references
-        _Pickler(file, buffer_callback, skeleton, None if skeleton else arrays).dump(
-            skeleton.root if skeleton else obj)
-        return file.getvalue()
-    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton else arrays)
+        pickler.dump(skeleton.root if skeleton else obj)
+        return file.getvalue(), pickler.fixed
+    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
 
 
 def dumps(obj: Any, arrays: ObjectArrays | None = None) -> Serialized:
@@ -263,9 +311,19 @@ def dumps(obj: Any, arrays: ObjectArrays | None = None) -> Serialized:
     there, so that the next checkpoint does not pickle them again while they are unchanged.
     """
     buffers: list[pickle.PickleBuffer] = []
-    stream = _pickle(obj, buffers.append, arrays)
+    stream, fixed = _pickle(obj, buffers.append, arrays)
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
-    return Serialized(stream, [buffer.raw() for buffer in buffers])
+    raw = [buffer.raw() for buffer in buffers]
+    return Serialized(stream, raw, [_fixed(view, fixed) for view in raw])
+
+
+def _fixed(view: memoryview, fixed: dict[tuple[int, int], Any]) -> Fixed | None:
+    """(address, size, owner) of a buffer noted as fixed, None for any other."""
+    if not fixed or type(view.obj).__module__ != "pyarrow.lib":
+        return None
+    key = (view.obj.address, view.nbytes)
+    owner = fixed.get(key)
+    return None if owner is None else (*key, owner)
 
 
 class _Unpickler(pickle.Unpickler):

@@ -100,6 +100,21 @@ def _chunks(buffer: memoryview) -> list[memoryview]:
     return [buffer[start:start + CHUNK_SIZE] for start in range(0, buffer.nbytes, CHUNK_SIZE)] or [buffer]
 
 
+class _FixedDigests(serialize.Generations):
+    """The chunk hashes of buffers whose memory cannot change while their owner lives (Arrow
+    string arrays'), kept for the next checkpoint so that an unchanged one is not hashed again.
+    An entry holds the owner, so that memory cannot be freed and reused meanwhile."""
+
+    def digests(self, chunks: list[memoryview], fixed: serialize.Fixed | None) -> list[str]:
+        if fixed is None:
+            return [hash_buffer(chunk) for chunk in chunks]
+        address, size, owner = fixed
+        entry = self.get((address, size))
+        if entry is None:
+            entry = self.current[(address, size)] = (owner, [hash_buffer(chunk) for chunk in chunks])
+        return entry[1]
+
+
 def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
     """Take the variables whose data another thread changed during the write out of `manifest`."""
     kept = []
@@ -216,7 +231,9 @@ class Writer:
         self.problem: str | None = None  # why checkpoints are off, once the store failed
         # hash → reference of the small parts (streams, buffers) the last checkpoint packed
         self._packed: dict[str, dict[str, Any]] = {}
-        self._arrays = serialize.ObjectArrays()  # object arrays' pickles, for the next checkpoint
+        # kept for the next checkpoint, so that what did not change is not pickled or hashed again
+        self._arrays = serialize.ObjectArrays()
+        self._digests = _FixedDigests()
         self._job: _Job | None = None
         self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
 
@@ -401,13 +418,17 @@ class Writer:
 
     def _stop(self, error: BaseException) -> None:
         """One warning, then no more checkpoints: the store cannot be written."""
-        self._arrays.clear()
+        self._forget()
         if isinstance(error, StoreError):  # its message names the store and the reason
             self.problem = f"cannot write checkpoints: {error}"
         else:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
             self.problem = f"cannot write checkpoints to {self.store.root} ({reason})"
         guard.warn(f"{self.problem}; chkpt is off for this run, your script is not affected")
+
+    def _forget(self) -> None:
+        self._arrays.clear()
+        self._digests.clear()
 
     def _manifest(
         self, trigger: str, frames: list[FrameType], label: str, exc: BaseException | None,
@@ -438,6 +459,7 @@ class Writer:
         present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
         plan = _Plan()
         self._arrays.next_checkpoint()
+        self._digests.next_checkpoint()
 
         def reusable(digest: str) -> dict[str, Any] | None:
             """The reference to a small part the previous checkpoint packed, if its pack is there."""
@@ -480,8 +502,11 @@ class Writer:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
             chunked = [_chunks(buffer) for buffer in data.buffers]
-            parts = [(hash_buffer(p), p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT)
-                     for p in (data.stream, *(chunk for chunks in chunked for chunk in chunks))]
+            digests = [hash_buffer(data.stream)]
+            for chunks, fixed in zip(chunked, data.fixed, strict=True):
+                digests += self._digests.digests(chunks, fixed)
+            parts = [(digest, p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT) for digest, p
+                     in zip(digests, (data.stream, *(chunk for chunks in chunked for chunk in chunks)), strict=True)]
             entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
         for _, item, data, parts, chunked in entries:
@@ -523,7 +548,7 @@ class Writer:
     def finish(self, status: str, *, exc: BaseException | None, exit_status: object) -> None:
         """Record how the run ended, thin its checkpoints and keep the store under its cap."""
         self._wait()
-        self._arrays.clear()  # no reference to the program's objects past the final checkpoint
+        self._forget()  # no reference to the program's objects past the final checkpoint
         if self.run is None:
             return
         run = self.run

@@ -428,23 +428,114 @@ def test_arrow_buffers_are_fixed_only_for_string_types_and_pandas_arrays_round_t
     import pandas as pd
     import pyarrow as pa
 
-    arrays = serialize.ObjectArrays()
+    kept = serialize.Kept()
     strings = pd.concat([pd.Series(["a", None, "ccc"] * 2000, dtype=pd.StringDtype("pyarrow"))] * 2,
                         ignore_index=True)
     numbers = pd.Series(np.arange(6000), dtype="int64[pyarrow]")
     value = {"strings": strings, "numbers": numbers, "table": pa.table({"x": pa.array(np.arange(9000))})}
-    data = serialize.dumps(pd.DataFrame({"strings": strings, "numbers": numbers}), arrays)
+    data = serialize.dumps(pd.DataFrame({"strings": strings, "numbers": numbers}), kept)
     fixed = [f for f in data.fixed if f is not None]
     assert fixed and len(fixed) < len(data.fixed)               # the string buffers, not the integers'
     assert all(str(owner.type) == "large_string" or str(owner.type) == "string" for _, _, owner in fixed)
     back = serialize.loads(data.stream, data.buffers)
     pd.testing.assert_series_equal(back["strings"], strings, check_names=False)
     assert back["strings"].array._pa_array.num_chunks == 2       # as it was, not combined into one
-    plain = serialize.dumps(value, arrays)
+    plain = serialize.dumps(value, kept)
     assert not any(plain.fixed)          # a dict is pickled by plain pickle: nothing noted
     loaded = serialize.loads(plain.stream, plain.buffers)
     pd.testing.assert_series_equal(loaded["numbers"], numbers)
     assert loaded["table"].equals(value["table"])
+
+
+RECORDS = """
+    import chkpt
+    people = [{"id": i, "name": f"user{i}", "score": float(i), "tags": ["a", "b"]} for i in range(100_000)]
+    chkpt.snapshot("first")
+    chkpt.snapshot("unchanged")
+    people[10]["score"] = -1.0
+    people[20]["tags"].append("c")
+    chkpt.snapshot("changed")
+    people.append({"id": -1})
+    chkpt.snapshot("appended")
+"""
+
+
+def test_a_long_list_of_records_writes_only_the_runs_that_changed_and_each_checkpoint_holds_it_as_it_was(
+        env, work):
+    write(work, "records.py", RECORDS)
+    result = python(["records.py"], env, work)
+    assert (result.returncode, result.stderr) == (0, "")
+    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    assert taken["unchanged"]["new_bytes"] == 0
+    assert 0 < taken["changed"]["new_bytes"] < taken["first"]["new_bytes"] / 5   # one run of 13
+    first, changed, appended = (read_variable(env["CHKPT_DIR"], taken[label], "people")   # plain pickle
+                                for label in ("first", "changed", "appended"))
+    assert len(first) == len(changed) == 100_000 and len(appended) == 100_001
+    assert (first[10]["score"], changed[10]["score"], first[20]["tags"], changed[20]["tags"]) == (
+        10.0, -1.0, ["a", "b"], ["a", "b", "c"])
+    assert first[99_999] == changed[99_999] == {"id": 99_999, "name": "user99999", "score": 99_999.0,
+                                                 "tags": ["a", "b"]}
+    assert appended[-1] == {"id": -1}
+
+
+def test_record_runs_are_reused_only_for_the_same_values_of_the_same_types():
+    kept = serialize.Kept()
+
+    def saved(value: list) -> list:
+        kept.next_checkpoint()
+        data = serialize.dumps(value, kept)
+        back = pickle.loads(data.stream, buffers=data.buffers)
+        assert back == value
+        return back
+
+    rows = [{"n": i, "ok": True, "x": -0.0, "pair": (i, None), "s": "é"} for i in range(20_000)]
+    saved(rows)
+    runs = serialize.RecordRuns.runs(kept.records, rows)
+    assert runs is not None and len(runs) == 3
+    rows[12_000]["n"] = 12_000.0          # equal, but a float now
+    rows[13_000]["ok"] = 1                # equal to True, but an int
+    rows[14_000]["pair"] = [14_000, None]  # a list, not a tuple
+    back = saved(rows)
+    assert (type(back[12_000]["n"]), type(back[13_000]["ok"]), type(back[14_000]["pair"])) == (float, int, list)
+    again = serialize.RecordRuns.runs(kept.records, rows)
+    assert again[0] is runs[0] and again[2] is runs[2] and again[1] is not runs[1]   # only that run again
+
+
+def test_a_list_sharing_a_container_between_runs_or_holding_other_objects_is_pickled_whole():
+    import numpy as np
+
+    kept = serialize.Kept()
+    grid = [[0, 0, 0] for _ in range(20_000)]
+    grid[15_000] = grid[3]                 # two runs share a row: a run's pickle would copy it
+    grid[5] = grid[4]                      # within one run: kept by that run's pickle
+    data = serialize.dumps(grid, kept)
+    assert data.buffers == []
+    back = pickle.loads(data.stream)
+    assert back[15_000] is back[3] and back[5] is back[4]
+    for _ in range(2):                     # the same again, its runs now known: still whole
+        kept.next_checkpoint()
+        for same in (grid, list(grid)):
+            back = pickle.loads(serialize.dumps(same, kept).stream)
+            assert back[15_000] is back[3]
+    near = [[0, 0, 0] for _ in range(20_000)]
+    near[5] = near[4]
+    row = near[19_000]                     # referred to from outside the list: no matter
+    for _ in range(2):
+        kept.next_checkpoint()
+        back = pickle.loads((data := serialize.dumps(near, kept)).stream, buffers=data.buffers)
+        assert len(data.buffers) == 3 and back[5] is back[4] and back[6] is not back[4]
+    near[15_000] = row[:]
+    near[1_000].append(row)                # now two runs hold it
+    back = pickle.loads((data := serialize.dumps(near, kept)).stream, buffers=data.buffers)
+    assert data.buffers == [] and back[1_000][3] is back[19_000]
+    samples = [{"image": np.zeros(20_000), "label": i} for i in range(5000)]
+    data = serialize.dumps(samples, kept)  # pickled whole, the arrays out of band as always
+    assert len(data.buffers) == 5000 and sum(b.nbytes for b in data.buffers) == 5000 * 160_000
+    for other in ([np.float64(i) for i in range(5000)], [np.str_("x")] * 5000, [b"x" * 8] * 5000,
+                  [{"v": np.int64(1)}] * 4999 + [{}]):
+        data = serialize.dumps(other, kept)
+        assert data.buffers == [] and pickle.loads(data.stream) == other
+        assert type(pickle.loads(data.stream)[0]) is type(other[0])
 
 
 def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_one_is():

@@ -21,9 +21,13 @@ The script is never run to find the class.
 from __future__ import annotations
 
 import copyreg
+import gc
 import io
+import itertools
+import operator
 import pickle
 import sys
+from itertools import compress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +44,14 @@ _ARRAY_MODULES = ("numpy", "pandas", "pyarrow")  # see _Pickler
 # can be a numpy array's, which the program may change in place)
 _FIXED_ARROW_TYPES = frozenset({"string", "large_string", "binary", "large_binary"})
 OBJECT_ARRAY_MIN = 4096  # object arrays with this many elements are pickled apart
+RECORDS_MIN = 4096  # lists of plain builtin values with this many items are pickled by runs
+RUN_ITEMS = 8192
+MAX_RECORD_NESTING = 8
+_RECORD_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
+# what an object held once by a list counts while that list is mapped over, as `counts` is
+# made (measured, not assumed: it differs between Python versions), plus its container and `layer`
+_HELD_HERE = next(map(sys.getrefcount, [[]])) + 2
 _IMMUTABLE = frozenset({str, int, float, bytes, bool, type(None)})
 
 
@@ -96,6 +108,137 @@ class ObjectArrays(Generations):
                 return pickle.dumps(array, protocol=5)  # its elements may change: not kept
             entry = self.current[key] = (array.copy(), pickle.dumps(array, protocol=5))
         return entry[1]
+
+
+class RecordRuns(Generations):
+    """The pickles of long lists of plain builtin values (records: dicts of numbers and
+    strings), by runs of RUN_ITEMS items, kept between checkpoints so that an unchanged run is
+    not pickled again and a changed one is pickled alone.
+
+    A run is known by the hash of its marshal dump (version 4), which is written in C about 6
+    times faster than a pickle and determined by the values, their exact types and which objects
+    are shared or referred to from elsewhere (marking those: a change of that makes a run look
+    changed). An entry is made only for a run of dicts, lists, tuples, str, int, float, bool
+    and None: marshal writes these types in codes of their own, while it writes any other
+    buffer-like object (a numpy scalar, bytes) alike. Entries hold pickles, no reference to the
+    program's objects.
+
+    A list whose runs share a container is pickled whole (a run's pickle would load a copy of
+    it), and so is one holding other objects; such a list is held until the next checkpoint so
+    that it is not looked at again while it lives. The first item of each run is looked into
+    before the run is dumped, so that marshal does not copy the arrays of a list of samples.
+    """
+
+    def runs(self, items: list[Any]) -> list[bytes] | None:
+        """The pickles of `items` run by run, None when it is to be pickled whole."""
+        import marshal
+
+        import xxhash
+
+        if self.get(("whole", id(items))) is not None:
+            return None
+        pickles, top, nested = [], [], []
+        for start in range(0, len(items), RUN_ITEMS):
+            run = items[start:start + RUN_ITEMS]
+            if _referred_containers(run[:1]) is None:
+                return self._whole(items)
+            try:
+                key = xxhash.xxh3_128_digest(marshal.dumps(run, 4))
+            except ValueError:  # an object marshal cannot write, or nested too deeply
+                return self._whole(items)
+            entry = self.get(key)
+            if entry is None or entry[1]:  # new, or holding containers referred to from elsewhere
+                referred = _referred_containers(run)
+                if referred is None:
+                    return self._whole(items)
+                top += referred[0]
+                nested += referred[1]
+                if entry is None:
+                    entry = self.current[key] = (pickle.dumps(run, protocol=5), bool(referred[0] or referred[1]))
+            pickles.append(entry[0])
+        if any(_in_two_places(items, item) for item in top) or (nested and _in_two_runs(items, nested)):
+            return self._whole(items)
+        return pickles
+
+    def _whole(self, items: list[Any]) -> None:
+        self.current[("whole", id(items))] = items  # held: its id cannot be reused meanwhile
+
+
+def _referred_containers(run: list[Any]) -> tuple[list[Any], list[Any]] | None:
+    """The containers in `run` referred to from anywhere but their one place in it: the items
+    themselves, and those deeper; None when `run` holds anything but plain builtin values (or
+    is nested too deeply)."""
+    getrefcount, is_container = sys.getrefcount, _CONTAINERS.__contains__
+    found: list[list[Any]] = []
+    layer = run
+    for _ in range(MAX_RECORD_NESTING):
+        if not _RECORD_TYPES.issuperset(map(type, layer)):
+            return None
+        containers = list(compress(layer, map(is_container, map(type, layer))))
+        if not containers:
+            return (found[0] if found else []), [c for referred in found[1:] for c in referred]
+        counts = list(map(getrefcount, containers))  # counting their container's and `layer`'s
+        found.append(list(compress(containers, map(_HELD_HERE.__lt__, counts))))
+        layer = gc.get_referents(*containers)
+    return None
+
+
+def _in_two_places(items: list[Any], item: Any) -> bool:
+    """Whether `item` is in two runs of `items` (found by identity, in C)."""
+    places = compress(range(len(items)), map(operator.is_, items, itertools.repeat(item)))
+    return len({place // RUN_ITEMS for place in places}) > 1
+
+
+def _in_two_runs(items: list[Any], suspects: list[Any]) -> bool:
+    """Whether a container of `suspects` is found in two runs of `items`."""
+    wanted = set(map(id, suspects))
+    seen: set[int] = set()
+    for start in range(0, len(items), RUN_ITEMS):
+        found: set[int] = set()
+        layer = items[start:start + RUN_ITEMS]
+        while layer:
+            found.update(wanted.intersection(map(id, layer)))
+            layer = gc.get_referents(*compress(layer, map(_CONTAINERS.__contains__, map(type, layer))))
+        if seen & found:
+            return True
+        seen |= found
+    return False
+
+
+class Kept:
+    """What serialization keeps from one checkpoint for the next."""
+
+    def __init__(self) -> None:
+        self.arrays = ObjectArrays()
+        self.records = RecordRuns()
+
+    def next_checkpoint(self) -> None:
+        self.arrays.next_checkpoint()
+        self.records.next_checkpoint()
+
+    def clear(self) -> None:
+        self.arrays.clear()
+        self.records.clear()
+
+
+class _Call:
+    """Pickles as `function(*args)`: what a value is rebuilt from at load time."""
+
+    __slots__ = ("args", "function")
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        self.function = function
+        self.args = args
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return self.function, self.args
+
+
+def _joined_runs(pickles: list[bytes]) -> _Call:
+    """A list pickled as the pickles of its runs, in a form plain `pickle.loads` reads:
+    `list(chain.from_iterable(map(pickle.loads, runs)))`."""
+    runs = tuple(pickle.PickleBuffer(run) for run in pickles)
+    return _Call(list, _Call(itertools.chain.from_iterable, _Call(map, pickle.loads, runs)))
 
 
 class Serialized:
@@ -260,6 +403,7 @@ class _Pickler(pickle.Pickler):
             if _is_large_object_array(obj):
                 pickled = self.arrays.pickled(obj)
                 if pickled is not None:  # pickle.loads of its own pickle: a stream plain Python reads
+                    self.fixed[(id(pickled), len(pickled))] = pickled
                     return pickle.loads, (pickle.PickleBuffer(pickled),)
             elif type(obj).__module__ == "pyarrow.lib":
                 if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
@@ -291,27 +435,33 @@ def _is_large_object_array(obj: Any) -> bool:
 
 
 def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None,
-            arrays: ObjectArrays | None) -> tuple[bytes, dict[tuple[int, int], Any]]:
+            kept: Kept | None) -> tuple[bytes, dict[tuple[int, int], Any]]:
     module = getattr(type(obj), "__module__", None) or ""
+    if kept is not None and type(obj) is list and len(obj) >= RECORDS_MIN:
+        runs = kept.records.runs(obj)
+        if runs is not None:
+            fixed = {(id(run), len(run)): run for run in runs}
+            return pickle.dumps(_joined_runs(runs), protocol=5, buffer_callback=buffer_callback), fixed
     if isinstance(obj, Skeleton) or module.startswith(_STATE_MODULES) or (
-            arrays is not None and module.startswith(_ARRAY_MODULES)):
+            kept is not None and module.startswith(_ARRAY_MODULES)):
         skeleton = obj if isinstance(obj, Skeleton) else None
         file = io.BytesIO()
         # a skeleton's object arrays stay in its stream: their elements may be its references
-        pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton else arrays)
+        pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays)
         pickler.dump(skeleton.root if skeleton else obj)
         return file.getvalue(), pickler.fixed
     return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
 
 
-def dumps(obj: Any, arrays: ObjectArrays | None = None) -> Serialized:
+def dumps(obj: Any, kept: Kept | None = None) -> Serialized:
     """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value.
 
-    With `arrays`, large object arrays in numpy and pandas values are pickled apart and kept
-    there, so that the next checkpoint does not pickle them again while they are unchanged.
+    With `kept`, large object arrays in numpy and pandas values and long lists of plain builtin
+    values are pickled apart and kept there, so that the next checkpoint does not pickle them
+    again while they are unchanged.
     """
     buffers: list[pickle.PickleBuffer] = []
-    stream, fixed = _pickle(obj, buffers.append, arrays)
+    stream, fixed = _pickle(obj, buffers.append, kept)
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
     raw = [buffer.raw() for buffer in buffers]
     return Serialized(stream, raw, [_fixed(view, fixed) for view in raw])
@@ -319,9 +469,10 @@ def dumps(obj: Any, arrays: ObjectArrays | None = None) -> Serialized:
 
 def _fixed(view: memoryview, fixed: dict[tuple[int, int], Any]) -> Fixed | None:
     """(address, size, owner) of a buffer noted as fixed, None for any other."""
-    if not fixed or type(view.obj).__module__ != "pyarrow.lib":
+    if not fixed:
         return None
-    key = (view.obj.address, view.nbytes)
+    owner = view.obj  # an Arrow buffer (its memory's address) or bytes kept by `Kept`
+    key = (owner.address if type(owner).__module__ == "pyarrow.lib" else id(owner), view.nbytes)
     owner = fixed.get(key)
     return None if owner is None else (*key, owner)
 

@@ -232,7 +232,7 @@ class Writer:
         # hash → reference of the small parts (streams, buffers) the last checkpoint packed
         self._packed: dict[str, dict[str, Any]] = {}
         # kept for the next checkpoint, so that what did not change is not pickled or hashed again
-        self._arrays = serialize.ObjectArrays()
+        self._kept = serialize.Kept()
         self._digests = _FixedDigests()
         self._job: _Job | None = None
         self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
@@ -427,7 +427,7 @@ class Writer:
         guard.warn(f"{self.problem}; chkpt is off for this run, your script is not affected")
 
     def _forget(self) -> None:
-        self._arrays.clear()
+        self._kept.clear()
         self._digests.clear()
 
     def _manifest(
@@ -458,7 +458,7 @@ class Writer:
         config = self.config
         present: dict[str, dict[str, Any] | None] = {}  # hash → the stored blob's reference
         plan = _Plan()
-        self._arrays.next_checkpoint()
+        self._kept.next_checkpoint()
         self._digests.next_checkpoint()
 
         def reusable(digest: str) -> dict[str, Any] | None:
@@ -497,7 +497,7 @@ class Writer:
         entries = []
         for item in captured.items:
             try:
-                data = serialize.dumps(item.obj, self._arrays)
+                data = serialize.dumps(item.obj, self._kept)
             except Exception as exc:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue

@@ -341,3 +341,14 @@ def test_console_scripts_run_main(env, work):
     assert result.returncode == 0 and json.loads(result.stdout)["dry_run"] is True
     result = python(["-m", "chkpt", "sho"], env, work)
     assert_user_error(result, "unknown command 'sho'; did you mean show?")
+
+
+def test_a_preview_shows_dicts_in_their_own_order_cut_to_a_screenful():
+    from chkpt.cli.listing import _preview
+
+    records = [{"id": i, "user": f"u{i}", "value": 0.5, "tags": ["new"]} for i in range(100)]
+    text = _preview(records)
+    assert text.startswith("[{'id': 0, 'user': 'u0', 'value': 0.5, 'tags': ['new']}, {'id': 1,")
+    assert len(text) <= 160 and _preview({}) == "{}"
+    assert _preview(dict.fromkeys(reversed(range(30)), 0)) == "{" + ", ".join(
+        f"{i}: 0" for i in range(29, 9, -1)) + ", ...}"

@@ -7,8 +7,10 @@ the exact saved strings (JSON escapes them itself).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import reprlib
 import shlex
 import sys
 
@@ -298,13 +300,27 @@ def _show_values(checkpoint: api.Checkpoint, names: list[str], as_json: bool) ->
     return 0
 
 
+class _Limits(reprlib.Repr):
+    """reprlib's cut-down repr, with dicts in their own order, as repr shows them (reprlib sorts
+    their keys: a record would read differently from the program's)."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{" + self.fillvalue + "}"
+        pieces = [f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
+                  for key, value in itertools.islice(x.items(), self.maxdict)]
+        if len(x) > self.maxdict:
+            pieces.append(self.fillvalue)
+        return "{" + ", ".join(pieces) + "}"
+
+
 def _preview(value: Any, max_lines: int = 30, max_width: int = 160, escape: bool = True) -> str:
     """repr(value), cut to a screenful (numpy and pandas already summarise large data);
     `escape` shows control characters as escapes (for a terminal; JSON escapes them itself)."""
-    import reprlib
-
-    limits = reprlib.Repr(maxlevel=3, maxlist=20, maxdict=20, maxtuple=20, maxset=20,
-                          maxstring=max_width, maxother=max_width)
+    limits = _Limits(maxlevel=3, maxlist=20, maxdict=20, maxtuple=20, maxset=20,
+                     maxstring=max_width, maxother=max_width)
     module = type(value).__module__.split(".")[0]
     text = repr(value) if module in ("numpy", "pandas") else limits.repr(value)
     lines = [fmt.printable(line) if escape else line for line in text.split("\n")]

@@ -4,6 +4,7 @@ safe point, limits, thinning, permissions, and the format read back without chkp
 from __future__ import annotations
 
 import json
+import operator
 import pickle
 import stat
 from pathlib import Path
@@ -490,14 +491,14 @@ def test_record_runs_are_reused_only_for_the_same_values_of_the_same_types():
 
     rows = [{"n": i, "ok": True, "x": -0.0, "pair": (i, None), "s": "é"} for i in range(20_000)]
     saved(rows)
-    runs = serialize.RecordRuns.runs(kept.records, rows)
+    runs = kept.records.runs(rows)
     assert runs is not None and len(runs) == 3
     rows[12_000]["n"] = 12_000.0          # equal, but a float now
     rows[13_000]["ok"] = 1                # equal to True, but an int
     rows[14_000]["pair"] = [14_000, None]  # a list, not a tuple
     back = saved(rows)
     assert (type(back[12_000]["n"]), type(back[13_000]["ok"]), type(back[14_000]["pair"])) == (float, int, list)
-    again = serialize.RecordRuns.runs(kept.records, rows)
+    again = kept.records.runs(rows)
     assert again[0] is runs[0] and again[2] is runs[2] and again[1] is not runs[1]   # only that run again
 
 
@@ -528,6 +529,12 @@ def test_a_list_sharing_a_container_between_runs_or_holding_other_objects_is_pic
     near[1_000].append(row)                # now two runs hold it
     back = pickle.loads((data := serialize.dumps(near, kept)).stream, buffers=data.buffers)
     assert data.buffers == [] and back[1_000][3] is back[19_000]
+    rows = [{"n": i} for i in range(20_000)]
+    by_n = {row["n"]: row for row in rows}  # every item referred to from elsewhere too: no matter
+    runs = [kept.records.runs(rows) for _ in range(2)]
+    assert runs[0] is not None and all(map(operator.is_, *runs)) and len(by_n) == 20_000
+    rows[15_000] = rows[3]
+    assert kept.records.runs(rows) is None
     samples = [{"image": np.zeros(20_000), "label": i} for i in range(5000)]
     data = serialize.dumps(samples, kept)  # pickled whole, the arrays out of band as always
     assert len(data.buffers) == 5000 and sum(b.nbytes for b in data.buffers) == 5000 * 160_000

@@ -24,7 +24,6 @@ import copyreg
 import gc
 import io
 import itertools
-import operator
 import pickle
 import sys
 from itertools import compress
@@ -137,7 +136,7 @@ class RecordRuns(Generations):
 
         if self.get(("whole", id(items))) is not None:
             return None
-        pickles, top, nested = [], [], []
+        pickles, referred_items, nested = [], False, []
         for start in range(0, len(items), RUN_ITEMS):
             run = items[start:start + RUN_ITEMS]
             if _referred_containers(run[:1]) is None:
@@ -146,17 +145,21 @@ class RecordRuns(Generations):
                 key = xxhash.xxh3_128_digest(marshal.dumps(run, 4))
             except ValueError:  # an object marshal cannot write, or nested too deeply
                 return self._whole(items)
+            # (pickle, whether an item is referred to from elsewhere, whether a deeper container is)
             entry = self.get(key)
-            if entry is None or entry[1]:  # new, or holding containers referred to from elsewhere
+            if entry is None or entry[2]:
                 referred = _referred_containers(run)
                 if referred is None:
                     return self._whole(items)
-                top += referred[0]
                 nested += referred[1]
                 if entry is None:
-                    entry = self.current[key] = (pickle.dumps(run, protocol=5), bool(referred[0] or referred[1]))
+                    entry = (pickle.dumps(run, protocol=5), bool(referred[0]), bool(referred[1]))
+                    if xxhash.xxh3_128_digest(marshal.dumps(run, 4)) == key:  # not changed meanwhile by a thread
+                        self.current[key] = entry
+            referred_items = referred_items or entry[1]
             pickles.append(entry[0])
-        if any(_in_two_places(items, item) for item in top) or (nested and _in_two_runs(items, nested)):
+        # an item in two runs is in the list twice; a deeper container may be in any item
+        if (referred_items and _item_in_two_runs(items)) or (nested and _in_two_runs(items, nested)):
             return self._whole(items)
         return pickles
 
@@ -183,10 +186,14 @@ def _referred_containers(run: list[Any]) -> tuple[list[Any], list[Any]] | None:
     return None
 
 
-def _in_two_places(items: list[Any], item: Any) -> bool:
-    """Whether `item` is in two runs of `items` (found by identity, in C)."""
-    places = compress(range(len(items)), map(operator.is_, items, itertools.repeat(item)))
-    return len({place // RUN_ITEMS for place in places}) > 1
+def _item_in_two_runs(items: list[Any]) -> bool:
+    """Whether an object is an item of two runs of `items`."""
+    ids = list(map(id, items))
+    if len(set(ids)) == len(ids):
+        return False
+    first_run: dict[int, int] = {}  # looked at only for a list holding an object twice
+    return any(first_run.setdefault(ident, index // RUN_ITEMS) != index // RUN_ITEMS
+               for index, ident in enumerate(ids))
 
 
 def _in_two_runs(items: list[Any], suspects: list[Any]) -> bool:

@@ -59,6 +59,7 @@ class _Plan:
         # hash → (bytes-like: the program's memory for buffers, the manifest's reference to it,
         # completed with its codec once written compressed)
         self.new: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.fixed: set[str] = set()  # hashes of parts whose memory cannot change (serialize.Fixed)
         self.new_bytes = 0
         self.pack: list[bytes] = []  # the new small streams and buffers, stored together as one blob
         self.pack_ref: dict[str, Any] = {}  # the pack's reference, completed by `close_pack`
@@ -344,15 +345,20 @@ class Writer:
 
         So every checkpoint holds each value as it was at its safe point, and its memory is
         bounded by the budget: past it, chunks are written from the program's memory (page-cache
-        speed, no copy), uncompressed. Buffers of objects that can change size (a bytearray) are
-        copied first: holding their buffer while another thread of the program resizes them
-        would make that resize fail.
+        speed, no copy), uncompressed. Chunks of memory that cannot change (Arrow string
+        buffers, the pickles kept for the next checkpoint) are held as they are, beside the
+        budget: holding them costs no memory. Buffers of objects that can change size (a
+        bytearray) are copied first: holding their buffer while another thread of the program
+        resizes them would make that resize fail.
         """
         held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0
         changed: set[str] = set()
         for digest, (data, ref) in plan.new.items():
             size = ref["size"]
+            if budget and digest in plan.fixed:  # held as it is (its owner is, for the next checkpoint)
+                held[digest] = (data, ref)
+                continue
             program_memory = not isinstance(data, bytes)
             if program_memory and type(memoryview(data).obj).__module__.split(".")[0] != "numpy":
                 data = bytes(data)
@@ -505,6 +511,8 @@ class Writer:
             digests = [hash_buffer(data.stream)]
             for chunks, fixed in zip(chunked, data.fixed, strict=True):
                 digests += self._digests.digests(chunks, fixed)
+                if fixed is not None:
+                    plan.fixed.update(digests[-len(chunks):])
             parts = [(digest, p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT) for digest, p
                      in zip(digests, (data.stream, *(chunk for chunks in chunked for chunk in chunks)), strict=True)]
             entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))

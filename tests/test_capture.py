@@ -330,16 +330,18 @@ def test_the_fast_periodic_capture_decides_exactly_as_the_full_walk(min_size, tr
                                                              include_names=["\x00 no such name"])
 
 
-def test_the_cheap_sizes_of_builtins_are_what_sys_getsizeof_says():
+def test_the_cheap_sizes_and_descriptions_of_builtins_are_the_general_ones():
     import sys
 
-    from chkpt import salience
+    from chkpt import capture, salience
 
     containers = ({"a": 1}, dict.fromkeys(range(100)), [1, 2], (1, "x"), {1.5}, frozenset("abc"), [])
     scalars = (7, 10**400, 2.5, 1j, True, None, "é" * 30, "x" * 5000, b"xy", bytearray(300))
     for value in containers + scalars:
         extra = salience.GC_HEADER if type(value) in salience.BUILTIN_CONTAINERS else 0
         assert salience.SIZEOF[type(value)](value) + extra == sys.getsizeof(value), value
+        item = capture.Item("v", value, 0, "global")
+        assert (item.type, item.info) == (salience.type_label(value), salience.describe(value)), value
 
 
 def test_shared_and_cyclic_structures_are_saved_once_and_load_as_shared(env, work):

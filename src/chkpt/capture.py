@@ -42,7 +42,7 @@ MAX_CONTAINER_ITEMS = 1_000  # larger containers are saved whole rather than wal
 _getsizeof = sys.getsizeof
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
-_SIZED_SCALARS = frozenset({str, bytes, bytearray})
+_SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
 _SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
 _LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
 _SPLIT = 16  # parts a group of nests is cut into when a bound over all of it rules out too few
@@ -60,9 +60,9 @@ class Item:
         self.size = size
         self.scope = scope
         cls = type(shown)
-        if cls in salience.SCALAR_TYPES:  # the many small values a crash keeps: described cheaply
+        if cls in _BUILTIN_TYPES:  # the many small values a crash keeps: described as describe() would, cheaply
             self.type = cls.__name__
-            self.info = {"shape": [len(shown)]} if cls in _SIZED_SCALARS else {}
+            self.info = {"shape": [len(shown)]} if cls in _SIZED else {}
         else:
             self.type = salience.type_label(shown)
             self.info = salience.describe(shown)
@@ -175,15 +175,17 @@ class _Walker:
         kind, reason = rules.kind(obj)
         if kind is DEFINITION or rules.name_excluded(name):
             return False
-        if kind is not SCALAR:
-            known = self.saved_as.get(id(obj))
-            if known is not None:
-                self.capture.aliases[name] = known
-                return False
+        if kind is SCALAR:  # never an alias, nothing inside: the many small values a crash keeps
+            self.consider(name, obj, scope, _getsizeof(obj), self.forced(name, scope))
+            return False
+        known = self.saved_as.get(id(obj))
+        if known is not None:
+            self.capture.aliases[name] = known
+            return False
         if reason is not None:
             self.capture.skip(name, reason)
             return False
-        if kind is DATA or kind is SCALAR or kind is OTHER or kind is LIBRARY_OBJECT:
+        if kind is DATA or kind is OTHER or kind is LIBRARY_OBJECT:
             self.consider(name, obj, scope, self.whole_size(obj, kind), self.forced(name, scope))
             return False
         if kind is CONTAINER and type(obj) in _NESTING and len(obj) <= MAX_CONTAINER_ITEMS:

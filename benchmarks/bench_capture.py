@@ -152,12 +152,18 @@ def unchanged_namespace(repeat: int) -> None:
             big[f"row{i}"] = [i, i * 2.0, "x"]
     for i in range(20):
         big[f"data{i}"] = np.random.default_rng(i).random(1000)
-    for keep_small, what in ((False, "periodic/exit"), (True, "crash/resume point: small values kept")):
-        def capture_all(keep_small: bool = keep_small) -> capture.Capture:
-            return capture.collect(capture.named_roots(big, [], {}), rules, keep_small=keep_small)
+    # one more global each: a dict holding data, a settings dict holding a long string
+    with_data = {**big, "results": {"train": np.ones(500), "meta": {"n": 500}}}
+    with_text = {**big, "query": {"sql": "SELECT * FROM events WHERE " + "x = 1 AND " * 300}}
+    cases = ((big, False, "periodic/exit"), (with_data, False, "periodic/exit, one more dict of data"),
+             (with_text, False, "periodic/exit, one more dict with a long string"),
+             (big, True, "crash/resume point: small values kept"))
+    for namespace, keep_small, what in cases:
+        def capture_all(namespace: dict[str, object] = namespace, keep_small: bool = keep_small) -> capture.Capture:
+            return capture.collect(capture.named_roots(namespace, [], {}), rules, keep_small=keep_small)
 
         seconds = timed(capture_all, max(repeat, 20))
-        print(f"capture of {len(big)} globals, {what}: {seconds * 1000:.2f} ms (median), "
+        print(f"capture of {len(namespace)} globals, {what}: {seconds * 1000:.2f} ms (median), "
               f"{len(capture_all().items)} values saved")
 
 

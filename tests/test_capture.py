@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import pytest
 
@@ -292,6 +293,24 @@ def _varied_namespace(np):
     return namespace, {"tracked_cfg": shared, "tracked_row": namespace["row3"]}
 
 
+def _in_a_frame(namespace, look):
+    """look(frame) from a function of the script (its globals are `namespace`) whose locals are
+    the roots of `namespace`."""
+    names = [name for name in namespace if name[:2] != "__"]
+    source = "def step():\n" + "".join(f"    {name} = VALUES[{name!r}]\n" for name in names)
+    code = {}
+    exec(source + "    return LOOK(sys._getframe())\n", code)
+    step = type(_in_a_frame)(code["step"].__code__, namespace)
+
+    def looked(frame):
+        for name in ("VALUES", "LOOK", "sys"):  # read by the function: not the script's globals
+            del namespace[name]
+        return look(frame)
+
+    namespace.update(VALUES=dict(namespace), LOOK=looked, sys=sys)
+    return step()
+
+
 def _decision(result):
     return ([(i.name, i.scope, i.size, i.type, i.info, type(i.obj).__name__) for i in result.items],
             result.skipped, result.aliases)
@@ -319,10 +338,12 @@ def test_the_fast_periodic_capture_decides_exactly_as_the_full_walk(min_size, tr
         for key, value in settings.items():
             setattr(cfg, key, value)
         rules = salience.Rules(cfg)
-        return _decision(capture.collect(capture.named_roots(namespace, [], tracked if tracking else {}), rules))
+        # the same values are also the locals of a function of the script (`step:n1`, `step:cfg3`, ...)
+        tracking_now = tracked if tracking else {}
+        roots = _in_a_frame(namespace, lambda frame: capture.named_roots(namespace, [frame], tracking_now))
+        return _decision(capture.collect(roots, rules))
 
-    unseen = {name for name, _, _ in capture.named_roots(namespace, [], {})} - {
-        name for name, _, _ in capture._sizeable_globals(capture.named_roots(namespace, [], {}), min_size, {})}
+    unseen = set(namespace) - set(capture._sizeable(namespace, min_size, {}))
     assert ("cfg5" in unseen) is (min_size > 64) and ("row5" in unseen) is (min_size > 64)  # ruled out unseen
     # a pattern no name matches: every global goes through the walker's own decision
     assert collect() == collect(include_names=["\x00 no such name"])

@@ -362,10 +362,14 @@ def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) ->
     capture = Capture()
     walker = _Walker(rules, keep_small, capture)
     later = [root for root in roots.tracked if walker.root(*root)]
-    found = _sizeable_globals(roots, rules.min_size, walker.saved_as) if walker.drop_small \
-        else roots.named_globals()
+    drop_small, min_size = walker.drop_small, rules.min_size
+    found = roots.named_globals(_sizeable(roots.globals, min_size, walker.saved_as) if drop_small else None)
     later += [root for root in found if walker.root(*root)]
-    later += [root for root in roots.locals if walker.root(*root)]
+    found = roots.locals
+    if drop_small and found:
+        kept = set(_sizeable({name: value for name, value, _ in found}, min_size, walker.saved_as))
+        found = [root for root in found if root[0] in kept]
+    later += [root for root in found if walker.root(*root)]
     pure = _only_builtins([value for _, value, _ in later]) is not None
     for name, value, scope in later:
         if pure or _only_builtins([value]) is not None:
@@ -376,23 +380,21 @@ def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) ->
     return capture
 
 
-def _sizeable_globals(roots: Roots, min_size: int, saved: dict[int, str]) -> list[tuple[str, Any, str]]:
-    """The global roots less the builtin values that would be dropped as smaller than `min_size`.
+def _sizeable(values: dict[str, Any], min_size: int, saved: dict[int, str]) -> list[str]:
+    """The names in `values` less those of builtin values that would be dropped as smaller than
+    `min_size`.
 
     Most globals are numbers, short strings and small settings dicts; deciding each in a
     comprehension, not a call, keeps a capture of tens of thousands of them in milliseconds.
     A nest of builtins already saved (a tracked value) is kept: it is listed as an alias.
     """
-    globals_ = roots.globals
-    names = [name for name, value in globals_.items()
+    names = [name for name, value in values.items()
              if (measure := _SCALAR_SIZEOF.get(type(value))) is None or measure(value) >= min_size]
-    values = list(map(globals_.__getitem__, names))
-    nests = [value for value in values if type(value) in _NESTING and len(value) <= MAX_CONTAINER_ITEMS
+    found = list(map(values.__getitem__, names))
+    nests = [value for value in found if type(value) in _NESTING and len(value) <= MAX_CONTAINER_ITEMS
              and (not saved or id(value) not in saved)]
     small = _small_nests(nests, min_size)
-    if small:
-        names = [name for name, value in zip(names, values, strict=True) if id(value) not in small]
-    return roots.named_globals(names)
+    return [name for name, value in zip(names, found, strict=True) if id(value) not in small] if small else names
 
 
 def _small_nests(nests: list[Any], min_size: int) -> set[int]:

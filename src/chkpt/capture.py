@@ -45,7 +45,9 @@ _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
 _SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
 _SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
 _LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
-_SPLIT = 16  # parts a group of nests is cut into when a bound over all of it rules out too few
+# The parts a group of nests is cut into when a bound over all of it rules out too few; a group
+# of this many or fewer is left to be looked at nest by nest.
+_SPLIT = 16
 
 
 class Item:
@@ -406,7 +408,8 @@ def _small_nests(nests: list[Any], min_size: int) -> set[int]:
     (what `gc.get_referents` gives, each measured by its type's `__sizeof__`). A group that
     holds data somewhere, or whose largest item is too large to rule out the rest (a long
     string in one settings dict), is cut into parts, each bounded again: a few such nests among
-    thousands cost a few passes over smaller groups, not a look at each nest.
+    thousands cost a few passes over smaller groups, not a look at each nest; what is left in
+    small groups is left to the walker, nest by nest.
     """
     sizes, header = salience.SIZEOF, salience.GC_HEADER  # sys.getsizeof of a container: both
     limit, per_item = min_size - header, header + salience.KEY_SIZE
@@ -424,7 +427,7 @@ def _small_nests(nests: list[Any], min_size: int) -> set[int]:
             least = _LEAST_SIZE + per_item  # what a group of the smallest values would bound each item by
             group = [value for value in group if id(value) not in small
                      and sizes[type(value)](value) + len(value) * least < limit]
-        if len(group) > 1:
+        if len(group) > _SPLIT:
             step = -(-len(group) // _SPLIT)
             groups += [(group[start:start + step], held is not None) for start in range(0, len(group), step)]
     return small

@@ -352,8 +352,6 @@ def test_the_fast_periodic_capture_decides_exactly_as_the_full_walk(min_size, tr
 
 
 def test_the_cheap_sizes_and_descriptions_of_builtins_are_the_general_ones():
-    import sys
-
     from chkpt import capture, salience
 
     containers = ({"a": 1}, dict.fromkeys(range(100)), [1, 2], (1, "x"), {1.5}, frozenset("abc"), [])

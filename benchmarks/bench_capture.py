@@ -10,7 +10,8 @@ Builds about 1 GiB of mixed numpy arrays and pandas DataFrames as a namespace, t
 
 and prints each as GB/s and as the ratio chkpt / other. A second part times a capture of a
 large namespace (10k globals, mostly numbers, strings and nested dicts of small values) that
-does not change between captures (a capture must cost next to nothing then).
+does not change between captures (a capture must cost next to nothing then), and a third of
+namespaces of small dicts where many hold data or a long string.
 
     .venv/3.12/bin/python benchmarks/bench_capture.py [--gib 1.0] [--repeat 3]
 
@@ -152,13 +153,42 @@ def unchanged_namespace(repeat: int) -> None:
             big[f"row{i}"] = [i, i * 2.0, "x"]
     for i in range(20):
         big[f"data{i}"] = np.random.default_rng(i).random(1000)
-    for keep_small, what in ((False, "periodic/exit"), (True, "crash/resume point: small values kept")):
-        def capture_all(keep_small: bool = keep_small) -> capture.Capture:
-            return capture.collect(capture.named_roots(big, [], {}), rules, keep_small=keep_small)
+    # one more global each: a dict holding data, a settings dict holding a long string
+    with_data = {**big, "results": {"train": np.ones(500), "meta": {"n": 500}}}
+    with_text = {**big, "query": {"sql": "SELECT * FROM events WHERE " + "x = 1 AND " * 300}}
+    cases = ((big, False, "periodic/exit"), (with_data, False, "periodic/exit, one more dict of data"),
+             (with_text, False, "periodic/exit, one more dict with a long string"),
+             (big, True, "crash/resume point: small values kept"))
+    for namespace, keep_small, what in cases:
+        def capture_all(namespace: dict[str, object] = namespace, keep_small: bool = keep_small) -> capture.Capture:
+            return capture.collect(capture.named_roots(namespace, [], {}), rules, keep_small=keep_small)
 
         seconds = timed(capture_all, max(repeat, 20))
-        print(f"capture of {len(big)} globals, {what}: {seconds * 1000:.2f} ms (median), "
+        print(f"capture of {len(namespace)} globals, {what}: {seconds * 1000:.2f} ms (median), "
               f"{len(capture_all().items)} values saved")
+
+
+def nest_shapes(repeat: int) -> None:
+    """Periodic captures of 3,000 small dicts where many hold data or a long string."""
+    rules = salience.Rules(config.Config())
+    print("\nnamespaces of small dicts that a bound over all of them cannot rule out:")
+    settings = {f"s{i}": {"depth": i, "tags": ["a"]} for i in range(3000)}
+    one_in_ten = {}
+    for i in range(3000):
+        one_in_ten[f"s{i}"] = settings[f"s{i}"]
+        if i % 10 == 0:
+            one_in_ten[f"r{i}"] = {"w": np.ones(3)}
+    cases = (("3,000 dicts each holding a small array", {f"rec{i}": {"w": np.ones(3), "n": i} for i in range(3000)}),
+             ("3,000 settings dicts, then 300 holding an array",
+              {**settings, **{f"rec{i}": {"w": np.ones(3), "n": i} for i in range(300)}}),
+             ("3,000 settings dicts, one in ten followed by one holding an array", one_in_ten),
+             ("3,000 dicts each holding a 900-character string", {f"t{i}": {"text": "x" * 900} for i in range(3000)}))
+    for what, namespace in cases:
+        def capture_all(namespace: dict[str, object] = namespace) -> capture.Capture:
+            return capture.collect(capture.named_roots(namespace, [], {}), rules)
+
+        seconds = timed(capture_all, max(repeat, 15))
+        print(f"{what}: {seconds * 1000:.2f} ms (median), {len(capture_all().items)} values saved")
 
 
 def main() -> None:
@@ -168,6 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     throughput(args.gib, args.repeat)
     unchanged_namespace(args.repeat)
+    nest_shapes(args.repeat)
 
 
 if __name__ == "__main__":

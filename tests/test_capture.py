@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import pytest
 
@@ -262,6 +263,104 @@ def test_large_namespace_finds_data_after_thousands_of_small_nested_values():
     names = sorted(item.name for item in captured.items)
     assert names == ["many", "results", "results['fold']['train']"]
     assert captured.skipped == [] and captured.aliases == {}
+
+
+class _Point:  # a user object: walked into
+    def __init__(self, weights, label):
+        self.weights = weights
+        self.label = label
+
+
+def _varied_namespace(np):
+    """Globals of every shape the periodic capture rules out unseen, or must not."""
+    array = np.arange(3000.0)
+    shared = {"mode": "fast", "depth": 3}
+    namespace = {
+        "__doc__": "d" * 5000, "__name__": "__main__", "__builtins__": __builtins__,  # Python's, never roots
+        **{f"n{i}": value for i, value in enumerate([1, 2.5, 3j, True, None, 10**400, 2**20000])},
+        "short": "abc", "long": "t" * 4000, "raw": b"x" * 3000, "buf": bytearray(2000), "tiny": b"y",
+        **{f"cfg{i}": {"depth": i, "opts": {"x": [1, 2, 3], "y": "z"}, "tags": ["a", "b"]} for i in range(300)},
+        **{f"row{i}": [i, i * 2.0, "x"] for i in range(100)},
+        "shared": shared, "shared_again": shared, "pair": (1, 2), "group": {1, 2, 3}, "frozen": frozenset("ab"),
+        "empty": {}, "hollow": [], "keyed": {(1, 2): "a", 3: "b"}, "grown": {f"k{i}": float(i) for i in range(40)},
+        "outlier": {"sql": "s" * 3000}, "deep": {"a": {"b": {"c": {"d": {"e": {"f": [1] * 300}}}}}},
+        "cleared": dict.fromkeys(range(500)), "long_list": list(range(2000)), "tuple_of_lists": ([1], [2.0] * 200),
+        "array": array, "same_array": array, "view": array[10:20], "frame_like": {"train": array, "n": 3},
+        "point": _Point(np.ones(400), "p"), "small_point": _Point(1, "q"), "subclassed": type("S", (str,), {})("x"),
+        "function": _varied_namespace, "module": np, "anonymous": lambda: 0, "lock": __import__("threading").Lock(),
+    }
+    namespace["cleared"].clear()  # a dict keeps its table: larger than its length says
+    return namespace, {"tracked_cfg": shared, "tracked_row": namespace["row3"]}
+
+
+def _in_a_frame(namespace, look):
+    """look(frame) from a function of the script (its globals are `namespace`) whose locals are
+    the roots of `namespace`."""
+    names = [name for name in namespace if name[:2] != "__"]
+    source = "def step():\n" + "".join(f"    {name} = VALUES[{name!r}]\n" for name in names)
+    code = {}
+    exec(source + "    return LOOK(sys._getframe())\n", code)
+    step = type(_in_a_frame)(code["step"].__code__, namespace)
+
+    def looked(frame):
+        for name in ("VALUES", "LOOK", "sys"):  # read by the function: not the script's globals
+            del namespace[name]
+        return look(frame)
+
+    namespace.update(VALUES=dict(namespace), LOOK=looked, sys=sys)
+    return step()
+
+
+def _decision(result):
+    return ([(i.name, i.scope, i.size, i.type, i.info, type(i.obj).__name__) for i in result.items],
+            result.skipped, result.aliases)
+
+
+@pytest.mark.parametrize("min_size", [64, 1024, 100 * 1024])
+@pytest.mark.parametrize("tracking", [False, True])
+@pytest.mark.parametrize("exclude", [[], ["cfg1*", "long"]])
+@pytest.mark.parametrize("builtins_only", [False, True])
+def test_the_fast_periodic_capture_decides_exactly_as_the_full_walk(min_size, tracking, exclude, builtins_only):
+    """A periodic capture rules most globals out without looking at each: what it saves, skips
+    and aliases is what looking at every one of them decides."""
+    import numpy as np
+
+    from chkpt import capture, config, salience
+
+    namespace, tracked = _varied_namespace(np)
+    if builtins_only:  # no data anywhere: nests are ruled out by their bound
+        namespace = {name: value for name, value in namespace.items() if name[:2] != "__"
+                     and not isinstance(value, np.ndarray | _Point) and name not in ("frame_like", "lock")}
+
+    def collect(**settings):
+        cfg = config.Config()
+        cfg.min_size, cfg.exclude_names = min_size, exclude
+        for key, value in settings.items():
+            setattr(cfg, key, value)
+        rules = salience.Rules(cfg)
+        # the same values are also the locals of a function of the script (`step:n1`, `step:cfg3`, ...)
+        tracking_now = tracked if tracking else {}
+        roots = _in_a_frame(namespace, lambda frame: capture.named_roots(namespace, [frame], tracking_now))
+        return _decision(capture.collect(roots, rules))
+
+    unseen = set(namespace) - set(capture._sizeable(namespace, min_size, {}))
+    assert ("cfg5" in unseen) is (min_size > 64) and ("row5" in unseen) is (min_size > 64)  # ruled out unseen
+    # a pattern no name matches: every global goes through the walker's own decision
+    assert collect() == collect(include_names=["\x00 no such name"])
+    assert collect(max_object_size=min_size // 2) == collect(max_object_size=min_size // 2,
+                                                             include_names=["\x00 no such name"])
+
+
+def test_the_cheap_sizes_and_descriptions_of_builtins_are_the_general_ones():
+    from chkpt import capture, salience
+
+    containers = ({"a": 1}, dict.fromkeys(range(100)), [1, 2], (1, "x"), {1.5}, frozenset("abc"), [])
+    scalars = (7, 10**400, 2.5, 1j, True, None, "é" * 30, "x" * 5000, b"xy", bytearray(300))
+    for value in containers + scalars:
+        extra = salience.GC_HEADER if type(value) in salience.BUILTIN_CONTAINERS else 0
+        assert salience.SIZEOF[type(value)](value) + extra == sys.getsizeof(value), value
+        item = capture.Item("v", value, 0, "global")
+        assert (item.type, item.info) == (salience.type_label(value), salience.describe(value)), value
 
 
 def test_shared_and_cyclic_structures_are_saved_once_and_load_as_shared(env, work):

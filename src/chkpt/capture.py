@@ -31,6 +31,7 @@ from chkpt.salience import CONTAINER, DATA, DEFINITION, LIBRARY_OBJECT, OTHER, S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import FrameType
     from typing import Any
 
@@ -41,7 +42,12 @@ MAX_CONTAINER_ITEMS = 1_000  # larger containers are saved whole rather than wal
 _getsizeof = sys.getsizeof
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
-_SIZED_SCALARS = frozenset({str, bytes, bytearray})
+_SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
+_SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
+_LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
+# The parts a group of nests is cut into when a bound over all of it rules out too few; a group
+# of this many or fewer is left to be looked at nest by nest.
+_SPLIT = 16
 
 
 class Item:
@@ -56,9 +62,9 @@ class Item:
         self.size = size
         self.scope = scope
         cls = type(shown)
-        if cls in salience.SCALAR_TYPES:  # the many small values a crash keeps: described cheaply
+        if cls in _BUILTIN_TYPES:  # the many small values a crash keeps: described as describe() would, cheaply
             self.type = cls.__name__
-            self.info = {"shape": [len(shown)]} if cls in _SIZED_SCALARS else {}
+            self.info = {"shape": [len(shown)]} if cls in _SIZED else {}
         else:
             self.type = salience.type_label(shown)
             self.info = salience.describe(shown)
@@ -76,16 +82,41 @@ class Capture:
         self.skipped.append({"name": name, "reason": reason})
 
 
-def named_roots(
-    main_globals: dict[str, Any], frames: list[FrameType], tracked: dict[str, Any]
-) -> list[tuple[str, Any, str]]:
-    """(name, value, scope) for the globals, then the locals of each frame, innermost first."""
-    roots = [(name, value, "tracked") for name, value in tracked.items()]
+class Roots:
+    """The named values of a scope, in the order a capture takes them: tracked values, the
+    script's globals, then the locals of each user frame, innermost first.
+
+    The globals are kept as a copy of the dict, not as a tuple per name: a namespace can hold
+    tens of thousands of them, and a periodic capture rules most of them out unseen.
+    """
+
+    __slots__ = ("globals", "locals", "tracked")
+
+    def __init__(self, tracked: list[tuple[str, Any, str]], main_globals: dict[str, Any],
+                 frame_locals: list[tuple[str, Any, str]]) -> None:
+        self.tracked = tracked
+        self.globals = main_globals
+        self.locals = frame_locals
+
+    def named_globals(self, names: list[str] | None = None) -> list[tuple[str, Any, str]]:
+        """(name, value, "global") for `names` (all globals by default) that are roots: dunder
+        names are Python's, and a tracked name is the tracked value's."""
+        values = self.globals
+        taken = {name for name, _, _ in self.tracked}
+        return [(name, values[name], "global") for name in (values if names is None else names)
+                if name[:2] != "__" and name not in taken]
+
+    def __iter__(self) -> Iterator[tuple[str, Any, str]]:
+        yield from self.tracked
+        yield from self.named_globals()
+        yield from self.locals
+
+
+def named_roots(main_globals: dict[str, Any], frames: list[FrameType], tracked: dict[str, Any]) -> Roots:
+    """The tracked values, the globals, then the locals of each frame, innermost first."""
+    snapshot = main_globals.copy()  # one atomic copy: the program's other threads may change it
     used = set(tracked)
-    # A comprehension, not a loop of appends: a namespace can hold tens of thousands of globals.
-    roots += [(name, value, "global") for name, value in list(main_globals.items())
-              if name[:2] != "__" and name not in used]
-    used.update(main_globals)
+    local_roots = []
     seen_functions: dict[str, int] = {}
     for frame in frames:
         in_script = frame.f_globals is main_globals
@@ -98,13 +129,13 @@ def named_roots(
         for name, value in list(frame.f_locals.items()):
             if module_code and name.startswith("__"):
                 continue
-            qualify = name in used or not in_script
+            qualify = name in used or name in snapshot or not in_script
             final = naming.qualified_local(function, count, name) if qualify else name
-            if final in used:
+            if final in used or final in snapshot:
                 continue
             used.add(final)
-            roots.append((final, value, f"local of {function}"))
-    return roots
+            local_roots.append((final, value, f"local of {function}"))
+    return Roots([(name, value, "tracked") for name, value in tracked.items()], snapshot, local_roots)
 
 
 def _module_function(frame: FrameType) -> str:
@@ -125,7 +156,8 @@ class _Walker:
         self.rules = rules
         self.min_size = rules.min_size
         self.keep_small = keep_small
-        self.drop_small = not keep_small and not rules.include_names  # small values can be dropped unseen
+        # small values can be dropped unseen (unless a small one could be over max_object_size)
+        self.drop_small = not keep_small and not rules.include_names and rules.min_size <= rules.max_object_size
         self.capture = capture
         self.visits_left = MAX_VISITS
         self.saved_as: dict[int, str] = {}  # id of a saved value → its name (later paths alias it)
@@ -145,15 +177,17 @@ class _Walker:
         kind, reason = rules.kind(obj)
         if kind is DEFINITION or rules.name_excluded(name):
             return False
-        if kind is not SCALAR:
-            known = self.saved_as.get(id(obj))
-            if known is not None:
-                self.capture.aliases[name] = known
-                return False
+        if kind is SCALAR:  # never an alias, nothing inside: the many small values a crash keeps
+            self.consider(name, obj, scope, _getsizeof(obj), self.forced(name, scope))
+            return False
+        known = self.saved_as.get(id(obj))
+        if known is not None:
+            self.capture.aliases[name] = known
+            return False
         if reason is not None:
             self.capture.skip(name, reason)
             return False
-        if kind is DATA or kind is SCALAR or kind is OTHER or kind is LIBRARY_OBJECT:
+        if kind is DATA or kind is OTHER or kind is LIBRARY_OBJECT:
             self.consider(name, obj, scope, self.whole_size(obj, kind), self.forced(name, scope))
             return False
         if kind is CONTAINER and type(obj) in _NESTING and len(obj) <= MAX_CONTAINER_ITEMS:
@@ -325,18 +359,22 @@ class _Walker:
                     item.info["view_of"] = owner
 
 
-def collect(
-    roots: list[tuple[str, Any, str]], rules: salience.Rules, *, keep_small: bool = False
-) -> Capture:
+def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) -> Capture:
     """The values to save from `roots`, by the salience rules."""
     capture = Capture()
     walker = _Walker(rules, keep_small, capture)
-    if walker.drop_small:
-        roots = _without_small_builtins(roots, rules.min_size)
-    later = [root for root in roots if walker.root(*root)]
-    pure = _only_builtins([value for _, value, _ in later])
+    later = [root for root in roots.tracked if walker.root(*root)]
+    drop_small, min_size = walker.drop_small, rules.min_size
+    found = roots.named_globals(_sizeable(roots.globals, min_size, walker.saved_as) if drop_small else None)
+    later += [root for root in found if walker.root(*root)]
+    found = roots.locals
+    if drop_small and found:
+        kept = set(_sizeable({name: value for name, value, _ in found}, min_size, walker.saved_as))
+        found = [root for root in found if root[0] in kept]
+    later += [root for root in found if walker.root(*root)]
+    pure = _only_builtins([value for _, value, _ in later]) is not None
     for name, value, scope in later:
-        if pure or _only_builtins([value]):
+        if pure or _only_builtins([value]) is not None:
             walker.consider(name, value, scope, salience.builtin_size(value), walker.forced(name, scope))
         else:
             walker.walk_root(name, value, scope)
@@ -344,42 +382,67 @@ def collect(
     return capture
 
 
-def _without_small_builtins(roots: list[tuple[str, Any, str]], min_size: int) -> list[tuple[str, Any, str]]:
-    """`roots` less the builtin values that would be dropped as smaller than `min_size`.
+def _sizeable(values: dict[str, Any], min_size: int, saved: dict[int, str]) -> list[str]:
+    """The names in `values` less those of builtin values that would be dropped as smaller than
+    `min_size`.
 
     Most globals are numbers, short strings and small settings dicts; deciding each in a
     comprehension, not a call, keeps a capture of tens of thousands of them in milliseconds.
-    A nest of builtins is dropped only when nothing but builtins is in any of them (so a
-    walk would find no data) and a bound rules it out: `builtin_size` charges a container
-    its own size plus, per item, at most the largest size of anything directly in it plus
-    KEY_SIZE, and the largest of all is found in C.
+    A nest of builtins already saved (a tracked value) is kept: it is listed as an alias.
     """
-    sizeof, scalars = _getsizeof, salience.SCALAR_TYPES
-    roots = [root for root in roots if type(root[1]) not in scalars
-             or sizeof(root[1]) >= min_size or root[2] == "tracked"]
-    nests = [root for root in roots if type(root[1]) in _NESTING and root[2] != "tracked"
-             and len(root[1]) <= MAX_CONTAINER_ITEMS]
-    values = [value for _, value, _ in nests]
-    if not nests or not _only_builtins(values):
-        return roots
-    largest = max(map(sizeof, gc.get_referents(*values)), default=0) + salience.KEY_SIZE
-    bounds = zip(nests, map(sizeof, values), map(len, values), strict=True)
-    small = {id(root) for root, own, count in bounds if own + count * largest < min_size}
-    return [root for root in roots if id(root) not in small] if small else roots
+    names = [name for name, value in values.items()
+             if (measure := _SCALAR_SIZEOF.get(type(value))) is None or measure(value) >= min_size]
+    found = list(map(values.__getitem__, names))
+    nests = [value for value in found if type(value) in _NESTING and len(value) <= MAX_CONTAINER_ITEMS
+             and (not saved or id(value) not in saved)]
+    small = _small_nests(nests, min_size)
+    return [name for name, value in zip(names, found, strict=True) if id(value) not in small] if small else names
 
 
-def _only_builtins(containers: list[Any]) -> bool:
-    """Whether nothing but builtin values is nested in `containers` as deep as a walk would go.
+def _small_nests(nests: list[Any], min_size: int) -> set[int]:
+    """The ids of the `nests` that hold nothing but builtins (a walk would find no data in them)
+    and that a bound proves smaller than `min_size`.
+
+    `builtin_size` charges a container its own size plus, per item, at most the largest size of
+    anything directly in it plus KEY_SIZE; the largest is found once for a whole group of nests
+    (what `gc.get_referents` gives, each measured by its type's `__sizeof__`). A group that
+    holds data somewhere, or whose largest item is too large to rule out the rest (a long
+    string in one settings dict), is cut into parts, each bounded again: a few such nests among
+    thousands cost a few passes over smaller groups, not a look at each nest; what is left in
+    small groups is left to the walker, nest by nest.
+    """
+    sizes, header = salience.SIZEOF, salience.GC_HEADER  # sys.getsizeof of a container: both
+    limit, per_item = min_size - header, header + salience.KEY_SIZE
+    small: set[int] = set()
+    groups = [(nests, False)]  # nests, and whether they are known to hold only builtins
+    while groups:
+        group, pure = groups.pop()
+        held = gc.get_referents(*group) if pure else _only_builtins(group)
+        if held is not None:
+            largest = max([sizes[type(value)](value) for value in held], default=0) + per_item
+            ruled_out = [id(value) for value in group if sizes[type(value)](value) + len(value) * largest < limit]
+            small.update(ruled_out)
+            if len(ruled_out) == len(group):
+                continue
+            least = _LEAST_SIZE + per_item  # what a group of the smallest values would bound each item by
+            group = [value for value in group if id(value) not in small
+                     and sizes[type(value)](value) + len(value) * least < limit]
+        if len(group) > _SPLIT:
+            step = -(-len(group) // _SPLIT)
+            groups += [(group[start:start + step], held is not None) for start in range(0, len(group), step)]
+    return small
+
+
+def _only_builtins(containers: list[Any]) -> list[Any] | None:
+    """What `containers` hold directly, when nothing but builtin values is nested in them as deep
+    as a walk would go; None otherwise.
 
     Looked at level by level with `gc.get_referents`, in C: a namespace full of nested
     dicts of settings costs microseconds, not a Python-level walk.
     """
-    layer = containers
-    for _ in range(MAX_DEPTH):
-        if not layer:
-            return True
-        held = gc.get_referents(*layer)
-        if not _BUILTIN_TYPES.issuperset(map(type, held)):
-            return False
-        layer = held  # numbers and strings have no referents; containers of any size are looked into
-    return True
+    first = layer = gc.get_referents(*containers)
+    for _ in range(MAX_DEPTH - 1):
+        if not _BUILTIN_TYPES.issuperset(map(type, layer)):
+            return None
+        layer = gc.get_referents(*layer)  # numbers and strings have none; containers of any size are looked into
+    return first if _BUILTIN_TYPES.issuperset(map(type, layer)) else None

@@ -920,6 +920,7 @@ class RunWriter:
         self._lock_fd = _hold_lock(os.path.join(directory, "lock"), fcntl.LOCK_EX)
         self.next_index = 1
         self.triggers: dict[int, str] = {}  # of this process's checkpoints, for thinning
+        self._parts: dict[int, dict[str, Any]] = {}  # index → its records.summary_part, not read again
         self.save_meta()
 
     def save_meta(self) -> None:
@@ -942,20 +943,26 @@ class RunWriter:
         """Rewrite run.json with a heartbeat and the summary of the checkpoints now on disk.
 
         `manifest`, just committed, is added to the summary kept so far when nothing else
-        changed; after thinning (or without one) the remaining manifests are read again.
+        changed; after thinning (or without one) the summary is made again, from what this
+        process kept of its own manifests and by reading the others.
         """
         indexes = self.store.checkpoint_indexes(self.run_id)
         summary = self.meta.get("summary")
+        if manifest is not None:
+            self._parts[manifest["index"]] = records.summary_part(manifest)
+        self._parts = {index: part for index, part in self._parts.items() if index in indexes}
         if manifest is not None and summary is not None and [*summary["indexes"], manifest["index"]] == indexes:
-            summary = records.add_to_summary(summary, manifest)
+            summary = records.add_to_summary(summary, self._parts[manifest["index"]])
         else:
-            manifests = []
+            summary = records.summarize([])
             for index in indexes:
-                try:
-                    manifests.append(self.store.read_checkpoint(self.run_id, index))
-                except (FileNotFoundError, StoreError):
-                    continue
-            summary = records.summarize(manifests)
+                part = self._parts.get(index)
+                if part is None:
+                    try:
+                        part = records.summary_part(self.store.read_checkpoint(self.run_id, index))
+                    except (FileNotFoundError, StoreError):
+                        continue
+                summary = records.add_to_summary(summary, part)
         self.meta["summary"] = summary
         self.meta["heartbeat"] = time.time()
         self.save_meta()

@@ -548,6 +548,19 @@ def test_a_list_sharing_a_container_between_runs_or_holding_other_objects_is_pic
         assert type(pickle.loads(data.stream)[0]) is type(other[0])
 
 
+def test_chunks_hashed_by_several_threads_have_the_hashes_one_thread_gives():
+    import numpy as np
+
+    from chkpt.store import hash_buffer
+    from chkpt.writer import PARALLEL_HASHING, hash_buffers
+
+    data = memoryview(np.random.default_rng(0).integers(0, 255, PARALLEL_HASHING + 3 * CHUNK_SIZE + 5,
+                                                         dtype=np.uint8))
+    chunks = [data[start:start + CHUNK_SIZE] for start in range(0, data.nbytes, CHUNK_SIZE)]
+    assert hash_buffers(chunks) == [hash_buffer(chunk) for chunk in chunks]
+    assert len(set(hash_buffers(chunks))) == len(chunks) and hash_buffers([]) == []
+
+
 def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_one_is():
     import numpy as np
 

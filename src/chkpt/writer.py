@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
+PARALLEL_HASHING = 64 << 20  # from this many bytes, chunks are hashed by more than one thread
+MAX_HASHING_THREADS = 4
 PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
 
 
@@ -106,14 +108,14 @@ class _FixedDigests(serialize.Generations):
     string arrays'), kept for the next checkpoint so that an unchanged one is not hashed again.
     An entry holds the owner, so that memory cannot be freed and reused meanwhile."""
 
-    def digests(self, chunks: list[memoryview], fixed: serialize.Fixed | None) -> list[str]:
-        if fixed is None:
-            return [hash_buffer(chunk) for chunk in chunks]
-        address, size, owner = fixed
-        entry = self.get((address, size))
-        if entry is None:
-            entry = self.current[(address, size)] = (owner, [hash_buffer(chunk) for chunk in chunks])
-        return entry[1]
+    def known(self, fixed: serialize.Fixed | None) -> list[str] | None:
+        """The chunk hashes of a fixed buffer hashed before, else None."""
+        entry = None if fixed is None else self.get(fixed[:2])
+        return None if entry is None else entry[1]
+
+    def keep(self, fixed: serialize.Fixed | None, digests: list[str]) -> None:
+        if fixed is not None:
+            self.current[fixed[:2]] = (fixed[2], digests)
 
 
 def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
@@ -165,13 +167,9 @@ class _Job:
         self.done.release()
 
     def wait_gone(self) -> None:
-        """Wait until the thread has ended, not just its work (Linux shows it in /proc)."""
         self.wait()
-        deadline = time.monotonic() + 1.0
-        while self.thread_id is not None and time.monotonic() < deadline:
-            if not os.path.exists(f"/proc/self/task/{self.thread_id}"):
-                return
-            time.sleep(0.0005)
+        if self.thread_id is not None:
+            _wait_gone(self.thread_id)
 
     def _run(self) -> None:
         self.thread_id = _thread.get_native_id()
@@ -196,6 +194,54 @@ class _Job:
 
 
 _jobs_in_flight: set[_Job] = set()
+
+
+def _wait_gone(thread_id: int) -> None:
+    """Wait until a thread that finished its work has ended (Linux shows it in /proc), so that
+    a fork right after sees the threads it would see without chkpt."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and os.path.exists(f"/proc/self/task/{thread_id}"):
+        time.sleep(0.0005)
+
+
+def hash_buffers(buffers: list[Any]) -> list[str]:
+    """`hash_buffer` of each of `buffers`; many bytes are hashed by up to MAX_HASHING_THREADS
+    threads at once, the calling one among them (xxhash lets go of the GIL): the pause of a
+    checkpoint of large data is mostly hashing. The others are bare threads with every signal
+    blocked, ended before this returns."""
+    threads = min(MAX_HASHING_THREADS, os.cpu_count() or 1, len(buffers))
+    if threads < 2 or sum(memoryview(b).nbytes for b in buffers) < PARALLEL_HASHING:
+        return [hash_buffer(b) for b in buffers]
+    hashes: list[str | None] = [None] * len(buffers)
+    helpers: list[tuple[Any, list[int]]] = []
+
+    def hash_every(start: int) -> None:
+        for index in range(start, len(buffers), threads):
+            hashes[index] = hash_buffer(buffers[index])
+
+    def helper(start: int, done: Any, native_id: list[int]) -> None:
+        native_id.append(_thread.get_native_id())
+        try:
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())  # the main thread's
+            hash_every(start)
+        finally:
+            done.release()
+
+    for start in range(1, threads):
+        done = _thread.allocate_lock()
+        done.acquire()
+        native_id: list[int] = []
+        try:
+            _thread.start_new_thread(helper, (start, done, native_id))
+        except RuntimeError:  # at interpreter shutdown (the exit checkpoint): no new threads
+            break
+        helpers.append((done, native_id))
+    hash_every(0)
+    for done, native_id in helpers:
+        done.acquire()
+        _wait_gone(native_id[0])
+    # what a helper that failed left undone is hashed here
+    return [digest if digest is not None else hash_buffer(b) for digest, b in zip(hashes, buffers, strict=True)]
 
 
 def _before_fork() -> None:
@@ -500,7 +546,7 @@ class Writer:
                 return found
             return present[digest] or plan.new[digest][1]
 
-        entries = []
+        serialized = []
         for item in captured.items:
             try:
                 data = serialize.dumps(item.obj, self._kept)
@@ -508,11 +554,21 @@ class Writer:
                 captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
                 continue
             chunked = [_chunks(buffer) for buffer in data.buffers]
+            serialized.append((item, data, chunked, [self._digests.known(fixed) for fixed in data.fixed]))
+        # every chunk not known unchanged, hashed at once: most of the pause for large data
+        pending = [chunk for _, _, chunked, known in serialized
+                   for chunks, digests in zip(chunked, known, strict=True) if digests is None for chunk in chunks]
+        hashed = iter(hash_buffers(pending))
+        entries = []
+        for item, data, chunked, known in serialized:
             digests = [hash_buffer(data.stream)]
-            for chunks, fixed in zip(chunked, data.fixed, strict=True):
-                digests += self._digests.digests(chunks, fixed)
+            for chunks, fixed, chunk_digests in zip(chunked, data.fixed, known, strict=True):
+                if chunk_digests is None:
+                    chunk_digests = [next(hashed) for _ in chunks]
+                    self._digests.keep(fixed, chunk_digests)
+                digests += chunk_digests
                 if fixed is not None:
-                    plan.fixed.update(digests[-len(chunks):])
+                    plan.fixed.update(chunk_digests)
             parts = [(digest, p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT) for digest, p
                      in zip(digests, (data.stream, *(chunk for chunks in chunked for chunk in chunks)), strict=True)]
             entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))

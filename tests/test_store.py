@@ -552,9 +552,9 @@ def test_chunks_hashed_by_several_threads_have_the_hashes_one_thread_gives():
     import numpy as np
 
     from chkpt.store import hash_buffer
-    from chkpt.writer import PARALLEL_HASHING, hash_buffers
+    from chkpt.writer import PARALLEL_WORK, hash_buffers
 
-    data = memoryview(np.random.default_rng(0).integers(0, 255, PARALLEL_HASHING + 3 * CHUNK_SIZE + 5,
+    data = memoryview(np.random.default_rng(0).integers(0, 255, PARALLEL_WORK + 3 * CHUNK_SIZE + 5,
                                                          dtype=np.uint8))
     chunks = [data[start:start + CHUNK_SIZE] for start in range(0, data.nbytes, CHUNK_SIZE)]
     assert hash_buffers(chunks) == [hash_buffer(chunk) for chunk in chunks]

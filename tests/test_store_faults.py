@@ -122,12 +122,14 @@ def test_four_writers_and_a_concurrent_gc_lose_and_mix_nothing(env, work):
     assert sum(size for size, _ in store.blobs().values()) == 0
 
 
-def test_disk_full_gives_one_warning_and_keeps_what_was_committed(env, work):
-    write(work, "full.py", """
+@pytest.mark.parametrize("floats", [2_000_000, 12_000_000])  # the larger written by several threads
+def test_disk_full_gives_one_warning_and_keeps_what_was_committed(env, work, floats):
+    env = dict(env, CHKPT_MEMORY_BUDGET="1MiB")  # written during the pause, not by the background thread
+    write(work, "full.py", f"""
         import sys, numpy as np, chkpt
         small = np.ones(20_000)            # 160 kB: fits
         chkpt.snapshot("small")
-        big = np.random.default_rng(0).random(2_000_000)   # 16 MB that do not compress: over the limit
+        big = np.random.default_rng(0).random({floats})   # data that does not compress: over the limit
         chkpt.snapshot("big")
         more = np.zeros(3_000_000)
         chkpt.snapshot("after")

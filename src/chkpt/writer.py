@@ -9,7 +9,8 @@ the store lacks are new), copying the new chunks and small parts (packed togethe
 `memory_budget`, and writing the rest of the program's memory the store lacks straight to it
 (no copy; each such blob is hashed again before it is renamed into place, so another thread
 writing to the array meanwhile can never give a blob a wrong name: that variable is then
-skipped). What is held (copies and pickle streams) is compressed and written by a background
+skipped). Large amounts of hashing and writing during the pause are spread over up to four
+threads. What is held (copies and pickle streams) is compressed and written by a background
 thread (a bare `_thread` with every signal blocked), which also commits the manifest.
 
 - One checkpoint is written at a time: a periodic one that falls due while the previous one
@@ -36,6 +37,7 @@ from chkpt.store import CHUNK_SIZE, RunWriter, Store, StoreError, StoreLock, has
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
     from typing import Any
 
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
     from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
-PARALLEL_HASHING = 64 << 20  # from this many bytes, chunks are hashed by more than one thread
-MAX_HASHING_THREADS = 4
+PARALLEL_WORK = 64 << 20  # from this many bytes, chunks are hashed and written by several threads
+MAX_THREADS = 4
+_NOT_DONE = object()
 PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
 
 
@@ -205,25 +208,33 @@ def _wait_gone(thread_id: int) -> None:
 
 
 def hash_buffers(buffers: list[Any]) -> list[str]:
-    """`hash_buffer` of each of `buffers`; many bytes are hashed by up to MAX_HASHING_THREADS
-    threads at once, the calling one among them (xxhash lets go of the GIL): the pause of a
-    checkpoint of large data is mostly hashing. The others are bare threads with every signal
-    blocked, ended before this returns."""
-    threads = min(MAX_HASHING_THREADS, os.cpu_count() or 1, len(buffers))
-    if threads < 2 or sum(memoryview(b).nbytes for b in buffers) < PARALLEL_HASHING:
-        return [hash_buffer(b) for b in buffers]
-    hashes: list[str | None] = [None] * len(buffers)
+    """`hash_buffer` of each of `buffers`, by several threads when they are large."""
+    return _spread(hash_buffer, buffers, sum(memoryview(b).nbytes for b in buffers))
+
+
+def _spread(function: Callable[[Any], Any], items: list[Any], size: int) -> list[Any]:
+    """[function(item) for item in items]; for `size` bytes of work or more, by up to
+    MAX_THREADS threads at once, the calling one among them. Meant for hashing and writing
+    chunks, which let go of the GIL: most of a pause for large data. The others are bare threads
+    with every signal blocked, ended before this returns; the first error any raised is raised."""
+    threads = min(MAX_THREADS, os.cpu_count() or 1, len(items))
+    if threads < 2 or size < PARALLEL_WORK:
+        return [function(item) for item in items]
+    results: list[Any] = [_NOT_DONE] * len(items)
+    errors: list[BaseException] = []
     helpers: list[tuple[Any, list[int]]] = []
 
-    def hash_every(start: int) -> None:
-        for index in range(start, len(buffers), threads):
-            hashes[index] = hash_buffer(buffers[index])
+    def do_every(start: int) -> None:
+        for index in range(start, len(items), threads):
+            results[index] = function(items[index])
 
     def helper(start: int, done: Any, native_id: list[int]) -> None:
         native_id.append(_thread.get_native_id())
         try:
             _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())  # the main thread's
-            hash_every(start)
+            do_every(start)
+        except BaseException as error:
+            errors.append(error)
         finally:
             done.release()
 
@@ -236,12 +247,16 @@ def hash_buffers(buffers: list[Any]) -> list[str]:
         except RuntimeError:  # at interpreter shutdown (the exit checkpoint): no new threads
             break
         helpers.append((done, native_id))
-    hash_every(0)
-    for done, native_id in helpers:
-        done.acquire()
-        _wait_gone(native_id[0])
-    # what a helper that failed left undone is hashed here
-    return [digest if digest is not None else hash_buffer(b) for digest, b in zip(hashes, buffers, strict=True)]
+    try:
+        do_every(0)
+    finally:
+        for done, native_id in helpers:
+            done.acquire()
+            _wait_gone(native_id[0])
+    if errors:
+        raise errors[0]
+    # what a helper that could not start left undone is done here
+    return [function(item) if result is _NOT_DONE else result for item, result in zip(items, results, strict=True)]
 
 
 def _before_fork() -> None:
@@ -400,6 +415,7 @@ class Writer:
         held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0
         changed: set[str] = set()
+        direct: list[tuple[str, Any, bool]] = []  # written now: (hash, data, whether program memory)
         for digest, (data, ref) in plan.new.items():
             size = ref["size"]
             if budget and digest in plan.fixed:  # held as it is (its owner is, for the next checkpoint)
@@ -418,20 +434,23 @@ class Writer:
                 held[digest] = (data, ref)
                 held_bytes += size
                 continue
-            if isinstance(data, bytes) and not program_memory:
-                self.store.write_blob(digest, [data])
-                continue
-
-            def unchanged(data: Any = data, digest: str = digest) -> bool:
-                return hash_buffer(data) == digest  # another thread may write to it meanwhile
-
-            if not self.store.write_blob(digest, [data], verify=unchanged):
+            direct.append((digest, data, program_memory))
+        written = _spread(self._write_now, direct, sum(memoryview(data).nbytes for _, data, _ in direct))
+        for (digest, data, _), done in zip(direct, written, strict=True):
+            if not done:
                 changed.add(digest)
-                plan.new_bytes -= size
+                plan.new_bytes -= memoryview(data).nbytes
         if changed:
             drop_changed(manifest, changed)
         plan.new.clear()  # let go of the program's memory
         return held
+
+    def _write_now(self, part: tuple[str, Any, bool]) -> bool:
+        """Write one chunk during the pause; False when it is the program's memory and another
+        thread of the program changed it meanwhile (hashed again before it is renamed into place)."""
+        digest, data, program_memory = part
+        return self.store.write_blob(digest, [data], verify=(lambda: hash_buffer(data) == digest)
+                                     if program_memory else None)
 
     def commit(self, index: int, manifest: dict[str, Any], new_bytes: int) -> None:
         """Make a checkpoint whose blobs are all written visible (under the shared gc lock)."""

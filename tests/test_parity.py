@@ -348,6 +348,11 @@ CASES = {
         "pid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
         "print(len(warnings.filters))\nprint(warnings.filters)\n"
     ),
+    "fork_right_after_a_large_checkpoint": (
+        "import os, chkpt\nbig = np.random.default_rng(0).random(12_000_000)\n"  # hashed by several threads
+        "chkpt.snapshot('big')\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+        "print(os.waitpid(pid, 0)[1])\nprint('done')\n"
+    ),
     "multiprocessing_fork_pool": (
         "import multiprocessing as mp\n"
         "def square(x):\n    return x * x\n"
@@ -360,7 +365,7 @@ CASES = {
 # (case, extra interpreter options) pairs; each case runs under -W error::DeprecationWarning too
 # where that matters.
 WARNING_CASES = ["fork_with_user_thread", "fork_without_user_thread", "warning_filters_around_fork",
-                 "multiprocessing_fork_pool"]
+                 "multiprocessing_fork_pool", "fork_right_after_a_large_checkpoint"]
 PARAMS = [(name, ()) for name in sorted(CASES)] + [
     (name, ("-W", "error::DeprecationWarning")) for name in WARNING_CASES]
 

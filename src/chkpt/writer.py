@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
-PARALLEL_WORK = 64 << 20  # from this many bytes, chunks are hashed and written by several threads
+PARALLEL_WORK = 16 << 20  # from this many bytes, chunks are hashed and written by several threads
 MAX_THREADS = 4
 _NOT_DONE = object()
 PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint

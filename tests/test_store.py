@@ -432,7 +432,7 @@ def test_arrow_buffers_are_fixed_only_for_string_types_and_pandas_arrays_round_t
     import pandas as pd
     import pyarrow as pa
 
-    kept = serialize.Kept()
+    kept = serialize.Kept(1 << 30)
     strings = pd.concat([pd.Series(["a", None, "ccc"] * 2000, dtype=pd.StringDtype("pyarrow"))] * 2,
                         ignore_index=True)
     numbers = pd.Series(np.arange(6000), dtype="int64[pyarrow]")
@@ -483,7 +483,7 @@ def test_a_long_list_of_records_writes_only_the_runs_that_changed_and_each_check
 
 
 def test_record_runs_are_reused_only_for_the_same_values_of_the_same_types():
-    kept = serialize.Kept()
+    kept = serialize.Kept(1 << 30)
 
     def saved(value: list) -> list:
         kept.next_checkpoint()
@@ -505,10 +505,25 @@ def test_record_runs_are_reused_only_for_the_same_values_of_the_same_types():
     assert again[0] is runs[0] and again[2] is runs[2] and again[1] is not runs[1]   # only that run again
 
 
+def test_what_is_kept_for_the_next_checkpoint_stays_within_its_allowance():
+    import numpy as np
+
+    rows = [{"n": i, "name": f"row {i}"} for i in range(40_000)]     # 5 runs of about 170 kB
+    column = np.array([f"s{i}" for i in range(20_000)], dtype=object)
+    kept = serialize.Kept(400_000)
+    first = kept.records.runs(rows)
+    kept.arrays.pickled(column)
+    assert kept.allowance.used <= 400_000 and len(kept.records.current) == 2 and not kept.arrays.current
+    kept.next_checkpoint()
+    again = kept.records.runs(rows)
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True, True, False, False, False]
+    assert pickle.loads(serialize.dumps(rows, kept).stream, buffers=serialize.dumps(rows, kept).buffers) == rows
+
+
 def test_a_list_sharing_a_container_between_runs_or_holding_other_objects_is_pickled_whole():
     import numpy as np
 
-    kept = serialize.Kept()
+    kept = serialize.Kept(1 << 30)
     grid = [[0, 0, 0] for _ in range(20_000)]
     grid[15_000] = grid[3]                 # two runs share a row: a run's pickle would copy it
     grid[5] = grid[4]                      # within one run: kept by that run's pickle

@@ -145,6 +145,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("memory_budget", "64MiB", parse_size,
                 "memory a checkpoint may hold beyond the program's own (copies of changed chunks, "
                 "to compress and write in the background); past it, data is written during the pause"),
+        Setting("reuse_memory", "512MiB", parse_size,
+                "memory for pickles kept from one checkpoint to the next, so that unchanged object "
+                "columns and record lists are not pickled again; past it they are"),
         Setting("keep", 10, parse_count,
                 "checkpoints kept per run (the first, the exit/crash one and the latest stay)"),
         Setting("dir", "", parse_path,
@@ -185,6 +188,7 @@ class Config:
     max_run_size: int
     max_store_size: int
     memory_budget: int
+    reuse_memory: int
     keep: int
     dir: str
     cache_size: int

@@ -54,14 +54,30 @@ _HELD_HERE = next(map(sys.getrefcount, [[]])) + 2
 _IMMUTABLE = frozenset({str, int, float, bytes, bool, type(None)})
 
 
-class Generations:
-    """What one checkpoint keeps for the next: entries used by a checkpoint are kept, the others
-    dropped at the next one; `clear()` drops all (after the final checkpoint chkpt holds no
-    reference to the program's objects)."""
+class Allowance:
+    """The bytes that what is kept for the next checkpoint may take, shared by several
+    `Generations` and counted again at each checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+
+class Generations:
+    """What one checkpoint keeps for the next: entries used by a checkpoint are kept (within
+    `allowance`, if any), the others dropped at the next one; `clear()` drops all (after the
+    final checkpoint chkpt holds no reference to the program's objects)."""
+
+    def __init__(self, allowance: Allowance | None = None) -> None:
         self.previous: dict[Any, Any] = {}
         self.current: dict[Any, Any] = {}
+        self.allowance = allowance
 
     def next_checkpoint(self) -> None:
         self.previous, self.current = self.current, {}
@@ -69,11 +85,23 @@ class Generations:
     def clear(self) -> None:
         self.previous, self.current = {}, {}
 
+    def size(self, entry: Any) -> int:
+        """The memory `entry` takes beyond the program's own."""
+        return 0
+
+    def keep(self, key: Any, entry: Any) -> Any:
+        """Keep `entry` for the next checkpoint if the allowance has room for it; returns it."""
+        if self.allowance is None or self.allowance.take(self.size(entry)):
+            self.current[key] = entry
+        return entry
+
     def get(self, key: Any) -> Any:
         """The entry under `key`, kept for the next checkpoint; None if there is none."""
-        entry = self.current.get(key) or self.previous.get(key)
-        if entry is not None:
-            self.current[key] = entry
+        entry = self.current.get(key)
+        if entry is None:
+            entry = self.previous.get(key)
+            if entry is not None:
+                self.keep(key, entry)
         return entry
 
 
@@ -105,8 +133,11 @@ class ObjectArrays(Generations):
                 if any(kind.__module__ == "__main__" for kind in kinds):
                     return None  # loads with serialize.loads's stand-ins only from the value's stream
                 return pickle.dumps(array, protocol=5)  # its elements may change: not kept
-            entry = self.current[key] = (array.copy(), pickle.dumps(array, protocol=5))
+            entry = self.keep(key, (array.copy(), pickle.dumps(array, protocol=5)))
         return entry[1]
+
+    def size(self, entry: Any) -> int:
+        return entry[0].nbytes + len(entry[1])
 
 
 class RecordRuns(Generations):
@@ -155,7 +186,7 @@ class RecordRuns(Generations):
                 if entry is None:
                     entry = (pickle.dumps(run, protocol=5), bool(referred[0]), bool(referred[1]))
                     if xxhash.xxh3_128_digest(marshal.dumps(run, 4)) == key:  # not changed meanwhile by a thread
-                        self.current[key] = entry
+                        self.keep(key, entry)
             referred_items = referred_items or entry[1]
             pickles.append(entry[0])
         # an item in two runs is in the list twice; a deeper container may be in any item
@@ -164,7 +195,10 @@ class RecordRuns(Generations):
         return pickles
 
     def _whole(self, items: list[Any]) -> None:
-        self.current[("whole", id(items))] = items  # held: its id cannot be reused meanwhile
+        self.keep(("whole", id(items)), items)  # held: its id cannot be reused meanwhile
+
+    def size(self, entry: Any) -> int:
+        return len(entry[0]) if isinstance(entry, tuple) else 0  # a list held is the program's
 
 
 def _referred_containers(run: list[Any]) -> tuple[list[Any], list[Any]] | None:
@@ -213,13 +247,16 @@ def _in_two_runs(items: list[Any], suspects: list[Any]) -> bool:
 
 
 class Kept:
-    """What serialization keeps from one checkpoint for the next."""
+    """What serialization keeps from one checkpoint for the next, in at most `limit` bytes
+    (past it, values are pickled again at each checkpoint)."""
 
-    def __init__(self) -> None:
-        self.arrays = ObjectArrays()
-        self.records = RecordRuns()
+    def __init__(self, limit: int) -> None:
+        self.allowance = Allowance(limit)
+        self.arrays = ObjectArrays(self.allowance)
+        self.records = RecordRuns(self.allowance)
 
     def next_checkpoint(self) -> None:
+        self.allowance.used = 0
         self.arrays.next_checkpoint()
         self.records.next_checkpoint()
 

@@ -116,9 +116,9 @@ class _FixedDigests(serialize.Generations):
         entry = None if fixed is None else self.get(fixed[:2])
         return None if entry is None else entry[1]
 
-    def keep(self, fixed: serialize.Fixed | None, digests: list[str]) -> None:
+    def remember(self, fixed: serialize.Fixed | None, digests: list[str]) -> None:
         if fixed is not None:
-            self.current[fixed[:2]] = (fixed[2], digests)
+            self.keep(fixed[:2], (fixed[2], digests))
 
 
 def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
@@ -294,7 +294,7 @@ class Writer:
         # hash → reference of the small parts (streams, buffers) the last checkpoint packed
         self._packed: dict[str, dict[str, Any]] = {}
         # kept for the next checkpoint, so that what did not change is not pickled or hashed again
-        self._kept = serialize.Kept()
+        self._kept = serialize.Kept(self.config.reuse_memory)
         self._digests = _FixedDigests()
         self._job: _Job | None = None
         self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
@@ -584,7 +584,7 @@ class Writer:
             for chunks, fixed, chunk_digests in zip(chunked, data.fixed, known, strict=True):
                 if chunk_digests is None:
                     chunk_digests = [next(hashed) for _ in chunks]
-                    self._digests.keep(fixed, chunk_digests)
+                    self._digests.remember(fixed, chunk_digests)
                 digests += chunk_digests
                 if fixed is not None:
                     plan.fixed.update(chunk_digests)

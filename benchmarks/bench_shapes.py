@@ -83,12 +83,16 @@ snapshot("frame first")
 snapshot("frame unchanged")
 frame.iloc[5, 3] = -1.0
 snapshot("frame changed")
+frame.iloc[6, 1] = "changed"
+snapshot("frame string changed")
 frame = frame.astype({"name": object, "city": object})    # the same strings as Python objects
 alternatives("objects", frame, parquet=frame)
 snapshot("objects first")
 snapshot("objects unchanged")
 frame.iloc[5, 3] = -2.0
 snapshot("objects changed")
+frame.iloc[6, 1] = "changed again"
+snapshot("objects string changed")
 del frame
 
 people = [{"id": i, "name": f"user{i}", "score": float(i), "tags": ["a", "b"]} for i in range(count)]
@@ -165,11 +169,11 @@ def report(figures: dict[str, float], root: str) -> None:
         load = time.perf_counter() - start
         dumps = figures[f"{shape} pickle.dumps"]
         print(f"\n{shape}: {raw / 1e6:.1f} MB raw, stored {stored / 1e6:.1f} MB ({stored / raw:.2f}x)")
-        for label in ("first", "unchanged", "changed", "appended"):
+        for label in ("first", "unchanged", "changed", "string changed", "appended"):
             key = f"{shape} {label}"
             if key in figures:
                 written = by_label[key].manifest["new_bytes"]
-                print(f"  pause, {label:10s} {figures[key]:8.3f} s   ({figures[key] / dumps:6.3f}x pickle.dumps "
+                print(f"  pause, {label:14s} {figures[key]:8.3f} s   ({figures[key] / dumps:6.3f}x pickle.dumps "
                       f"{dumps:.3f} s)   wrote {written / 1e6:9.1f} MB")
         print(f"  load (chkpt.load)  {load:8.3f} s   pickle.loads {figures[f'{shape} pickle.loads']:.3f} s")
         for other in ("parquet write", "parquet read", "numpy.save", "numpy.load"):

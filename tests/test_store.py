@@ -379,6 +379,7 @@ def test_an_object_column_is_saved_apart_and_each_checkpoint_holds_it_as_it_was(
     assert (result.returncode, result.stderr) == (0, "")
     taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
     assert taken["unchanged"]["new_bytes"] == 0
+    assert 0 < taken["changed"]["new_bytes"] < taken["first"]["new_bytes"] / 10  # one run of 25
     first = read_variable(env["CHKPT_DIR"], taken["first"], "frame")        # plain pickle reads it
     changed = read_variable(env["CHKPT_DIR"], taken["changed"], "frame")
     assert first["name"].dtype == object and first.iloc[3, 0].startswith("customer-")
@@ -576,20 +577,28 @@ def test_chunks_hashed_by_several_threads_have_the_hashes_one_thread_gives():
     assert len(set(hash_buffers(chunks))) == len(chunks) and hash_buffers([]) == []
 
 
-def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_one_is():
+def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_element_costs_its_run():
     import numpy as np
 
     arrays = serialize.ObjectArrays()
-    column = np.array([f"s{i}" for i in range(10_000)], dtype=object)
-    first = arrays.pickled(column)
+    column = np.array([f"s{i}" for i in range(20_000)], dtype=object)   # 3 runs
+    first, kept = arrays.pickled(column)
+    assert kept and len(first) == 3
     arrays.next_checkpoint()
-    assert arrays.pickled(column) is first                       # the same bytes: not pickled again
-    column[5] = "other"
+    again, _ = arrays.pickled(column)
+    assert all(map(operator.is_, first, again))                 # the same bytes: not pickled again
+    column[9_000] = "other"
     arrays.next_checkpoint()
-    again = arrays.pickled(column)
-    assert again is not first and pickle.loads(again)[5] == "other"
+    changed, _ = arrays.pickled(column)
+    assert [a is b for a, b in zip(first, changed, strict=True)] == [True, False, True]
+    assert pickle.loads(changed[1])[9_000 - serialize.RUN_ITEMS] == "other"
+    block = column.reshape(2, 10_000)                            # a pandas object block is 2-D
+    data = serialize.dumps(block, serialize.Kept(1 << 30))
+    assert (pickle.loads(data.stream, buffers=data.buffers) == block).all()
     mutable = np.array([[i] for i in range(10_000)] + [None], dtype=object)
-    assert pickle.loads(arrays.pickled(mutable))[3] == [3]       # pickled, never kept
-    assert len(arrays.current) == 1
+    entries = len(arrays.current)
+    pickles, kept = arrays.pickled(mutable)
+    assert not kept and pickle.loads(pickles[0])[3] == [3]       # pickled whole, never kept
+    assert len(arrays.current) == entries
     arrays.clear()
     assert arrays.current == arrays.previous == {}

@@ -106,38 +106,55 @@ class Generations:
 
 
 class ObjectArrays(Generations):
-    """The pickles of large numpy object arrays (pandas object columns), kept between
-    checkpoints so that an unchanged one is not pickled again.
+    """The pickles of large numpy object arrays (pandas object columns), by runs of RUN_ITEMS
+    elements, kept between checkpoints so that an unchanged run is not pickled again and a
+    changed element costs its run's pickle.
 
-    An array is known by its shape and the hash of its raw memory: the addresses of its
-    elements. That identifies its content only while those objects live and cannot change, so
-    an entry holds a copy of the array (references to every element, so no address can be
-    reused) and is made only for arrays whose elements are all str, int, float, bytes, bool
-    or None.
+    A run is known by the hash of its raw memory: the addresses of its elements. That
+    identifies its content only while those objects live and cannot change, so an entry holds
+    a copy of the run (references to every element, so no address can be reused) and is made
+    only for runs whose elements are all str, int, float, bytes, bool or None. The hash of the
+    whole array's memory names its runs' keys, so an unchanged array is one hash.
     """
 
-    def pickled(self, array: Any) -> bytes | None:
-        """The pickle of object array `array`, from the previous checkpoint when unchanged and
-        kept for the next when its elements cannot change; None when an element's class is
-        defined in `__main__` (then it is pickled in the value's stream, as usual)."""
+    def pickled(self, array: Any) -> tuple[list[bytes], bool] | None:
+        """The pickles of C-contiguous object array `array`: those of its runs, kept (True), or,
+        when an element could change, one pickle of the whole array, not kept (False); None
+        when an element's class is defined in `__main__` (then it is pickled in the value's
+        stream, as usual)."""
         import ctypes
 
         import xxhash
 
-        memory = (ctypes.c_char * array.nbytes).from_address(array.ctypes.data)
-        key = (array.shape, array.dtype.str, xxhash.xxh3_128_hexdigest(memoryview(memory)))
-        entry = self.get(key)
-        if entry is None:
-            kinds = set(map(type, array.flat))
-            if not kinds <= _IMMUTABLE:
-                if any(kind.__module__ == "__main__" for kind in kinds):
-                    return None  # loads with serialize.loads's stand-ins only from the value's stream
-                return pickle.dumps(array, protocol=5)  # its elements may change: not kept
-            entry = self.keep(key, (array.copy(), pickle.dumps(array, protocol=5)))
-        return entry[1]
+        flat = array.reshape(-1)  # a view: the array is C-contiguous
+        memory = memoryview((ctypes.c_char * array.nbytes).from_address(array.ctypes.data))
+        whole = (array.shape, array.dtype.str, xxhash.xxh3_128_digest(memory))
+        keys = self.get(whole)  # the keys of its runs, when it is the same as before
+        if keys is not None:
+            entries = [self.get(key) for key in keys]
+            if None not in entries:
+                return [entry[1] for entry in entries], True
+        width = array.itemsize
+        runs, keys = [], []
+        for start in range(0, len(flat), RUN_ITEMS):
+            key = (array.dtype.str, xxhash.xxh3_128_digest(memory[start * width:(start + RUN_ITEMS) * width]))
+            keys.append(key)
+            entry = self.get(key)
+            if entry is None:
+                run = flat[start:start + RUN_ITEMS]
+                kinds = set(map(type, run))
+                if not kinds <= _IMMUTABLE:
+                    if any(kind.__module__ == "__main__" for kind in set(map(type, flat))):
+                        return None  # loads with serialize.loads's stand-ins only from the value's stream
+                    return [pickle.dumps(array, protocol=5)], False  # its elements may change
+                entry = self.keep(key, (run.copy(), pickle.dumps(run, protocol=5)))
+            runs.append(entry[1])
+        if all(key in self.current for key in keys):
+            self.keep(whole, tuple(keys))
+        return runs, True
 
     def size(self, entry: Any) -> int:
-        return entry[0].nbytes + len(entry[1])
+        return 0 if isinstance(entry[0], tuple) else entry[0].nbytes + len(entry[1])
 
 
 class RecordRuns(Generations):
@@ -276,6 +293,15 @@ class _Call:
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return self.function, self.args
+
+
+def _joined_object_runs(pickles: list[bytes], shape: tuple[int, ...]) -> _Call:
+    """An object array pickled as the pickles of its runs, in a form plain `pickle.loads` reads:
+    `numpy.reshape(numpy.concatenate(list(map(pickle.loads, runs))), shape)`."""
+    import numpy
+
+    runs = tuple(pickle.PickleBuffer(run) for run in pickles)
+    return _Call(numpy.reshape, _Call(numpy.concatenate, _Call(list, _Call(map, pickle.loads, runs))), shape)
 
 
 def _joined_runs(pickles: list[bytes]) -> _Call:
@@ -446,9 +472,12 @@ class _Pickler(pickle.Pickler):
         if self.arrays is not None:
             if _is_large_object_array(obj):
                 pickled = self.arrays.pickled(obj)
-                if pickled is not None:  # pickle.loads of its own pickle: a stream plain Python reads
-                    self.fixed[(id(pickled), len(pickled))] = pickled
-                    return pickle.loads, (pickle.PickleBuffer(pickled),)
+                if pickled is not None:
+                    pickles, kept = pickled
+                    if not kept:  # pickle.loads of its own pickle: a stream plain Python reads
+                        return pickle.loads, (pickle.PickleBuffer(pickles[0]),)
+                    self.fixed.update(((id(run), len(run)), run) for run in pickles)
+                    return _joined_object_runs(pickles, obj.shape).__reduce_ex__(5)
             elif type(obj).__module__ == "pyarrow.lib":
                 if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
                     self.fixed.update(((b.address, b.size), obj) for b in obj.buffers() if b is not None)

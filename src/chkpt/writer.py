@@ -298,6 +298,7 @@ class Writer:
         self._digests = _FixedDigests()
         self._job: _Job | None = None
         self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
+        self._stored: dict[str, dict[str, Any]] = {}  # hash → reference, of the last committed checkpoint's blobs
 
     def _open_run(self) -> RunWriter:
         watch = self.session.watch
@@ -457,6 +458,10 @@ class Writer:
         assert self.run is not None
         manifest["duration"] = time.time() - manifest["time"]
         self.run.add_checkpoint(manifest, index)
+        # what this checkpoint refers to stays stored while it is the run's latest (thinning
+        # keeps the latest, gc and eviction keep what a live run's checkpoints refer to)
+        self._stored = {ref["hash"]: ref for variable in manifest["variables"]
+                        for ref in records.variable_refs(variable) if "pack" not in ref}
         if new_bytes:
             self.store.add_usage(new_bytes)
         self.run.thin(self.config.keep)
@@ -551,7 +556,7 @@ class Writer:
                         seen.add(digest)
                     continue
                 if digest not in present:
-                    present[digest] = self.store.has_blob(digest, size)
+                    present[digest] = self._stored.get(digest) or self.store.has_blob(digest, size)
                 if present[digest] is None:
                     fresh.append((digest, data, size, small))
                     seen.add(digest)

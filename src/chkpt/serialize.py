@@ -8,6 +8,9 @@ state moved out of band too, so it is not copied again into the stream. What rem
 the stream is small metadata. pandas' Arrow-backed arrays are pickled without combining their
 chunks (a copy), and the buffers of Arrow string arrays are marked as never changing.
 
+With `Kept`, large object arrays and long lists of plain builtin values are pickled by runs,
+each kept until the next checkpoint and reused while unchanged (`ObjectArrays`, `RecordRuns`).
+
 A `Skeleton` (a container or object whose parts capture saved on their own) pickles with
 those parts as references (persistent ids), resolved at load time through `resolve`; a part
 that was not saved loads as an `Unsaved` placeholder naming it and the reason.

@@ -298,20 +298,28 @@ class _Call:
         return self.function, self.args
 
 
+def _loaded_runs(pickles: list[bytes]) -> _Call:
+    """`map(pickle.loads, runs)`, each run's pickle an out-of-band buffer."""
+    return _Call(map, pickle.loads, tuple(pickle.PickleBuffer(run) for run in pickles))
+
+
 def _joined_object_runs(pickles: list[bytes], shape: tuple[int, ...]) -> _Call:
     """An object array pickled as the pickles of its runs, in a form plain `pickle.loads` reads:
     `numpy.reshape(numpy.concatenate(list(map(pickle.loads, runs))), shape)`."""
     import numpy
 
-    runs = tuple(pickle.PickleBuffer(run) for run in pickles)
-    return _Call(numpy.reshape, _Call(numpy.concatenate, _Call(list, _Call(map, pickle.loads, runs))), shape)
+    return _Call(numpy.reshape, _Call(numpy.concatenate, _Call(list, _loaded_runs(pickles))), shape)
 
 
 def _joined_runs(pickles: list[bytes]) -> _Call:
     """A list pickled as the pickles of its runs, in a form plain `pickle.loads` reads:
     `list(chain.from_iterable(map(pickle.loads, runs)))`."""
-    runs = tuple(pickle.PickleBuffer(run) for run in pickles)
-    return _Call(list, _Call(itertools.chain.from_iterable, _Call(map, pickle.loads, runs)))
+    return _Call(list, _Call(itertools.chain.from_iterable, _loaded_runs(pickles)))
+
+
+def _fixed_pickles(pickles: list[bytes]) -> dict[tuple[int, int], Any]:
+    """The kept pickles of runs as `fixed` buffers (bytes never change), by (id, size)."""
+    return {(id(run), len(run)): run for run in pickles}
 
 
 class Serialized:
@@ -479,7 +487,7 @@ class _Pickler(pickle.Pickler):
                     pickles, kept = pickled
                     if not kept:  # pickle.loads of its own pickle: a stream plain Python reads
                         return pickle.loads, (pickle.PickleBuffer(pickles[0]),)
-                    self.fixed.update(((id(run), len(run)), run) for run in pickles)
+                    self.fixed.update(_fixed_pickles(pickles))
                     return _joined_object_runs(pickles, obj.shape).__reduce_ex__(5)
             elif type(obj).__module__ == "pyarrow.lib":
                 if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
@@ -516,8 +524,7 @@ def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None,
     if kept is not None and type(obj) is list and len(obj) >= RECORDS_MIN:
         runs = kept.records.runs(obj)
         if runs is not None:
-            fixed = {(id(run), len(run)): run for run in runs}
-            return pickle.dumps(_joined_runs(runs), protocol=5, buffer_callback=buffer_callback), fixed
+            return pickle.dumps(_joined_runs(runs), protocol=5, buffer_callback=buffer_callback), _fixed_pickles(runs)
     if isinstance(obj, Skeleton) or module.startswith(_STATE_MODULES) or (
             kept is not None and module.startswith(_ARRAY_MODULES)):
         skeleton = obj if isinstance(obj, Skeleton) else None

@@ -47,6 +47,20 @@ def manifests(root: str) -> list[dict]:
     return found
 
 
+def explicit_checkpoints(root: str) -> dict[str, dict]:
+    """The manifests of the `chkpt.snapshot` checkpoints in the store, by label."""
+    return {m["label"]: m for m in manifests(root) if m["trigger"] == "explicit"}
+
+
+def checkpoints_of(work: Path, name: str, source: str, env: dict[str, str]) -> dict[str, dict]:
+    """Run `source` as script `name`, which must end well and say nothing on stderr; then its
+    `explicit_checkpoints`."""
+    write(work, name, source)
+    result = python([name], env, work)
+    assert (result.returncode, result.stderr) == (0, "")
+    return explicit_checkpoints(env["CHKPT_DIR"])
+
+
 def load_all(root: str) -> int:
     """Load every variable of every listed checkpoint through the store; returns how many."""
     store = Store(root)
@@ -263,7 +277,7 @@ def test_a_changed_element_or_appended_rows_write_only_the_chunks_they_touch(env
         chkpt.snapshot("appended")
     """)
     assert python(["grow.py"], env, work).returncode == 0
-    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    taken = explicit_checkpoints(env["CHKPT_DIR"])
     assert taken["first"]["new_bytes"] >= 24_000_000
     assert 0 < taken["element"]["new_bytes"] <= CHUNK_SIZE + 10_000      # not 24 MB again
     assert 0 < taken["appended"]["new_bytes"] <= CHUNK_SIZE + 10_000     # the tail
@@ -349,7 +363,7 @@ def test_small_values_share_one_pack_per_checkpoint_and_unchanged_ones_are_not_w
         chkpt.snapshot("one changed")
     """)
     assert python(["many.py"], env, work).returncode == 0
-    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    taken = explicit_checkpoints(env["CHKPT_DIR"])
     assert len(taken["first"]["variables"]) > 300
     assert len(Store(env["CHKPT_DIR"]).blobs()) < 10         # not one file per value and buffer
     assert taken["first"]["new_bytes"] > 0 and taken["same"]["new_bytes"] == 0
@@ -374,10 +388,7 @@ OBJECT_FRAME = """
 
 
 def test_an_object_column_is_saved_apart_and_each_checkpoint_holds_it_as_it_was(env, work):
-    write(work, "objects.py", OBJECT_FRAME)
-    result = python(["objects.py"], env, work)
-    assert (result.returncode, result.stderr) == (0, "")
-    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    taken = checkpoints_of(work, "objects.py", OBJECT_FRAME, env)
     assert taken["unchanged"]["new_bytes"] == 0
     assert 0 < taken["changed"]["new_bytes"] < taken["first"]["new_bytes"] / 10  # one run of 25
     first = read_variable(env["CHKPT_DIR"], taken["first"], "frame")        # plain pickle reads it
@@ -410,10 +421,7 @@ def test_arrow_string_columns_are_not_copied_or_hashed_again_and_each_checkpoint
         env, work):
     import pandas as pd
 
-    write(work, "arrow.py", ARROW_DATA)
-    result = python(["arrow.py"], dict(env, CHKPT_MEMORY_BUDGET="1MiB"), work)
-    assert (result.returncode, result.stderr) == (0, "")
-    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    taken = checkpoints_of(work, "arrow.py", ARROW_DATA, dict(env, CHKPT_MEMORY_BUDGET="1MiB"))
     assert taken["unchanged"]["new_bytes"] == 0
     [saved] = [v for v in taken["first"]["variables"] if v["name"] == "frame"]
     # its strings, which cannot change, were compressed in the background though over the budget
@@ -467,10 +475,7 @@ RECORDS = """
 
 def test_a_long_list_of_records_writes_only_the_runs_that_changed_and_each_checkpoint_holds_it_as_it_was(
         env, work):
-    write(work, "records.py", RECORDS)
-    result = python(["records.py"], env, work)
-    assert (result.returncode, result.stderr) == (0, "")
-    taken = {m["label"]: m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "explicit"}
+    taken = checkpoints_of(work, "records.py", RECORDS, env)
     assert taken["unchanged"]["new_bytes"] == 0
     assert 0 < taken["changed"]["new_bytes"] < taken["first"]["new_bytes"] / 5   # one run of 13
     first, changed, appended = (read_variable(env["CHKPT_DIR"], taken[label], "people")   # plain pickle

@@ -78,21 +78,23 @@ def alternatives(name, value, parquet=None, array=None):
 names = np.array([f"customer-{i:06d}" for i in range(50_000)], dtype=object)
 frame = pd.DataFrame({"id": np.arange(rows), "name": names[rng.integers(0, 50_000, rows)],
                       "city": names[rng.integers(0, 500, rows)], "amount": rng.random(rows)})
-alternatives("frame", frame, parquet=frame)
-snapshot("frame first")
-snapshot("frame unchanged")
-frame.iloc[5, 3] = -1.0
-snapshot("frame changed")
-frame.iloc[6, 1] = "changed"
-snapshot("frame string changed")
+
+
+# the global frame's checkpoints: first, unchanged, then one numeric and one string cell
+# changed (to values the store does not have yet)
+def frame_checkpoints(shape, number, text):
+    alternatives(shape, frame, parquet=frame)
+    snapshot(f"{shape} first")
+    snapshot(f"{shape} unchanged")
+    frame.iloc[5, 3] = number
+    snapshot(f"{shape} changed")
+    frame.iloc[6, 1] = text
+    snapshot(f"{shape} string changed")
+
+
+frame_checkpoints("frame", -1.0, "changed")
 frame = frame.astype({"name": object, "city": object})    # the same strings as Python objects
-alternatives("objects", frame, parquet=frame)
-snapshot("objects first")
-snapshot("objects unchanged")
-frame.iloc[5, 3] = -2.0
-snapshot("objects changed")
-frame.iloc[6, 1] = "changed again"
-snapshot("objects string changed")
+frame_checkpoints("objects", -2.0, "changed again")
 del frame
 
 people = [{"id": i, "name": f"user{i}", "score": float(i), "tags": ["a", "b"]} for i in range(count)]

@@ -129,9 +129,10 @@ def test_one_unsaveable_value_never_aborts_the_checkpoint(env, work):
     assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
     checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
     names = {v["name"] for v in checkpoint["variables"]}
-    assert {"good", "opaque.text", "opaque.values", "cfg", "cfg['data']"} <= names
+    # the program's own __reduce__ is never called: its object is saved by its plain state
+    assert {"good", "opaque", "opaque.text", "opaque.values", "cfg", "cfg['data']"} <= names
     skipped = {s["name"]: s["reason"] for s in checkpoint["skipped"]}
-    assert skipped["opaque"] == "cannot be pickled (TypeError: Opaque objects refuse pickling)"
+    assert "opaque" not in skipped
     assert skipped["bad_array"].startswith("cannot be pickled")
     assert skipped["sock"] == "a socket cannot be saved"
     assert skipped["event"] == "a Event (thread synchronisation) cannot be saved"
@@ -437,3 +438,268 @@ def test_a_plotting_script_saves_its_data_and_model_and_lists_the_figure_as_skip
                        "ax": "a matplotlib.Axes is display state, not data (skip_modules)"}
     text = chkpt(["show", "latest"], env, work).stdout
     assert "fig" in text and "display state, not data (skip_modules)" in text
+
+
+# -- the program's code never runs while chkpt captures, measures, pickles or loads ---------------
+
+CALLS: list[str] = []  # every hook of the classes below that ran
+
+
+def _note(what: str) -> None:
+    CALLS.append(what)
+
+
+class _Hooked:
+    """Every pickling, attribute, size and description hook Python offers, each one noted."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.values = __import__("numpy").arange(3000.0)
+        self.cache = {"kept": 1}
+
+    def __getstate__(self):
+        _note("__getstate__")
+        state = self.__dict__
+        state.pop("cache")  # the common bug: strips the live object
+        return state
+
+    def __setstate__(self, state):
+        _note("__setstate__")
+        self.__dict__.update(state)
+
+    def __reduce_ex__(self, protocol):
+        _note("__reduce_ex__")
+        return object.__reduce_ex__(self, protocol)
+
+    def __getattr__(self, name):
+        _note(f"__getattr__ {name}")
+        raise AttributeError(name)
+
+    def __sizeof__(self):
+        _note("__sizeof__")
+        raise RuntimeError("no size")
+
+    def __len__(self):
+        _note("__len__")
+        raise RuntimeError("no len")
+
+    def __eq__(self, other):
+        _note("__eq__")
+        return NotImplemented
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        _note("__repr__")
+        return "hooked"
+
+    @property
+    def shape(self):
+        _note("shape")
+        return (1,)
+
+    @property
+    def nbytes(self):
+        _note("nbytes")
+        return 1
+
+    @property
+    def base(self):
+        _note("base")
+        return None
+
+
+class _Logged:
+    """A logging proxy: sees every attribute access, `__class__` included (isinstance asks it)."""
+
+    def __init__(self, target) -> None:
+        object.__setattr__(self, "_target", target)
+
+    def __getattribute__(self, name):
+        _note(f"__getattribute__ {name}")
+        return object.__getattribute__(self, name)
+
+
+class _Negative:
+    def __init__(self) -> None:
+        self.values = __import__("numpy").arange(2000.0)
+
+    def __sizeof__(self):
+        _note("__sizeof__ -1")
+        return -1
+
+
+class _RaisingList(list):
+    def __len__(self):
+        _note("list __len__")
+        raise RuntimeError("no len")
+
+    def __iter__(self):
+        _note("list __iter__")
+        raise RuntimeError("no iter")
+
+    def __sizeof__(self):
+        _note("list __sizeof__")
+        raise RuntimeError("no size")
+
+
+class _RaisingDict(dict):
+    def keys(self):
+        _note("dict keys")
+        raise RuntimeError
+
+    def values(self):
+        _note("dict values")
+        raise RuntimeError
+
+    def items(self):
+        _note("dict items")
+        raise RuntimeError
+
+    def __iter__(self):
+        _note("dict __iter__")
+        raise RuntimeError
+
+    def __len__(self):
+        _note("dict __len__")
+        raise RuntimeError
+
+
+class _Pair(tuple):
+    __slots__ = ()
+
+    def __iter__(self):
+        _note("tuple __iter__")
+        raise RuntimeError
+
+    def __getnewargs__(self):
+        _note("__getnewargs__")
+        return tuple.__getitem__(self, slice(None))
+
+
+class _Meta(type):
+    def __getattribute__(cls, name):
+        _note(f"metaclass {name}")
+        return type.__getattribute__(cls, name)
+
+
+class _WithMeta(metaclass=_Meta):
+    def __init__(self) -> None:
+        self.values = __import__("numpy").arange(2000.0)
+
+
+class _Text(str):
+    def __len__(self):
+        _note("str __len__")
+        raise RuntimeError
+
+    def __sizeof__(self):
+        _note("str __sizeof__")
+        raise RuntimeError
+
+
+class _Counter:
+    __slots__ = ("count", "values")
+
+    def __init__(self) -> None:
+        self.count = 3
+        self.values = __import__("numpy").arange(2000.0)
+
+    def __getattribute__(self, name):
+        _note(f"slots __getattribute__ {name}")
+        return object.__getattribute__(self, name)
+
+
+def _hostile_namespace():
+    from unittest.mock import MagicMock
+
+    import numpy as np
+
+    raising = _RaisingList([np.arange(2000.0), "x" * 2000])
+    raising.note = "listed"
+    nested = _RaisingDict(a=np.arange(2000.0), b=_Hooked("in a dict"))
+    return {
+        "hooked": _Hooked("global"), "logged": _Logged(np.arange(3000.0)), "negative": _Negative(),
+        "raising": raising, "nested": nested, "pair": _Pair((np.arange(2000.0), 7)), "meta": _WithMeta(),
+        "text": _Text("t" * 3000), "counter": _Counter(), "mock": MagicMock(), "holder": {"deep": [_Logged(1)]},
+    }
+
+
+@pytest.mark.parametrize("keep_small", [False, True])
+def test_capturing_and_pickling_never_run_the_programs_code(keep_small):
+    """Hooks that print, log, strip their object, raise or return nonsense are never called:
+    every value is captured, measured, described and pickled through C-level accessors only."""
+    from chkpt import capture, config, salience, serialize
+
+    namespace = _hostile_namespace()
+    mock = namespace["mock"]
+    rules = salience.Rules(config.Config())
+    CALLS.clear()
+    captured = capture.collect(capture.named_roots(namespace, [], {}), rules, keep_small=keep_small)
+    pickled = {item.name: serialize.dumps(item.obj, None, rules.pickling) for item in captured.items}
+    assert CALLS == [] and mock.mock_calls == []
+    assert namespace["hooked"].cache == {"kept": 1}  # the buggy __getstate__ did not strip it
+    names = {item.name for item in captured.items}
+    assert {"hooked", "hooked.values", "logged", "logged._target", "negative", "negative.values", "raising",
+            "raising[0]", "nested", "nested['a']", "pair", "meta", "meta.values", "text", "counter",
+            "counter.values"} <= names
+    assert captured.skipped == [
+        {"name": "mock", "reason": "a mock (unittest.mock.MagicMock) is not saved: it records every use of it"}]
+    described = {item.name: (item.type, item.info) for item in captured.items}
+    assert described["raising"] == ("test_capture._RaisingList", {"shape": [2]})
+    assert described["hooked"] == ("test_capture._Hooked", {})
+    assert all(item.size > 0 for item in captured.items)
+
+    loaded = {}
+    for name, data in pickled.items():
+        loaded[name] = serialize.loads(data.stream, data.buffers, lambda part: loaded[part])
+    assert CALLS == []  # nor does loading: no __init__, __new__, __setstate__, __setattr__ of theirs
+    hooked = loaded["hooked"]
+    assert type(hooked) is _Hooked and hooked.tag == "global" and hooked.cache == {"kept": 1}
+    assert hooked.values is loaded["hooked.values"]
+    raising = loaded["raising"]
+    assert type(raising) is _RaisingList and raising.note == "listed" and list.__len__(raising) == 2
+    assert list.__getitem__(raising, 1) == "x" * 2000
+    pair = loaded["pair"]
+    assert type(pair) is _Pair and tuple.__getitem__(pair, 1) == 7
+    assert type(loaded["nested"]) is _RaisingDict and dict.__getitem__(loaded["nested"], "b").tag == "in a dict"
+    counter = loaded["counter"]
+    assert type(counter) is _Counter and _Counter.count.__get__(counter) == 3
+    assert type(loaded["text"]) is _Text and str.__str__(loaded["text"]) == "t" * 3000
+    assert CALLS == []
+
+
+def test_sizes_never_call_a_sizeof_or_len_written_in_python():
+    from chkpt import plain, salience
+
+    CALLS.clear()
+    for value, like in ((_RaisingList([1, 2, 3]), [1, 2, 3]), (_Text("abc"), "abc"), (_RaisingDict(a=1), {"a": 1})):
+        assert salience.size(value) >= sys.getsizeof(like) and plain.length(value) == len(like)
+        assert salience.builtin_size(value) >= sys.getsizeof(like)
+    twin = sys.getsizeof(_Point(1, 2))  # the same layout, without hooks: what sys.getsizeof says of it
+    for value in (_Hooked("x"), _Negative(), _Logged(1), _WithMeta()):
+        assert plain.size_of(value) == salience.size(value) == twin
+    assert CALLS == []
+
+
+def test_an_exception_is_described_without_its_own_str():
+    from chkpt import plain
+
+    class Loud(ValueError):
+        def __str__(self):
+            _note("__str__")
+            raise RuntimeError("no text")
+
+    class Proxy:
+        def __repr__(self):
+            _note("__repr__")
+            return "proxy"
+
+    CALLS.clear()
+    assert plain.exception_text(Loud("bad row")) == "Loud: bad row"
+    assert plain.exception_text(KeyError("volume")) == "KeyError: 'volume'"
+    assert plain.exception_text(FileNotFoundError(2, "No such file or directory", "x.csv")) == \
+        "FileNotFoundError: [Errno 2] No such file or directory: 'x.csv'"
+    assert plain.exception_text(RuntimeError()) == "RuntimeError"
+    assert plain.exception_text(ValueError(Proxy())) == "ValueError"  # its text would run the program's code
+    assert CALLS == []

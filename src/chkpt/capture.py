@@ -17,6 +17,11 @@ Names follow the grammar of naming.py: globals keep their name, a local of the s
 clashes is qualified by its function (`step:batch`), a local of a function of the user's own
 modules always by its module and function (`mylib.trainer.fit:w`), dict keys are written as
 their `repr`.
+
+No code of the program runs here: objects are looked into through their dict and slots and
+measured through C-level methods (plain.py, salience.py), never through `isinstance` (which asks
+a failing object its `__class__`), `len`, `getattr` or properties; a frame's locals are read
+without refreshing a `locals()` dict the program holds (Python 3.12).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import gc
 import os
 import sys
 
-from chkpt import naming, salience, serialize
+from chkpt import naming, plain, salience, serialize
 from chkpt.fmt import human_size
 from chkpt.salience import CONTAINER, DATA, DEFINITION, LIBRARY_OBJECT, OTHER, SCALAR, USER_OBJECT
 
@@ -39,10 +44,12 @@ MAX_DEPTH = 5  # results["a"]["b"]["c"]["d"]["e"]; deeper values stay inside the
 MAX_VISITS = 2_000  # nested values looked at per capture (the roots themselves are not counted)
 MAX_CONTAINER_ITEMS = 1_000  # larger containers are saved whole rather than walked
 
-_getsizeof = sys.getsizeof
+_getsizeof = sys.getsizeof  # for values of the exact builtin types only; salience.size for any other
+_size = salience.size
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
 _SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
+_WALKED = (dict, list, tuple)  # the containers looked into (sets have no paths to name their items by)
 _SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
 _LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
 # The parts a group of nests is cut into when a bound over all of it rules out too few; a group
@@ -55,7 +62,7 @@ class Item:
 
     __slots__ = ("info", "name", "obj", "scope", "size", "type")
 
-    def __init__(self, name: str, obj: Any, size: int, scope: str, *, of: Any = None) -> None:
+    def __init__(self, name: str, obj: Any, size: int, scope: str, *, of: Any = None, kind: str | None = None) -> None:
         shown = obj if of is None else of
         self.name = name
         self.obj = obj
@@ -67,7 +74,7 @@ class Item:
             self.info = {"shape": [len(shown)]} if cls in _SIZED else {}
         else:
             self.type = salience.type_label(shown)
-            self.info = salience.describe(shown)
+            self.info = salience.describe(shown, kind)
 
 
 class Capture:
@@ -126,7 +133,7 @@ def named_roots(main_globals: dict[str, Any], frames: list[FrameType], tracked: 
         seen_functions[function] = seen_functions.get(function, 0) + 1
         count = seen_functions[function]
         module_code = frame.f_code.co_name == "<module>"  # a user module being imported
-        for name, value in list(frame.f_locals.items()):
+        for name, value in frame_locals(frame):
             if module_code and name.startswith("__"):
                 continue
             qualify = name in used or name in snapshot or not in_script
@@ -138,12 +145,79 @@ def named_roots(main_globals: dict[str, Any], frames: list[FrameType], tracked: 
     return Roots([(name, value, "tracked") for name, value in tracked.items()], snapshot, local_roots)
 
 
+def frame_locals(frame: FrameType) -> list[tuple[str, Any]]:
+    """A frame's local variables, read without changing anything the program can see.
+
+    On Python 3.12 `frame.f_locals` writes the current fast locals into the dict `locals()`
+    returned in that frame, which the program may hold: that dict is put back as it was
+    (`_Python312Locals`). A class body's own namespace mapping is read only if it is a dict
+    (reading another mapping would run its code).
+    """
+    code = frame.f_code
+    if code.co_flags & _CO_OPTIMIZED:
+        if sys.version_info < (3, 13):
+            return _python312_locals().read(frame)
+        return list(frame.f_locals.items())  # a FrameLocalsProxy (PEP 667): a view, nothing written
+    found = frame.f_locals
+    return list(dict.items(found)) if issubclass(type(found), dict) else []
+
+
+_CO_OPTIMIZED = 0x1
+_locals_reader: _Python312Locals | None = None
+
+
+def _python312_locals() -> _Python312Locals:
+    global _locals_reader
+    if _locals_reader is None:
+        _locals_reader = _Python312Locals()
+    return _locals_reader
+
+
+class _Python312Locals:
+    """Reads a function frame's locals on Python 3.12 and then puts its locals dict back as it was.
+
+    CPython 3.12 keeps, per frame, one dict that `locals()` returns and that `frame.f_locals`
+    refreshes from the fast locals in place, and marks the frame as converted (a tracer's next
+    call then copies that dict back into the fast locals). A program holding that dict would see
+    it change at a checkpoint; so the dict's content and the mark are read first (through the
+    frame's C struct, its layout checked against the frame's own code and globals) and restored
+    after. A dict made by the read itself is emptied: it must not keep the program's values alive.
+    """
+
+    # offsets in CPython 3.12's PyFrameObject and _PyInterpreterFrame (64-bit, release build)
+    FRAME_DATA, FAST_AS_LOCALS, CODE, GLOBALS, LOCALS = 24, 46, 0, 24, 40
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+
+    def read(self, frame: FrameType) -> list[tuple[str, Any]]:
+        ctypes = self.ctypes
+        pointer = ctypes.c_void_p.from_address
+        data = pointer(id(frame) + self.FRAME_DATA).value
+        if not data or pointer(data + self.CODE).value != id(frame.f_code) \
+                or pointer(data + self.GLOBALS).value != id(frame.f_globals):
+            return list(frame.f_locals.items())  # not the layout this expects: read as Python does
+        mark = ctypes.c_char.from_address(id(frame) + self.FAST_AS_LOCALS)
+        was_marked = mark.value
+        held = pointer(data + self.LOCALS).value
+        before = dict(ctypes.cast(held, ctypes.py_object).value) if held else None
+        refreshed = frame.f_locals
+        found = list(refreshed.items())
+        refreshed.clear()
+        if before is not None:
+            refreshed.update(before)
+        mark.value = was_marked
+        return found
+
+
 def _module_function(frame: FrameType) -> str:
     """What qualifies the locals of a frame outside the script: its module's name and the
     function's qualified name (`mylib.trainer.fit`, `mylib.Trainer.step`), or the module's
     name alone for its own code (`mylib.trainer`)."""
-    module = frame.f_globals.get("__name__")
-    if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+    module = dict.get(frame.f_globals, "__name__")
+    if type(module) is not str or not all(part.isidentifier() for part in module.split(".")):
         module = os.path.splitext(os.path.basename(frame.f_code.co_filename))[0]  # a name of the grammar
     code = frame.f_code
     return module if code.co_name == "<module>" else f"{module}.{code.co_qualname}"
@@ -178,7 +252,7 @@ class _Walker:
         if kind is DEFINITION or rules.name_excluded(name):
             return False
         if kind is SCALAR:  # never an alias, nothing inside: the many small values a crash keeps
-            self.consider(name, obj, scope, _getsizeof(obj), self.forced(name, scope))
+            self.consider(name, obj, scope, _size(obj), self.forced(name, scope))
             return False
         known = self.saved_as.get(id(obj))
         if known is not None:
@@ -226,7 +300,8 @@ class _Walker:
             return
         order = len(self.refs)
         self.record(name, obj, ("ref", name))
-        self.capture.items.append(Item(name, serialize.Skeleton(obj, self.refs, order), size, scope, of=obj))
+        self.capture.items.append(Item(name, serialize.Skeleton(obj, self.refs, order), size, scope, of=obj,
+                                       kind=self.rules.kind(obj)[0]))
 
     def consider(self, name: str, obj: Any, scope: str, size: int, forced: bool) -> bool:
         """Save `obj` on its own if its size is within the limits; whether it was."""
@@ -237,7 +312,8 @@ class _Walker:
         if size < self.min_size and not (forced or self.keep_small):
             return False
         self.record(name, obj, ("ref", name))
-        self.capture.items.append(Item(name, obj, size, scope))
+        kind = None if type(obj) in _BUILTIN_TYPES else self.rules.kind(obj)[0]
+        self.capture.items.append(Item(name, obj, size, scope, kind=kind))
         return True
 
     def too_large(self, size: int) -> str:
@@ -255,35 +331,36 @@ class _Walker:
         if depth <= 0 or self.visits_left <= 0:
             return None
         if kind is CONTAINER:
-            if not isinstance(obj, dict | list | tuple) or len(obj) > MAX_CONTAINER_ITEMS:
+            base = plain.builtin_base(type(obj))
+            if base not in _WALKED or plain.length(obj) > MAX_CONTAINER_ITEMS:
                 return None
-            values = obj.values() if isinstance(obj, dict) else obj
-            size = _getsizeof(obj)
-        else:
-            values = getattr(obj, "__dict__", None)
-            if not isinstance(values, dict):
+            entries = list(plain.items(obj)) if base is dict else list(enumerate(plain.values(obj)))
+            size = _size(obj)
+        else:  # the program's object: its dict and slots, never its code
+            attributes = plain.attributes(obj)
+            entries = [*(dict.items(attributes) if attributes is not None else ()), *plain.slots(obj).items()]
+            if attributes is None and not entries:
                 return None
-            size = _getsizeof(obj) + _getsizeof(values)
-            values = values.values()
-        if salience.SCALAR_TYPES.issuperset(map(type, values)):
+            size = _size(obj) + (_getsizeof(attributes) if attributes is not None else 0)
+        if salience.SCALAR_TYPES.issuperset([type(value) for _, value in entries]):
             return None  # only numbers and strings: nothing to find
         self.walked.add(id(obj))
-        if kind is CONTAINER and isinstance(obj, dict):
-            for key, value in list(obj.items()):
+        if kind is CONTAINER and base is dict:
+            for key, value in entries:
                 text = naming.key_text(key)
                 if text is None:
                     size += self.whole_size(value, self.rules.kind(value)[0])
                 else:
                     size += self.nested(naming.item(name, text), value, scope, depth - 1)
         elif kind is CONTAINER:
-            for index, value in enumerate(list(obj)):
+            for index, value in entries:
                 size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
-        else:  # a user object; dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
-            for key, value in list(obj.__dict__.items()):
-                if isinstance(key, str) and key.isidentifier() and not key.startswith("__"):
+        else:  # dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
+            for key, value in entries:
+                if type(key) is str and key.isidentifier() and not key.startswith("__"):
                     size += self.nested(naming.attribute(name, key), value, scope, depth - 1)
                 else:
-                    size += _getsizeof(value)
+                    size += _size(value)
         return size
 
     def nested(self, name: str, obj: Any, scope: str, depth: int) -> int:
@@ -292,13 +369,13 @@ class _Walker:
         rules = self.rules
         kind, reason = rules.kind(obj)
         if kind is SCALAR:
-            size = _getsizeof(obj)
+            size = _size(obj)
             if size < self.min_size:
                 return size
             self.linked += self.consider(name, obj, scope, size, False)
             return 0
         if kind is DEFINITION:
-            if isinstance(obj, type(sys)):  # a module cannot be pickled; functions and classes can
+            if issubclass(type(obj), type(sys)):  # a module cannot be pickled; functions and classes can
                 self.refs[id(obj)] = (len(self.refs), ("skip", name, "a module (code, not data)"), obj)
             return 0
         if rules.name_excluded(name):
@@ -322,7 +399,7 @@ class _Walker:
             self.linked += self.consider(name, obj, scope, size, True)
             return 0
         if kind is OTHER:
-            return _getsizeof(obj)
+            return _size(obj)
         inline = None if kind is LIBRARY_OBJECT else self.inside(name, obj, scope, kind, depth)
         if inline is not None:
             return inline
@@ -339,24 +416,28 @@ class _Walker:
         if kind is CONTAINER:
             return salience.builtin_size(obj, self.element_size)
         if kind is USER_OBJECT or kind is LIBRARY_OBJECT:
-            attributes = getattr(obj, "__dict__", None)
-            extra = salience.builtin_size(attributes, self.element_size) if isinstance(attributes, dict) else 0
-            return _getsizeof(obj) + extra
-        return _getsizeof(obj)
+            attributes = plain.attributes(obj)
+            extra = salience.builtin_size(attributes, self.element_size) if attributes is not None else 0
+            if kind is USER_OBJECT:
+                extra += sum(map(self.element_size, plain.slots(obj).values()))
+            return _size(obj) + extra
+        return _size(obj)
 
     def element_size(self, obj: Any) -> int:
-        return salience.data_size(obj) if self.rules.kind(obj)[0] is DATA else _getsizeof(obj)
+        return salience.data_size(obj) if self.rules.kind(obj)[0] is DATA else _size(obj)
 
     # -- after the walk -------------------------------------------------------------------------
 
     def note_views(self) -> None:
-        """Mark arrays that view another saved array (`view_of`): they share its memory."""
+        """Mark arrays that view another saved array (`view_of`), and save them as views of it:
+        they load sharing its memory, and store only where in it they are."""
         for item in self.capture.items:
             obj = item.obj
-            if getattr(obj, "base", None) is not None and hasattr(obj, "nbytes"):
+            if salience.is_array(obj) and obj.base is not None:
                 owner = self.saved_as.get(id(salience.buffer_owner(obj)))
                 if owner is not None and owner != item.name:
                     item.info["view_of"] = owner
+                    item.obj = serialize.Skeleton(obj, self.refs, self.refs[id(obj)][0])
 
 
 def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) -> Capture:

@@ -3,10 +3,18 @@
 Data objects are recognised by the module their type comes from (the `modules` prefixes:
 numpy, pandas, polars, pyarrow, torch, scipy.sparse, xarray by default) and measured by
 duck-typed probes (`nbytes`, pandas' `memory_usage`, polars' `estimated_size()`, pyarrow's
-`get_total_buffer_size()`, torch's `element_size() * nelement()`), then `sys.getsizeof`.
-A value is measured by the bytes its serialization holds: a numpy view pickles only its own
-elements, never its base, so it is charged its own `nbytes`; a pyarrow slice pickles the
-whole buffers it refers to, so it is charged those.
+`get_total_buffer_size()`, torch's `element_size() * nelement()`), each only where the type
+itself defines it (a polars LazyFrame, a query, has none: it is never made to resolve
+anything); every other value by the C-level `__sizeof__` of its class (plain.py), so no code
+of the program runs to measure or describe its values. A value is measured by the bytes its
+serialization holds: a numpy view is charged its own `nbytes`, or the memory it spans where
+that is less (`broadcast_to`, sliding windows); a pyarrow slice pickles the whole buffers it
+refers to, so it is charged those.
+
+Classes of the program (defined in the script or the user's own modules) are saved by their
+plain state (plain.py) when they derive from `object` or a builtin type; one that derives from
+a library's class is pickled by that library's code, unless the program's class defines a
+pickling or attribute hook over it (then it is skipped, with the reason).
 
 Every value is sorted into a kind once per type (cached), because a capture looks at tens of
 thousands of values and must stay in the low milliseconds.
@@ -14,9 +22,12 @@ thousands of values and must stay in the low milliseconds.
 
 from __future__ import annotations
 
+import _weakref
 import sys
 import types
 from itertools import islice
+
+from chkpt import plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +51,7 @@ _FILE_TYPES = frozenset({"TextIOWrapper", "BufferedReader", "BufferedWriter", "B
                          "FileIO"})
 _LOCK_TYPES = frozenset({"lock", "RLock", "_RLock", "Condition", "Semaphore", "BoundedSemaphore",
                          "Event", "Barrier"})
+_PROXIES = (_weakref.ProxyType, _weakref.CallableProxyType)
 
 # Kinds of values, decided per type.
 DEFINITION = "definition"  # modules, functions, classes: code, never saved nor listed
@@ -49,12 +61,13 @@ SCALAR = "scalar"          # a builtin number, string or bytes
 CONTAINER = "container"    # dict, list, tuple, set, frozenset (and their subclasses)
 USER_OBJECT = "user"       # an instance of a class of the script or of the user's own modules
 LIBRARY_OBJECT = "library"  # an instance of a third-party class: saved whole, never walked
-OTHER = "other"            # anything else (stdlib objects, slotted objects): saved whole
+OTHER = "other"            # anything else (stdlib objects): saved whole
+
+class_module = plain.module_name
 
 
 def type_module(obj: Any) -> str:
-    module = getattr(type(obj), "__module__", None)
-    return module if isinstance(module, str) else ""
+    return class_module(type(obj))
 
 
 def type_label(obj: Any) -> str:
@@ -62,13 +75,13 @@ def type_label(obj: Any) -> str:
     cls = type(obj)
     module = type_module(obj)
     if module in ("builtins", ""):
-        return cls.__qualname__
-    return f"{module.split('.')[0]}.{cls.__qualname__}"
+        return plain.class_qualname(cls)
+    return f"{module.split('.')[0]}.{plain.class_qualname(cls)}"
 
 
 def _type_reason(cls: type) -> str | None:
-    name = cls.__name__
-    module = getattr(cls, "__module__", "") or ""
+    name = plain.class_name(cls)
+    module = class_module(cls)
     if issubclass(cls, types.GeneratorType | types.CoroutineType | types.AsyncGeneratorType):
         return f"a {name} cannot be saved (its running state is not data)"
     if issubclass(cls, types.FrameType | types.TracebackType):
@@ -81,7 +94,13 @@ def _type_reason(cls: type) -> str | None:
         return f"a {name} (thread synchronisation) cannot be saved"
     if module in ("mmap", "subprocess", "selectors", "ssl") or module.startswith(
             ("multiprocessing", "concurrent", "asyncio", "sqlite3")):
-        return f"a {module.split('.')[0]}.{cls.__qualname__} holds live system resources and cannot be saved"
+        return f"a {module.split('.')[0]}.{plain.class_qualname(cls)} holds live system resources and cannot be saved"
+    if module == "unittest.mock":  # each mock has a class of its own, named after its base
+        base = next((plain.class_name(klass) for klass in plain.mro(cls)[1:] if class_module(klass) == "unittest.mock"),
+                    name)
+        return f"a mock (unittest.mock.{base}) is not saved: it records every use of it"
+    if issubclass(cls, _PROXIES):
+        return "a weak reference proxy cannot be saved (it stands for another object)"
     return None
 
 
@@ -91,17 +110,37 @@ def _is_stdlib(module: str) -> bool:
     return top in names or top.lstrip("_") in names or top == "builtins"
 
 
+_module_dict = types.ModuleType.__dict__["__dict__"].__get__
+
+
 def _module_file(module: str) -> str | None:
     """The source file of a loaded module (of its package when it has none of its own)."""
     for name in (module, module.partition(".")[0]):
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if isinstance(path, str):
-            return path
+        found = sys.modules.get(name)
+        if found is not None and issubclass(type(found), types.ModuleType):
+            path = _module_dict(found).get("__file__")  # not getattr: a module's __getattr__ is its code
+            if type(path) is str:
+                return path
     return None
 
 
 def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _closure_reason(function: types.FunctionType, kind: Callable[[Any], tuple[str, str | None]]) -> str | None:
+    """Why a closure holding data is listed as skipped (None for one holding only code)."""
+    held = []
+    for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=False):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if kind(value)[0] not in (DEFINITION, SCALAR):
+            held.append(f"{name}: {type_label(value)}")
+    if not held:
+        return None
+    return f"a closure cannot be saved (functions are code), nor the data it holds ({', '.join(held)})"
 
 
 class Rules:
@@ -124,40 +163,66 @@ class Rules:
         self._include = _name_matcher(self.include_names)
         self._exclude = _name_matcher(self.exclude_names)
         self._kinds: dict[type, tuple[str, str | None]] = {}
+        self._program: dict[type, bool] = {}
+        self._pickling: dict[type, str | None] = {}
 
     def kind(self, obj: Any) -> tuple[str, str | None]:
         """(kind, reason it cannot be saved or None); decided once per type."""
         cls = type(obj)
-        if cls is types.FunctionType and obj.__name__ == "<lambda>":
-            return UNSAVEABLE, "a lambda cannot be saved (code, not data)"
+        if cls is types.FunctionType:
+            if obj.__name__ == "<lambda>":
+                return UNSAVEABLE, "a lambda cannot be saved (code, not data)"
+            if obj.__closure__:
+                reason = _closure_reason(obj, self.kind)
+                if reason is not None:
+                    return UNSAVEABLE, reason
         known = self._kinds.get(cls)
         if known is None:
             known = self._kinds[cls] = self._classify(cls)
         return known
 
     def _classify(self, cls: type) -> tuple[str, str | None]:
-        if issubclass(cls, _DEFINITIONS) or cls.__name__ in _FUNCTION_TYPE_NAMES:
+        if issubclass(cls, _DEFINITIONS) or plain.class_name(cls) in _FUNCTION_TYPE_NAMES:
             return DEFINITION, None
         reason = _type_reason(cls)
         if reason is not None:
             return UNSAVEABLE, reason
-        module = getattr(cls, "__module__", "") or ""
+        module = class_module(cls)
         if _matches(module, self.skip_prefixes):
             top = module.partition(".")[0]
-            return UNSAVEABLE, f"a {top}.{cls.__qualname__} is display state, not data (skip_modules)"
+            return UNSAVEABLE, f"a {top}.{plain.class_qualname(cls)} is display state, not data (skip_modules)"
         if _matches(module, self.prefixes):
             return DATA, None
         if issubclass(cls, BUILTIN_SCALARS):
             return SCALAR, None
         if issubclass(cls, BUILTIN_CONTAINERS):
             return CONTAINER, None
-        if _is_stdlib(module) or not getattr(cls, "__dictoffset__", 0):
-            return OTHER, None
-        if module == "__main__":
+        if self.is_program(cls):  # walked through its dict and slots, never through its code
             return USER_OBJECT, None
-        # a library's class, or a type an extension made without a source file of its own
-        path = _module_file(module)
-        return (USER_OBJECT if path is not None and self._is_user_file(path) else LIBRARY_OBJECT), None
+        if _is_stdlib(module) or not type.__dict__["__dictoffset__"].__get__(cls):
+            return OTHER, None
+        return LIBRARY_OBJECT, None  # a library's class, or a type an extension made without a source file
+
+    def is_program(self, cls: type) -> bool:
+        """Whether the class is the program's own: defined in the script or the user's modules."""
+        known = self._program.get(cls)
+        if known is None:
+            module = class_module(cls)
+            if module == "__main__":
+                known = True
+            else:
+                path = _module_file(module) if module and not _is_stdlib(module) else None
+                known = path is not None and self._is_user_file(path)
+            self._program[cls] = known
+        return known
+
+    def pickling(self, cls: type) -> str | None:
+        """How objects of `cls` are pickled (plain.pickling), decided once per type."""
+        try:
+            return self._pickling[cls]
+        except KeyError:
+            decided = self._pickling[cls] = plain.pickling(cls, self.is_program)
+            return decided
 
     def name_forced(self, name: str) -> bool:
         return self._include is not None and self._include(name) is not None
@@ -177,45 +242,73 @@ def _name_matcher(patterns: list[str]) -> Callable[[str], Any] | None:
 
 
 def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    return int(value) if type(value) is int else None
 
 
-def buffer_owner(obj: Any) -> Any:
-    """The object that owns the memory of a numpy view (the array itself otherwise)."""
-    owner = obj
+def _declares(cls: type, name: str) -> bool:
+    """Whether the class itself defines `name` (an instance is then asked for it, never
+    a `__getattr__` that would make it up)."""
+    return plain.find(cls, name) is not None
+
+
+def is_array(obj: Any) -> bool:
+    """Whether `obj` is a numpy.ndarray (not a subclass)."""
+    cls = type(obj)
+    return class_module(cls) == "numpy" and plain.class_name(cls) == "ndarray"
+
+
+def buffer_owner(array: Any) -> Any:
+    """The array that owns the memory of a numpy view (the array itself otherwise)."""
+    ndarray = type(array)
+    owner = array
     for _ in range(64):
-        base = getattr(owner, "base", None)
-        if base is None or not hasattr(base, "nbytes"):
+        base = owner.base
+        if base is None or not issubclass(type(base), ndarray):
             break
         owner = base
     return owner
 
 
+def array_span(array: Any) -> tuple[int, int]:
+    """(offset of the lowest byte from the first element's, bytes) of the memory a numpy array's
+    elements span: less than its `nbytes` when elements overlap (`broadcast_to`, sliding windows)."""
+    shape, strides = array.shape, array.strides
+    if 0 in shape:
+        return 0, 0
+    low = sum(stride * (count - 1) for count, stride in zip(shape, strides, strict=True) if stride < 0)
+    high = sum(stride * (count - 1) for count, stride in zip(shape, strides, strict=True) if stride > 0)
+    return low, high - low + array.itemsize
+
+
 def data_size(obj: Any) -> int:
-    """Estimated bytes a data-library object serializes to (duck-typed probes)."""
-    module = type_module(obj)
+    """Estimated bytes a data-library object serializes to (duck-typed probes, each asked only
+    of a type that defines it)."""
+    cls = type(obj)
+    module = class_module(cls)
     try:
-        if module.startswith("polars"):
-            return int(obj.estimated_size())
-        if module.startswith("pandas"):
-            usage = obj.memory_usage(index=True, deep=False) if hasattr(obj, "index") \
+        if is_array(obj) and obj.base is not None:  # a view stores its elements or the memory they span
+            return min(obj.nbytes, array_span(obj)[1])
+        if module.startswith("polars"):  # a LazyFrame is a query: nothing to measure without running it
+            return int(obj.estimated_size()) if _declares(cls, "estimated_size") else plain.size_of(obj)
+        if module.startswith("pandas") and _declares(cls, "memory_usage"):
+            usage = obj.memory_usage(index=True, deep=False) if _declares(cls, "index") \
                 else obj.memory_usage(deep=False)
             return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
-        if module.startswith("pyarrow") and hasattr(obj, "get_total_buffer_size"):
+        if module.startswith("pyarrow") and _declares(cls, "get_total_buffer_size"):
             return int(obj.get_total_buffer_size())  # a slice pickles its whole buffers
-        element_size = getattr(obj, "element_size", None)  # torch
-        if callable(element_size) and hasattr(obj, "nelement"):
-            return int(element_size()) * int(obj.nelement())
-        nbytes = _int_or_none(getattr(obj, "nbytes", None))  # numpy, pyarrow, xarray
+        if _declares(cls, "element_size") and _declares(cls, "nelement"):  # torch
+            return int(obj.element_size()) * int(obj.nelement())
+        nbytes = _int_or_none(obj.nbytes) if _declares(cls, "nbytes") else None  # numpy, pyarrow, xarray
         if nbytes is not None:
             return nbytes
-        parts = [getattr(obj, a, None) for a in ("data", "indices", "indptr", "row", "col", "coords")]
-        sizes = [_int_or_none(getattr(p, "nbytes", None)) for p in parts if p is not None]
+        fields = plain.attributes(obj) or {}  # scipy.sparse keeps its arrays in the instance dict
+        parts = [fields[a] for a in ("data", "indices", "indptr", "row", "col", "coords") if a in fields]
+        sizes = [_int_or_none(p.nbytes) for p in parts if _declares(type(p), "nbytes")]
         if any(s is not None for s in sizes):  # scipy.sparse
             return sum(s for s in sizes if s is not None)
     except Exception:
         pass
-    return sys.getsizeof(obj)
+    return plain.size_of(obj)
 
 
 _BUILTIN_TYPES = SCALAR_TYPES | {dict, list, tuple, set, frozenset}
@@ -226,42 +319,54 @@ GC_HEADER = sys.getsizeof([]) - [].__sizeof__()
 KEY_SIZE = 64  # a dict key, usually a short string: counted, not measured (measuring costs more)
 
 
-def builtin_size(obj: Any, element_size: Callable[[Any], int] = sys.getsizeof, sample: int = 32) -> int:
-    """Estimated bytes of a builtin value: large containers are measured on a sample."""
-    size = sys.getsizeof(obj)
-    if not isinstance(obj, BUILTIN_CONTAINERS) or not obj:
-        return size
-    count = len(obj)
-    values: Any = obj.values() if isinstance(obj, dict) else obj
-    if count > sample:
-        values = list(islice(values, sample))
-    if element_size is sys.getsizeof and _BUILTIN_TYPES.issuperset(map(type, values)):
+def size(obj: Any) -> int:
+    """sys.getsizeof(obj), without ever calling a `__sizeof__` written in Python (plain.size_of)."""
+    return sys.getsizeof(obj) if type(obj) in _BUILTIN_TYPES else plain.size_of(obj)
+
+
+def builtin_size(obj: Any, element_size: Callable[[Any], int] = size, sample: int = 32) -> int:
+    """Estimated bytes of a builtin value (or of a subclass of one, read as the builtin): large
+    containers are measured on a sample."""
+    size_ = size(obj)
+    base = plain.builtin_base(type(obj))
+    if base not in BUILTIN_CONTAINERS:
+        return size_
+    count = plain.length(obj)
+    if not count:
+        return size_
+    values: Any = list(islice(plain.values(obj), sample))
+    if element_size is size and _BUILTIN_TYPES.issuperset(map(type, values)):
         part = sum([SIZEOF[type(value)](value) for value in values])  # __sizeof__: no GC header
     else:
         part = sum(map(element_size, values))
-    if isinstance(obj, dict):
+    if base is dict:
         part += KEY_SIZE * min(count, sample)
-    return size + part * count // min(count, sample)
+    return size_ + part * count // min(count, sample)
 
 
-def describe(obj: Any) -> dict[str, Any]:
-    """shape and dtype where the object has them, as JSON-friendly values."""
+def describe(obj: Any, kind: str | None = None) -> dict[str, Any]:
+    """shape and dtype where the object has them, as JSON-friendly values: a builtin container's
+    or string's length, and what a data object's type defines (nothing that resolves a query)."""
+    cls = type(obj)
+    if kind is not DATA:
+        base = plain.builtin_base(cls)
+        return {"shape": [plain.length(obj)]} if base is not None and base not in (int, float, complex) else {}
     info: dict[str, Any] = {}
+    if class_module(cls).startswith("polars") and not _declares(cls, "estimated_size"):
+        return info
     try:
-        shape = getattr(obj, "shape", None)
-        if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        shape = obj.shape if _declares(cls, "shape") else None
+        if type(shape) is tuple and all(type(d) is int for d in shape):
             info["shape"] = list(shape)
-        elif isinstance(obj, (*BUILTIN_CONTAINERS, str, bytes, bytearray)):
-            info["shape"] = [len(obj)]
-        dtype = getattr(obj, "dtype", None)
+        dtype = obj.dtype if _declares(cls, "dtype") else None
         if dtype is not None and not callable(dtype):
             info["dtype"] = str(dtype)
-        else:
-            dtypes = getattr(obj, "dtypes", None)
-            if dtypes is not None and hasattr(dtypes, "unique"):  # pandas DataFrame
+        elif _declares(cls, "dtypes"):
+            dtypes = obj.dtypes
+            if hasattr(dtypes, "unique"):  # pandas DataFrame
                 uniques = [str(d) for d in dtypes.unique()]
                 info["dtype"] = uniques[0] if len(uniques) == 1 else "mixed"
-            elif isinstance(dtypes, list):  # polars
+            elif type(dtypes) is list:  # polars
                 uniques = sorted({str(d) for d in dtypes})
                 info["dtype"] = uniques[0] if len(uniques) == 1 else "mixed"
     except Exception:

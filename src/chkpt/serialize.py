@@ -15,6 +15,14 @@ A `Skeleton` (a container or object whose parts capture saved on their own) pick
 those parts as references (persistent ids), resolved at load time through `resolve`; a part
 that was not saved loads as an `Unsaved` placeholder naming it and the reason.
 
+No code of the program runs while a value is pickled: objects of the program's classes are
+pickled by their plain state (plain.py), as `how` (the salience rules' `pickling`) decides per
+type, and loaded without calling their class's code either. numpy arrays keep what numpy's own
+pickling drops: a view of an array saved in the same checkpoint is pickled as a view of it (it
+loads sharing that array's memory); a view whose elements overlap (`broadcast_to`, sliding
+windows) as the memory it spans and its strides; a masked array's hard mask and other flags;
+a read-only array stays read-only.
+
 Classes defined in the saving script live in its `__main__`. Loading elsewhere (a notebook,
 `chkpt shell`), the class is taken from the current `__main__` if it defines it; otherwise
 the object loads as a `StandIn` of that class name with all its attributes, and no methods.
@@ -30,6 +38,8 @@ import itertools
 import pickle
 import sys
 from itertools import compress
+
+from chkpt import plain, salience
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,11 +130,11 @@ class ObjectArrays(Generations):
     whole array's memory names its runs' keys, so an unchanged array is one hash.
     """
 
-    def pickled(self, array: Any) -> tuple[list[bytes], bool] | None:
+    def pickled(self, array: Any, how: Callable[[type], str | None]) -> tuple[list[bytes], bool] | None:
         """The pickles of C-contiguous object array `array`: those of its runs, kept (True), or,
-        when an element could change, one pickle of the whole array, not kept (False); None
-        when an element's class is defined in `__main__` (then it is pickled in the value's
-        stream, as usual)."""
+        when an element could change, one pickle of the whole array (by `how`), not kept
+        (False); None when an element's class is defined in `__main__` (then it is pickled in
+        the value's stream, as usual)."""
         import ctypes
 
         import xxhash
@@ -147,9 +157,9 @@ class ObjectArrays(Generations):
                 run = flat[start:start + RUN_ITEMS]
                 kinds = set(map(type, run))
                 if not kinds <= _IMMUTABLE:
-                    if any(kind.__module__ == "__main__" for kind in set(map(type, flat))):
+                    if any(plain.module_name(kind) == "__main__" for kind in set(map(type, flat))):
                         return None  # loads with serialize.loads's stand-ins only from the value's stream
-                    return [pickle.dumps(array, protocol=5)], False  # its elements may change
+                    return [_dumps_plainly(array, how)], False  # its elements may change
                 entry = self.keep(key, (run.copy(), pickle.dumps(run, protocol=5)))
             runs.append(entry[1])
         if all(key in self.current for key in keys):
@@ -438,11 +448,11 @@ class _OutOfBand:
 
 def _large_bytes_out_of_band(obj: Any) -> Any:
     """obj's reduced form with its large bytes state/arguments out of band, else NotImplemented."""
-    module = getattr(type(obj), "__module__", None) or ""
-    if not module.startswith(_STATE_MODULES) or isinstance(obj, type):  # classes pickle by name
+    module = plain.module_name(type(obj))
+    if not module.startswith(_STATE_MODULES) or type(obj) is type:  # classes pickle by name
         return NotImplemented
     reduced = obj.__reduce_ex__(5)
-    if not isinstance(reduced, tuple) or len(reduced) < 2:
+    if type(reduced) is not tuple or len(reduced) < 2:
         return NotImplemented
 
     def big(value: Any) -> bool:
@@ -450,27 +460,142 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
 
     args = reduced[1]
     state = reduced[2] if len(reduced) > 2 else None
-    if not big(state) and not (isinstance(args, tuple) and any(big(a) for a in args)):
+    if not big(state) and not (type(args) is tuple and any(big(a) for a in args)):
         return reduced  # not NotImplemented: the pickler would call __reduce_ex__ a second time
-    if isinstance(args, tuple):
+    if type(args) is tuple:
         args = tuple(_OutOfBand(a) if big(a) else a for a in args)
     return (reduced[0], args, _OutOfBand(state) if big(state) else state, *reduced[3:])
 
 
+def _by_module(cls: type) -> str | None:
+    """The default `how`, without the salience rules: the classes of `__main__` are the program's."""
+    decided = _module_decisions.get(cls, False)
+    if decided is False:
+        decided = _module_decisions[cls] = plain.pickling(cls, _in_main)
+    return decided
+
+
+def _in_main(cls: type) -> bool:
+    return plain.module_name(cls) == "__main__"
+
+
+_module_decisions: dict[type, str | None] = {}
+
+
+class _Reference:
+    """Stands, in a reduced form, for a value saved on its own: pickled as its persistent id."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: tuple[str, ...]) -> None:
+        self.pid = pid
+
+
+class _AsIs:
+    """An object pickled by its own class's reducer, from inside a reduced form that wraps it."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.obj.__reduce_ex__(protocol)
+
+
+class _Memory:
+    """The memory an array's elements span, as an array interface of bytes (no copy); it keeps
+    the array alive while an array is made of it."""
+
+    def __init__(self, array: Any, start: int, size: int) -> None:
+        self.base = array
+        self.__array_interface__ = {"data": (start, not array.flags.writeable), "shape": (size,),
+                                    "typestr": "|u1", "version": 3}
+
+
+def _address(array: Any) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _reduced_array(array: Any, refs: Refs | None) -> Any:
+    """numpy.ndarray `array` reduced keeping what numpy's own pickling drops, or NotImplemented
+    (numpy's own does): a view of an array saved on its own (in `refs`) as a view of it; a view
+    whose elements overlap as the memory they span; a non-contiguous read-only array read-only
+    (a contiguous one is pickled as a read-only buffer, which loads read-only)."""
+    if array.dtype.hasobject:
+        return NotImplemented
+    if array.base is not None:
+        owner = salience.buffer_owner(array)
+        entry = None if refs is None or owner is array else refs.get(id(owner))
+        if entry is not None and entry[2] is owner and entry[1][0] == "ref" and not owner.dtype.hasobject \
+                and (owner.flags.c_contiguous or owner.flags.f_contiguous):
+            return _as_view, (_Reference(entry[1]), _address(array) - _address(owner), array.shape,
+                              array.strides, array.dtype, array.flags.writeable)
+        low, span = salience.array_span(array)
+        if span < array.nbytes:
+            import numpy
+
+            memory = numpy.asarray(_Memory(array, _address(array) + low, span))
+            return _strided, (memory, -low, array.shape, array.strides, array.dtype, array.flags.writeable)
+    if not array.flags.writeable and not (array.flags.c_contiguous or array.flags.f_contiguous):
+        return _read_only, (_AsIs(array),)
+    return NotImplemented
+
+
+def _as_view(owner: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any,
+             writeable: bool) -> Any:
+    """An array viewing `owner`'s memory (loaded once for every view of it) as it did when saved."""
+    if type(owner) is Unsaved:
+        return Unsaved(owner.name, f"the array this one views was not saved: {owner.reason}")
+    memory = owner.ravel(order="K").view("u1")  # no copy: the owner is contiguous
+    return _strided(memory, offset, shape, strides, dtype, writeable and owner.flags.writeable)
+
+
+def _strided(memory: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any,
+             writeable: bool) -> Any:
+    """An array of `shape` and `strides` over the bytes `memory`, its first element at `offset`."""
+    import numpy
+
+    array = numpy.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    if not writeable:
+        array.flags.writeable = False
+    return array
+
+
+def _read_only(array: Any) -> Any:
+    array.flags.writeable = False
+    return array
+
+
+def _reduced_masked(masked: Any) -> Any:
+    """A numpy masked array with the flags its own pickling drops (a hard mask among them)."""
+    return _masked, (_AsIs(masked), masked._hardmask, masked._sharedmask, masked._isfield)
+
+
+def _masked(masked: Any, hard: bool, shared: bool, field: bool) -> Any:
+    masked._hardmask, masked._sharedmask, masked._isfield = hard, shared, field
+    return masked
+
+
 class _Pickler(pickle.Pickler):
-    """Protocol 5, large bytes states out of band, a skeleton's parts as references; with
-    `arrays`, large object arrays pickled apart, as out-of-band buffers (`ObjectArrays`),
+    """Protocol 5, large bytes states out of band, a skeleton's parts as references, the
+    program's objects by their plain state (`how`), numpy arrays with what numpy's pickling drops;
+    with `arrays`, large object arrays pickled apart, as out-of-band buffers (`ObjectArrays`),
     pandas' Arrow-backed arrays not copied, and the buffers of Arrow string arrays noted in
     `fixed` by (address, size)."""
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
-                 skeleton: Skeleton | None, arrays: ObjectArrays | None) -> None:
+                 skeleton: Skeleton | None, arrays: ObjectArrays | None,
+                 how: Callable[[type], str | None]) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.skeleton = skeleton
         self.arrays = arrays
+        self.how = how
         self.fixed: dict[tuple[int, int], Any] = {}
 
     def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
+        if type(obj) is _Reference:
+            return obj.pid
         skeleton = self.skeleton
         if skeleton is None:
             return None
@@ -480,23 +605,37 @@ class _Pickler(pickle.Pickler):
         return entry[1]
 
     def reducer_override(self, obj: Any) -> Any:
-        if self.arrays is not None:
-            if _is_large_object_array(obj):
-                pickled = self.arrays.pickled(obj)
+        cls = type(obj)
+        if cls is not type and issubclass(cls, type):  # a class, by its names, read without its metaclass's hooks
+            return _named_class, (plain.module_name(obj), plain.class_qualname(obj))
+        how = self.how(cls)
+        if how is not None:
+            if how is plain.PLAIN:
+                return plain.reduce(obj)
+            raise pickle.PicklingError(how)
+        module = plain.module_name(cls)
+        if module == "numpy":
+            if _is_large_object_array(obj) and self.arrays is not None:
+                pickled = self.arrays.pickled(obj, self.how)
                 if pickled is not None:
                     pickles, kept = pickled
                     if not kept:  # pickle.loads of its own pickle: a stream plain Python reads
                         return pickle.loads, (pickle.PickleBuffer(pickles[0]),)
                     self.fixed.update(_fixed_pickles(pickles))
                     return _joined_object_runs(pickles, obj.shape).__reduce_ex__(5)
-            elif type(obj).__module__ == "pyarrow.lib":
+            if plain.class_name(cls) == "ndarray":
+                return _reduced_array(obj, None if self.skeleton is None else self.skeleton.refs)
+            return NotImplemented
+        if module.startswith("numpy.ma") and plain.class_name(cls) == "MaskedArray":
+            return _reduced_masked(obj)
+        if self.arrays is not None:
+            if module == "pyarrow.lib":
                 if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
                     self.fixed.update(((b.address, b.size), obj) for b in obj.buffers() if b is not None)
                 return NotImplemented
-            else:
-                reduced = _arrow_backed(obj)
-                if reduced is not None:
-                    return reduced
+            reduced = _arrow_backed(obj)
+            if reduced is not None:
+                return reduced
         return _large_bytes_out_of_band(obj)
 
 
@@ -504,7 +643,7 @@ def _arrow_backed(obj: Any) -> tuple[Any, ...] | None:
     """The reduced form of a pandas Arrow-backed array (pandas 3's string columns) with its Arrow
     array as it is: pandas' own combines its chunks first, a copy of the column every time."""
     base = getattr(sys.modules.get("pandas.core.arrays.arrow.array"), "ArrowExtensionArray", None)
-    if base is None or not isinstance(obj, base) or type(obj).__getstate__ is not base.__getstate__ \
+    if base is None or not issubclass(type(obj), base) or type(obj).__getstate__ is not base.__getstate__ \
             or "_pa_array" not in obj.__dict__:
         return None
     state = dict(obj.__dict__)
@@ -514,37 +653,41 @@ def _arrow_backed(obj: Any) -> tuple[Any, ...] | None:
 
 
 def _is_large_object_array(obj: Any) -> bool:
-    return (type(obj).__name__ == "ndarray" and type(obj).__module__ == "numpy" and obj.dtype.hasobject
+    return (plain.class_name(type(obj)) == "ndarray" and obj.dtype.hasobject
             and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
 
 
-def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None,
-            kept: Kept | None) -> tuple[bytes, dict[tuple[int, int], Any]]:
-    module = getattr(type(obj), "__module__", None) or ""
+def _dumps_plainly(obj: Any, how: Callable[[type], str | None]) -> bytes:
+    """pickle.dumps(obj), the program's objects by their plain state, nothing apart."""
+    file = io.BytesIO()
+    _Pickler(file, None, None, None, how).dump(obj)
+    return file.getvalue()
+
+
+def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept | None,
+            how: Callable[[type], str | None]) -> tuple[bytes, dict[tuple[int, int], Any]]:
     if kept is not None and type(obj) is list and len(obj) >= RECORDS_MIN:
         runs = kept.records.runs(obj)
         if runs is not None:
             return pickle.dumps(_joined_runs(runs), protocol=5, buffer_callback=buffer_callback), _fixed_pickles(runs)
-    if isinstance(obj, Skeleton) or module.startswith(_STATE_MODULES) or (
-            kept is not None and module.startswith(_ARRAY_MODULES)):
-        skeleton = obj if isinstance(obj, Skeleton) else None
-        file = io.BytesIO()
-        # a skeleton's object arrays stay in its stream: their elements may be its references
-        pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays)
-        pickler.dump(skeleton.root if skeleton else obj)
-        return file.getvalue(), pickler.fixed
-    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
+    skeleton = obj if type(obj) is Skeleton else None
+    file = io.BytesIO()
+    # a skeleton's object arrays stay in its stream: their elements may be its references
+    pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays, how)
+    pickler.dump(skeleton.root if skeleton else obj)
+    return file.getvalue(), pickler.fixed
 
 
-def dumps(obj: Any, kept: Kept | None = None) -> Serialized:
+def dumps(obj: Any, kept: Kept | None = None, how: Callable[[type], str | None] | None = None) -> Serialized:
     """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value.
 
     With `kept`, large object arrays in numpy and pandas values and long lists of plain builtin
     values are pickled apart and kept there, so that the next checkpoint does not pickle them
-    again while they are unchanged.
+    again while they are unchanged. `how(cls)` says how objects of a class are pickled
+    (salience's `Rules.pickling`); by default the classes of `__main__` are the program's.
     """
     buffers: list[pickle.PickleBuffer] = []
-    stream, fixed = _pickle(obj, buffers.append, kept)
+    stream, fixed = _pickle(obj, buffers.append, kept, how or _by_module)
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
     raw = [buffer.raw() for buffer in buffers]
     return Serialized(stream, raw, [_fixed(view, fixed) for view in raw])
@@ -566,12 +709,8 @@ class _Unpickler(pickle.Unpickler):
         self.resolve = resolve
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "__main__":
-            found: Any = sys.modules.get("__main__")
-            for part in name.split("."):
-                found = getattr(found, part, None)
-            return found if found is not None else stand_in(name)
-        return super().find_class(module, name)
+        return _main_class(name) if module == "__main__" else super().find_class(module, name)
+
 
     def persistent_load(self, pid: Any) -> Any:
         kind, name = pid[0], pid[1]
@@ -583,6 +722,25 @@ class _Unpickler(pickle.Unpickler):
             return self.resolve(name)
         except LookupError as exc:
             return Unsaved(name, str(exc).strip("'\""))
+
+
+def _main_class(qualname: str) -> Any:
+    """The class `__main__.<qualname>` of this process, or a stand-in for it."""
+    found: Any = sys.modules.get("__main__")
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if found is not None else stand_in(qualname)
+
+
+def _named_class(module: str, qualname: str) -> Any:
+    """A class pickled by its names (one whose metaclass is not `type`: see _Pickler)."""
+    if module == "__main__":
+        return _main_class(qualname)
+    __import__(module)
+    found: Any = sys.modules[module]
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def loads(stream: bytes, buffers: Sequence[Any], resolve: Callable[[str], Any] | None = None) -> Any:

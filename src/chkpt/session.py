@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from chkpt import guard, records
+from chkpt import guard, records, unseen
 from chkpt.monitor import BOUNDARY_PATIENCE, Monitor
 from chkpt.usercode import UserCode
 
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     from chkpt.config import Config
     from chkpt.watch import Watch
     from chkpt.writer import Writer
+
+
+_traceback_of = BaseException.__dict__["__traceback__"].__get__  # not exc.__traceback__: its class's code could run
+
+
+def _launcher(frame: FrameType) -> bool:
+    """Whether the frame is of what started the script: runpy (`-m`), chkpt's runner or resume."""
+    module = dict.get(frame.f_globals, "__name__")
+    return module == "runpy" or (type(module) is str and (module == "chkpt" or module.startswith("chkpt.")))
 
 
 # Periodic checkpoints may pause the program for at most this share of its time: a checkpoint
@@ -130,13 +139,16 @@ class Session:
         return False
 
     def _died_of(self, exc: BaseException) -> bool:
-        """Whether `exc` is the exception the script itself died of (not one shown by a REPL)."""
-        tb = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_globals is self.watch.main_globals:
-                return True
+        """Whether `exc` (`sys.last_exc` at exit) is the exception the script died of: one that
+        left the script's top-level code, so the outermost frame of its traceback, but for those
+        of what started the script (runpy for `-m`, chkpt's runner), is that code's. An exception
+        that a REPL run by the script showed (`code.InteractiveInterpreter` sets `sys.last_exc`
+        too) was caught in the REPL's code: its traceback starts there."""
+        tb = _traceback_of(exc)
+        while tb is not None and _launcher(tb.tb_frame):
             tb = tb.tb_next
-        return False
+        return tb is not None and tb.tb_frame.f_globals is self.watch.main_globals \
+            and tb.tb_frame.f_code.co_name == "<module>"
 
     # -- taking a checkpoint --------------------------------------------------------------------
 
@@ -167,7 +179,12 @@ class Session:
                  for f in reversed(frames)]
         return records.position(at_top, boundary, resumable, stack)
 
-    def take(
+    def take(self, trigger: str, frame: FrameType | None, **details: Any) -> None:
+        """Take one checkpoint now, out of sight of the program's profilers and monitoring tools
+        (unseen.py); chkpt's own failure never reaches the user's code."""
+        unseen.run(lambda: self._take(trigger, frame, **details))
+
+    def _take(
         self,
         trigger: str,
         frame: FrameType | None,
@@ -177,7 +194,6 @@ class Session:
         final_status: str | None = None,
         boundary: str | None = None,
     ) -> None:
-        """Take one checkpoint now; chkpt's own failure never reaches the user's code."""
         if self.closed or self._busy:
             return
         if (trigger == "exit" and self._writer is None and not self.tracked
@@ -191,7 +207,7 @@ class Session:
             if self._writer is None:
                 self._writer = Writer(self)
             started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
-            frames = self.target_frames(frame, exc.__traceback__ if exc is not None else None)
+            frames = self.target_frames(frame, _traceback_of(exc) if exc is not None else None)
             self._writer.write(trigger, frames, label=label, exc=exc,
                                position=self._position(trigger, frames, boundary))
             if final_status is not None:

@@ -72,8 +72,9 @@ def nothing_to_save(main_globals: dict, min_size: int) -> bool:
     for name, value in main_globals.items():
         if name.startswith("__") or _plainly_not_data(value, min_size):
             continue
-        if isinstance(value, _CONTAINERS) and len(value) <= 100 and sys.getsizeof(value) < min_size:
-            items = value.values() if isinstance(value, dict) else value
+        # exact types only: a subclass's len(), sizeof or values() could be the program's code
+        if type(value) in _CONTAINERS and len(value) <= 100 and sys.getsizeof(value) < min_size:
+            items = value.values() if type(value) is dict else value
             if all(_plainly_not_data(item, min_size) for item in items):
                 continue
         return False
@@ -315,21 +316,47 @@ def _tick(timer: _Timer, interval: float) -> None:
         # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         wait = min(interval, FIRST_CHECKPOINT_AFTER)
-        while not timer._stop.acquire(timeout=wait):
+        waits: list = []  # what each tick's work says: seconds to the next tick, or stop
+        call = steps = None
+        # a lock's timeout is at most TIMEOUT_MAX (an interval of 1e10 or inf would raise)
+        while not timer._stop.acquire(timeout=min(wait, _thread.TIMEOUT_MAX)):
             watch = _current
             if watch is None or watch._timer is not timer:
                 return
-            try:
-                session = watch.session()
-                if session is None:
-                    return
-                wait = session.on_tick(sys._current_frames().get(watch.main_thread))
-            except Exception as exc:
-                watch.fail(exc, "the periodic checkpoint")
+            del watch
+            if steps is None:
+                call, steps = _hidden_tick(waits)
+            list(map(call, steps))  # the tick's work, out of the sight of the program's tools
+            wait = waits.pop()
+            if wait is None:
                 return
-            del watch, session
     finally:
         timer._ended.release()
+
+
+def _hidden_tick(waits: "list[float | None]") -> "tuple[Any, Any]":
+    """(call, steps): `list(map(call, steps))` runs one tick's work (`_tick_work`) out of sight of
+    the program's profilers and monitoring tools, which see two calls of builtins (unseen.py)."""
+    import functools
+    import operator
+
+    from chkpt import unseen
+
+    work = functools.partial(_tick_work, waits)
+    return operator.call, unseen.steps(work) or (work,)
+
+
+def _tick_work(waits: "list[float | None]") -> None:
+    """The periodic tick: the session (made at the first) arms the monitor if a checkpoint is due."""
+    watch = _current
+    wait = None
+    try:
+        session = watch.session() if watch is not None else None
+        if session is not None:
+            wait = session.on_tick(sys._current_frames().get(watch.main_thread))
+    except Exception as exc:
+        watch.fail(exc, "the periodic checkpoint")  # type: ignore[union-attr]
+    waits.append(wait)
 
 
 # -- process hooks: module-level functions that look up the current watch ---------------------
@@ -378,7 +405,7 @@ def _at_exit() -> None:
         if exc is not None or watch._session is not None or not watch.nothing_to_save():
             session = watch.session()
             if session is not None and session.at_exit(exc):
-                died_of_keyboard_interrupt = isinstance(exc, KeyboardInterrupt)
+                died_of_keyboard_interrupt = issubclass(type(exc), KeyboardInterrupt)
     except Exception as error:
         watch.fail(error, "the exit checkpoint")
     watch.close()

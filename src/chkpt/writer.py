@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import _signal
 import _thread
+import functools
 import os
 import sys
 import time
 
-from chkpt import capture, cleanup, guard, records, salience, serialize
+from chkpt import capture, cleanup, guard, plain, records, salience, serialize, unseen
 from chkpt.fmt import human_size
 from chkpt.store import CHUNK_SIZE, RunWriter, Store, StoreError, StoreLock, hash_buffer
 
@@ -49,11 +50,6 @@ PARALLEL_WORK = 16 << 20  # from this many bytes, chunks are hashed and written 
 MAX_THREADS = 4
 _NOT_DONE = object()
 PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
-
-
-def exception_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Plan:
@@ -155,7 +151,7 @@ class _Job:
     def start(self) -> None:
         _jobs_in_flight.add(self)
         try:
-            _thread.start_new_thread(self._run, ())
+            _thread.start_new_thread(unseen.run, (self._run,))
         except BaseException:
             _jobs_in_flight.discard(self)
             self.lock.release()
@@ -243,7 +239,7 @@ def _spread(function: Callable[[Any], Any], items: list[Any], size: int) -> list
         done.acquire()
         native_id: list[int] = []
         try:
-            _thread.start_new_thread(helper, (start, done, native_id))
+            _thread.start_new_thread(unseen.run, (functools.partial(helper, start, done, native_id),))
         except RuntimeError:  # at interpreter shutdown (the exit checkpoint): no new threads
             break
         helpers.append((done, native_id))
@@ -518,7 +514,7 @@ class Writer:
             "file": where.f_code.co_filename if where else self.session.watch.target_file,
             "line": where.f_lineno if where else None,
             "function": where.f_code.co_name if where else None,
-            "exception": exception_text(exc) if exc is not None else None,
+            "exception": plain.exception_text(exc) if exc is not None else None,
             "variables": plan.variables,
             "aliases": captured.aliases,
             "skipped": captured.skipped,
@@ -573,9 +569,9 @@ class Writer:
         serialized = []
         for item in captured.items:
             try:
-                data = serialize.dumps(item.obj, self._kept)
+                data = serialize.dumps(item.obj, self._kept, self.rules.pickling)
             except Exception as exc:
-                captured.skip(item.name, f"cannot be pickled ({exception_text(exc)})")
+                captured.skip(item.name, f"cannot be pickled ({plain.exception_text(exc)})")
                 continue
             chunked = [_chunks(buffer) for buffer in data.buffers]
             serialized.append((item, data, chunked, [self._digests.known(fixed) for fixed in data.fixed]))
@@ -640,10 +636,10 @@ class Writer:
         if self.run is None:
             return
         run = self.run
-        interrupted = isinstance(exc, KeyboardInterrupt)  # Ctrl-C: stopped, not crashed
+        interrupted = issubclass(type(exc), KeyboardInterrupt)  # Ctrl-C: stopped, not crashed
         run.meta.update(status="interrupted" if interrupted else status, ended=time.time())
         if exc is not None:
-            run.meta["exception"] = exception_text(exc)
+            run.meta["exception"] = plain.exception_text(exc)
             run.meta["exit_code"] = None if interrupted else 1  # interrupted: dies of SIGINT
         elif status == "killed":
             run.meta["exit_code"] = None
@@ -674,6 +670,6 @@ def _exit_code(status: object) -> int:
     """The process exit code Python derives from a sys.exit() argument."""
     if status is None:
         return 0
-    if isinstance(status, int):
-        return status
+    if issubclass(type(status), int):  # not isinstance: it would ask a program's object its __class__
+        return int.__index__(status)
     return 1

@@ -166,24 +166,63 @@ class Bag(dict):
     pass
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frozen:
+    name: str
+    weights: np.ndarray
+
+
+class Shouting:
+    def __init__(self):
+        self.values = np.arange(2000.0)
+
+    def __getstate__(self):
+        print("getstate ran")
+        return self.__dict__
+
+    def __setstate__(self, state):
+        print("setstate ran")
+        self.__dict__.update(state)
+
+
+def make_scorer():
+    weights = np.arange(3000.0)
+
+    def score(x):
+        return x @ weights[:len(x)]
+    return score
+
+
 experiment = Experiment("run1", np.arange(3000.0), ["a"] * 200)
 pair_list = [Pair(i, str(i)) for i in range(100)]
 bag = Bag(values=np.arange(1000))
+frozen = Frozen("w", np.arange(1500.0))
+shouting = Shouting()
+score = make_scorer()
+print("done")
 """
 
 
 def test_objects_of_script_classes_load_elsewhere_as_stand_ins_or_as_the_real_class(env, work):
     write(work, "m.py", MAIN_CLASSES)
-    assert python(["m.py"], env, work).returncode == 0
+    result = python(["m.py"], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")  # no hook of the script ran
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    assert {"frozen", "frozen.weights", "shouting", "shouting.values"} <= {v["name"] for v in checkpoint["variables"]}
+    assert checkpoint["skipped"] == [{"name": "score", "reason": "a closure cannot be saved (functions are code), "
+                                                                "nor the data it holds (weights: numpy.ndarray)"}]
     stand_in = """
 import chkpt
 e = chkpt.load("experiment")
 print(type(e).__name__, e.name, e.data.shape, len(e.notes), "stand-in" in repr(e))
 print(chkpt.load("pair_list")[3]._args)
 print(chkpt.load("bag")._items["values"].shape)
+frozen = chkpt.load("frozen")
+print(type(frozen).__name__, frozen.name, frozen.weights.shape, "stand-in" in repr(frozen))
 """
     loaded = python(["-c", stand_in], env, work)
-    assert loaded.stdout == "Experiment run1 (3000,) 200 True\n(3, '3')\n(1000,)\n", loaded.stderr
+    assert loaded.stdout == ("Experiment run1 (3000,) 200 True\n(3, '3')\n(1000,)\n"
+                             "Frozen w (1500,) True\n"), loaded.stderr
 
     real = """
 import dataclasses, chkpt
@@ -195,11 +234,26 @@ class Experiment:
     data: np.ndarray
     notes: list
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frozen:
+    name: str
+    weights: np.ndarray
+
+
+class Shouting:
+    def __setstate__(self, state):
+        print("setstate ran")
+
+
 e = chkpt.load("experiment")
 print(type(e) is Experiment, e.name, float(e.data.sum()))
+frozen = chkpt.load("frozen")
+print(type(frozen) is Frozen, frozen.name, float(frozen.weights.sum()))
+shouting = chkpt.load("shouting")
+print(type(shouting) is Shouting, float(shouting.values.sum()))
 """
     loaded = python(["-c", real], env, work)
-    assert loaded.stdout == "True run1 4498500.0\n", loaded.stderr
+    assert loaded.stdout == "True run1 4498500.0\nTrue w 1124250.0\nTrue 1999000.0\n", loaded.stderr
 
 
 SALIENCE = """

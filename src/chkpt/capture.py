@@ -237,6 +237,7 @@ class _Walker:
         self.saved_as: dict[int, str] = {}  # id of a saved value → its name (later paths alias it)
         self.refs: serialize.Refs = {}  # id → (order, persistent id, value), for skeletons
         self.walked: set[int] = set()  # containers and objects already walked (shared or cyclic)
+        self.arrays: dict[int, list[Any]] = {}  # saved contiguous arrays, by the array owning their memory
         self.linked = 0  # nested values saved or aliased so far
         self.pending: list[tuple[str, str]] = []  # unsaveable values inside the current root
 
@@ -300,8 +301,8 @@ class _Walker:
             return
         order = len(self.refs)
         self.record(name, obj, ("ref", name))
-        self.capture.items.append(Item(name, serialize.Skeleton(obj, self.refs, order), size, scope, of=obj,
-                                       kind=self.rules.kind(obj)[0]))
+        self.capture.items.append(Item(name, serialize.Skeleton(obj, self.refs, order, self.viewed), size, scope,
+                                       of=obj, kind=self.rules.kind(obj)[0]))
 
     def consider(self, name: str, obj: Any, scope: str, size: int, forced: bool) -> bool:
         """Save `obj` on its own if its size is within the limits; whether it was."""
@@ -323,6 +324,28 @@ class _Walker:
         if type(obj) not in salience.SCALAR_TYPES:
             self.saved_as[id(obj)] = name
         self.refs[id(obj)] = (len(self.refs), pid, obj)
+        if salience.is_array(obj) and not obj.dtype.hasobject and (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            # an array views of the same memory may be saved as views of (see `viewed`)
+            self.arrays.setdefault(id(salience.buffer_owner(obj)), []).append(obj)
+
+    def viewed(self, view: Any) -> tuple[tuple[str, ...], Any] | None:
+        """(persistent id, array) of the saved contiguous array whose memory holds all of numpy
+        view `view`'s, if any: the largest, and only one larger than it or, as large, saved
+        before it, so that no two arrays are saved as views of each other."""
+        found = None
+        candidates = self.arrays.get(id(salience.buffer_owner(view)))
+        if candidates:
+            low, span = salience.array_span(view)
+            start = salience.address(view) + low
+            rank = (span, -self.refs.get(id(view), (len(self.refs),))[0])
+            for array in candidates:
+                begin = salience.address(array)
+                order, pid, _ = self.refs[id(array)]
+                if array is view or not begin <= start <= start + span <= begin + array.nbytes \
+                        or (array.nbytes, -order) <= rank or (found is not None and array.nbytes <= found[1].nbytes):
+                    continue
+                found = (pid, array)
+        return found
 
     # -- nested values ----------------------------------------------------------------------------
 
@@ -433,11 +456,11 @@ class _Walker:
         they load sharing its memory, and store only where in it they are."""
         for item in self.capture.items:
             obj = item.obj
-            if salience.is_array(obj) and obj.base is not None:
-                owner = self.saved_as.get(id(salience.buffer_owner(obj)))
-                if owner is not None and owner != item.name:
-                    item.info["view_of"] = owner
-                    item.obj = serialize.Skeleton(obj, self.refs, self.refs[id(obj)][0])
+            if salience.is_array(obj) and obj.base is not None and not obj.dtype.hasobject:
+                viewed = self.viewed(obj)
+                if viewed is not None:
+                    item.info["view_of"] = viewed[0][1]
+                    item.obj = serialize.Skeleton(obj, self.refs, self.refs[id(obj)][0], self.viewed)
 
 
 def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) -> Capture:

@@ -269,6 +269,11 @@ def buffer_owner(array: Any) -> Any:
     return owner
 
 
+def address(array: Any) -> int:
+    """The address of a numpy array's first element."""
+    return array.__array_interface__["data"][0]
+
+
 def array_span(array: Any) -> tuple[int, int]:
     """(offset of the lowest byte from the first element's, bytes) of the memory a numpy array's
     elements span: less than its `nbytes` when elements overlap (`broadcast_to`, sliding windows)."""

@@ -352,14 +352,18 @@ class Serialized:
 
 
 class Skeleton:
-    """`root` to be pickled with the values in `refs` registered before `order` as references."""
+    """`root` to be pickled with the values in `refs` registered before `order` as references,
+    and numpy views in it as views of the array `views(view)` names, if any: (its persistent
+    id, the array)."""
 
-    __slots__ = ("order", "refs", "root")
+    __slots__ = ("order", "refs", "root", "views")
 
-    def __init__(self, root: Any, refs: Refs, order: int) -> None:
+    def __init__(self, root: Any, refs: Refs, order: int,
+                 views: Callable[[Any], tuple[tuple[str, ...], Any] | None] | None = None) -> None:
         self.root = root
         self.refs = refs
         self.order = order
+        self.views = views
 
 
 class Unsaved:
@@ -513,42 +517,37 @@ class _Memory:
                                     "typestr": "|u1", "version": 3}
 
 
-def _address(array: Any) -> int:
-    return array.__array_interface__["data"][0]
-
-
-def _reduced_array(array: Any, refs: Refs | None) -> Any:
+def _reduced_array(array: Any, skeleton: Skeleton | None) -> Any:
     """numpy.ndarray `array` reduced keeping what numpy's own pickling drops, or NotImplemented
-    (numpy's own does): a view of an array saved on its own (in `refs`) as a view of it; a view
-    whose elements overlap as the memory they span; a non-contiguous read-only array read-only
-    (a contiguous one is pickled as a read-only buffer, which loads read-only)."""
+    (numpy's own does): a view of an array saved on its own (`skeleton.views`) as a view of it;
+    a view whose elements overlap as the memory they span; a non-contiguous read-only array
+    read-only (a contiguous one is pickled as a read-only buffer, which loads read-only)."""
     if array.dtype.hasobject:
         return NotImplemented
     if array.base is not None:
-        owner = salience.buffer_owner(array)
-        entry = None if refs is None or owner is array else refs.get(id(owner))
-        if entry is not None and entry[2] is owner and entry[1][0] == "ref" and not owner.dtype.hasobject \
-                and (owner.flags.c_contiguous or owner.flags.f_contiguous):
-            return _as_view, (_Reference(entry[1]), _address(array) - _address(owner), array.shape,
+        viewed = None if skeleton is None or skeleton.views is None else skeleton.views(array)
+        if viewed is not None:
+            pid, target = viewed
+            return _as_view, (_Reference(pid), salience.address(array) - salience.address(target), array.shape,
                               array.strides, array.dtype, array.flags.writeable)
         low, span = salience.array_span(array)
         if span < array.nbytes:
             import numpy
 
-            memory = numpy.asarray(_Memory(array, _address(array) + low, span))
+            memory = numpy.asarray(_Memory(array, salience.address(array) + low, span))
             return _strided, (memory, -low, array.shape, array.strides, array.dtype, array.flags.writeable)
     if not array.flags.writeable and not (array.flags.c_contiguous or array.flags.f_contiguous):
         return _read_only, (_AsIs(array),)
     return NotImplemented
 
 
-def _as_view(owner: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any,
+def _as_view(viewed: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any,
              writeable: bool) -> Any:
-    """An array viewing `owner`'s memory (loaded once for every view of it) as it did when saved."""
-    if type(owner) is Unsaved:
-        return Unsaved(owner.name, f"the array this one views was not saved: {owner.reason}")
-    memory = owner.ravel(order="K").view("u1")  # no copy: the owner is contiguous
-    return _strided(memory, offset, shape, strides, dtype, writeable and owner.flags.writeable)
+    """An array viewing the memory of `viewed` (loaded once for every view of it) as it did when saved."""
+    if type(viewed) is Unsaved:
+        return Unsaved(viewed.name, f"the array this one views was not saved: {viewed.reason}")
+    memory = viewed.ravel(order="K").view("u1")  # no copy: the viewed array is contiguous
+    return _strided(memory, offset, shape, strides, dtype, writeable and viewed.flags.writeable)
 
 
 def _strided(memory: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: Any,
@@ -624,7 +623,7 @@ class _Pickler(pickle.Pickler):
                     self.fixed.update(_fixed_pickles(pickles))
                     return _joined_object_runs(pickles, obj.shape).__reduce_ex__(5)
             if plain.class_name(cls) == "ndarray":
-                return _reduced_array(obj, None if self.skeleton is None else self.skeleton.refs)
+                return _reduced_array(obj, self.skeleton)
             return NotImplemented
         if module.startswith("numpy.ma") and plain.class_name(cls) == "MaskedArray":
             return _reduced_masked(obj)

@@ -51,6 +51,137 @@ USER_MODULE = (
     "import userlib\n"
 )
 
+# Classes whose every hook notes that it ran (and some print): a checkpoint must never call one.
+# A finalizer prints what ran when the interpreter clears the script's globals, after the exit
+# checkpoint.
+HOOKS = """\
+import sys
+RAN = []
+
+class Report:
+    def __del__(self, ran=RAN, print=print):
+        print('hooks that ran:', sorted(set(ran)))
+
+report = Report()
+
+class Printing:
+    def __init__(self):
+        self.values = block
+    def __getstate__(self):
+        print('getstate ran')
+        return self.__dict__
+
+class Stripping:
+    def __init__(self):
+        self.values = block
+        self.cache = {'kept': 1}
+    def __getstate__(self):
+        state = self.__dict__
+        state.pop('cache')
+        return state
+
+class Counted:
+    def __init__(self):
+        self.values = block
+    def __reduce__(self):
+        RAN.append('__reduce__')
+        return (Counted, ())
+    def __reduce_ex__(self, protocol):
+        RAN.append('__reduce_ex__')
+        return (Counted, ())
+    def __getattr__(self, name):
+        RAN.append('__getattr__ ' + name)
+        raise AttributeError(name)
+
+class Logged:
+    def __init__(self, target):
+        object.__setattr__(self, 'target', target)
+    def __getattribute__(self, name):
+        RAN.append('__getattribute__ ' + name)
+        return object.__getattribute__(self, name)
+
+class Props:
+    def __init__(self):
+        self.values = block
+    for _name in ('shape', 'dtype', 'dtypes', 'nbytes', 'base', 'index', 'memory_usage', 'estimated_size',
+                  'element_size', 'nelement', 'get_total_buffer_size', 'data', '__dict__', '__class__'):
+        locals()[_name] = property(lambda self, _name=_name: RAN.append(_name) or 0)
+
+class SizeRaises:
+    def __init__(self):
+        self.values = block
+    def __sizeof__(self):
+        RAN.append('__sizeof__')
+        raise RuntimeError('no size')
+
+class SizeNegative:
+    def __init__(self):
+        self.values = block
+    def __sizeof__(self):
+        RAN.append('__sizeof__ -1')
+        return -1
+
+class RaisingList(list):
+    def __len__(self):
+        RAN.append('__len__')
+        raise RuntimeError('no len')
+    def __iter__(self):
+        RAN.append('__iter__')
+        raise RuntimeError('no iter')
+
+class CountingDict(dict):
+    def keys(self):
+        RAN.append('keys')
+        return dict.keys(self)
+    def values(self):
+        RAN.append('values')
+        return dict.values(self)
+    def items(self):
+        RAN.append('items')
+        return dict.items(self)
+    def __iter__(self):
+        RAN.append('dict __iter__')
+        return dict.__iter__(self)
+    def __len__(self):
+        RAN.append('dict __len__')
+        return dict.__len__(self)
+
+class Meta(type):
+    def __getattribute__(cls, name):
+        if not name.startswith('__'):
+            RAN.append('metaclass ' + name)
+        return type.__getattribute__(cls, name)
+    def __getattr__(cls, name):
+        RAN.append('metaclass __getattr__ ' + name)
+        raise AttributeError(name)
+
+class WithMeta(metaclass=Meta):
+    def __init__(self):
+        self.values = block
+
+class Slotted:
+    __slots__ = ('values', 'count')
+    def __init__(self):
+        self.values = block
+        self.count = 3
+    def __getattribute__(self, name):
+        RAN.append('slots __getattribute__ ' + name)
+        return object.__getattribute__(self, name)
+
+class Key:
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        RAN.append('__hash__')
+        return self.n
+    def __eq__(self, other):
+        RAN.append('__eq__')
+        return self is other
+    def __repr__(self):
+        RAN.append('__repr__')
+        return 'Key()'
+"""
+
 CASES = {
     # -- file buffering and finalizers -----------------------------------------------------
     "csv_unclosed_normal_exit": CSV,
@@ -360,7 +491,70 @@ CASES = {
         "    with mp.get_context('fork').Pool(2) as pool:\n"
         "        print(pool.map(square, range(8)))\n"
     ),
+    # -- the program's own code never runs at a checkpoint: its hooks print, count, strip, raise
+    "hooks_getstate_prints": HOOKS + "obj = Printing()\nbusy()\n",
+    "hooks_getstate_strips_its_object": HOOKS + "obj = Stripping()\nbusy()\nprint(obj.cache)\n",
+    "hooks_reduce_and_getattr_count": HOOKS + "obj = Counted()\nnested = {'obj': Counted(), 'data': block}\nbusy()\n",
+    "hooks_logging_proxy": HOOKS + "proxy = Logged(block)\nitems = [Logged(i) for i in range(3)]\nbusy()\n",
+    "hooks_properties": HOOKS + "obj = Props()\nbusy()\n",
+    "hooks_magicmock": (
+        "from unittest.mock import MagicMock\nm = MagicMock()\nm.data = block\nkept = {'m': m, 'block': block}\n"
+        "busy()\nprint(m.mock_calls)\n"
+    ),
+    "hooks_sizeof_raises_and_negative": HOOKS + "a = SizeRaises()\nb = SizeNegative()\nbusy()\n",
+    "hooks_list_subclass_len_raises": HOOKS + "items = RaisingList([block, 'x' * 2000])\nbusy()\n",
+    "hooks_dict_subclass_methods": HOOKS + "table = CountingDict(a=block, b=Counted())\nbusy()\n",
+    "hooks_metaclass_getattribute": HOOKS + "obj = WithMeta()\nbusy()\n",
+    "hooks_slotted_getattribute": HOOKS + "obj = Slotted()\nbusy()\n",
+    "hooks_eq_hash_repr_of_keys": HOOKS + "table = {Key(i): block for i in range(3)}\nbusy()\n",
+    "hooks_exception_str_prints": (
+        HOOKS + "busy()\nclass Loud(ValueError):\n"
+        "    def __str__(self):\n        print('str ran')\n        return 'loud'\nraise Loud('x')\n"
+    ),
+    "hooks_exception_str_raises": (
+        HOOKS + "busy()\nclass Broken(ValueError):\n"
+        "    def __str__(self):\n        raise RuntimeError('no text')\nraise Broken('x')\n"
+    ),
+    # -- nothing else of chkpt's shows either
+    "repl_shows_a_keyboard_interrupt": (
+        "import code\nbusy(0.2)\ncode.InteractiveInterpreter(locals=globals()).runsource('raise KeyboardInterrupt')\n"
+        "busy(0.1)\nprint('after')\n"
+    ),
+    "repl_shows_a_value_error": (
+        "import code\nbusy(0.2)\ncode.InteractiveInterpreter(locals=globals()).runsource('raise ValueError(1)')\n"
+        "print('after')\n"
+    ),
+    "repl_own_namespace_keyboard_interrupt": (
+        "import code\nbusy(0.2)\ncode.InteractiveInterpreter().runsource('raise KeyboardInterrupt')\nprint('after')\n"
+    ),
+    "locals_dict_held_by_the_program": (
+        "import chkpt\n"
+        "def work():\n    x = 1\n    snap = locals()\n    x = 2\n    y = block\n    busy(0.3)\n"
+        "    chkpt.snapshot('in work')\n    return snap.get('x'), sorted(snap)\n"
+        "print(work())\n"
+    ),
+    "polars_lazyframe_global": (
+        "import polars as pl\nlazy = pl.DataFrame({'a': list(range(5000))}).lazy().filter(pl.col('a') > 3)\n"
+        "frames = {'lazy': lazy, 'block': block}\nbusy()\n"
+    ),
+    "cprofile_sees_only_the_program": (
+        "import cProfile, pstats\n"
+        "def work():\n    busy(0.4)\n"
+        "profile = cProfile.Profile()\nprofile.enable()\nwork()\nprofile.disable()\n"
+        "print(sorted({f'{name[0].rsplit(chr(47), 1)[-1]}:{name[2]}' for name in pstats.Stats(profile).stats}))\n"
+    ),
+    "monitoring_tool_sees_only_the_program": (
+        "import sys\nmon = sys.monitoring\nmon.use_tool_id(0, 'mine')\nseen = set()\n"
+        "def started(code, offset):\n    seen.add(code.co_filename)\n"
+        "def called(code, offset, callee, arg):\n    seen.add(getattr(callee, '__name__', '') or '')\n"
+        "mon.register_callback(0, mon.events.PY_START, started)\n"
+        "mon.register_callback(0, mon.events.CALL, called)\n"
+        "mon.set_events(0, mon.events.PY_START | mon.events.CALL)\n"
+        "busy(0.5)\nmon.set_events(0, 0)\n"
+        "print(sorted(name for name in seen if 'chkpt' in name or 'PyThreadState' in name or 'unseen' in name))\n"
+    ),
 }
+
 
 # (case, extra interpreter options) pairs; each case runs under -W error::DeprecationWarning too
 # where that matters.
@@ -417,7 +611,7 @@ def three_ways(source, env, tmp_path, options=(), together=False):
 # Cases where nothing stands in chkpt's way: both traced runs must have taken periodic
 # checkpoints while the files were open (parity by switching chkpt off does not count).
 CHECKPOINTED = ("csv_", "binary_", "textiowrapper", "gzip", "print_to", "stdout_redirected",
-                "del_", "weakref", "finalizers")
+                "del_", "weakref", "finalizers", "hooks_", "polars_", "cprofile_", "monitoring_tool_sees")
 
 
 def periodic_checkpoints(store: Path) -> list[int]:
@@ -501,10 +695,10 @@ def test_coverage_run_and_report_are_unchanged(core, env, tmp_path):
     assert "prog.py" in results[0][4]
 
 
-# -- pickling hooks run once per checkpoint that saves the object ----------------------------
+# -- the program's pickling hooks never run, in any checkpoint, and its objects are saved -----
 
 HOOKED = """\
-import sys, numpy as np, chkpt
+import glob, json, os, sys, time, numpy as np, chkpt
 
 def note(what):
     with open("hooks.log", "a") as handle:
@@ -526,13 +720,19 @@ class Stateful:
         note("getstate " + self.tag)
         return self.__dict__
 
+def periodic_checkpoints():
+    found = 0
+    for path in glob.glob(os.path.join(os.environ["CHKPT_DIR"], "runs", "*", "checkpoints", "*.json")):
+        with open(path) as handle:
+            found += json.load(handle).get("trigger") == "periodic"
+    return found
+
 PLACEMENTS
 for i in range(int(sys.argv[1])):
     chkpt.snapshot("s%d" % i)
 if len(sys.argv) > 2:  # then periodic checkpoints, and a crash
-    import time
-    start = time.time()  # until a periodic checkpoint has pickled it too (a loaded machine is slow)
-    while time.time() - start < 60 and open("hooks.log").read().count("\\n") <= int(sys.argv[1]):
+    start = time.time()  # until a periodic checkpoint has saved it too (a loaded machine is slow)
+    while time.time() - start < 60 and not periodic_checkpoints():
         time.sleep(0.01)
     raise RuntimeError("end")
 """
@@ -547,6 +747,7 @@ PLACEMENTS = {
     "reduce_as_attribute": ("class Model:\n    pass\nmodel = Model()\n"
                             "model.weights = np.arange(40_000.0)\nmodel.obj = Reduced('obj')",
                             "model.obj"),
+    "reduce_in_a_long_list": ("items = [Reduced(str(i)) for i in range(1500)]", "items"),
 }
 
 
@@ -558,7 +759,7 @@ def holds(checkpoint: dict, path: str) -> bool:
 
 @pytest.mark.parametrize("periodic", [False, True], ids=["snapshots", "snapshots_periodic_crash"])
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
-def test_pickling_hook_runs_once_per_checkpoint_that_saves_it(placement, periodic, env, work):
+def test_pickling_hooks_never_run_and_the_object_is_saved_by_every_checkpoint(placement, periodic, env, work):
     statement, path = PLACEMENTS[placement]
     write(work, "prog.py", HOOKED.replace("PLACEMENTS", statement))
     args, interval = (["prog.py", "4", "crash"], "0.05") if periodic else (["prog.py", "4"], "1h")
@@ -566,9 +767,62 @@ def test_pickling_hook_runs_once_per_checkpoint_that_saves_it(placement, periodi
     assert result.returncode == (1 if periodic else 0), result.stderr
     shown = chkpt_json(["show", "latest"], env, work)
     holding = [c for c in shown["checkpoints"] if holds(c, path)]
-    assert len(holding) >= 4  # the four snapshots hold it at least
+    assert len(holding) == len(shown["checkpoints"]) >= 4 + periodic  # the snapshots, the periodic one, the end
     if periodic:
         assert {"periodic", "crash"} <= {c["trigger"] for c in holding}
-    lines = (work / "hooks.log").read_text().splitlines()
-    assert len(lines) == len(holding), (lines, [c["trigger"] for c in holding])
-    assert json.dumps(shown)  # the show output is plain JSON
+    assert not (work / "hooks.log").exists()  # no hook ran: not at a snapshot, a periodic checkpoint, a crash
+    item = "[7]" if placement.endswith("list") else ""  # loads elsewhere as a stand-in with its attributes
+    write(work, "load.py", f"import chkpt\nprint(float(chkpt.load({path!r}){item}.weights.sum()))\n")
+    loaded = run([PYTHON, "load.py"], dict(env, CHKPT="0"), work)
+    assert loaded.stdout == f"{float(sum(range(30_000)))}\n", loaded.stderr
+    assert not (work / "hooks.log").exists()
+
+
+# -- how a run ended: what the script died of, decided where it died --------------------------
+
+ENDINGS = {
+    # a REPL the script runs shows (and sets sys.last_exc for) exceptions it caught itself
+    "repl_value_error": (
+        "import code\ncode.InteractiveInterpreter(locals=globals()).runsource('raise ValueError(1)')\n", 0, "finished"),
+    "repl_keyboard_interrupt": ("import code\ncode.InteractiveInterpreter().runsource('raise KeyboardInterrupt')\n",
+                                0, "finished"),
+    "uncaught": ("def f():\n    raise ValueError('bad row')\nf()\n", 1, "crashed"),
+    "reraised_after_logging": ("try:\n    1 / 0\nexcept ZeroDivisionError:\n    print('logged')\n    raise\n",
+                               1, "crashed"),
+    "raised_in_exec_of_the_script": ("exec('raise KeyError(3)')\n", 1, "crashed"),
+    "keyboard_interrupt": ("raise KeyboardInterrupt\n", -2, "interrupted"),
+    "exception_whose_str_raises": (
+        "class Broken(ValueError):\n    def __str__(self):\n        raise RuntimeError('no text')\n"
+        "raise Broken('bad row')\n", 1, "crashed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENDINGS))
+def test_the_run_records_how_the_script_ended(name, env, work):
+    source, status, ended = ENDINGS[name]
+    write(work, "prog.py", PRELUDE + source)
+    for args in (["prog.py"], ["-m", "chkpt", "prog.py"]):
+        result = run([PYTHON, *args], env, work)
+        assert result.returncode == status, result.stderr
+    records = chkpt_json(["ls"], env, work)
+    assert [r["status"] for r in records] == [ended, ended]
+    if ended == "crashed":  # the crash checkpoint is there, the exception named without running its code
+        last = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+        assert last["trigger"] == "crash" and last["exception"].split(":")[0] in (
+            "ValueError", "ZeroDivisionError", "KeyError", "Broken")
+
+
+@pytest.mark.parametrize("interval", ["1e10", "inf"])
+def test_an_interval_too_large_for_a_timeout_is_waited_as_long_as_the_system_allows(interval, env, work):
+    """`interval = 1e10` or `inf`: the timer's wait is clamped where it is used (no OverflowError
+    from chkpt's thread). The script waits for the first tick (the session's modules load then)."""
+    write(work, "chkpt.toml", f"interval = {interval}\n")
+    write(work, "prog.py", PRELUDE + (
+        "import sys, time\nstart = time.time()\n"
+        "while 'chkpt.session' not in sys.modules and time.time() - start < 30:\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(0.3)\nprint('ticked', 'chkpt.session' in sys.modules)\n"))
+    result = run([PYTHON, "prog.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "ticked True\n"), result.stderr
+    # nothing but chkpt's own one-line notes (a range check of the value may refuse it)
+    assert all(line.startswith("chkpt: ") for line in result.stderr.splitlines()), result.stderr

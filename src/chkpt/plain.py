@@ -83,7 +83,15 @@ def find(cls: type, name: str) -> tuple[type, Any] | None:
     return None
 
 
+# Per-class facts, found once per checkpoint: `forget()` drops them after it, so that chkpt holds
+# no class of the program's (and through its methods, its globals) past a checkpoint.
 _bases: dict[type, type | None] = {}
+
+
+def forget() -> None:
+    """Drop the per-class facts found so far (after each checkpoint)."""
+    for cache in (_bases, _sizers, _dict_getters, _slot_lists):
+        cache.clear()
 
 
 def builtin_base(cls: type) -> type | None:

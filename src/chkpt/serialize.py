@@ -473,17 +473,11 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
 
 def _by_module(cls: type) -> str | None:
     """The default `how`, without the salience rules: the classes of `__main__` are the program's."""
-    decided = _module_decisions.get(cls, False)
-    if decided is False:
-        decided = _module_decisions[cls] = plain.pickling(cls, _in_main)
-    return decided
+    return plain.pickling(cls, _in_main)
 
 
 def _in_main(cls: type) -> bool:
     return plain.module_name(cls) == "__main__"
-
-
-_module_decisions: dict[type, str | None] = {}
 
 
 class _Reference:

@@ -1,20 +1,22 @@
 """chkpt's own work, out of sight of the program's profilers, tracers and monitoring tools.
 
 cProfile, coverage, debuggers and any `sys.monitoring` tool of the program see the Python code
-of every thread while they are on; chkpt's checkpoints, ticks and background writes would show
-in their results. CPython keeps, per thread, a "tracing" count that it raises while it runs a
-tool's own callback, so that the callback's code raises no events: `run` raises it around
-chkpt's work (through the C API, `PyThreadState_EnterTracing`/`LeaveTracing`), from inside one
-C-level iteration, so that what a tool sees of it is a few calls to builtins (`map`, `list`) that
-return, balanced, and none of chkpt's code. A periodic checkpoint, taken in chkpt's own
-monitoring callback, is out of sight already.
+of every thread while they are on, so chkpt's checkpoints, ticks and background writes would
+show in their results. CPython keeps, per thread, a "tracing" count that it raises while it runs
+a tool's own callback, so that the callback raises no events; chkpt raises it (through the C
+API, `PyThreadState_EnterTracing`/`LeaveTracing`) around its work on the program's thread
+(`run`), for good in its own threads (`hide_this_thread`, `start_thread`). Each is done from
+inside a C-level iteration (`list(map(operator.call, steps))`), so that no event falls between
+the steps: what a tool sees is a call or two of builtins (`list`, `map`), and none of chkpt's
+code. A periodic checkpoint, taken in chkpt's own monitoring callback, is out of sight already.
 
-Signal handlers of the program that run during that time (between two of chkpt's bytecodes)
-are out of sight too. ctypes is imported the first time it is needed (a checkpoint, a tick).
+A signal handler of the program that runs during a checkpoint is out of sight too. ctypes is
+imported the first time this is needed (a checkpoint, the first tick).
 """
 
 from __future__ import annotations
 
+import _thread
 import functools
 import operator
 
@@ -23,40 +25,46 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-_api: tuple[Any, Any, Any] | None = None
+_call_each = functools.partial(map, operator.call)
+_api: tuple[Any, ...] | None = None
 
 
-def _functions() -> tuple[Any, Any, Any]:
+def _functions() -> tuple[Any, ...] | None:
+    """(the current thread's state, enter, leave, the interpreter's newest thread state): C
+    functions of this private handle (ctypes.pythonapi's are the program's to configure); None
+    where this Python does not offer them."""
     global _api
     if _api is None:
-        import ctypes
+        try:
+            import ctypes
 
-        library = ctypes.PyDLL(None)  # its own function objects: ctypes.pythonapi's are the program's to configure
-        get, enter, leave = (library.PyThreadState_Get, library.PyThreadState_EnterTracing,
-                             library.PyThreadState_LeaveTracing)
-        get.restype, get.argtypes = ctypes.c_void_p, []
+            library = ctypes.PyDLL(None)
+            get, enter, leave = (library.PyThreadState_Get, library.PyThreadState_EnterTracing,
+                                 library.PyThreadState_LeaveTracing)
+            interpreter, newest = library.PyInterpreterState_Get, library.PyInterpreterState_ThreadHead
+        except (ImportError, AttributeError, OSError):
+            _api = ()
+            return None
+        for function in (get, interpreter, newest):
+            function.restype = ctypes.c_void_p
+        get.argtypes = interpreter.argtypes = []
+        newest.argtypes = [ctypes.c_void_p]
         for function in (enter, leave):
             function.restype, function.argtypes = None, [ctypes.c_void_p]
-        _api = get, enter, leave
-    return _api
-
-
-def steps(work: Callable[[], Any]) -> tuple[Callable[[], Any], ...] | None:
-    """Calls that run `work()` out of sight in the calling thread when made in order from C,
-    `list(map(operator.call, steps))` (so that no event falls between them); None where this
-    Python does not offer it. `work` must not raise."""
-    try:
-        get, enter, leave = _functions()
-    except (ImportError, AttributeError, OSError):  # no ctypes, or a Python without these calls
-        return None
-    state = get()
-    return functools.partial(enter, state), work, functools.partial(leave, state)
+        _api = get, enter, leave, functools.partial(newest, interpreter())
+    return _api or None
 
 
 def run(work: Callable[[], Any]) -> Any:
-    """work(), with no event of it reaching any tool; its exception is raised here."""
+    """work() on the calling thread, with no event of it reaching any tool; its exception is
+    raised here."""
+    api = _functions()
+    if api is None:
+        return work()
+    get, enter, leave, _ = api
+    state = get()
     outcome: list[Any] = []
-    entered: list[bool] = []
+    entered: list[bool] = []  # whether, as far as C knows, the tracing state is still to be left
 
     def guarded() -> None:
         try:
@@ -64,19 +72,45 @@ def run(work: Callable[[], Any]) -> Any:
         except BaseException as error:  # raised again below, once out of the tracing state
             outcome.append(_Raised(error))
 
-    found = steps(guarded)
-    if found is None:
-        return work()
-    enter, _, leave = found
-    try:  # `entered` says, in C, whether the tracing state is to be left still
-        list(map(operator.call, (enter, functools.partial(entered.append, True), guarded, entered.clear, leave)))
+    steps = (functools.partial(enter, state), functools.partial(entered.append, True), guarded,
+             entered.clear, functools.partial(leave, state))
+    try:
+        list(_call_each(steps))
     finally:
         if entered:  # interrupted before it could catch anything (a signal handler's exception)
-            leave()
+            leave(state)
     result = outcome[0] if outcome else None
     if type(result) is _Raised:
         raise result.error
     return result
+
+
+def hide_this_thread() -> None:
+    """No event of the calling thread (one of chkpt's own) reaches any tool from now on."""
+    api = _functions()
+    if api is not None:
+        get, enter, _, _ = api
+        list(_call_each((functools.partial(enter, get()),)))
+
+
+def start_thread(work: Callable[[], None]) -> None:
+    """_thread.start_new_thread(work): a thread of chkpt's own, out of sight from its first
+    instruction. `work` must not raise (its exception would be printed as unhandled).
+
+    The new thread's state is made by `start_new_thread` in this thread, as the interpreter's
+    newest, and the new thread first waits (in C) for this one to have raised its tracing count."""
+    api = _functions()
+    if api is None:
+        _thread.start_new_thread(work, ())
+        return
+    _, enter, leave, newest = api
+    gate = _thread.allocate_lock()
+    gate.acquire()
+    steps = [gate.acquire]  # the new thread's first step: wait for the rest of the list
+    start = functools.partial(_thread.start_new_thread, list, (_call_each(steps),))
+    _, state = list(_call_each((start, newest)))  # from C: no other thread can start one between the two
+    steps += [functools.partial(enter, state), work, functools.partial(leave, state)]
+    gate.release()
 
 
 class _Raised:

@@ -316,47 +316,28 @@ def _tick(timer: _Timer, interval: float) -> None:
         # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         wait = min(interval, FIRST_CHECKPOINT_AFTER)
-        waits: list = []  # what each tick's work says: seconds to the next tick, or stop
-        call = steps = None
+        hidden = False
         # a lock's timeout is at most TIMEOUT_MAX (an interval of 1e10 or inf would raise)
         while not timer._stop.acquire(timeout=min(wait, _thread.TIMEOUT_MAX)):
             watch = _current
             if watch is None or watch._timer is not timer:
                 return
-            del watch
-            if steps is None:
-                call, steps = _hidden_tick(waits)
-            list(map(call, steps))  # the tick's work, out of the sight of the program's tools
-            wait = waits.pop()
-            if wait is None:
+            if not hidden:  # from the first tick, the program's profilers and tools see nothing of it
+                from chkpt import unseen
+
+                unseen.hide_this_thread()
+                hidden = True
+            try:
+                session = watch.session()
+                if session is None:
+                    return
+                wait = session.on_tick(sys._current_frames().get(watch.main_thread))
+            except Exception as exc:
+                watch.fail(exc, "the periodic checkpoint")
                 return
+            del watch, session
     finally:
         timer._ended.release()
-
-
-def _hidden_tick(waits: "list[float | None]") -> "tuple[Any, Any]":
-    """(call, steps): `list(map(call, steps))` runs one tick's work (`_tick_work`) out of sight of
-    the program's profilers and monitoring tools, which see two calls of builtins (unseen.py)."""
-    import functools
-    import operator
-
-    from chkpt import unseen
-
-    work = functools.partial(_tick_work, waits)
-    return operator.call, unseen.steps(work) or (work,)
-
-
-def _tick_work(waits: "list[float | None]") -> None:
-    """The periodic tick: the session (made at the first) arms the monitor if a checkpoint is due."""
-    watch = _current
-    wait = None
-    try:
-        session = watch.session() if watch is not None else None
-        if session is not None:
-            wait = session.on_tick(sys._current_frames().get(watch.main_thread))
-    except Exception as exc:
-        watch.fail(exc, "the periodic checkpoint")  # type: ignore[union-attr]
-    waits.append(wait)
 
 
 # -- process hooks: module-level functions that look up the current watch ---------------------

@@ -151,7 +151,7 @@ class _Job:
     def start(self) -> None:
         _jobs_in_flight.add(self)
         try:
-            _thread.start_new_thread(unseen.run, (self._run,))
+            unseen.start_thread(self._run)
         except BaseException:
             _jobs_in_flight.discard(self)
             self.lock.release()
@@ -239,7 +239,7 @@ def _spread(function: Callable[[Any], Any], items: list[Any], size: int) -> list
         done.acquire()
         native_id: list[int] = []
         try:
-            _thread.start_new_thread(unseen.run, (functools.partial(helper, start, done, native_id),))
+            unseen.start_thread(functools.partial(helper, start, done, native_id))
         except RuntimeError:  # at interpreter shutdown (the exit checkpoint): no new threads
             break
         helpers.append((done, native_id))

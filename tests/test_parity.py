@@ -815,14 +815,19 @@ def test_the_run_records_how_the_script_ended(name, env, work):
 @pytest.mark.parametrize("interval", ["1e10", "inf"])
 def test_an_interval_too_large_for_a_timeout_is_waited_as_long_as_the_system_allows(interval, env, work):
     """`interval = 1e10` or `inf`: the timer's wait is clamped where it is used (no OverflowError
-    from chkpt's thread). The script waits for the first tick (the session's modules load then)."""
+    from chkpt's thread). The script waits until the timer thread, after its first tick, is about
+    to wait for the whole interval (its `wait`), then a moment more."""
     write(work, "chkpt.toml", f"interval = {interval}\n")
     write(work, "prog.py", PRELUDE + (
-        "import sys, time\nstart = time.time()\n"
-        "while 'chkpt.session' not in sys.modules and time.time() - start < 30:\n"
+        "import sys, time\n"
+        "def waiting():\n"
+        "    return any(frame.f_code.co_name == '_tick' and frame.f_locals.get('wait') == float(sys.argv[1])\n"
+        "               for frame in sys._current_frames().values())\n"
+        "start = time.time()\n"
+        "while not waiting() and time.time() - start < 30:\n"
         "    time.sleep(0.05)\n"
-        "time.sleep(0.3)\nprint('ticked', 'chkpt.session' in sys.modules)\n"))
-    result = run([PYTHON, "prog.py"], env, work)
+        "time.sleep(0.3)\nprint('ticked', waiting())\n"))
+    result = run([PYTHON, "prog.py", interval], env, work)
     assert (result.returncode, result.stdout) == (0, "ticked True\n"), result.stderr
     # nothing but chkpt's own one-line notes (a range check of the value may refuse it)
     assert all(line.startswith("chkpt: ") for line in result.stderr.splitlines()), result.stderr

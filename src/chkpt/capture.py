@@ -49,7 +49,7 @@ _size = salience.size
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
 _SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
-_WALKED = (dict, list, tuple)  # the containers looked into (sets have no paths to name their items by)
+_WALKED = frozenset({dict, list, tuple})  # the containers looked into (a set's items have no names)
 _SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
 _LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
 # The parts a group of nests is cut into when a bound over all of it rules out too few; a group
@@ -238,6 +238,7 @@ class _Walker:
         self.refs: serialize.Refs = {}  # id → (order, persistent id, value), for skeletons
         self.walked: set[int] = set()  # containers and objects already walked (shared or cyclic)
         self.arrays: dict[int, list[Any]] = {}  # saved contiguous arrays, by the array owning their memory
+        self.ndarray = salience.array_class()
         self.linked = 0  # nested values saved or aliased so far
         self.pending: list[tuple[str, str]] = []  # unsaveable values inside the current root
 
@@ -253,7 +254,8 @@ class _Walker:
         if kind is DEFINITION or rules.name_excluded(name):
             return False
         if kind is SCALAR:  # never an alias, nothing inside: the many small values a crash keeps
-            self.consider(name, obj, scope, _size(obj), self.forced(name, scope))
+            measure = _SCALAR_SIZEOF.get(type(obj), _size)
+            self.consider(name, obj, scope, measure(obj), self.forced(name, scope))
             return False
         known = self.saved_as.get(id(obj))
         if known is not None:
@@ -321,31 +323,33 @@ class _Walker:
         return f"{human_size(size)} is over max_object_size ({human_size(self.rules.max_object_size)})"
 
     def record(self, name: str, obj: Any, pid: tuple[str, ...]) -> None:
-        if type(obj) not in salience.SCALAR_TYPES:
+        cls = type(obj)
+        if cls not in salience.SCALAR_TYPES:
             self.saved_as[id(obj)] = name
+            if cls is self.ndarray and not obj.dtype.hasobject and (obj.flags.c_contiguous or obj.flags.f_contiguous):
+                # an array views of the same memory may be saved as views of (see `viewed`)
+                self.arrays.setdefault(id(salience.buffer_owner(obj)), []).append((-len(self.refs), pid, obj))
         self.refs[id(obj)] = (len(self.refs), pid, obj)
-        if salience.is_array(obj) and not obj.dtype.hasobject and (obj.flags.c_contiguous or obj.flags.f_contiguous):
-            # an array views of the same memory may be saved as views of (see `viewed`)
-            self.arrays.setdefault(id(salience.buffer_owner(obj)), []).append(obj)
 
     def viewed(self, view: Any) -> tuple[tuple[str, ...], Any] | None:
         """(persistent id, array) of the saved contiguous array whose memory holds all of numpy
         view `view`'s, if any: the largest, and only one larger than it or, as large, saved
         before it, so that no two arrays are saved as views of each other."""
-        found = None
         candidates = self.arrays.get(id(salience.buffer_owner(view)))
-        if candidates:
-            low, span = salience.array_span(view)
-            start = salience.address(view) + low
-            rank = (span, -self.refs.get(id(view), (len(self.refs),))[0])
-            for array in candidates:
-                begin = salience.address(array)
-                order, pid, _ = self.refs[id(array)]
-                if array is view or not begin <= start <= start + span <= begin + array.nbytes \
-                        or (array.nbytes, -order) <= rank or (found is not None and array.nbytes <= found[1].nbytes):
-                    continue
-                found = (pid, array)
-        return found
+        if not candidates:
+            return None
+        if len(candidates[0]) == 3:  # where each lies in memory, largest first: found once, at the first view
+            candidates[:] = sorted(((array.nbytes, order, salience.address(array), pid, array)
+                                    for order, pid, array in candidates), key=_size_and_order, reverse=True)
+        low, span = salience.array_span(view)
+        start = salience.address(view) + low
+        rank = (span, -self.refs.get(id(view), (len(self.refs),))[0])
+        for size, order, begin, pid, array in candidates:
+            if (size, order) <= rank:
+                return None  # the others are smaller still
+            if array is not view and begin <= start and start + span <= begin + size:
+                return pid, array
+        return None
 
     # -- nested values ----------------------------------------------------------------------------
 
@@ -354,29 +358,36 @@ class _Walker:
         if depth <= 0 or self.visits_left <= 0:
             return None
         if kind is CONTAINER:
-            base = plain.builtin_base(type(obj))
-            if base not in _WALKED or plain.length(obj) > MAX_CONTAINER_ITEMS:
+            cls = type(obj)
+            if cls in _WALKED:  # in C: the builtin itself
+                base, count, size = cls, len(obj), _getsizeof(obj)
+                values: Any = obj.values() if cls is dict else obj
+            else:  # a subclass, read as the builtin it is (its own methods are the program's code)
+                base = plain.builtin_base(cls)
+                if base not in _WALKED:
+                    return None
+                count, size, values = plain.length(obj), _size(obj), list(plain.values(obj))
+            if count > MAX_CONTAINER_ITEMS:
                 return None
-            entries = list(plain.items(obj)) if base is dict else list(enumerate(plain.values(obj)))
-            size = _size(obj)
         else:  # the program's object: its dict and slots, never its code
             attributes = plain.attributes(obj)
             entries = [*(dict.items(attributes) if attributes is not None else ()), *plain.slots(obj).items()]
             if attributes is None and not entries:
                 return None
             size = _size(obj) + (_getsizeof(attributes) if attributes is not None else 0)
-        if salience.SCALAR_TYPES.issuperset([type(value) for _, value in entries]):
+            values = [value for _, value in entries]
+        if salience.SCALAR_TYPES.issuperset(map(type, values)):
             return None  # only numbers and strings: nothing to find
         self.walked.add(id(obj))
         if kind is CONTAINER and base is dict:
-            for key, value in entries:
+            for key, value in list(dict.items(obj)):
                 text = naming.key_text(key)
                 if text is None:
                     size += self.whole_size(value, self.rules.kind(value)[0])
                 else:
                     size += self.nested(naming.item(name, text), value, scope, depth - 1)
         elif kind is CONTAINER:
-            for index, value in entries:
+            for index, value in enumerate(list(values)):
                 size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
         else:  # dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
             for key, value in entries:
@@ -392,7 +403,7 @@ class _Walker:
         rules = self.rules
         kind, reason = rules.kind(obj)
         if kind is SCALAR:
-            size = _size(obj)
+            size = _SCALAR_SIZEOF.get(type(obj), _size)(obj)
             if size < self.min_size:
                 return size
             self.linked += self.consider(name, obj, scope, size, False)
@@ -456,11 +467,15 @@ class _Walker:
         they load sharing its memory, and store only where in it they are."""
         for item in self.capture.items:
             obj = item.obj
-            if salience.is_array(obj) and obj.base is not None and not obj.dtype.hasobject:
+            if type(obj) is self.ndarray and obj.base is not None and not obj.dtype.hasobject:
                 viewed = self.viewed(obj)
                 if viewed is not None:
                     item.info["view_of"] = viewed[0][1]
                     item.obj = serialize.Skeleton(obj, self.refs, self.refs[id(obj)][0], self.viewed)
+
+
+def _size_and_order(candidate: tuple[Any, ...]) -> tuple[int, int]:
+    return candidate[0], candidate[1]
 
 
 def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) -> Capture:
@@ -476,9 +491,9 @@ def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) ->
         kept = set(_sizeable({name: value for name, value, _ in found}, min_size, walker.saved_as))
         found = [root for root in found if root[0] in kept]
     later += [root for root in found if walker.root(*root)]
-    pure = _only_builtins([value for _, value, _ in later]) is not None
+    pure = salience.held_builtins([value for _, value, _ in later], MAX_DEPTH) is not None
     for name, value, scope in later:
-        if pure or _only_builtins([value]) is not None:
+        if pure or salience.held_builtins([value], MAX_DEPTH) is not None:
             walker.consider(name, value, scope, salience.builtin_size(value), walker.forced(name, scope))
         else:
             walker.walk_root(name, value, scope)
@@ -521,7 +536,7 @@ def _small_nests(nests: list[Any], min_size: int) -> set[int]:
     groups = [(nests, False)]  # nests, and whether they are known to hold only builtins
     while groups:
         group, pure = groups.pop()
-        held = gc.get_referents(*group) if pure else _only_builtins(group)
+        held = gc.get_referents(*group) if pure else salience.held_builtins(group, MAX_DEPTH)
         if held is not None:
             largest = max([sizes[type(value)](value) for value in held], default=0) + per_item
             ruled_out = [id(value) for value in group if sizes[type(value)](value) + len(value) * largest < limit]
@@ -535,18 +550,3 @@ def _small_nests(nests: list[Any], min_size: int) -> set[int]:
             step = -(-len(group) // _SPLIT)
             groups += [(group[start:start + step], held is not None) for start in range(0, len(group), step)]
     return small
-
-
-def _only_builtins(containers: list[Any]) -> list[Any] | None:
-    """What `containers` hold directly, when nothing but builtin values is nested in them as deep
-    as a walk would go; None otherwise.
-
-    Looked at level by level with `gc.get_referents`, in C: a namespace full of nested
-    dicts of settings costs microseconds, not a Python-level walk.
-    """
-    first = layer = gc.get_referents(*containers)
-    for _ in range(MAX_DEPTH - 1):
-        if not _BUILTIN_TYPES.issuperset(map(type, layer)):
-            return None
-        layer = gc.get_referents(*layer)  # numbers and strings have none; containers of any size are looked into
-    return first if _BUILTIN_TYPES.issuperset(map(type, layer)) else None

@@ -163,13 +163,13 @@ def attributes(obj: Any) -> dict[str, Any] | None:
     cls = type(obj)
     getter = _dict_getters.get(cls, False)
     if getter is False:
-        getter = _dict_getters[cls] = next(
-            (found for klass in _type_mro(cls)
-             if type(found := _type_dict(klass).get("__dict__")) is types.GetSetDescriptorType), None)
+        descriptor = next((found for klass in _type_mro(cls)
+                           if type(found := _type_dict(klass).get("__dict__")) is types.GetSetDescriptorType), None)
+        getter = _dict_getters[cls] = None if descriptor is None else descriptor.__get__
     if getter is None:
         return None
     try:
-        found = getter.__get__(obj, cls)
+        found = getter(obj, cls)
     except Exception:
         return None
     return found if type(found) is dict else None
@@ -197,8 +197,11 @@ def _slot_descriptors(cls: type) -> tuple[tuple[str, Any], ...]:
 
 def slots(obj: Any) -> dict[str, Any]:
     """The slot values set on `obj`, by name (an unset slot is left out)."""
-    found = {}
-    for name, descriptor in _slot_descriptors(type(obj)):
+    found: dict[str, Any] = {}
+    described = _slot_lists.get(type(obj))
+    if described == ():
+        return found
+    for name, descriptor in described or _slot_descriptors(type(obj)):
         try:
             found[name] = descriptor.__get__(obj, type(obj))
         except AttributeError:
@@ -212,12 +215,30 @@ _PICKLING_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_
                    "__getattr__", "__getattribute__", "__class__", "__dict__")
 
 
+BY_NAME = "by name"
+
+
+class Pickling(dict):  # type: ignore[type-arg]
+    """`pickling(cls)` of each class asked for (`decisions[cls]`, a C-level lookup once known)."""
+
+    def __init__(self, is_program: Callable[[type], bool]) -> None:
+        super().__init__()
+        self.is_program = is_program
+
+    def __missing__(self, cls: type) -> str | None:
+        decided = self[cls] = pickling(cls, self.is_program)
+        return decided
+
+
 def pickling(cls: type, is_program: Callable[[type], bool]) -> str | None:
     """How objects of `cls` are pickled: PLAIN (by their plain state: `cls` or a class it
     derives from is the program's, and below the program's classes there is only `object` or a
-    builtin type), None (by their class's own reducer: no class of the program on its MRO, or a
-    library's class the program's derives from, with no pickling or attribute hook of the
-    program's over it), or the reason they cannot be saved without running the program's code."""
+    builtin type), BY_NAME (a class whose metaclass is not `type`: by its names, read without
+    its metaclass's hooks), None (by their class's own reducer: no class of the program on its
+    MRO, or a library's class the program's derives from, with no pickling or attribute hook of
+    the program's over it), or the reason they cannot be saved without running the program's code."""
+    if issubclass(cls, type):
+        return None if cls is type else BY_NAME
     classes = _type_mro(cls)
     program = [klass for klass in classes if is_program(klass)]
     if not program:
@@ -237,11 +258,14 @@ def reduce(obj: Any) -> tuple[Any, ...]:
     """The reduced form (for pickle's `reducer_override`) of `obj` as plain state: its class,
     its builtin base's value and its dict and slots, loaded by `new` and `set_state`."""
     cls = type(obj)
-    base = builtin_base(cls)
-    value = _VALUE[base](obj) if base is not None else None
-    contents = None
-    if base in _MUTABLE:  # set after the object exists, so a list that holds itself still pickles
-        value, contents = None, value
+    base = _bases.get(cls, False)
+    if base is False:
+        base = builtin_base(cls)
+    value = contents = None
+    if base is not None:
+        value = _VALUE[base](obj)
+        if base in _MUTABLE:  # set after the object exists, so a list that holds itself still pickles
+            value, contents = None, value
     return new, (cls, base, value), (attributes(obj), slots(obj) or None, contents), None, None, set_state
 
 

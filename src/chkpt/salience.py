@@ -23,6 +23,7 @@ thousands of values and must stay in the low milliseconds.
 from __future__ import annotations
 
 import _weakref
+import gc
 import sys
 import types
 from itertools import islice
@@ -164,7 +165,7 @@ class Rules:
         self._exclude = _name_matcher(self.exclude_names)
         self._kinds: dict[type, tuple[str, str | None]] = {}
         self._program: dict[type, bool] = {}
-        self._pickling: dict[type, str | None] = {}
+        self.pickling = plain.Pickling(self.is_program)  # how objects of each class are pickled
 
     def kind(self, obj: Any) -> tuple[str, str | None]:
         """(kind, reason it cannot be saved or None); decided once per type."""
@@ -216,14 +217,6 @@ class Rules:
             self._program[cls] = known
         return known
 
-    def pickling(self, cls: type) -> str | None:
-        """How objects of `cls` are pickled (plain.pickling), decided once per type."""
-        try:
-            return self._pickling[cls]
-        except KeyError:
-            decided = self._pickling[cls] = plain.pickling(cls, self.is_program)
-            return decided
-
     def name_forced(self, name: str) -> bool:
         return self._include is not None and self._include(name) is not None
 
@@ -245,16 +238,42 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if type(value) is int else None
 
 
+# The names data probes ask for; a type is asked only for those it defines itself (never a
+# `__getattr__` that would make one up), found once per type and checkpoint (`forget`).
+_PROBED = ("estimated_size", "memory_usage", "index", "get_total_buffer_size", "element_size", "nelement",
+           "nbytes", "shape", "dtype", "dtypes")
+_declared: dict[type, frozenset[str]] = {}
+
+
 def _declares(cls: type, name: str) -> bool:
-    """Whether the class itself defines `name` (an instance is then asked for it, never
-    a `__getattr__` that would make it up)."""
-    return plain.find(cls, name) is not None
+    found = _declared.get(cls)
+    if found is None:
+        found = _declared[cls] = frozenset(probe for probe in _PROBED if plain.find(cls, probe) is not None)
+    return name in found
+
+
+def forget() -> None:
+    """Drop what was found per class (after each checkpoint: chkpt holds no class of the program's)."""
+    _declared.clear()
+    plain.forget()
+
+
+_ndarray: type | None = None
+
+
+def array_class() -> type | None:
+    """numpy.ndarray, once numpy is imported (before, no value can be one)."""
+    global _ndarray
+    if _ndarray is None:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and issubclass(type(numpy), types.ModuleType):
+            _ndarray = _module_dict(numpy).get("ndarray")
+    return _ndarray
 
 
 def is_array(obj: Any) -> bool:
     """Whether `obj` is a numpy.ndarray (not a subclass)."""
-    cls = type(obj)
-    return class_module(cls) == "numpy" and plain.class_name(cls) == "ndarray"
+    return type(obj) is (_ndarray or array_class())
 
 
 def buffer_owner(array: Any) -> Any:
@@ -289,10 +308,10 @@ def data_size(obj: Any) -> int:
     """Estimated bytes a data-library object serializes to (duck-typed probes, each asked only
     of a type that defines it)."""
     cls = type(obj)
+    if cls is (_ndarray or array_class()):  # a view stores its elements or the memory they span
+        return obj.nbytes if obj.base is None else min(obj.nbytes, array_span(obj)[1])
     module = class_module(cls)
     try:
-        if is_array(obj) and obj.base is not None:  # a view stores its elements or the memory they span
-            return min(obj.nbytes, array_span(obj)[1])
         if module.startswith("polars"):  # a LazyFrame is a query: nothing to measure without running it
             return int(obj.estimated_size()) if _declares(cls, "estimated_size") else plain.size_of(obj)
         if module.startswith("pandas") and _declares(cls, "memory_usage"):
@@ -317,11 +336,27 @@ def data_size(obj: Any) -> int:
 
 
 _BUILTIN_TYPES = SCALAR_TYPES | {dict, list, tuple, set, frozenset}
+_EXACT_CONTAINERS = frozenset(BUILTIN_CONTAINERS)
 # Each builtin type's own `__sizeof__`, called unbound (several times cheaper than sys.getsizeof):
 # `sys.getsizeof` of a value of one of these exact types is it plus GC_HEADER for the containers.
 SIZEOF: dict[type, Callable[[Any], int]] = {cls: cls.__sizeof__ for cls in _BUILTIN_TYPES}
 GC_HEADER = sys.getsizeof([]) - [].__sizeof__()
 KEY_SIZE = 64  # a dict key, usually a short string: counted, not measured (measuring costs more)
+
+
+def held_builtins(containers: list[Any], depth: int) -> list[Any] | None:
+    """What `containers` hold directly, when nothing but builtin values is nested in them `depth`
+    levels deep; None otherwise.
+
+    Looked at level by level with `gc.get_referents`, in C: a namespace full of nested
+    dicts of settings costs microseconds, not a Python-level walk.
+    """
+    first = layer = gc.get_referents(*containers)
+    for _ in range(depth - 1):
+        if not _BUILTIN_TYPES.issuperset(map(type, layer)):
+            return None
+        layer = gc.get_referents(*layer)  # numbers and strings have none; containers of any size are looked into
+    return first if _BUILTIN_TYPES.issuperset(map(type, layer)) else None
 
 
 def size(obj: Any) -> int:
@@ -332,14 +367,19 @@ def size(obj: Any) -> int:
 def builtin_size(obj: Any, element_size: Callable[[Any], int] = size, sample: int = 32) -> int:
     """Estimated bytes of a builtin value (or of a subclass of one, read as the builtin): large
     containers are measured on a sample."""
-    size_ = size(obj)
-    base = plain.builtin_base(type(obj))
-    if base not in BUILTIN_CONTAINERS:
-        return size_
-    count = plain.length(obj)
+    cls = type(obj)
+    if cls in _EXACT_CONTAINERS:  # the common case, in C
+        size_, base, count = sys.getsizeof(obj), cls, len(obj)
+        values: Any = obj.values() if cls is dict else obj
+    else:
+        size_, base = plain.size_of(obj), plain.builtin_base(cls)
+        if base not in BUILTIN_CONTAINERS:
+            return size_ if base is not None else size(obj)
+        count, values = plain.length(obj), list(islice(plain.values(obj), sample))
     if not count:
         return size_
-    values: Any = list(islice(plain.values(obj), sample))
+    if count > sample and type(values) is not list:
+        values = list(islice(values, sample))
     if element_size is size and _BUILTIN_TYPES.issuperset(map(type, values)):
         part = sum([SIZEOF[type(value)](value) for value in values])  # __sizeof__: no GC header
     else:

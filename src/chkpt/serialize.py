@@ -43,7 +43,7 @@ from chkpt import plain, salience
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     Refs = dict[int, tuple[int, tuple[str, ...], Any]]
@@ -65,6 +65,9 @@ _CONTAINERS = frozenset({dict, list, tuple})
 # made (measured, not assumed: it differs between Python versions), plus its container and `layer`
 _HELD_HERE = next(map(sys.getrefcount, [[]])) + 2
 _IMMUTABLE = frozenset({str, int, float, bytes, bool, type(None)})
+_NO_REFERENTS = _IMMUTABLE | {complex, bytearray}
+_module_of = type.__dict__["__module__"].__get__
+_FLAT = frozenset({dict, list, tuple, set, frozenset})
 
 
 class Allowance:
@@ -130,7 +133,7 @@ class ObjectArrays(Generations):
     whole array's memory names its runs' keys, so an unchanged array is one hash.
     """
 
-    def pickled(self, array: Any, how: Callable[[type], str | None]) -> tuple[list[bytes], bool] | None:
+    def pickled(self, array: Any, how: Mapping[type, str | None]) -> tuple[list[bytes], bool] | None:
         """The pickles of C-contiguous object array `array`: those of its runs, kept (True), or,
         when an element could change, one pickle of the whole array (by `how`), not kept
         (False); None when an element's class is defined in `__main__` (then it is pickled in
@@ -451,9 +454,9 @@ class _OutOfBand:
 
 
 def _large_bytes_out_of_band(obj: Any) -> Any:
-    """obj's reduced form with its large bytes state/arguments out of band, else NotImplemented."""
-    module = plain.module_name(type(obj))
-    if not module.startswith(_STATE_MODULES) or type(obj) is type:  # classes pickle by name
+    """The reduced form of an object of the `_STATE_MODULES`, with its large bytes state or
+    arguments out of band, else NotImplemented."""
+    if type(obj) is type:  # classes pickle by name
         return NotImplemented
     reduced = obj.__reduce_ex__(5)
     if type(reduced) is not tuple or len(reduced) < 2:
@@ -471,12 +474,8 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
     return (reduced[0], args, _OutOfBand(state) if big(state) else state, *reduced[3:])
 
 
-def _by_module(cls: type) -> str | None:
-    """The default `how`, without the salience rules: the classes of `__main__` are the program's."""
-    return plain.pickling(cls, _in_main)
-
-
 def _in_main(cls: type) -> bool:
+    """The default rule, without the salience rules: the classes of `__main__` are the program's."""
     return plain.module_name(cls) == "__main__"
 
 
@@ -579,34 +578,25 @@ class _Pickler(pickle.Pickler):
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
                  skeleton: Skeleton | None, arrays: ObjectArrays | None,
-                 how: Callable[[type], str | None]) -> None:
+                 how: Mapping[type, str | None]) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self.skeleton = skeleton
         self.arrays = arrays
         self.how = how
         self.fixed: dict[tuple[int, int], Any] = {}
 
-    def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
-        if type(obj) is _Reference:
-            return obj.pid
-        skeleton = self.skeleton
-        if skeleton is None:
-            return None
-        entry = skeleton.refs.get(id(obj))
-        if entry is None or entry[0] >= skeleton.order or entry[2] is not obj:
-            return None
-        return entry[1]
-
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
-        if cls is not type and issubclass(cls, type):  # a class, by its names, read without its metaclass's hooks
-            return _named_class, (plain.module_name(obj), plain.class_qualname(obj))
-        how = self.how(cls)
+        how = self.how[cls]
         if how is not None:
             if how is plain.PLAIN:
                 return plain.reduce(obj)
+            if how is plain.BY_NAME:  # a class whose metaclass is not `type`
+                return _named_class, (plain.module_name(obj), plain.class_qualname(obj))
             raise pickle.PicklingError(how)
-        module = plain.module_name(cls)
+        module = _module_of(cls)
+        if type(module) is not str:
+            return NotImplemented
         if module == "numpy":
             if _is_large_object_array(obj) and self.arrays is not None:
                 pickled = self.arrays.pickled(obj, self.how)
@@ -626,10 +616,26 @@ class _Pickler(pickle.Pickler):
                 if str(getattr(obj, "type", "")) in _FIXED_ARROW_TYPES and hasattr(obj, "buffers"):
                     self.fixed.update(((b.address, b.size), obj) for b in obj.buffers() if b is not None)
                 return NotImplemented
-            reduced = _arrow_backed(obj)
-            if reduced is not None:
-                return reduced
-        return _large_bytes_out_of_band(obj)
+            if module.startswith("pandas"):
+                reduced = _arrow_backed(obj)
+                if reduced is not None:
+                    return reduced
+        return _large_bytes_out_of_band(obj) if module.startswith(_STATE_MODULES) else NotImplemented
+
+
+class _SkeletonPickler(_Pickler):
+    """A `_Pickler` for a skeleton: its parts saved on their own, and the arrays its views view,
+    as references (a pickler without `persistent_id` is not asked for one at every object)."""
+
+    def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
+        if type(obj) is _Reference:
+            return obj.pid
+        skeleton = self.skeleton
+        assert skeleton is not None
+        entry = skeleton.refs.get(id(obj))
+        if entry is None or entry[0] >= skeleton.order or entry[2] is not obj:
+            return None
+        return entry[1]
 
 
 def _arrow_backed(obj: Any) -> tuple[Any, ...] | None:
@@ -650,7 +656,7 @@ def _is_large_object_array(obj: Any) -> bool:
             and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
 
 
-def _dumps_plainly(obj: Any, how: Callable[[type], str | None]) -> bytes:
+def _dumps_plainly(obj: Any, how: Mapping[type, str | None]) -> bytes:
     """pickle.dumps(obj), the program's objects by their plain state, nothing apart."""
     file = io.BytesIO()
     _Pickler(file, None, None, None, how).dump(obj)
@@ -658,29 +664,35 @@ def _dumps_plainly(obj: Any, how: Callable[[type], str | None]) -> bytes:
 
 
 def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept | None,
-            how: Callable[[type], str | None]) -> tuple[bytes, dict[tuple[int, int], Any]]:
+            how: Mapping[type, str | None]) -> tuple[bytes, dict[tuple[int, int], Any]]:
     if kept is not None and type(obj) is list and len(obj) >= RECORDS_MIN:
         runs = kept.records.runs(obj)
         if runs is not None:
             return pickle.dumps(_joined_runs(runs), protocol=5, buffer_callback=buffer_callback), _fixed_pickles(runs)
+    cls = type(obj)
+    if cls in _NO_REFERENTS or (cls in _FLAT and _NO_REFERENTS.issuperset(map(type, obj)) and (
+            cls is not dict or _NO_REFERENTS.issuperset(map(type, obj.values())))):
+        # numbers and strings, or a container of only them: nothing for `_Pickler` to do, faster
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
     skeleton = obj if type(obj) is Skeleton else None
     file = io.BytesIO()
     # a skeleton's object arrays stay in its stream: their elements may be its references
-    pickler = _Pickler(file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays, how)
+    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(
+        file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays, how)
     pickler.dump(skeleton.root if skeleton else obj)
     return file.getvalue(), pickler.fixed
 
 
-def dumps(obj: Any, kept: Kept | None = None, how: Callable[[type], str | None] | None = None) -> Serialized:
+def dumps(obj: Any, kept: Kept | None = None, how: Mapping[type, str | None] | None = None) -> Serialized:
     """Serialize `obj` (or a Skeleton); raises whatever pickle raises for an unsaveable value.
 
     With `kept`, large object arrays in numpy and pandas values and long lists of plain builtin
     values are pickled apart and kept there, so that the next checkpoint does not pickle them
-    again while they are unchanged. `how(cls)` says how objects of a class are pickled
+    again while they are unchanged. `how[cls]` says how objects of a class are pickled
     (salience's `Rules.pickling`); by default the classes of `__main__` are the program's.
     """
     buffers: list[pickle.PickleBuffer] = []
-    stream, fixed = _pickle(obj, buffers.append, kept, how or _by_module)
+    stream, fixed = _pickle(obj, buffers.append, kept, plain.Pickling(_in_main) if how is None else how)
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
     raw = [buffer.raw() for buffer in buffers]
     return Serialized(stream, raw, [_fixed(view, fixed) for view in raw])

@@ -218,7 +218,7 @@ class Session:
             self._busy = False
             self._last_checkpoint = time.monotonic()
             self._last_pause = self._last_checkpoint - started
-            plain = sys.modules.get("chkpt.plain")
-            if plain is not None:
-                plain.forget()  # no class of the program's is held between checkpoints
+            salience = sys.modules.get("chkpt.salience")
+            if salience is not None:
+                salience.forget()  # no class of the program's is held between checkpoints
 

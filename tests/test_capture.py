@@ -756,4 +756,6 @@ def test_an_exception_is_described_without_its_own_str():
         "FileNotFoundError: [Errno 2] No such file or directory: 'x.csv'"
     assert plain.exception_text(RuntimeError()) == "RuntimeError"
     assert plain.exception_text(ValueError(Proxy())) == "ValueError"  # its text would run the program's code
+    assert plain.exception_text(ExceptionGroup("many", [Loud("x"), ValueError(Proxy())])) == \
+        "ExceptionGroup: many (2 sub-exceptions)"
     assert CALLS == []

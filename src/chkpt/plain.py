@@ -323,6 +323,8 @@ def exception_text(exc: BaseException) -> str:
     cls = type(exc)
     name = class_name(cls)
     shown = [*_exception_args(exc)]
+    if issubclass(cls, BaseExceptionGroup):  # its __str__ shows the message and counts the others
+        shown = shown[:1]
     for field in ("filename", "filename2"):  # OSError shows these too
         found = find(cls, field)
         if found is not None and type(found[1]) is types.MemberDescriptorType:

@@ -664,6 +664,14 @@ class _Counter:
         return object.__getattribute__(self, name)
 
 
+class _LoggedOrdered(__import__("collections").OrderedDict):
+    """A class over a library's (here the stdlib's) whose pickling would run this hook."""
+
+    def __getattr__(self, name):
+        _note(f"OrderedDict __getattr__ {name}")
+        raise AttributeError(name)
+
+
 def _hostile_namespace():
     from unittest.mock import MagicMock
 
@@ -676,6 +684,7 @@ def _hostile_namespace():
         "hooked": _Hooked("global"), "logged": _Logged(np.arange(3000.0)), "negative": _Negative(),
         "raising": raising, "nested": nested, "pair": _Pair((np.arange(2000.0), 7)), "meta": _WithMeta(),
         "text": _Text("t" * 3000), "counter": _Counter(), "mock": MagicMock(), "holder": {"deep": [_Logged(1)]},
+        "box": {"ordered": _LoggedOrdered(a=1), "values": np.arange(2000.0)},
     }
 
 
@@ -698,7 +707,10 @@ def test_capturing_and_pickling_never_run_the_programs_code(keep_small):
             "raising[0]", "nested", "nested['a']", "pair", "meta", "meta.values", "text", "counter",
             "counter.values"} <= names
     assert captured.skipped == [
-        {"name": "mock", "reason": "a mock (unittest.mock.MagicMock) is not saved: it records every use of it"}]
+        {"name": "mock", "reason": "a mock (unittest.mock.MagicMock) is not saved: it records every use of it"},
+        {"name": "box['ordered']", "reason": "not saved: its class _LoggedOrdered defines __getattr__ over "
+                                             "collections.OrderedDict, and chkpt never runs the program's code "
+                                             "to save a value"}]  # and `box` is saved, with a placeholder for it
     described = {item.name: (item.type, item.info) for item in captured.items}
     assert described["raising"] == ("test_capture._RaisingList", {"shape": [2]})
     assert described["hooked"] == ("test_capture._Hooked", {})
@@ -717,6 +729,7 @@ def test_capturing_and_pickling_never_run_the_programs_code(keep_small):
     pair = loaded["pair"]
     assert type(pair) is _Pair and tuple.__getitem__(pair, 1) == 7
     assert type(loaded["nested"]) is _RaisingDict and dict.__getitem__(loaded["nested"], "b").tag == "in a dict"
+    assert "not saved" in repr(loaded["box"]["ordered"]) and loaded["box"]["values"] is loaded["box['values']"]
     counter = loaded["counter"]
     assert type(counter) is _Counter and _Counter.count.__get__(counter) == 3
     assert type(loaded["text"]) is _Text and str.__str__(loaded["text"]) == "t" * 3000

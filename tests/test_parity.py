@@ -801,11 +801,11 @@ ENDINGS = {
 def test_the_run_records_how_the_script_ended(name, env, work):
     source, status, ended = ENDINGS[name]
     write(work, "prog.py", PRELUDE + source)
-    for args in (["prog.py"], ["-m", "chkpt", "prog.py"]):
+    for args in (["prog.py"], ["-m", "prog"], ["-m", "chkpt", "prog.py"]):  # started by python, runpy, chkpt
         result = run([PYTHON, *args], env, work)
         assert result.returncode == status, result.stderr
     records = chkpt_json(["ls"], env, work)
-    assert [r["status"] for r in records] == [ended, ended]
+    assert [r["status"] for r in records] == [ended] * 3
     if ended == "crashed":  # the crash checkpoint is there, the exception named without running its code
         last = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
         assert last["trigger"] == "crash" and last["exception"].split(":")[0] in (

@@ -194,11 +194,15 @@ class Rules:
             return UNSAVEABLE, f"a {top}.{plain.class_qualname(cls)} is display state, not data (skip_modules)"
         if _matches(module, self.prefixes):
             return DATA, None
+        program = self.is_program(cls)
+        how = self.pickling[cls] if program else None
+        if how is not None and how is not plain.PLAIN:
+            return UNSAVEABLE, f"not saved: {how}"
         if issubclass(cls, BUILTIN_SCALARS):
             return SCALAR, None
         if issubclass(cls, BUILTIN_CONTAINERS):
             return CONTAINER, None
-        if self.is_program(cls):  # walked through its dict and slots, never through its code
+        if program:  # walked through its dict and slots, never through its code
             return USER_OBJECT, None
         if _is_stdlib(module) or not type.__dict__["__dictoffset__"].__get__(cls):
             return OTHER, None

@@ -9,6 +9,7 @@ Capture, serialization and the store are imported at the first checkpoint.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -29,10 +30,13 @@ if TYPE_CHECKING:
 _traceback_of = BaseException.__dict__["__traceback__"].__get__  # not exc.__traceback__: its class's code could run
 
 
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
 def _launcher(frame: FrameType) -> bool:
-    """Whether the frame is of what started the script: runpy (`-m`), chkpt's runner or resume."""
-    module = dict.get(frame.f_globals, "__name__")
-    return module == "runpy" or (type(module) is str and (module == "chkpt" or module.startswith("chkpt.")))
+    """Whether the frame is of what started the script: runpy (`-m`), chkpt's runner or resume
+    (`python -m chkpt` runs chkpt's `__main__.py` as `__main__`: known by its file)."""
+    return dict.get(frame.f_globals, "__name__") == "runpy" or frame.f_code.co_filename.startswith(_PACKAGE)
 
 
 # Periodic checkpoints may pause the program for at most this share of its time: a checkpoint
@@ -140,15 +144,23 @@ class Session:
 
     def _died_of(self, exc: BaseException) -> bool:
         """Whether `exc` (`sys.last_exc` at exit) is the exception the script died of: one that
-        left the script's top-level code, so the outermost frame of its traceback, but for those
-        of what started the script (runpy for `-m`, chkpt's runner), is that code's. An exception
-        that a REPL run by the script showed (`code.InteractiveInterpreter` sets `sys.last_exc`
-        too) was caught in the REPL's code: its traceback starts there."""
+        left the script's top-level code, the process's outermost frame but for those of what
+        started the script (runpy for `-m`, chkpt's runner). An exception that a REPL run by the
+        script showed (`code.InteractiveInterpreter` sets `sys.last_exc` too) was caught in the
+        REPL's code, which is below the script's: its traceback starts there (3.12), or in the
+        code it ran for the REPL, called by it (3.13)."""
         tb = _traceback_of(exc)
         while tb is not None and _launcher(tb.tb_frame):
             tb = tb.tb_next
-        return tb is not None and tb.tb_frame.f_globals is self.watch.main_globals \
-            and tb.tb_frame.f_code.co_name == "<module>"
+        if tb is None:
+            return False
+        frame = tb.tb_frame
+        if frame.f_globals is not self.watch.main_globals or frame.f_code.co_name != "<module>":
+            return False
+        back = frame.f_back
+        while back is not None and _launcher(back):
+            back = back.f_back
+        return back is None
 
     # -- taking a checkpoint --------------------------------------------------------------------
 

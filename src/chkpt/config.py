@@ -33,6 +33,16 @@ class ConfigError(ValueError):
     """A value that cannot be used; the message says what was expected."""
 
 
+class OutOfRange(ConfigError):
+    """A number that is well formed but too large (or infinite, or not a number) to be meant."""
+
+
+MAX_SIZE = 2**63 - 1  # 8 EiB: what a file offset can be
+# 100 years: longer is no interval anyone means, and waits must stay under threading.TIMEOUT_MAX
+MAX_DURATION = 100 * 365 * 86400.0
+MAX_COUNT = 1_000_000
+
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -54,30 +64,37 @@ def _number_and_unit(text: str) -> tuple[float, str] | None:
         return None
 
 
-def parse_size(value: Any) -> int:
-    """Bytes from 1048576, "64KiB", "250MB" or "5GiB"."""
-    if isinstance(value, bool):
-        raise ConfigError('expected a size like 1048576, "64KiB" or "5GiB"')
-    if isinstance(value, int | float) and value >= 0:
-        return int(value)
-    if isinstance(value, str):
+def _shown(value: Any) -> str:
+    """A value for a one-line message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _amount(value: Any, units: dict[str, float], maximum: float, noun: str, limit: str, examples: str) -> float:
+    """A number of `units` from a number or a string like "64KiB", checked to lie in 0…maximum
+    (NaN, infinities, negatives and 1e400 fail); ConfigError says what was expected."""
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
         parsed = _number_and_unit(value)
-        if parsed is not None and parsed[1] in _UNITS:
-            return int(parsed[0] * _UNITS[parsed[1]])
-    raise ConfigError(f'expected a size like 1048576, "64KiB" or "5GiB", got {value!r}')
+        if parsed is not None and parsed[1] in units:
+            number = parsed[0] * units[parsed[1]]
+    if number is None:
+        raise ConfigError(f"expected {noun} like {examples}, got {_shown(value)}")
+    if not 0 <= number <= maximum:
+        raise OutOfRange(f"expected {noun} from 0 to {limit}, got {_shown(value)}")
+    return number
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "64KiB", "250MB" or "5GiB" (at most 8 EiB)."""
+    return int(_amount(value, _UNITS, MAX_SIZE, "a size", "8 EiB", '1048576, "64KiB" or "5GiB"'))
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from 30, 1.5, "30s", "5m", "2h" or "500ms"."""
-    if isinstance(value, bool):
-        raise ConfigError('expected a duration like 30, "30s" or "5m"')
-    if isinstance(value, int | float) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        parsed = _number_and_unit(value)
-        if parsed is not None and parsed[1] in _SECONDS:
-            return parsed[0] * _SECONDS[parsed[1]]
-    raise ConfigError(f'expected a duration like 30, "30s" or "5m", got {value!r}')
+    """Seconds from 30, 1.5, "30s", "5m", "2h" or "500ms" (at most 100 years)."""
+    return float(_amount(value, _SECONDS, MAX_DURATION, "a duration", "100 years", '30, "30s" or "5m"'))
 
 
 def parse_str_list(value: Any) -> list[str]:
@@ -86,23 +103,29 @@ def parse_str_list(value: Any) -> list[str]:
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
-    raise ConfigError(f"expected a list of strings, got {value!r}")
+    raise ConfigError(f"expected a list of strings, got {_shown(value)}")
 
 
 def parse_path(value: Any) -> str:
     """A directory path; "~" is expanded, "" means the default."""
     if isinstance(value, str):
         return os.path.expanduser(value.strip()) if value.strip() else ""
-    raise ConfigError(f"expected a path string, got {value!r}")
+    raise ConfigError(f"expected a path string, got {_shown(value)}")
 
 
 def parse_count(value: Any) -> int:
-    """A whole number ≥ 0."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ConfigError(f"expected a whole number ≥ 0, got {value!r}")
+    """A whole number from 0 to a million."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        digits = value.strip().lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 18 else MAX_COUNT + 1
+    if number is None:
+        raise ConfigError(f"expected a whole number, got {_shown(value)}")
+    if not 0 <= number <= MAX_COUNT:
+        raise OutOfRange(f"expected a whole number from 0 to {MAX_COUNT:,}, got {_shown(value)}")
+    return number
 
 
 USER_CODE_MODES = ("project", "script")
@@ -112,7 +135,7 @@ def parse_user_code(value: Any) -> str:
     """"project" (the script and the user's own modules) or "script" (the script alone)."""
     if isinstance(value, str) and value.strip().lower() in USER_CODE_MODES:
         return value.strip().lower()
-    raise ConfigError(f'expected "project" or "script", got {value!r}')
+    raise ConfigError(f'expected "project" or "script", got {_shown(value)}')
 
 
 class Setting:

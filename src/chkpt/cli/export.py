@@ -109,8 +109,8 @@ def _export_pandas(frame: Any, stem: str, base: str, written: list[str]) -> None
         except Exception as exc:  # pyarrow's errors vary by cause; the fallback covers all
             if os.path.exists(base + ".parquet"):
                 os.unlink(base + ".parquet")
-            warn(fmt.printable(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
-                               "writing pickle and CSV instead"))
+            warn(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
+                 "writing pickle and CSV instead")
     _pickle(frame, base + ".pkl", written)
     written.append(base + ".csv")
     frame.to_csv(written[-1])
@@ -141,6 +141,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                  else checkpoint.variables)
     if not variables:
         raise CliError(f"checkpoint {checkpoint.ref} saved no variables")
+    api.nonblank(args.to, "--to", "out/ or .")
     os.makedirs(args.to, exist_ok=True)
     stems: set[str] = set()
     failed = 0
@@ -155,13 +156,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             try:
                 files = export_value(variable.load(), stem, args.to)
             except (api.LoadError, StoreError) as exc:
-                warn(fmt.printable(str(exc)))
+                warn(str(exc))
                 failed += 1
                 continue
             except Exception as exc:  # whatever the value's own pickling or writer raises
                 hint = " (its class is defined in the script)" if variable.type.startswith("__main__.") else ""
-                warn(fmt.printable(f"cannot export {variable.name} ({variable.type}){hint}: "
-                                   f"{type(exc).__name__}: {fmt.shorten(str(exc), 160)}"))
+                warn(f"cannot export {variable.name} ({variable.type}){hint}: "
+                     f"{type(exc).__name__}: {fmt.shorten(str(exc), 160)}")
                 failed += 1
                 continue
             written.append({"name": variable.name, "files": files})

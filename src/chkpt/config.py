@@ -108,7 +108,7 @@ def parse_str_list(value: Any) -> list[str]:
 
 def parse_path(value: Any) -> str:
     """A directory path; "~" is expanded, "" means the default."""
-    if isinstance(value, str):
+    if isinstance(value, str) and "\0" not in value:
         return os.path.expanduser(value.strip()) if value.strip() else ""
     raise ConfigError(f"expected a path string, got {_shown(value)}")
 
@@ -276,64 +276,109 @@ def _read_toml(path: str) -> dict[str, Any] | str:
     import tomllib
 
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        return f"not valid TOML ({exc}); the file is ignored"
+        return tomllib.loads(paths.read_file(path).decode())
+    except paths.Refused as exc:
+        return f"{exc}; chkpt does not apply it"
     except UnicodeDecodeError as exc:
         return f"not valid UTF-8 (byte {exc.start}); the file is ignored"
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, or an integer of 5,000 digits
+        return f"not valid TOML ({exc}); the file is ignored"
     except OSError as exc:
         return f"cannot be read ({exc.strerror}); the file is ignored"
+
+
+def _chkpt_table(data: dict[str, Any]) -> dict[str, Any] | str:
+    """The [tool.chkpt] table of a parsed pyproject.toml ({} when there is none), or an error sentence."""
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        return "key 'tool' is not a table, so it holds no [tool.chkpt] (ignored)"
+    settings = tool.get("chkpt", {})
+    if not isinstance(settings, dict):
+        return "key 'tool.chkpt' is not a table: write it as [tool.chkpt] (ignored)"
+    return settings
 
 
 def _parsed_cache_path(path: str) -> str:
     return os.path.join(paths.user_cache_dir(), "parsed-config", path.replace(os.sep, "%") + ".marshal")
 
 
-def _read_settings(path: str, table: str | None) -> dict[str, Any] | str:
-    """The chkpt settings of a TOML file (a whole file, or its [tool.chkpt] table).
-
-    Importing tomllib costs milliseconds at every script start, so the settings are cached
-    (marshal, keyed by the file's mtime and size) in the user cache dir and parsed again
-    only when the file changes.
-    """
+def _cached_settings(cache: str, key: tuple[int, int], warnings: list[str]) -> dict[str, Any] | None:
+    """The settings the cache file holds for a config file whose (mtime, size) is `key`; None
+    when it holds none for it: missing, stale, damaged (the config file is parsed again and the
+    cache replaced), or not the user's own regular file (said in `warnings`)."""
     import marshal
 
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror}); the file is ignored"
+        data = paths.read_file(cache)
+    except paths.Refused as exc:
+        warnings.append(f"{cache}: {exc}; not used (the config file is read instead)")
+        return None
+    except OSError:
+        return None
+    try:
+        cached = marshal.loads(data)
+    except (ValueError, EOFError, TypeError, MemoryError):
+        return None
+    if type(cached) is not tuple or len(cached) != 2 or type(cached[1]) is not dict or cached[0] != key:
+        return None
+    settings: dict[str, Any] = cached[1]
+    return settings if all(type(name) is str for name in settings) else None
+
+
+def _cache_settings(cache: str, key: tuple[int, int], settings: dict[str, Any]) -> None:
+    """Keep `settings` in the cache file: a new file of the user's only (never written through a
+    link someone planted), renamed into place."""
+    import marshal
+
+    tmp = f"{cache}.{os.urandom(6).hex()}.tmp"
+    try:
+        data = marshal.dumps((key, settings))
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):  # a read-only or odd cache dir only costs the parse next time
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _read_settings(path: str, table: str | None, warnings: list[str]) -> dict[str, Any] | str:
+    """The chkpt settings of a TOML file (a whole file, or its [tool.chkpt] table), or an
+    error sentence; the cache's problems go to `warnings`.
+
+    Importing tomllib costs milliseconds at every script start, so the settings are cached
+    (marshal, keyed by the file's mtime and size) in the user cache dir and parsed again
+    only when the file changes. Either way the file must be the user's (`paths.check_own_file`).
+    """
+    try:
+        info = paths.check_own_file(path)
+    except paths.Refused as exc:
+        return f"{exc}; chkpt does not apply it"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc}); the file is ignored"
     key = (info.st_mtime_ns, info.st_size)
     cache = _parsed_cache_path(path)
-    try:
-        with open(cache, "rb") as handle:
-            cached_key, settings = marshal.load(handle)
-        if tuple(cached_key) == key:
-            return settings
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
+    cached = _cached_settings(cache, key, warnings)
+    if cached is not None:
+        return cached
     data = _read_toml(path)
     if isinstance(data, str):
         return data
-    settings = data.get("tool", {}).get("chkpt") if table else data
-    if settings is None:
-        settings = {}
-    elif not isinstance(settings, dict):
-        return "[tool.chkpt] must be a table (ignored)"
-    try:
-        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}"
-        with open(tmp, "wb") as handle:
-            marshal.dump((key, settings), handle)
-        os.replace(tmp, cache)
-    except (OSError, ValueError):
-        pass  # a read-only or odd cache dir only costs the parse next time
+    settings = _chkpt_table(data) if table else data
+    if isinstance(settings, str):
+        return settings
+    _cache_settings(cache, key, settings)
     return settings
 
 
 def _layer_file(config: Config, path: str, source: str) -> None:
     table = "tool.chkpt" if os.path.basename(path) == "pyproject.toml" else None
-    settings = _read_settings(path, table)
+    settings = _read_settings(path, table, config.warnings)
     if isinstance(settings, str):
         config.warnings.append(f"{path}: {settings}")
         return

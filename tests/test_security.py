@@ -328,3 +328,100 @@ def test_an_empty_or_missing_directory_becomes_a_private_store(state, env, work,
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     [only] = runs(env, work)
     assert only["status"] == "finished" and only["checkpoints"] >= 1
+
+
+# -- config files another user owns or can write are refused, not applied ------------------------
+
+PLANTED = 'exclude_names = ["*"]\n'  # applied, it would make every run save nothing, silently
+
+
+def plant_project_file(name: str, mode: int = 0o644, uid: int = 0, gid: int = 0):
+    def plant(env, work) -> Path:
+        path = work / name
+        path.write_text(("[tool.chkpt]\n" if name == "pyproject.toml" else "") + PLANTED)
+        path.chmod(mode)
+        os.chown(path, uid, gid)
+        return path
+    return plant
+
+
+def plant_user_file(env, work) -> Path:
+    path = Path(env["XDG_CONFIG_HOME"], "chkpt", "config.toml")
+    path.parent.mkdir(parents=True)
+    path.write_text(PLANTED)
+    os.chown(path, OTHER, OTHER)
+    return path
+
+
+def plant_link(env, work) -> Path:
+    """Another user's symbolic link, as chkpt.toml, to a TOML file of ours."""
+    ours = work / "notes.toml"
+    ours.write_text(PLANTED)
+    link = work / "chkpt.toml"
+    link.symlink_to(ours)
+    os.lchown(link, OTHER, OTHER)
+    return link
+
+
+def plant_cache(uid: int, mode: int):
+    """The parsed-config cache of a harmless chkpt.toml, made to hold the planted settings."""
+    def plant(env, work) -> Path:
+        import marshal
+
+        from chkpt import config as config_module
+
+        project = work / "chkpt.toml"
+        project.write_text("interval = 60\n")
+        info = project.stat()
+        cache = Path(config_module._parsed_cache_path(str(project)))
+        cache.parent.mkdir(parents=True, mode=0o700)
+        cache.write_bytes(marshal.dumps(((info.st_mtime_ns, info.st_size), {"exclude_names": ["*"]})))
+        cache.chmod(mode)
+        os.chown(cache, uid, uid)
+        return cache
+    return plant
+
+
+CONFIG_PLANTS = {
+    "chkpt.toml of another user": (plant_project_file("chkpt.toml", uid=OTHER, gid=OTHER), OWNER_WORDS),
+    "chkpt.toml writable by others": (plant_project_file("chkpt.toml", mode=0o646), WRITABLE_WORDS),
+    "chkpt.toml writable by a group not one's own": (plant_project_file("chkpt.toml", mode=0o664, gid=OTHER),
+                                                     WRITABLE_WORDS),
+    "pyproject.toml of another user": (plant_project_file("pyproject.toml", uid=OTHER, gid=OTHER), OWNER_WORDS),
+    "user config.toml of another user": (plant_user_file, OWNER_WORDS),
+    "symbolic link of another user": (plant_link, ("symbolic link", str(OTHER))),
+    "config cache of another user": (plant_cache(OTHER, 0o600), OWNER_WORDS),
+    "config cache writable by others": (plant_cache(0, 0o606), WRITABLE_WORDS),
+}
+
+
+@pytest.mark.parametrize("how", sorted(CONFIG_PLANTS))
+def test_a_config_file_another_user_could_have_written_is_refused_in_one_line(how, env, work):
+    plant, words = CONFIG_PLANTS[how]
+    path = plant(env, work)
+    write(work, "prog.py", SCRIPT)
+    plain = python(["prog.py"], dict(env, CHKPT="0"), work)
+    traced = python(["prog.py"], env, work)
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    line = assert_one_warning(traced, str(path))
+    assert names_a_reason(line, words), line
+    [run] = runs(env, work)
+    shown = json.loads(chkpt(["show", run["id"], "--json"], env, work).stdout)
+    assert [v["name"] for v in shown["checkpoints"][-1]["variables"]] == ["data"]  # the planted exclude was not applied
+
+
+def test_a_config_file_group_writable_in_ones_private_group_applies(env, work):
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(os.getgid())
+    if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
+        pytest.skip(f"{me.pw_name}'s primary group {group.gr_name} is not a private group")
+    plant_project_file("chkpt.toml", mode=0o664, gid=os.getgid())(env, work)  # as under umask 002
+    write(work, "prog.py", SCRIPT)
+    traced = python(["prog.py"], env, work)
+    assert (traced.returncode, traced.stderr) == (0, "")
+    for run in runs(env, work):  # exclude_names = ["*"] applied: nothing saved (or no run listed at all)
+        shown = json.loads(chkpt(["show", run["id"], "--json"], env, work).stdout)
+        assert not [v for c in shown["checkpoints"] for v in c["variables"]]

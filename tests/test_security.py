@@ -425,3 +425,100 @@ def test_a_config_file_group_writable_in_ones_private_group_applies(env, work):
     for run in runs(env, work):  # exclude_names = ["*"] applied: nothing saved (or no run listed at all)
         shown = json.loads(chkpt(["show", run["id"], "--json"], env, work).stdout)
         assert not [v for c in shown["checkpoints"] for v in c["variables"]]
+
+
+# -- chkpt export into a shared folder: nothing planted there is followed or overwritten ---------
+
+EXPORTED = """
+import numpy as np
+import pandas as pd
+arr = np.arange(3000.0)
+frame = pd.DataFrame({"a": np.arange(2000.0)})
+settings = {"lr": 0.1, "layers": list(range(400))}  # over min_size: the exit checkpoint keeps it
+"""
+
+
+@pytest.fixture
+def exported_run(env, work):
+    write(work, "exp.py", EXPORTED)
+    assert python(["exp.py"], env, work).returncode == 0
+    return work
+
+
+@pytest.fixture
+def shared(tmp_path) -> Path:
+    """A folder like /tmp: root's, sticky, everyone may write."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    return folder
+
+
+def planted_link(at: Path, target: Path) -> None:
+    at.symlink_to(target)
+    os.lchown(at, OTHER, OTHER)
+
+
+def test_export_never_follows_a_link_another_user_planted_in_a_shared_folder(exported_run, env, shared, tmp_path):
+    precious = {name: tmp_path / f"precious-{name}" for name in ("arr.npy", "settings.json", "frame.parquet")}
+    for name, target in precious.items():
+        target.write_text("mine\n")
+        planted_link(shared / name, target)
+    mine_before = tree(tmp_path / "home")
+    result = chkpt(["export", "latest", "--to", str(shared)], env, exported_run)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = chkpt_lines(result.stderr)
+    assert len(lines) == 4 and all("belongs to uid 4242" in line for line in lines[:3]), lines
+    assert all(target.read_text() == "mine\n" for target in precious.values())  # nothing written through a link
+    assert all((shared / name).is_symlink() for name in precious)  # and their links left as they were
+    assert tree(tmp_path / "home") == mine_before
+    assert sorted(p.name for p in shared.iterdir()) == sorted(precious)  # no temporary file left behind
+
+
+def test_export_does_not_replace_another_users_file_but_writes_the_rest(exported_run, env, shared):
+    theirs = shared / "arr.npy"
+    theirs.write_text("theirs\n")
+    os.chown(theirs, OTHER, OTHER)
+    result = chkpt(["export", "latest", "arr", "settings", "--to", str(shared)], env, exported_run)
+    assert result.returncode == 1
+    assert [line for line in chkpt_lines(result.stderr) if "arr.npy" in line] == [
+        f"chkpt: {theirs} exists and belongs to uid {OTHER}; not replaced"]
+    assert theirs.read_text() == "theirs\n"
+    assert json.loads((shared / "settings.json").read_text()) == {"lr": 0.1, "layers": list(range(400))}
+
+
+@pytest.mark.parametrize("planted", ["link", "folder"])
+def test_export_refuses_a_target_folder_another_user_planted(planted, exported_run, env, shared, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    target = shared / "out"
+    if planted == "link":
+        planted_link(target, mine)
+    else:
+        target.mkdir()
+        target.chmod(0o777)
+        os.chown(target, OTHER, OTHER)
+    before = tree(mine)
+    result = chkpt(["export", "latest", "--to", str(target)], env, exported_run)
+    assert result.returncode == 2
+    assert_one_warning(result, str(target), str(OTHER))
+    assert tree(mine) == before
+    assert planted == "link" or list(target.iterdir()) == []
+
+
+def test_export_replaces_its_own_files_and_links_without_following_them(exported_run, env, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.npy"
+    elsewhere.write_text("keep\n")
+    (out / "arr.npy").symlink_to(elsewhere)
+    (out / "settings.json").write_text("old\n")
+    for _ in range(2):  # a second export replaces the first's files
+        result = chkpt(["export", "latest", "arr", "settings", "--to", str(out)], env, exported_run)
+        assert (result.returncode, result.stderr) == (0, "")
+    import numpy as np
+
+    np.testing.assert_array_equal(np.load(out / "arr.npy"), np.arange(3000.0))
+    assert not (out / "arr.npy").is_symlink() and elsewhere.read_text() == "keep\n"
+    assert sorted(p.name for p in out.iterdir()) == ["arr.npy", "settings.json"]

@@ -551,7 +551,7 @@ def parse_statuses(status: str | list[str]) -> list[str]:
         if name not in STATUSES:
             close = fmt.closest_matches(name, STATUSES)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise BadReference(f"unknown status {name!r}{hint} (statuses: {', '.join(STATUSES)})")
+            raise BadReference(f"unknown status {name}{hint} (statuses: {', '.join(STATUSES)})")
     if not wanted:
         raise BadReference(f"status {status!r} names no status (statuses: {', '.join(STATUSES)})")
     return wanted

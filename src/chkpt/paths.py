@@ -78,7 +78,7 @@ MAX_FILE_SIZE = 1 << 20  # a config file (or its cache) larger than this is no c
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _trusted_owner(uid: int) -> bool:
+def trusted_owner(uid: int) -> bool:
     """Whether files of `uid` may be applied: the user's own, and root's (who could change
     anything of the user's anyway)."""
     return not hasattr(os, "getuid") or uid in (os.getuid(), 0)
@@ -100,11 +100,26 @@ def _private_group(gid: int) -> bool:
     return group.gr_name == user.pw_name and all(member == user.pw_name for member in group.gr_mem)
 
 
+def foreign_link(path: str) -> tuple[str, int] | None:
+    """The first symbolic link on the way to `path` (an existing component of its absolute
+    form) that belongs to another user than the user or root, and its owner; None if none."""
+    parts = os.path.abspath(path).split(os.sep)
+    for end in range(2, len(parts) + 1):
+        component = os.sep.join(parts[:end])
+        try:
+            info = os.lstat(component)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode) and not trusted_owner(info.st_uid):
+            return component, info.st_uid
+    return None
+
+
 def _own_file_problem(info: os.stat_result) -> str | None:
     """Why a file with this stat may not be applied; None when it may."""
     if not stat.S_ISREG(info.st_mode):
         return "is not a regular file"
-    if not _trusted_owner(info.st_uid):
+    if not trusted_owner(info.st_uid):
         return f"belongs to uid {info.st_uid}, not you"
     if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not _private_group(info.st_gid)):
         return "is writable by other users"
@@ -117,7 +132,7 @@ def check_own_file(path: str) -> os.stat_result:
     OSError when it cannot be looked at."""
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
-        if not _trusted_owner(info.st_uid):
+        if not trusted_owner(info.st_uid):
             raise Refused(f"is a symbolic link of uid {info.st_uid}; chkpt does not follow it")
         info = os.stat(path)
     problem = _own_file_problem(info)

@@ -155,10 +155,11 @@ def read_file(path: str, own: bool = True) -> bytes:
             raise Refused(problem)
         if info.st_size > MAX_FILE_SIZE:
             raise Refused(f"is larger than {MAX_FILE_SIZE >> 20} MiB; no config file is")
-        chunks = []
-        while chunk := os.read(fd, MAX_FILE_SIZE + 1):
+        chunks, total = [], 0
+        while chunk := os.read(fd, info.st_size + 1):  # all at once; os.read allocates what it is asked
             chunks.append(chunk)
-            if sum(map(len, chunks)) > MAX_FILE_SIZE:  # grown since fstat
+            total += len(chunk)
+            if total > MAX_FILE_SIZE:  # grown since fstat
                 raise Refused(f"is larger than {MAX_FILE_SIZE >> 20} MiB; no config file is")
         return b"".join(chunks)
     finally:

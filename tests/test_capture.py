@@ -416,6 +416,11 @@ def test_the_cheap_sizes_and_descriptions_of_builtins_are_the_general_ones():
         assert salience.SIZEOF[type(value)](value) + extra == sys.getsizeof(value), value
         item = capture.Item("v", value, 0, "global")
         assert (item.type, item.info) == (salience.type_label(value), salience.describe(value)), value
+    # a large container is measured on a sample: about its real size, whatever its type
+    records = [{"id": i, "name": f"user{i}"} for i in range(100_000)]
+    real = sys.getsizeof(records) + sum(map(sys.getsizeof, records))  # the items measured one level down
+    for value in (records, tuple(records), _RaisingList(records)):
+        assert 0.8 * real < salience.builtin_size(value) < 1.2 * real, type(value)
 
 
 def test_shared_and_cyclic_structures_are_saved_once_and_load_as_shared(env, work):

@@ -233,13 +233,13 @@ class Pickling(dict):  # type: ignore[type-arg]
 def pickling(cls: type, is_program: Callable[[type], bool]) -> str | None:
     """How objects of `cls` are pickled: PLAIN (by their plain state: `cls` or a class it
     derives from is the program's, and below the program's classes there is only `object` or a
-    builtin type), BY_NAME (a class whose metaclass is not `type`: by its names, read without
+    builtin type), BY_NAME (a class whose metaclass is the program's: by its names, read without
     its metaclass's hooks), None (by their class's own reducer: no class of the program on its
     MRO, or a library's class the program's derives from, with no pickling or attribute hook of
     the program's over it), or the reason they cannot be saved without running the program's code."""
-    if issubclass(cls, type):
-        return None if cls is type else BY_NAME
     classes = _type_mro(cls)
+    if issubclass(cls, type):  # a class: pickle saves it by name, through its metaclass's attribute hooks
+        return BY_NAME if any(map(is_program, classes)) else None
     program = [klass for klass in classes if is_program(klass)]
     if not program:
         return None

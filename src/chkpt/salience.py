@@ -379,10 +379,10 @@ def builtin_size(obj: Any, element_size: Callable[[Any], int] = size, sample: in
         size_, base = plain.size_of(obj), plain.builtin_base(cls)
         if base not in BUILTIN_CONTAINERS:
             return size_ if base is not None else size(obj)
-        count, values = plain.length(obj), list(islice(plain.values(obj), sample))
+        count, values = plain.length(obj), plain.values(obj)
     if not count:
         return size_
-    if count > sample and type(values) is not list:
+    if count > sample or cls not in _EXACT_CONTAINERS:  # a sample; a subclass's values in one list
         values = list(islice(values, sample))
     if element_size is size and _BUILTIN_TYPES.issuperset(map(type, values)):
         part = sum([SIZEOF[type(value)](value) for value in values])  # __sizeof__: no GC header

@@ -133,7 +133,7 @@ class ObjectArrays(Generations):
     whole array's memory names its runs' keys, so an unchanged array is one hash.
     """
 
-    def pickled(self, array: Any, how: Mapping[type, str | None]) -> tuple[list[bytes], bool] | None:
+    def pickled(self, array: Any, how: Mapping[type, str | None] | None = None) -> tuple[list[bytes], bool] | None:
         """The pickles of C-contiguous object array `array`: those of its runs, kept (True), or,
         when an element could change, one pickle of the whole array (by `how`), not kept
         (False); None when an element's class is defined in `__main__` (then it is pickled in
@@ -162,7 +162,8 @@ class ObjectArrays(Generations):
                 if not kinds <= _IMMUTABLE:
                     if any(plain.module_name(kind) == "__main__" for kind in set(map(type, flat))):
                         return None  # loads with serialize.loads's stand-ins only from the value's stream
-                    return [_dumps_plainly(array, how)], False  # its elements may change
+                    # its elements may change
+                    return [_dumps_plainly(array, plain.Pickling(_in_main) if how is None else how)], False
                 entry = self.keep(key, (run.copy(), pickle.dumps(run, protocol=5)))
             runs.append(entry[1])
         if all(key in self.current for key in keys):
@@ -674,11 +675,12 @@ def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept 
             cls is not dict or _NO_REFERENTS.issuperset(map(type, obj.values())))):
         # numbers and strings, or a container of only them: nothing for `_Pickler` to do, faster
         return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
-    skeleton = obj if type(obj) is Skeleton else None
+    skeleton = obj if cls is Skeleton else None
     file = io.BytesIO()
+    # object arrays and Arrow buffers are kept apart for the values of numpy, pandas and pyarrow;
     # a skeleton's object arrays stay in its stream: their elements may be its references
-    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(
-        file, buffer_callback, skeleton, None if skeleton or kept is None else kept.arrays, how)
+    arrays = kept.arrays if kept is not None and _module_of(cls).startswith(_ARRAY_MODULES) else None
+    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(file, buffer_callback, skeleton, arrays, how)
     pickler.dump(skeleton.root if skeleton else obj)
     return file.getvalue(), pickler.fixed
 
@@ -738,7 +740,7 @@ def _main_class(qualname: str) -> Any:
 
 
 def _named_class(module: str, qualname: str) -> Any:
-    """A class pickled by its names (one whose metaclass is not `type`: see _Pickler)."""
+    """A class pickled by its names (one whose metaclass is the program's: see _Pickler)."""
     if module == "__main__":
         return _main_class(qualname)
     __import__(module)

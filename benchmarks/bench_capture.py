@@ -15,6 +15,14 @@ namespaces of small dicts where many hold data or a long string.
 
     .venv/3.12/bin/python benchmarks/bench_capture.py [--gib 1.0] [--repeat 3]
 
+`--against TREE` instead compares this checkout's capture and pickling with those of another
+source tree (say a `git worktree` of main) on the same shapes, both loaded in this one process
+and taken in turns, so that both see the same machine; each figure is the least CPU time
+(`time.process_time`, the garbage collector off) of `--repeat` rounds, which a busy machine
+disturbs least:
+
+    CHKPT=0 .venv/3.12/bin/python benchmarks/bench_capture.py --against /tmp/main-tree --repeat 25
+
 Files go to a temporary directory on the disk of $TMPDIR and are not fsynced (the page cache
 absorbs them: this measures the serialization path, not the disk).
 """
@@ -22,10 +30,13 @@ absorbs them: this measures the serialization path, not the disk).
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import io
 import os
 import pickle
 import statistics
+import sys
 import tempfile
 import time
 
@@ -191,11 +202,89 @@ def nest_shapes(repeat: int) -> None:
         print(f"{what}: {seconds * 1000:.2f} ms (median), {len(capture_all().items)} values saved")
 
 
+class _Record:  # an object of the "script's" class, holding an array
+    def __init__(self, i: int) -> None:
+        self.weights = np.full(300, float(i))
+        self.tag = f"record {i}"
+
+
+def compared_shapes() -> list[tuple[str, dict[str, object], bool]]:
+    """(what, namespace, whether small values are kept) for `compare`."""
+    big: dict[str, object] = {}
+    for i in range(10_000):
+        kind = i % 10
+        big[f"g{i}"] = (i * 1.5 if kind < 5 else f"value number {i}" if kind < 7 else [i, i * 2.0, "x"]
+                        if kind == 9 else {"depth": i, "opts": {"x": [1, 2, 3], "y": "z"}, "tags": ["a", "b"]})
+    big.update({f"data{i}": np.random.default_rng(i).random(1000) for i in range(20)})
+    base = np.arange(1_000_000.0)
+    return [("10k globals, periodic", big, False), ("10k globals, crash (small values kept)", big, True),
+            ("3,000 dicts each holding a small array", {f"r{i}": {"w": np.ones(3), "n": i} for i in range(3000)},
+             False),
+            ("3,000 dicts each holding a 900-character string", {f"t{i}": {"text": "x" * 900} for i in range(3000)},
+             False),
+            ("1,000 objects of the script's class with an array", {f"p{i}": _Record(i) for i in range(1000)}, False),
+            ("an array and 500 views of it", {"base": base, **{f"v{i}": base[i * 100:i * 100 + 2100]
+                                                               for i in range(500)}}, False),
+            ("8 frames of 100k rows", {f"f{i}": pd.DataFrame({"x": np.arange(100_000.0), "k": ["a", "b"] * 50_000})
+                                       for i in range(8)}, False)]
+
+
+def _tree_modules(tree: str) -> dict[str, object]:
+    """chkpt's capture, config, salience and serialize as found in source tree `tree`."""
+    for name in [name for name in sys.modules if name == "chkpt" or name.startswith("chkpt.")]:
+        del sys.modules[name]
+    sys.path.insert(0, os.path.join(tree, "src"))
+    try:
+        modules = {name: importlib.import_module(f"chkpt.{name}") for name in ("capture", "config", "salience",
+                                                                               "serialize")}
+    finally:
+        sys.path.pop(0)
+    return modules
+
+
+def compare(tree: str, repeat: int) -> None:
+    """Capture, and capture + pickling, of `compared_shapes` by the code of `tree` and of this
+    checkout, in turns; least CPU time of `repeat` rounds each."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"other": _tree_modules(tree), "this": _tree_modules(here)}
+    print(f"least CPU time of {repeat} rounds, ms: {tree} (other) and {here} (this)")
+    print(f"{'shape':52} {'capture other':>13} {'this':>7} {'ratio':>6}   {'+pickling other':>15} {'this':>7} "
+          f"{'ratio':>6}")
+    for what, namespace, keep_small in compared_shapes():
+        best: dict[tuple[str, bool], float] = {}
+        for round_ in range(repeat):
+            for label in ("other", "this") if round_ % 2 else ("this", "other"):
+                modules = trees[label]
+                capture_, serialize_ = modules["capture"], modules["serialize"]
+                rules = modules["salience"].Rules(modules["config"].Config())  # type: ignore[attr-defined]
+                how = [rules.pickling] if hasattr(rules, "pickling") else []
+                for pickling in (False, True):
+                    gc.collect()
+                    gc.disable()
+                    started = time.process_time()
+                    captured = capture_.collect(capture_.named_roots(namespace, [], {}), rules,  # type: ignore[attr-defined]
+                                                keep_small=keep_small)
+                    if pickling:
+                        kept = serialize_.Kept(512 << 20)  # type: ignore[attr-defined]
+                        for item in captured.items:
+                            serialize_.dumps(item.obj, kept, *how)  # type: ignore[attr-defined]
+                    spent = time.process_time() - started
+                    gc.enable()
+                    best[label, pickling] = min(best.get((label, pickling), spent), spent)
+        figures = [best[label, pickling] * 1000 for pickling in (False, True) for label in ("other", "this")]
+        print(f"{what:52} {figures[0]:13.2f} {figures[1]:7.2f} {figures[1] / figures[0]:6.2f}   "
+              f"{figures[2]:15.2f} {figures[3]:7.2f} {figures[3] / figures[2]:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--against", metavar="TREE", help="compare with the chkpt source tree TREE instead")
     args = parser.parse_args()
+    if args.against:
+        compare(args.against, args.repeat)
+        return
     throughput(args.gib, args.repeat)
     unchanged_namespace(args.repeat)
     nest_shapes(args.repeat)

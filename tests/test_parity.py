@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, chkpt_json, run, write
+from conftest import CHKPT, PYTHON, chkpt_json, run, write
 
 # A few hundred KB of data in the globals, so that every checkpoint has something to save, and
 # a busy loop on the clock during which periodic checkpoints are due.
@@ -801,11 +801,14 @@ ENDINGS = {
 def test_the_run_records_how_the_script_ended(name, env, work):
     source, status, ended = ENDINGS[name]
     write(work, "prog.py", PRELUDE + source)
-    for args in (["prog.py"], ["-m", "prog"], ["-m", "chkpt", "prog.py"]):  # started by python, runpy, chkpt
-        result = run([PYTHON, *args], env, work)
-        assert result.returncode == status, result.stderr
+    # started by python, runpy, chkpt's runner, and the runner from chkpt's console script (whose
+    # exit status after Ctrl-C is its own: 1, where python dies of SIGINT)
+    for args in ([PYTHON, "prog.py"], [PYTHON, "-m", "prog"], [PYTHON, "-m", "chkpt", "prog.py"],
+                 [CHKPT, "run", "prog.py"]):
+        result = run(args, env, work)
+        assert result.returncode == (1 if args[0] == CHKPT and status == -2 else status), result.stderr
     records = chkpt_json(["ls"], env, work)
-    assert [r["status"] for r in records] == [ended] * 3
+    assert [r["status"] for r in records] == [ended] * 4
     if ended == "crashed":  # the crash checkpoint is there, the exception named without running its code
         last = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
         assert last["trigger"] == "crash" and last["exception"].split(":")[0] in (

@@ -33,10 +33,14 @@ _traceback_of = BaseException.__dict__["__traceback__"].__get__  # not exc.__tra
 _PACKAGE = os.path.dirname(__file__) + os.sep
 
 
-def _launcher(frame: FrameType) -> bool:
-    """Whether the frame is of what started the script: runpy (`-m`), chkpt's runner or resume
-    (`python -m chkpt` runs chkpt's `__main__.py` as `__main__`: known by its file)."""
-    return dict.get(frame.f_globals, "__name__") == "runpy" or frame.f_code.co_filename.startswith(_PACKAGE)
+def _runpy(frame: FrameType) -> bool:
+    return dict.get(frame.f_globals, "__name__") == "runpy"
+
+
+def _chkpt(frame: FrameType) -> bool:
+    """Whether the frame is chkpt's (`python -m chkpt` runs its `__main__.py` as `__main__`:
+    known by its file)."""
+    return frame.f_code.co_filename.startswith(_PACKAGE)
 
 
 # Periodic checkpoints may pause the program for at most this share of its time: a checkpoint
@@ -145,12 +149,12 @@ class Session:
     def _died_of(self, exc: BaseException) -> bool:
         """Whether `exc` (`sys.last_exc` at exit) is the exception the script died of: one that
         left the script's top-level code, the process's outermost frame but for those of what
-        started the script (runpy for `-m`, chkpt's runner). An exception that a REPL run by the
-        script showed (`code.InteractiveInterpreter` sets `sys.last_exc` too) was caught in the
-        REPL's code, which is below the script's: its traceback starts there (3.12), or in the
-        code it ran for the REPL, called by it (3.13)."""
+        started the script (runpy for `-m`; chkpt's runner, and whatever started chkpt). An
+        exception that a REPL run by the script showed (`code.InteractiveInterpreter` sets
+        `sys.last_exc` too) was caught in the REPL's code, which is below the script's: its
+        traceback starts there (3.12), or in the code it ran for the REPL, called by it (3.13)."""
         tb = _traceback_of(exc)
-        while tb is not None and _launcher(tb.tb_frame):
+        while tb is not None and (_runpy(tb.tb_frame) or _chkpt(tb.tb_frame)):
             tb = tb.tb_next
         if tb is None:
             return False
@@ -158,9 +162,11 @@ class Session:
         if frame.f_globals is not self.watch.main_globals or frame.f_code.co_name != "<module>":
             return False
         back = frame.f_back
-        while back is not None and _launcher(back):
+        while back is not None and not _chkpt(back):  # above chkpt's runner: what started chkpt
+            if not _runpy(back):
+                return False
             back = back.f_back
-        return back is None
+        return True
 
     # -- taking a checkpoint --------------------------------------------------------------------
 

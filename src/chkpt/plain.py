@@ -7,9 +7,9 @@ raises, a mock that records each use. So this module reads what an object is mad
 instance dict, its slots, the items or value of the builtin type it derives from) and measures
 it only through the C-level descriptors and methods of `type`, `object` and the builtin types,
 found on the class's MRO by reading the classes' own dicts, never by an attribute lookup on the
-object. `rebuild` makes such an object again the same way: `object.__new__` (or the builtin's
-`__new__`), then its dict, slots and items set directly, never calling the class's `__new__`,
-`__init__`, `__setstate__`, `__setattr__` or item methods.
+object. `new` and `set_state` make such an object again the same way: `object.__new__` (or the
+builtin's `__new__`), then its dict, slots and items set directly, never calling the class's
+`__new__`, `__init__`, `__setstate__`, `__setattr__` or item methods.
 
 A class of the saving script that the loading process does not define loads as a stand-in
 (serialize.py): its dict and slots become the stand-in's attributes, and the builtin part is
@@ -113,11 +113,6 @@ def values(obj: Any) -> Iterable[Any]:
     """The values of a builtin container or of a subclass of one, iterated in C."""
     base = builtin_base(type(obj))
     return dict.values(obj) if base is dict else base.__iter__(obj)  # type: ignore[union-attr]
-
-
-def items(obj: Any) -> Iterable[tuple[Any, Any]]:
-    """The items of a dict or of a subclass of one, iterated in C."""
-    return dict.items(obj)
 
 
 _sizers: dict[type, tuple[Callable[[Any], int], int]] = {}

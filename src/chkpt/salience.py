@@ -275,11 +275,6 @@ def array_class() -> type | None:
     return _ndarray
 
 
-def is_array(obj: Any) -> bool:
-    """Whether `obj` is a numpy.ndarray (not a subclass)."""
-    return type(obj) is (_ndarray or array_class())
-
-
 def buffer_owner(array: Any) -> Any:
     """The array that owns the memory of a numpy view (the array itself otherwise)."""
     ndarray = type(array)

@@ -457,7 +457,7 @@ class _OutOfBand:
 def _large_bytes_out_of_band(obj: Any) -> Any:
     """The reduced form of an object of the `_STATE_MODULES`, with its large bytes state or
     arguments out of band, else NotImplemented."""
-    if type(obj) is type:  # classes pickle by name
+    if issubclass(type(obj), type):  # classes pickle by name
         return NotImplemented
     reduced = obj.__reduce_ex__(5)
     if type(reduced) is not tuple or len(reduced) < 2:

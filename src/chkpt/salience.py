@@ -308,7 +308,10 @@ def data_size(obj: Any) -> int:
     of a type that defines it)."""
     cls = type(obj)
     if cls is (_ndarray or array_class()):  # a view stores its elements or the memory they span
-        return obj.nbytes if obj.base is None else min(obj.nbytes, array_span(obj)[1])
+        flags = obj.flags
+        if obj.base is None or flags.c_contiguous or flags.f_contiguous:
+            return obj.nbytes
+        return min(obj.nbytes, array_span(obj)[1])
     module = class_module(cls)
     try:
         if module.startswith("polars"):  # a LazyFrame is a query: nothing to measure without running it

@@ -524,8 +524,9 @@ def _reduced_array(array: Any, skeleton: Skeleton | None) -> Any:
             pid, target = viewed
             return _as_view, (_Reference(pid), salience.address(array) - salience.address(target), array.shape,
                               array.strides, array.dtype, array.flags.writeable)
-        low, span = salience.array_span(array)
-        if span < array.nbytes:
+        flags = array.flags
+        low, span = (0, array.nbytes) if flags.c_contiguous or flags.f_contiguous else salience.array_span(array)
+        if span < array.nbytes:  # elements that overlap: only a non-contiguous array's can
             import numpy
 
             memory = numpy.asarray(_Memory(array, salience.address(array) + low, span))
@@ -577,14 +578,12 @@ class _Pickler(pickle.Pickler):
     pandas' Arrow-backed arrays not copied, and the buffers of Arrow string arrays noted in
     `fixed` by (address, size)."""
 
-    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[Any], None] | None,
-                 skeleton: Skeleton | None, arrays: ObjectArrays | None,
-                 how: Mapping[type, str | None]) -> None:
-        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
-        self.skeleton = skeleton
-        self.arrays = arrays
-        self.how = how
-        self.fixed: dict[tuple[int, int], Any] = {}
+    __slots__ = ("arrays", "fixed", "how", "skeleton")  # set by `_pickler`: no Python __init__ per value
+
+    skeleton: Skeleton | None
+    arrays: ObjectArrays | None
+    how: Mapping[type, str | None]
+    fixed: dict[tuple[int, int], Any]
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
@@ -628,6 +627,8 @@ class _SkeletonPickler(_Pickler):
     """A `_Pickler` for a skeleton: its parts saved on their own, and the arrays its views view,
     as references (a pickler without `persistent_id` is not asked for one at every object)."""
 
+    __slots__ = ()
+
     def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
         if type(obj) is _Reference:
             return obj.pid
@@ -657,10 +658,17 @@ def _is_large_object_array(obj: Any) -> bool:
             and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
 
 
+def _pickler(file: io.BytesIO, buffer_callback: Callable[[Any], None] | None, skeleton: Skeleton | None,
+             arrays: ObjectArrays | None, how: Mapping[type, str | None]) -> _Pickler:
+    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(file, 5, buffer_callback=buffer_callback)
+    pickler.skeleton, pickler.arrays, pickler.how, pickler.fixed = skeleton, arrays, how, {}
+    return pickler
+
+
 def _dumps_plainly(obj: Any, how: Mapping[type, str | None]) -> bytes:
     """pickle.dumps(obj), the program's objects by their plain state, nothing apart."""
     file = io.BytesIO()
-    _Pickler(file, None, None, None, how).dump(obj)
+    _pickler(file, None, None, None, how).dump(obj)
     return file.getvalue()
 
 
@@ -680,7 +688,7 @@ def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept 
     # object arrays and Arrow buffers are kept apart for the values of numpy, pandas and pyarrow;
     # a skeleton's object arrays stay in its stream: their elements may be its references
     arrays = kept.arrays if kept is not None and _module_of(cls).startswith(_ARRAY_MODULES) else None
-    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(file, buffer_callback, skeleton, arrays, how)
+    pickler = _pickler(file, buffer_callback, skeleton, arrays, how)
     pickler.dump(skeleton.root if skeleton else obj)
     return file.getvalue(), pickler.fixed
 

@@ -19,7 +19,7 @@ import pytest
 
 from chkpt import cleanup, records
 from chkpt.eviction import TMP_GRACE_SECONDS
-from chkpt.store import Store, StoreError
+from chkpt.store import Store, StoreError, layout
 from conftest import CHKPT, PYTHON, chkpt, python, write
 from test_store import load_all, manifests, read_variable
 
@@ -45,8 +45,9 @@ WORKER = """
 STILL_THERE = """
     import os
     from chkpt import watch
+    from chkpt.store import layout
     run = watch.active()._writer.run
-    assert run is not None and os.path.isdir(run.store.run_dir(run.run_id)), "a live run was evicted"
+    assert run is not None and os.path.isdir(run.store.path(layout.run_dir(run.run_id))), "a live run was evicted"
 """
 
 
@@ -85,7 +86,7 @@ def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
         check_consistent(env["CHKPT_DIR"])
     store = Store(env["CHKPT_DIR"])
     statuses = {store.read_run(r)["status"] for r in store.run_ids()
-                if os.path.exists(os.path.join(store.run_dir(r), "run.json"))}
+                if os.path.exists(store.path(layout.run_record(r)))}
     assert statuses <= {"killed"}
     committed = check_consistent(env["CHKPT_DIR"])
     assert committed > 0
@@ -94,7 +95,7 @@ def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
     report = cleanup.collect(store)  # sweeps what the killed writers left: nothing committed goes
     assert report is not None and report.runs == [r for r in report.runs if r["status"] == "incomplete"]
     assert check_consistent(env["CHKPT_DIR"]) == committed
-    assert os.listdir(store.tmp_dir) == []
+    assert os.listdir(store.path(layout.TMP)) == []
     referenced = {d for m in manifests(env["CHKPT_DIR"]) for d in records.manifest_blobs(m)}
     referenced |= {store.read_run(r).get("source", {}).get("hash") for r in store.run_ids()}
     assert set(store.blobs()) <= referenced
@@ -227,15 +228,15 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
         assert python(["job.py", str(n)], env, work).returncode == 0
     store = Store(env["CHKPT_DIR"])
     runs = store.run_ids()
-    cut = store.checkpoint_path(runs[0], 1)
+    cut = store.path(layout.manifest(runs[0], 1))
     Path(cut).write_bytes(Path(cut).read_bytes()[:40])               # truncated manifest
-    Path(store.checkpoint_path(runs[1], 2)).write_text("{not json")   # corrupt manifest
+    Path(store.path(layout.manifest(runs[1], 2))).write_text("{not json")   # corrupt manifest
     a_blob = lambda run: next(v for v in store.read_checkpoint(run, 1)["variables"]  # noqa: E731
                           if v["name"] == "a")["buffers"][0]["chunks"][0]
     short = a_blob(runs[2])
-    path = Path(store.blob_path(records.blob_key(short)))
+    path = Path(store.path(layout.blob(records.blob_key(short))))
     path.write_bytes(path.read_bytes()[:records.stored_size(short) // 2])  # truncated blob
-    flipped = Path(store.blob_path(records.blob_key(a_blob(runs[3]))))
+    flipped = Path(store.path(layout.blob(records.blob_key(a_blob(runs[3])))))
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))                                  # damaged blob, same size
@@ -260,7 +261,7 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
     result = subprocess.run([CHKPT, "gc"], env=env, cwd=work, capture_output=True, text=True)
     assert result.returncode == 0
     assert "corrupt" in result.stderr
-    assert not os.path.exists(cut) and not os.path.exists(store.checkpoint_path(runs[1], 2))
+    assert not os.path.exists(cut) and not os.path.exists(store.path(layout.manifest(runs[1], 2)))
     for run_id in store.run_ids():
         for index in store.checkpoint_indexes(run_id):
             store.read_checkpoint(run_id, index)  # every listed manifest parses now
@@ -270,19 +271,19 @@ def test_gc_removes_leftovers_of_killed_processes_only_after_the_grace_period(en
     write(work, "job.py", "import numpy as np\ndata = np.ones(50_000)\n")
     assert python(["job.py"], env, work).returncode == 0
     store = Store(env["CHKPT_DIR"])
-    Path(store.tmp_dir, "12345-abcdef").write_bytes(b"x" * 5000)      # a half-written file
-    os.mkdir(store.run_dir("deadbeef"))                               # a run that never started
+    Path(store.path(layout.join(layout.TMP, "12345-abcdef"))).write_bytes(b"x" * 5000)      # a half-written file
+    os.mkdir(store.path(layout.run_dir("deadbeef")))                               # a run that never started
     orphan = store.put_blob(b"y" * 7000)[0]["hash"]                  # a blob never committed
     assert cleanup.collect(store).freed == 0                               # all young: may be in use
-    for path in (os.path.join(store.tmp_dir, "12345-abcdef"), store.run_dir("deadbeef"),
-                 store.blob_path(orphan)):
+    for path in (store.path(layout.join(layout.TMP, "12345-abcdef")), store.path(layout.run_dir("deadbeef")),
+                 store.path(layout.blob(orphan))):
         old = time.time() - 2 * TMP_GRACE_SECONDS
         os.utime(path, (old, old))
     dry = cleanup.collect(store, dry_run=True)
     assert dry is not None and dry.freed == 12_000 and [r["id"] for r in dry.runs] == ["deadbeef"]
-    assert os.path.exists(store.blob_path(orphan))
+    assert os.path.exists(store.path(layout.blob(orphan)))
     done = cleanup.collect(store)
     assert done is not None and done.freed == dry.freed
-    assert os.listdir(store.tmp_dir) == [] and store.run_ids() != ["deadbeef"]
-    assert not os.path.exists(store.blob_path(orphan)) and load_all(env["CHKPT_DIR"]) == 1
+    assert os.listdir(store.path(layout.TMP)) == [] and store.run_ids() != ["deadbeef"]
+    assert not os.path.exists(store.path(layout.blob(orphan))) and load_all(env["CHKPT_DIR"]) == 1
     shutil.rmtree(env["CHKPT_DIR"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chkpt import records
-from chkpt.store import Damaged, Store, StoreError, Untrusted
+from chkpt.store import Damaged, Store, StoreError, Untrusted, layout
 
 OTHER = 4242
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to make files of another user")
@@ -66,9 +66,9 @@ def test_a_store_of_another_user_is_never_read(tmp_path):
 @pytest.mark.parametrize("part", ["run directory", "run record", "manifest", "blob", "blob directory"])
 def test_a_part_another_user_owns_is_refused(tmp_path, part):
     store, run_id, blob = make_store(tmp_path / "store")
-    paths = {"run directory": store.run_dir(run_id), "run record": Path(store.run_dir(run_id), "run.json"),
-             "manifest": store.checkpoint_path(run_id, 1), "blob": store.blob_path(blob["hash"]),
-             "blob directory": Path(store.blob_path(blob["hash"])).parent}
+    paths = {"run directory": store.path(layout.run_dir(run_id)), "run record": store.path(layout.run_record(run_id)),
+             "manifest": store.path(layout.manifest(run_id, 1)), "blob": store.path(layout.blob(blob["hash"])),
+             "blob directory": Path(store.path(layout.blob(blob["hash"]))).parent}
     os.chown(paths[part], OTHER, OTHER)
     read = {"run directory": lambda: store.read_run(run_id), "run record": lambda: store.read_run(run_id),
             "manifest": lambda: store.read_checkpoint(run_id, 1),
@@ -81,7 +81,7 @@ def test_a_part_another_user_owns_is_refused(tmp_path, part):
 @pytest.mark.parametrize("bits", [stat.S_IWGRP, stat.S_IWOTH])
 def test_what_others_can_write_is_refused(tmp_path, bits):
     store, _, blob = make_store(tmp_path / "store")
-    path = store.blob_path(blob["hash"])
+    path = store.path(layout.blob(blob["hash"]))
     os.chmod(path, 0o600 | bits)
     with pytest.raises(Untrusted, match="writable by other users"):
         store.read_blob(blob["hash"], blob["size"])
@@ -93,9 +93,9 @@ def test_what_others_can_write_is_refused(tmp_path, bits):
 def test_a_link_inside_the_store_is_never_followed(tmp_path):
     store, run_id, _ = make_store(tmp_path / "store")
     elsewhere = tmp_path / "elsewhere.json"
-    elsewhere.write_bytes(Path(store.run_dir(run_id), "run.json").read_bytes())
-    os.unlink(Path(store.run_dir(run_id), "run.json"))
-    os.symlink(elsewhere, Path(store.run_dir(run_id), "run.json"))
+    elsewhere.write_bytes(Path(store.path(layout.run_record(run_id))).read_bytes())
+    os.unlink(Path(store.path(layout.run_record(run_id))))
+    os.symlink(elsewhere, Path(store.path(layout.run_record(run_id))))
     with pytest.raises(Untrusted, match="symbolic link"):
         store.read_run(run_id)
 
@@ -122,7 +122,7 @@ def test_a_link_of_the_users_own_to_the_store_is_fine(tmp_path):
 def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, damage):
     store, run_id, blob = make_store(tmp_path / "store")
     if damage == "checkpoints is a file":
-        checkpoints = Path(store.run_dir(run_id), "checkpoints")
+        checkpoints = Path(store.path(layout.checkpoints(run_id)))
         for child in checkpoints.iterdir():
             child.unlink()
         checkpoints.rmdir()
@@ -130,14 +130,14 @@ def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, da
         with pytest.raises(Damaged, match="not a directory"):
             store.checkpoint_indexes(run_id)
     elif damage == "blob is a directory":
-        path = Path(store.blob_path(blob["hash"]))
+        path = Path(store.path(layout.blob(blob["hash"])))
         path.unlink()
         path.mkdir()
         with pytest.raises(Damaged, match="not a file"):
             store.read_blob(blob["hash"], blob["size"])
         assert not store.has_blob(blob["hash"], blob["size"])
     else:
-        record = Path(store.run_dir(run_id), "run.json")
+        record = Path(store.path(layout.run_record(run_id)))
         record.unlink()
         record.mkdir()
         with pytest.raises(Damaged, match="not a file"):
@@ -146,7 +146,7 @@ def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, da
 
 def test_a_damaged_record_names_its_file_and_field(tmp_path):
     store, run_id, _ = make_store(tmp_path / "store")
-    Path(store.run_dir(run_id), "run.json").write_text('{"id": "x", "script": "/a", "argv": [], '
+    Path(store.path(layout.run_record(run_id))).write_text('{"id": "x", "script": "/a", "argv": [], '
                                                         '"started": 1, "status": 5}')
     with pytest.raises(Damaged, match=r"run\.json is damaged \(field 'status' should be one of"):
         store.read_run(run_id)

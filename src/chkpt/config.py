@@ -264,7 +264,7 @@ def _read_toml(path: str) -> dict[str, Any] | str:
 
 
 def _parsed_cache_path(path: str) -> str:
-    return os.path.join(paths.user_cache_dir(), "parsed-config", path.replace(os.sep, "%") + ".marshal")
+    return os.path.join(paths.user_cache_dir(), paths.CONFIG_CACHE, path.replace(os.sep, "%") + ".marshal")
 
 
 def _read_settings(path: str, table: str | None) -> dict[str, Any] | str:

@@ -418,10 +418,10 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
 
 
 def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoint, bucket, work):
-    write(work, "job.py", OUTAGE)
+    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(200_000) * int(sys.argv[1])\n")
     node = machine(tmp_path, "node1", endpoint, bucket)
-    assert python(["job.py"], node, work).returncode == 0
-    assert python(["job.py"], node, work).returncode == 0
+    assert python(["job.py", "2"], node, work).returncode == 0
+    assert python(["job.py", "3"], node, work).returncode == 0
     laptop = machine(tmp_path, "laptop", endpoint, bucket)
     first, second = sorted(ls(laptop, work), key=lambda r: r["started"])
     removed = chkpt(["rm", first["id"]], laptop, work)
@@ -431,6 +431,9 @@ def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoin
                         r"from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(a bucket keeps data a day after its upload\)\)\n",
                         removed.stdout), removed.stdout
     assert [r["id"] for r in ls(node, work)] == [second["id"]]  # gone for every machine
+    collected = chkpt(["gc"], laptop, work)  # its data is still young: gc says when it can go
+    assert re.search(r"^freed 0 B; .*\n\d\.\d MiB that no run refers to any more can go at a chkpt gc from \d{4}-",
+                     collected.stdout, re.M), collected.stdout
     pinned = chkpt(["pin", second["id"]], laptop, work)
     assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr
 

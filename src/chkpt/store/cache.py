@@ -18,6 +18,7 @@ import time
 
 from chkpt import records
 from chkpt.store import layout
+from chkpt.store.backend import Entry
 from chkpt.store.core import Store
 from chkpt.store.errors import StoreError
 from chkpt.store.files import Descriptor
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-    from chkpt.store.backend import Entry
     from chkpt.store.objects import ObjectBackend
 
 LIVE = 15 * 60  # a "running" run whose index was not rewritten for this long is shown killed
@@ -192,11 +192,14 @@ class ReadCache:
     def list(self, prefix: str, *, deep: bool = True) -> list[Entry]:
         """The cache's files; a run's checkpoints include those not fetched yet (as written long
         ago: they were uploaded before the record that lists them, so its summary stands for them)."""
-        from chkpt.store.backend import Entry
-
-        found = self.local.list(prefix, deep=deep)
         parts = prefix.split("/")
-        if not deep and len(parts) == 3 and parts[0] == layout.RUNS and parts[2] == layout.CHECKPOINTS:
+        if deep or len(parts) != 3 or parts[0] != layout.RUNS or parts[2] != layout.CHECKPOINTS:
+            return self.local.list(prefix, deep=deep)
+        try:
+            found = self.local.list(prefix, deep=False)
+        except FileNotFoundError:  # none fetched yet
+            found = []
+        if parts[1] in self.indexes:
             have = {entry.name for entry in found}
             found += [Entry(key, 0, 0.0) for index in self.indexes.get(parts[1], ())
                       if (key := layout.manifest(parts[1], index)).rpartition("/")[2] not in have]
@@ -277,8 +280,6 @@ class Staged:
 
     def list(self, prefix: str, *, deep: bool = True) -> list[Entry]:
         if prefix == layout.RUNS:
-            from chkpt.store.backend import Entry
-
             found = [e for e in self.cache.list(prefix, deep=deep) if e.name not in self.waiting]
             return found + [Entry(layout.run_dir(run_id), 0, 0.0, "folder") for run_id in self.waiting]
         return self._route(prefix).list(prefix, deep=deep)  # type: ignore[no-any-return]

@@ -272,6 +272,7 @@ class LocalBackend:
         which becomes `key` when it returns True and is abandoned when it returns False. With
         `replace` False, an existing `key` is left as it is (and False returned)."""
         self.make_folder(key.rpartition("/")[0])
+        self.make_folder(layout.TMP)
         tmp = self.path(layout.temporary())
         descriptor = Descriptor(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                         0o600))

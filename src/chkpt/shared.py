@@ -121,7 +121,9 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
     plan = eviction.plan(runs, blobs, [], now=now, max_size=max_size, older_than=older_than,
                          of_script=of_script, remove=remove, grace=GRACE)
     doomed = [name for name in plan.blobs if now - blobs[name][1] > GRACE]
-    young = [name for name in plan.blobs if now - blobs[name][1] <= GRACE]
+    evicted = {run.id for run, _ in plan.runs}
+    kept = {name for run in runs if run.id not in evicted for name in run.blobs}
+    young = [name for name in blobs if name not in kept and now - blobs[name][1] <= GRACE]
     report = cleanup.Report(plan, problems)
     report.freed = sum(blobs[name][0] for name in doomed)
     report.store_size_after = report.store_size_before - report.freed

@@ -2,8 +2,9 @@
 
 Writers build them here and readers decode them here, so each field is named in one place.
 Store files are untrusted input: `decode_run` and `decode_manifest` check every field's type
-and raise `ValueError` with a sentence naming the field, so a damaged file marks its run or
-checkpoint as damaged instead of surfacing as a traceback somewhere in a reader.
+and range (a time a date can show, sizes and counts that fit in 64 bits, never NaN or an
+infinity) and raise `ValueError` with a sentence naming the field, so a damaged file marks its
+run or checkpoint as damaged instead of surfacing as a traceback somewhere in a reader.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal")
 FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
 STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interrupted: Ctrl-C
 
-_NUMBER = (int, float)
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
-_OPTIONAL_NUMBER = (int, float, type(None))
-_OPTIONAL_INT = (int, type(None))
+MAX_TIME = 32503680000.0  # the year 3000: a Unix time any reader can show as a date
+MAX_SECONDS = 1e9  # a pause or a duration (over 30 years)
+MAX_SIZE = (1 << 63) - 1  # bytes, and the length of an axis
+MAX_COUNT = (1 << 31) - 1  # a checkpoint's index, a line number, a process id
+
+
+def _is_size(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_SIZE
 
 
 def _blob_ref(value: Any) -> str | None:
@@ -33,10 +39,9 @@ def _blob_ref(value: Any) -> str | None:
         return "should be an object with hash and size"
     if not isinstance(value.get("hash"), str) or not value["hash"].isalnum():
         return "has no valid hash"
-    if not _is_int(value.get("size")) or value["size"] < 0:
+    if not _is_size(value.get("size")):
         return "has no valid size"
-    if "codec" in value and (value["codec"] not in CODECS or not _is_int(value.get("stored"))
-                             or value["stored"] < 0):
+    if "codec" in value and (value["codec"] not in CODECS or not _is_size(value.get("stored"))):
         return "has no valid codec and stored size"
     if "pack" in value:
         pack = value["pack"]
@@ -50,7 +55,7 @@ def _blob_ref(value: Any) -> str | None:
 def _buffer(value: Any) -> str | None:
     """A buffer: its chunks, in order (format 2), or one blob (format 1)."""
     if isinstance(value, dict) and "chunks" in value:
-        if not _is_int(value.get("size")) or value["size"] < 0:
+        if not _is_size(value.get("size")):
             return "has no valid size"
         problem = _list_of(_blob_ref)(value["chunks"])
         if problem:
@@ -92,6 +97,26 @@ def _types(*types: type) -> Any:
     return check_type
 
 
+def _number(low: float, high: float, *, whole: bool = False, optional: bool = False) -> Any:
+    """A number from `low` to `high` (never NaN or an infinity); whole, or null, if so said."""
+    check_type = _types(*((int,) if whole else (int, float)), *((type(None),) if optional else ()))
+
+    def check_number(value: Any) -> str | None:
+        problem = check_type(value)
+        if problem or value is None:
+            return problem
+        return None if low <= value <= high else f"should be from {low:g} to {high:g}"  # NaN fails too
+    return check_number
+
+
+_TIME = _number(0, MAX_TIME)
+_OPTIONAL_TIME = _number(0, MAX_TIME, optional=True)
+_OPTIONAL_SECONDS = _number(-MAX_SECONDS, MAX_SECONDS, optional=True)  # a clock set back makes one negative
+_SIZE = _number(0, MAX_SIZE, whole=True)
+_INDEX = _number(0, MAX_COUNT, whole=True)
+_OPTIONAL_COUNT = _number(0, MAX_COUNT, whole=True, optional=True)
+
+
 def _text_list(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return "should be a list of texts"
@@ -119,7 +144,7 @@ def _skip_entry(value: Any) -> str | None:
 
 def _frame_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("function"), str) \
-            or not _is_int(value.get("line")):
+            or _INDEX(value.get("line")):
         return "should be an object with a function and a line"
     if not all(isinstance(value.get(key), str) for key in ("file", "module") if key in value):
         return "should have a text file and module"
@@ -147,8 +172,8 @@ VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
     "name": (True, _types(str)),
     "type": (True, _types(str)),
     "scope": (True, _types(str)),
-    "size": (True, _types(int)),
-    "shape": (False, _optional(_list_of(_types(int)))),
+    "size": (True, _SIZE),
+    "shape": (False, _optional(_list_of(_SIZE))),
     "dtype": (False, _types(*_OPTIONAL_TEXT)),
     "view_of": (False, _types(*_OPTIONAL_TEXT)),
     "pickle": (True, _blob_ref),
@@ -165,7 +190,7 @@ def _blob_map(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "should be an object of blob sizes"
     for digest, size in value.items():
-        if not is_blob_key(digest) or not _is_int(size) or size < 0:
+        if not is_blob_key(digest) or not _is_size(size):
             return f"has an invalid entry for {digest[:40]!r}"
     return None
 
@@ -184,62 +209,62 @@ def _summary(value: Any) -> str | None:
 
 # where a checkpoint was taken, as the summary keeps it for the run's crash
 PLACE_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _types(int)),
+    "index": (True, _INDEX),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _types(*_OPTIONAL_INT)),
+    "line": (False, _OPTIONAL_COUNT),
     "function": (False, _types(*_OPTIONAL_TEXT)),
 }
 
 # what listing and gc need of a run's checkpoints, kept in run.json by its writer at each commit
 # (with `heartbeat`, the time it was written); see `current_summary` for when readers may use it
 SUMMARY_FIELDS: dict[str, tuple[bool, Any]] = {
-    "indexes": (True, _list_of(_types(int))),
+    "indexes": (True, _list_of(_INDEX)),
     "blobs": (True, _blob_map),
     "compressed": (False, _blob_map),
-    "last_time": (False, _types(*_OPTIONAL_NUMBER)),
+    "last_time": (False, _OPTIONAL_TIME),
     "crash": (False, _optional(_place)),
     "signal": (False, _types(*_OPTIONAL_TEXT)),
 }
 
 RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "id": (True, _types(str)),
-    "format": (False, _types(int)),
+    "format": (False, _number(0, MAX_COUNT, whole=True)),
     "script": (True, _types(*_TEXT)),
     "script_name": (False, _types(*_TEXT)),
     "argv": (True, _text_list),
     "cwd": (False, _types(*_OPTIONAL_TEXT)),
     "python": (False, _types(*_OPTIONAL_TEXT)),
     "executable": (False, _types(*_OPTIONAL_TEXT)),
-    "pid": (False, _types(*_OPTIONAL_INT)),
+    "pid": (False, _OPTIONAL_COUNT),
     "host": (False, _types(*_OPTIONAL_TEXT)),
-    "started": (True, _types(*_NUMBER)),
-    "ended": (False, _types(*_OPTIONAL_NUMBER)),
+    "started": (True, _TIME),
+    "ended": (False, _OPTIONAL_TIME),
     "status": (True, _one_of(STATUSES)),
-    "exit_code": (False, _types(*_OPTIONAL_INT)),
+    "exit_code": (False, _number(-MAX_SIZE, MAX_SIZE, whole=True, optional=True)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
     "source": (False, _optional(_blob_ref)),
     "problem": (False, _types(*_OPTIONAL_TEXT)),
     "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
-    "heartbeat": (False, _types(*_OPTIONAL_NUMBER)),
+    "heartbeat": (False, _OPTIONAL_TIME),
     "summary": (False, _optional(_summary)),
 }
 
 MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _types(int)),
+    "index": (True, _INDEX),
     "run": (True, _types(str)),
     "trigger": (True, _one_of(TRIGGERS)),
     "label": (False, _types(*_OPTIONAL_TEXT)),
-    "time": (True, _types(*_NUMBER)),
-    "pause": (False, _types(*_OPTIONAL_NUMBER)),
-    "duration": (False, _types(*_OPTIONAL_NUMBER)),
+    "time": (True, _TIME),
+    "pause": (False, _OPTIONAL_SECONDS),
+    "duration": (False, _OPTIONAL_SECONDS),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _types(*_OPTIONAL_INT)),
+    "line": (False, _OPTIONAL_COUNT),
     "function": (False, _types(*_OPTIONAL_TEXT)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
     "variables": (True, _list_of(_variable)),
     "aliases": (False, _text_map),
     "skipped": (False, _list_of(_skip_entry)),
-    "new_bytes": (False, _types(int)),
+    "new_bytes": (False, _number(-MAX_SIZE, MAX_SIZE, whole=True)),
     "frame": (False, _types(*_OPTIONAL_TEXT)),
     "boundary": (False, _types(*_OPTIONAL_TEXT)),
     "resumable": (False, _types(bool)),

@@ -311,6 +311,7 @@ class Writer:
         try:
             if self.run is None:
                 self.run = self._open_run()
+            self.run.keep_locked()
             plan = self._plan(captured)
             manifest = self._manifest(trigger, frames, label, exc, started, captured, plan)
             manifest.update(position or {})

@@ -540,6 +540,13 @@ class RunWriter:
         self.store.backend.put_atomic(layout.run_record(self.run_id), [records.encode(self.meta)])
         self.store.keep_written()  # the record refers to what was written before it (its source)
 
+    def keep_locked(self) -> None:
+        """Take the run's lock again if the program closed its descriptor (os.closerange), which
+        released it: the run stays live for readers and gc."""
+        if self._lock is not None and not self._lock.holds():
+            self._lock.release()  # forgets the descriptor, which is the program's now
+            self._lock.acquire()
+
     def reserve_index(self) -> int:
         """The index of the next checkpoint, taken now although it commits later."""
         index = self.next_index

@@ -62,6 +62,11 @@ class FileLock:
         _held.add(descriptor)
         return True
 
+    def holds(self) -> bool:
+        """Whether the lock is held through a descriptor that is still ours (a program that closed
+        it, os.closerange, released the lock with it)."""
+        return self.descriptor is not None and self.descriptor.is_ours()
+
     def write_owner(self) -> None:
         """Write our pid into the held lock's file (who holds it, for people and tests)."""
         assert self.descriptor is not None

@@ -328,3 +328,27 @@ def test_an_empty_or_missing_directory_becomes_a_private_store(state, env, work,
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     [only] = runs(env, work)
     assert only["status"] == "finished" and only["checkpoints"] >= 1
+
+
+def test_a_fifo_another_user_plants_as_a_store_file_is_never_written(env, work):
+    """chkpt appends to the store's usage file at each commit: a FIFO planted there (with a reader
+    waiting on it) is refused, never written, and the script runs as without chkpt."""
+    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(40_000.0) * len(sys.argv)\nprint('done')\n")
+    assert python(["job.py"], env, work).returncode == 0
+    usage = Path(env["CHKPT_DIR"], "usage")
+    usage.unlink(missing_ok=True)
+    os.mkfifo(usage, 0o600)
+    os.chown(usage, OTHER, OTHER)
+    reader = os.open(usage, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        plain = python(["job.py", "new"], dict(env, CHKPT="0"), work)
+        traced = python(["job.py", "new"], env, work, timeout=60)
+        try:
+            written = os.read(reader, 4096)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(reader)
+    assert written == b""
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    assert len(chkpt_lines(traced.stderr)) <= 1 and "Traceback" not in traced.stderr

@@ -539,7 +539,7 @@ class Writer:
         pending = [chunk for _, _, chunked, known in serialized
                    for chunks, digests in zip(chunked, known, strict=True) if digests is None for chunk in chunks]
         hashed = iter(hash_buffers(pending))
-        entries = []
+        planned = []
         for item, data, chunked, known in serialized:
             digests = [hash_buffer(data.stream)]
             for chunks, fixed, chunk_digests in zip(chunked, data.fixed, known, strict=True):
@@ -551,7 +551,13 @@ class Writer:
                     plan.fixed.update(chunk_digests)
             parts = [(digest, p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT) for digest, p
                      in zip(digests, (data.stream, *(chunk for chunks in chunked for chunk in chunks)), strict=True)]
-            entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))
+            planned.append((item, data, parts, chunked))
+        # the chunks the store may have, looked up (and read back the first time) by several threads
+        lookups = {digest: size for _, _, parts, _ in planned for digest, _, size, small in parts
+                   if not small and digest not in self._stored}
+        present.update(self.store.find_blobs(lookups, _threads_for(sum(lookups.values()))))
+        entries = [(sum(part[2] for part in new_parts(parts)), item, data, parts, chunked)
+                   for item, data, parts, chunked in planned]
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
         for _, item, data, parts, chunked in entries:
             fresh = new_parts(parts)

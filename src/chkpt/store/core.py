@@ -22,6 +22,7 @@ from chkpt import records
 from chkpt.store import codec, layout
 from chkpt.store.errors import Damaged, StoreError
 from chkpt.store.local import MMAP_THRESHOLD, LocalBackend
+from chkpt.store.threads import parallel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -177,6 +178,12 @@ class Store:
             self.backend.touch(key)
             return ref
         return None
+
+    def find_blobs(self, sizes: dict[str, int], workers: int) -> dict[str, dict[str, Any] | None]:
+        """`has_blob` of each hash → size, by up to `workers` threads (reading back is most of it)."""
+        digests = list(sizes)
+        return dict(zip(digests, parallel(lambda digest: self.has_blob(digest, sizes[digest]), digests, workers),
+                        strict=True))
 
     def write_blob(self, name: str, chunks: Iterable[Any], verify: Callable[[], bool] | None = None) -> bool:
         """Store the blob file `name` (a hash, or with a codec's suffix), given as consecutive

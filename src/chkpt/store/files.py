@@ -49,13 +49,14 @@ class Replaced(OSError):
 class Descriptor:
     """A descriptor chkpt opened, known by the file it refers to."""
 
-    __slots__ = ("dev", "fd", "ino")
+    __slots__ = ("dev", "fd", "ino", "size")
 
-    def __init__(self, fd: int) -> None:
-        info = os.fstat(fd)
+    def __init__(self, fd: int, info: os.stat_result | None = None) -> None:
+        info = info or os.fstat(fd)
         self.fd = fd
         self.dev = info.st_dev
         self.ino = info.st_ino
+        self.size = info.st_size  # when it was opened
 
     def is_ours(self) -> bool:
         """Whether the descriptor is open and still refers to the file chkpt opened."""
@@ -108,8 +109,8 @@ def open_checked(path: str, flags: int, what: str, mode: int = 0o600) -> Descrip
         if flags & (os.O_WRONLY | os.O_RDWR):
             raise  # a store that cannot be written (read-only, full): the writer says so
         raise StoreError(f"{what} {path} cannot be read ({exc.strerror})") from None
-    descriptor = Descriptor(fd)
     info = os.fstat(fd)
+    descriptor = Descriptor(fd, info)
     problem = None if stat.S_ISREG(info.st_mode) else "is not a file"
     problem = problem or trust_problem(info)
     if problem:
@@ -119,11 +120,12 @@ def open_checked(path: str, flags: int, what: str, mode: int = 0o600) -> Descrip
     return descriptor
 
 
-def read_all(descriptor: Descriptor) -> bytes:
-    """The rest of an open file."""
+def read_all(descriptor: Descriptor, size_hint: int = 0) -> bytes:
+    """The rest of a file just opened (its size, if known, lets one read do)."""
+    fd = descriptor.check()
     pieces = []
     while True:
-        piece = os.read(descriptor.check(), 1 << 20)
+        piece = os.read(fd, max(size_hint + 1, 1 << 16))
         if not piece:
             return b"".join(pieces)
         pieces.append(piece)

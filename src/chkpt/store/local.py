@@ -56,12 +56,12 @@ def _reserve(fd: int, size: int) -> None:
 class LocalFile:
     """An open, checked file of a local store."""
 
-    def __init__(self, descriptor: Descriptor) -> None:
+    def __init__(self, descriptor: Descriptor, size: int) -> None:
         self.descriptor = descriptor
-        self.size = os.fstat(descriptor.fd).st_size
+        self.size = size
 
     def read(self) -> bytes:
-        return read_all(self.descriptor)
+        return read_all(self.descriptor, self.size)
 
     def read_into(self, target: memoryview) -> int:
         """Fill `target` from the start of the file; the bytes read (fewer at its end)."""
@@ -101,7 +101,7 @@ class LocalBackend:
         self.written: dict[str, tuple[int, int]] = {}  # key → (inode, mtime_ns) of data this process wrote
 
     def path(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/")) if key else self.root
+        return f"{self.root}{os.sep}{key.replace('/', os.sep)}" if key else self.root
 
     def where(self, key: str) -> str:
         return self.path(key)
@@ -207,7 +207,8 @@ class LocalBackend:
     def open(self, key: str) -> LocalFile:
         self.check_root()
         self._check_parent(key)
-        return LocalFile(open_checked(self.path(key), os.O_RDONLY, layout.what(key)))
+        descriptor = open_checked(self.path(key), os.O_RDONLY, layout.what(key))
+        return LocalFile(descriptor, descriptor.size)
 
     def get(self, key: str) -> bytes:
         with self.open(key) as opened:

@@ -412,7 +412,7 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
     traced = python(["-X", "importtime", "tiny.py"], env, work)
     assert traced.stdout == "45\n"
     loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
-    shared_store = ("obstore", "chkpt.sync", "chkpt.shared", "chkpt.remote", "chkpt.writer")
+    shared_store = ("obstore", "chkpt.sync", "chkpt.shared", "chkpt.store", "chkpt.writer")
     assert not {m for m in loaded if m.startswith(shared_store)}
     assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()
 

@@ -459,10 +459,6 @@ class Store:
 
     def is_pinned(self, run_id: str) -> bool:
         """Whether the run carries a pin marker (a regular file; anything else is no pin)."""
-        try:
-            self._check_run(run_id)
-        except FileNotFoundError:
-            return False
         found = self.backend.stat(layout.pin_marker(run_id))
         return found is not None and found.kind == "file"
 

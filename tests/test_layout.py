@@ -93,6 +93,8 @@ ONLY = {
     "chkpt.store.backend": set(),
     "chkpt.store.layout": {"chkpt.records", "chkpt.paths"},
     "chkpt.store.files": {"chkpt.store.errors"},
+    "chkpt.store.local": {"chkpt.paths", "chkpt.store.layout", "chkpt.store.backend", "chkpt.store.errors",
+                          "chkpt.store.files", "chkpt.store.locks"},
     "chkpt.store.locks": {"chkpt.store.errors", "chkpt.store.files"},
 }
 

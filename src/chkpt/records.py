@@ -2,9 +2,9 @@
 
 Writers build them here and readers decode them here, so each field is named in one place.
 Store files are untrusted input: `decode_run` and `decode_manifest` check every field's type
-and range (a time a date can show, sizes and counts that fit in 64 bits, never NaN or an
-infinity) and raise `ValueError` with a sentence naming the field, so a damaged file marks its
-run or checkpoint as damaged instead of surfacing as a traceback somewhere in a reader.
+and range (a time of 1e300, NaN or -Infinity, a size past 2**63, a negative count) and raise
+`ValueError` with a sentence naming the field, so a damaged file marks its run or checkpoint
+as damaged instead of surfacing as a traceback somewhere in a reader (or hiding every run).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interr
 
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
-MAX_TIME = 32503680000.0  # the year 3000: a Unix time any reader can show as a date
-MAX_SECONDS = 1e9  # a pause or a duration (over 30 years)
-MAX_SIZE = (1 << 63) - 1  # bytes, and the length of an axis
-MAX_COUNT = (1 << 31) - 1  # a checkpoint's index, a line number, a process id
+_OPTIONAL_INT = (int, type(None))
 
-
-def _is_size(value: Any) -> bool:
-    return _is_int(value) and 0 <= value <= MAX_SIZE
+# The ranges numbers read from the store must lie in; anything else (NaN and the infinities
+# included, which Python's json reads) is damage. Sizes, offsets, indexes, line numbers and
+# shape extents: what a file offset can be. Times: Unix times up to the year 3000. Durations
+# (measured with time.time(), so a clock stepped back can make one negative): up to a century.
+MAX_COUNT = 2**63 - 1
+MAX_TIME = 32_503_680_000.0
+MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def _blob_ref(value: Any) -> str | None:
@@ -39,9 +40,9 @@ def _blob_ref(value: Any) -> str | None:
         return "should be an object with hash and size"
     if not isinstance(value.get("hash"), str) or not value["hash"].isalnum():
         return "has no valid hash"
-    if not _is_size(value.get("size")):
+    if not _is_count(value.get("size")):
         return "has no valid size"
-    if "codec" in value and (value["codec"] not in CODECS or not _is_size(value.get("stored"))):
+    if "codec" in value and (value["codec"] not in CODECS or not _is_count(value.get("stored"))):
         return "has no valid codec and stored size"
     if "pack" in value:
         pack = value["pack"]
@@ -55,7 +56,7 @@ def _blob_ref(value: Any) -> str | None:
 def _buffer(value: Any) -> str | None:
     """A buffer: its chunks, in order (format 2), or one blob (format 1)."""
     if isinstance(value, dict) and "chunks" in value:
-        if not _is_size(value.get("size")):
+        if not _is_count(value.get("size")):
             return "has no valid size"
         problem = _list_of(_blob_ref)(value["chunks"])
         if problem:
@@ -68,6 +69,26 @@ def _buffer(value: Any) -> str | None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_COUNT
+
+
+def _count(value: Any) -> str | None:
+    return None if _is_count(value) else "should be a whole number from 0 to 2**63-1"
+
+
+def _in(low: float, high: float, what: str) -> Any:
+    """A check that a number (NaN never is) lies from `low` to `high`."""
+    def check_range(value: Any) -> str | None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number and low <= value <= high else f"should be {what}"
+    return check_range
+
+
+_time = _in(0, MAX_TIME, "a Unix time from 1970 to 3000")
+_seconds = _in(-MAX_SECONDS, MAX_SECONDS, "a number of seconds within a century")
 
 
 def _list_of(check: Any) -> Any:
@@ -97,26 +118,6 @@ def _types(*types: type) -> Any:
     return check_type
 
 
-def _number(low: float, high: float, *, whole: bool = False, optional: bool = False) -> Any:
-    """A number from `low` to `high` (never NaN or an infinity); whole, or null, if so said."""
-    check_type = _types(*((int,) if whole else (int, float)), *((type(None),) if optional else ()))
-
-    def check_number(value: Any) -> str | None:
-        problem = check_type(value)
-        if problem or value is None:
-            return problem
-        return None if low <= value <= high else f"should be from {low:g} to {high:g}"  # NaN fails too
-    return check_number
-
-
-_TIME = _number(0, MAX_TIME)
-_OPTIONAL_TIME = _number(0, MAX_TIME, optional=True)
-_OPTIONAL_SECONDS = _number(-MAX_SECONDS, MAX_SECONDS, optional=True)  # a clock set back makes one negative
-_SIZE = _number(0, MAX_SIZE, whole=True)
-_INDEX = _number(0, MAX_COUNT, whole=True)
-_OPTIONAL_COUNT = _number(0, MAX_COUNT, whole=True, optional=True)
-
-
 def _text_list(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return "should be a list of texts"
@@ -144,7 +145,7 @@ def _skip_entry(value: Any) -> str | None:
 
 def _frame_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("function"), str) \
-            or _INDEX(value.get("line")):
+            or not _is_count(value.get("line")):
         return "should be an object with a function and a line"
     if not all(isinstance(value.get(key), str) for key in ("file", "module") if key in value):
         return "should have a text file and module"
@@ -172,8 +173,8 @@ VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
     "name": (True, _types(str)),
     "type": (True, _types(str)),
     "scope": (True, _types(str)),
-    "size": (True, _SIZE),
-    "shape": (False, _optional(_list_of(_SIZE))),
+    "size": (True, _count),
+    "shape": (False, _optional(_list_of(_count))),
     "dtype": (False, _types(*_OPTIONAL_TEXT)),
     "view_of": (False, _types(*_OPTIONAL_TEXT)),
     "pickle": (True, _blob_ref),
@@ -190,7 +191,7 @@ def _blob_map(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "should be an object of blob sizes"
     for digest, size in value.items():
-        if not is_blob_key(digest) or not _is_size(size):
+        if not is_blob_key(digest) or not _is_count(size):
             return f"has an invalid entry for {digest[:40]!r}"
     return None
 
@@ -209,62 +210,62 @@ def _summary(value: Any) -> str | None:
 
 # where a checkpoint was taken, as the summary keeps it for the run's crash
 PLACE_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _INDEX),
+    "index": (True, _count),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _OPTIONAL_COUNT),
+    "line": (False, _optional(_count)),
     "function": (False, _types(*_OPTIONAL_TEXT)),
 }
 
 # what listing and gc need of a run's checkpoints, kept in run.json by its writer at each commit
 # (with `heartbeat`, the time it was written); see `current_summary` for when readers may use it
 SUMMARY_FIELDS: dict[str, tuple[bool, Any]] = {
-    "indexes": (True, _list_of(_INDEX)),
+    "indexes": (True, _list_of(_count)),
     "blobs": (True, _blob_map),
     "compressed": (False, _blob_map),
-    "last_time": (False, _OPTIONAL_TIME),
+    "last_time": (False, _optional(_time)),
     "crash": (False, _optional(_place)),
     "signal": (False, _types(*_OPTIONAL_TEXT)),
 }
 
 RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "id": (True, _types(str)),
-    "format": (False, _number(0, MAX_COUNT, whole=True)),
+    "format": (False, _types(int)),
     "script": (True, _types(*_TEXT)),
     "script_name": (False, _types(*_TEXT)),
     "argv": (True, _text_list),
     "cwd": (False, _types(*_OPTIONAL_TEXT)),
     "python": (False, _types(*_OPTIONAL_TEXT)),
     "executable": (False, _types(*_OPTIONAL_TEXT)),
-    "pid": (False, _OPTIONAL_COUNT),
+    "pid": (False, _optional(_count)),
     "host": (False, _types(*_OPTIONAL_TEXT)),
-    "started": (True, _TIME),
-    "ended": (False, _OPTIONAL_TIME),
+    "started": (True, _time),
+    "ended": (False, _optional(_time)),
     "status": (True, _one_of(STATUSES)),
-    "exit_code": (False, _number(-MAX_SIZE, MAX_SIZE, whole=True, optional=True)),
+    "exit_code": (False, _types(*_OPTIONAL_INT)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
     "source": (False, _optional(_blob_ref)),
     "problem": (False, _types(*_OPTIONAL_TEXT)),
     "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
-    "heartbeat": (False, _OPTIONAL_TIME),
+    "heartbeat": (False, _optional(_time)),
     "summary": (False, _optional(_summary)),
 }
 
 MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _INDEX),
+    "index": (True, _count),
     "run": (True, _types(str)),
     "trigger": (True, _one_of(TRIGGERS)),
     "label": (False, _types(*_OPTIONAL_TEXT)),
-    "time": (True, _TIME),
-    "pause": (False, _OPTIONAL_SECONDS),
-    "duration": (False, _OPTIONAL_SECONDS),
+    "time": (True, _time),
+    "pause": (False, _optional(_seconds)),
+    "duration": (False, _optional(_seconds)),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _OPTIONAL_COUNT),
+    "line": (False, _optional(_count)),
     "function": (False, _types(*_OPTIONAL_TEXT)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
     "variables": (True, _list_of(_variable)),
     "aliases": (False, _text_map),
     "skipped": (False, _list_of(_skip_entry)),
-    "new_bytes": (False, _number(-MAX_SIZE, MAX_SIZE, whole=True)),
+    "new_bytes": (False, _count),
     "frame": (False, _types(*_OPTIONAL_TEXT)),
     "boundary": (False, _types(*_OPTIONAL_TEXT)),
     "resumable": (False, _types(bool)),

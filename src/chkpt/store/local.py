@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 
+from chkpt import paths
 from chkpt.store import layout
 from chkpt.store.backend import Entry
 from chkpt.store.errors import Damaged, StoreError, Untrusted
@@ -113,15 +114,9 @@ class LocalBackend:
         user's symbolic link on the way (checked once). FileNotFoundError when absent."""
         if "" in self._trusted:
             return
-        parts = os.path.abspath(self.root).split(os.sep)
-        for end in range(2, len(parts) + 1):
-            component = os.sep.join(parts[:end])
-            try:
-                info = os.lstat(component)
-            except OSError:
-                break
-            if stat.S_ISLNK(info.st_mode) and info.st_uid not in (uid(), 0):
-                raise Untrusted(f"{component} is a symbolic link of uid {info.st_uid}; chkpt does not follow it")
+        link = paths.foreign_link(self.root)
+        if link is not None:
+            raise Untrusted(f"{link[0]} is a symbolic link of uid {link[1]}; chkpt does not follow it")
         info = os.stat(self.root)
         if not stat.S_ISDIR(info.st_mode):
             raise StoreError(f"{self.root} is not a directory")

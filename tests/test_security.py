@@ -522,3 +522,27 @@ def test_export_replaces_its_own_files_and_links_without_following_them(exported
     np.testing.assert_array_equal(np.load(out / "arr.npy"), np.arange(3000.0))
     assert not (out / "arr.npy").is_symlink() and elsewhere.read_text() == "keep\n"
     assert sorted(p.name for p in out.iterdir()) == ["arr.npy", "settings.json"]
+
+
+def test_a_fifo_another_user_plants_as_a_store_file_is_never_written(env, work):
+    """chkpt appends to the store's usage file at each commit: a FIFO planted there (with a reader
+    waiting on it) is refused, never written, and the script runs as without chkpt."""
+    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(40_000.0) * len(sys.argv)\nprint('done')\n")
+    assert python(["job.py"], env, work).returncode == 0
+    usage = Path(env["CHKPT_DIR"], "usage")
+    usage.unlink(missing_ok=True)
+    os.mkfifo(usage, 0o600)
+    os.chown(usage, OTHER, OTHER)
+    reader = os.open(usage, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        plain = python(["job.py", "new"], dict(env, CHKPT="0"), work)
+        traced = python(["job.py", "new"], env, work, timeout=60)
+        try:
+            written = os.read(reader, 4096)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(reader)
+    assert written == b""
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    assert len(chkpt_lines(traced.stderr)) <= 1 and "Traceback" not in traced.stderr

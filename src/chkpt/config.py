@@ -299,7 +299,7 @@ def _chkpt_table(data: dict[str, Any]) -> dict[str, Any] | str:
 
 
 def _parsed_cache_path(path: str) -> str:
-    return os.path.join(paths.user_cache_dir(), "parsed-config", path.replace(os.sep, "%") + ".marshal")
+    return os.path.join(paths.user_cache_dir(), paths.CONFIG_CACHE, path.replace(os.sep, "%") + ".marshal")
 
 
 def _cached_settings(cache: str, key: tuple[int, int], warnings: list[str]) -> dict[str, Any] | None:

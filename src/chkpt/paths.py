@@ -16,6 +16,7 @@ import stat
 import sys
 
 APP = "chkpt"
+CONFIG_CACHE = "parsed-config"  # the folder of parsed config files, in the default store's root
 
 
 def _xdg(variable: str, fallback: str) -> str:

@@ -10,8 +10,10 @@ inside a C-level iteration (`list(map(operator.call, steps))`), so that no event
 the steps: what a tool sees is a call or two of builtins (`list`, `map`), and none of chkpt's
 code. A periodic checkpoint, taken in chkpt's own monitoring callback, is out of sight already.
 
-A signal handler of the program that runs during a checkpoint is out of sight too. ctypes is
-imported the first time this is needed (a checkpoint, the first tick).
+A signal handler of the program that runs during a checkpoint is out of sight too. Where no
+tool is on (no trace or profile function, no `sys.monitoring` tool but chkpt's), nothing is
+done; chkpt's timer thread is hidden at its first tick whatever the tools, since one may come
+later. ctypes is imported the first time it is needed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import _thread
 import functools
 import operator
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,10 +58,18 @@ def _functions() -> tuple[Any, ...] | None:
     return _api or None
 
 
+def _watched() -> bool:
+    """Whether a tool could see code that runs now in this thread or a new one: a trace or
+    profile function of this thread, or a `sys.monitoring` tool (chkpt's own aside)."""
+    get_tool = sys.monitoring.get_tool
+    return sys.gettrace() is not None or sys.getprofile() is not None or any(
+        get_tool(tool) not in (None, "chkpt") for tool in range(6))
+
+
 def run(work: Callable[[], Any]) -> Any:
     """work() on the calling thread, with no event of it reaching any tool; its exception is
     raised here."""
-    api = _functions()
+    api = _functions() if _watched() else None
     if api is None:
         return work()
     get, enter, leave, _ = api
@@ -99,7 +110,7 @@ def start_thread(work: Callable[[], None]) -> None:
 
     The new thread's state is made by `start_new_thread` in this thread, as the interpreter's
     newest, and the new thread first waits (in C) for this one to have raised its tracing count."""
-    api = _functions()
+    api = _functions() if _watched() else None
     if api is None:
         _thread.start_new_thread(work, ())
         return

@@ -61,17 +61,24 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if store.shared:
         from chkpt import shared
 
-        assert isinstance(store, shared.CacheStore)
         report = shared.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     else:
         report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     for meta in report.runs:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} run {_run_text(meta)} (frees {fmt.human_size(meta['freed'])})")
+        print(f"{verb} run {_run_text(meta)} ({_frees(meta['freed'], meta.get('later', 0), report.later_from)})")
     for problem in report.problems:
         warn(problem)
     return 0
+
+
+def _frees(now: int, later: int, later_from: float | None) -> str:
+    """"frees 2.1 MB", or for a bucket, where data stays a day after its upload, what goes now and when the rest can."""
+    if not later or later_from is None:
+        return f"frees {fmt.human_size(now)}"
+    return (f"frees {fmt.human_size(now)} now; {fmt.human_size(later)} more can go at a chkpt gc from "
+            f"{fmt.date_time(later_from)} (a bucket keeps data a day after its upload)")
 
 
 def _set_pins(args: argparse.Namespace, pinned: bool) -> int:
@@ -112,8 +119,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if config.remote:  # the bucket (the staging store keeps under its cap by itself)
         from chkpt import shared
 
-        cache = shared.reading_store(config.remote, config.cache_size, warn=warn)
-        report = shared.collect(cache, max_size=given_size, older_than=older, script=script, dry_run=args.dry_run)
+        store = shared.reading_store(config.remote, config.cache_size, warn=warn)
+        report = shared.collect(store, max_size=given_size, older_than=older, script=script, dry_run=args.dry_run)
     else:
         report = cleanup.collect(Store(config.store_dir), max_size=max_size, older_than=older,
                                  script=script, dry_run=args.dry_run)
@@ -122,7 +129,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
                           "kept_by_pins": [r["id"] for r in report.kept],
                           "freed": report.freed, "size_before": report.store_size_before,
-                          "size_after": report.store_size_after,
+                          "size_after": report.store_size_after, "freed_later": report.later,
+                          "freed_later_from": report.later_from,
                           "problems": report.problems}, indent=1))
         return 0
     for run in report.runs:
@@ -136,6 +144,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
           f" → {fmt.human_size(report.store_size_after)}"
           + (f" (cap {fmt.human_size(max_size)})" if not config.remote or given_size is not None else ""))
+    if report.later and report.later_from is not None:
+        print(f"{fmt.human_size(report.later)} that no run refers to any more can go at a chkpt gc from "
+              f"{fmt.date_time(report.later_from)} (a bucket keeps data a day after its upload)")
     for problem in report.problems:
         warn(problem)
     return 0
@@ -156,13 +167,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
             text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
             os.write(args.report_fd, sync.kept_locally(f"could not upload: {text}", url).encode())
         return 0
+    from chkpt import shared
+
     uploaded = sync.upload(url, timeout=timeout, wait=timeout)
-    left = sync.Local(url).pending()
-    if uploaded or left:
-        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {fmt.printable(url)}"
-              + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is at it)" if left else ""))
-    else:
-        print(f"nothing to upload: {fmt.printable(url)} has every run of this machine")
+    local = sync.Local(url)
+    left = len(local.pending())
+    if uploaded:
+        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {fmt.printable(url)}")
+    if left or not uploaded:
+        print(fmt.printable(shared.waiting_text(url, left, local.uploading())))
     return 0
 
 
@@ -231,13 +244,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         from chkpt import shared
 
         checks.extend(shared.check(config.remote))
-    store = api.default_store()
+    store = Store(config.store_dir)  # where checkpoints are written (a bucket's: this machine's staging)
     try:
         store.probe_writable()
-        checks.append(("store", True, f"writable: {store.root} "
+        checks.append(("store", True, f"writable: {store.location} "
                                       f"({fmt.plural(len(store.run_ids()), 'run')})"))
     except (OSError, StoreError) as exc:
-        checks.append(("store", False, f"{store.root} is not writable ({exc})"))
+        checks.append(("store", False, f"{store.location} is not writable ({exc})"))
     checks.append(("export", True, "frames export as Parquet" if export.parquet_available()
                    else "pyarrow not installed: frames export as pickle + CSV"))
     has_ipython = importlib.util.find_spec("IPython") is not None

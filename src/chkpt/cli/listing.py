@@ -27,7 +27,7 @@ STATUS_STYLES = {"finished": "green", "crashed": "red", "interrupted": "yellow",
                  "running": "cyan", "damaged": "red"}
 
 
-def _run_json(run: api.Run) -> dict[str, Any]:
+def _run_json(run: api.Run, waiting: list[str] | tuple[()] = ()) -> dict[str, Any]:
     place = run.summary.get("crash") or {}
     described = dict(run.meta, checkpoints=run.checkpoint_count, size=run.size, stored=run.stored,
                      status=run.status,
@@ -35,6 +35,8 @@ def _run_json(run: api.Run) -> dict[str, Any]:
     described.pop("summary", None)  # the listing's own cache, not the run's facts
     if run.status == "damaged":
         described["problem"] = run.problems[0]
+    if run.id in waiting:  # a shared store's run that this machine has not uploaded yet
+        described["waiting_upload"] = True
     return described
 
 
@@ -70,8 +72,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     found = api.select(everything, script=args.script, since=args.since, until=args.until, status=args.status)
     limit = (0 if args.json else 30) if args.limit is None else args.limit
     shown = found[:limit] if limit > 0 else found
+    waiting: list[str] = []
+    if store.shared:
+        from chkpt import shared
+
+        waiting = shared.waiting_runs(store)
     if args.json:  # one run a line: the C encoder (no indent) keeps 10,000 runs under a second
-        print("[" + ",\n ".join(json.dumps(_run_json(r), default=str) for r in shown) + "]")
+        print("[" + ",\n ".join(json.dumps(_run_json(r, waiting), default=str) for r in shown) + "]")
     elif not shown:
         filters = _filters_text(args)
         matching = f" matching {fmt.printable(filters)}" if filters else ""
@@ -81,6 +88,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     else:
         print(_runs_table(shown, store.shared))
         print(_footer(args, shown, found, everything, store.location))
+    if waiting and not args.json:
+        print(fmt.Painter.for_stream(sys.stdout)(fmt.printable(shared.waiting_line(store) or ""), "dim"))
     _report([problem for run in shown for problem in run.problems])
     return 0
 

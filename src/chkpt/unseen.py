@@ -61,9 +61,9 @@ def _functions() -> tuple[Any, ...] | None:
 def _watched() -> bool:
     """Whether a tool could see code that runs now in this thread or a new one: a trace or
     profile function of this thread, or a `sys.monitoring` tool (chkpt's own aside)."""
-    get_tool = sys.monitoring.get_tool
-    return sys.gettrace() is not None or sys.getprofile() is not None or any(
-        get_tool(tool) not in (None, "chkpt") for tool in range(6))
+    monitoring = getattr(sys, "monitoring", None)  # 3.12 and later
+    return sys.gettrace() is not None or sys.getprofile() is not None or (monitoring is not None and any(
+        monitoring.get_tool(tool) not in (None, "chkpt") for tool in range(6)))
 
 
 def run(work: Callable[[], Any]) -> Any:

@@ -62,7 +62,7 @@ def nonblank(text: Any, what: str, example: str) -> str:
 
 
 def default_store() -> Store:
-    """The configured store: a local one, or the read cache of an s3:// one brought up to date."""
+    """The configured store: a local one, or the read cache of a bucket store brought up to date."""
     config = config_module.load(os.getcwd())
     if config.remote:
         from chkpt import shared

@@ -131,7 +131,17 @@ def load_ipython_extension(ipython: "Any") -> None:
     """`%load_ext chkpt`: checkpoint this shell's namespace between cells, and add `%chkpt`."""
     from chkpt.notebook import kernel
 
+    ipython.register_magic_function(_chkpt_magic, magic_kind="line", magic_name="chkpt")
     kernel.load(ipython)
+
+
+def _chkpt_magic(line: str) -> None:
+    """%chkpt restore [RUN[@N]]: put back the last checkpoint of this notebook's previous kernel
+    (after it died, say), or the checkpoint named. %chkpt checkout CELL [--run RUN]: the state after
+    cell [CELL]. %chkpt status: whether this kernel is checkpointed. See docs/notebooks.md."""
+    from chkpt.notebook import commands  # the read side, loaded when first used
+
+    commands.magic(line)
 
 
 def unload_ipython_extension(ipython: "Any") -> None:

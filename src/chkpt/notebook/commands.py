@@ -162,4 +162,5 @@ def _status() -> str:
     run = session.run_id
     where = f"run {run}" if run else "no checkpoint yet"
     restored = f"; restored from {session.restored_from}" if session.restored_from else ""
-    return f"chkpt: checkpointing this kernel after its cells ({os.path.basename(name)}, {where}{restored})"
+    captured = f"; last captured after cell [{session.captured}]" if session.captured is not None else ""
+    return f"chkpt: checkpointing this kernel after its cells ({os.path.basename(name)}, {where}{restored}{captured})"

@@ -74,8 +74,7 @@ def user_namespace(user_ns: dict[str, Any], hidden: dict[str, Any]) -> dict[str,
 
 def load(shell: Any) -> KernelSession | None:
     """Start checkpointing `shell`'s cells, unless CHKPT=0, `notebooks = false` or `exclude`
-    says not to; the `%chkpt` magic is registered either way."""
-    shell.register_magic_function(chkpt_magic, magic_kind="line", magic_name="chkpt")
+    says not to."""
     global _current
     if _current is not None and not _current.closed:
         return _current
@@ -92,15 +91,6 @@ def load(shell: Any) -> KernelSession | None:
         return None
     _current = KernelSession(shell, config)
     return _current
-
-
-def chkpt_magic(line: str) -> None:
-    """%chkpt restore [RUN[@N]]: put back the last checkpoint of this notebook's previous kernel
-    (after it died, say), or the checkpoint named. %chkpt checkout CELL [--run RUN]: the state after
-    cell [CELL]. %chkpt status: whether this kernel is checkpointed. See docs/notebooks.md."""
-    from chkpt.notebook import commands  # the read side, loaded when first used
-
-    commands.magic(line)
 
 
 def unload(shell: Any) -> None:
@@ -128,6 +118,7 @@ class KernelSession:
         self._writer: Writer | None = None
         self._cells: list[dict[str, Any]] = []  # run since the last checkpoint, with their state
         self._saved_any = False
+        self.captured: int | None = None  # the cell after which the namespace was last captured
         self._running = 0  # cells executing (ipykernel's subshells may overlap them)
         self._busy = False
         self._last_end = float("-inf")
@@ -266,6 +257,7 @@ class KernelSession:
         index = None
         try:
             writer = self.writer()
+            started = time.monotonic()  # the pause that spaces captures out, imports aside
             namespace = self.namespace()
             cells = [dict(cell) for cell in self._cells]
             if cells:
@@ -273,6 +265,7 @@ class KernelSession:
             index = writer.write(trigger, [], namespace, self.tracked, only_if_changed=True,
                                  position={"cells": cells, "definitions": self.definitions(namespace)})
             del namespace
+            self.captured = self._cells[-1]["count"] if self._cells else self.captured
             if index is not None:
                 self._cells = []
                 self._saved_any = True

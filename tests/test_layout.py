@@ -81,8 +81,8 @@ FORBIDDEN = {
     "chkpt.shared": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.capture"},
     # notebooks: the kernel's start-up imports nothing; which cell is which is pure logic; the
     # driver writes and never reads runs; putting a checkpoint back is the read side's
-    "chkpt.notebook.startup": {"chkpt.config", "chkpt.session", "chkpt.writer", "chkpt.api", "chkpt.watch",
-                               "chkpt.monitor", "chkpt.notebook.kernel", "chkpt.notebook.commands"},
+    "chkpt.notebook.startup": {"chkpt.config", "chkpt.session", "chkpt.writer", "chkpt.api", "chkpt.monitor",
+                               "chkpt.notebook.kernel", "chkpt.notebook.commands"},
     "chkpt.notebook.cells": {"*"},
     "chkpt.notebook.kernel": {"chkpt.api", "chkpt.cli", "chkpt.resume", "chkpt.notebook.restore"},
     "chkpt.notebook.restore": {"chkpt.writer", "chkpt.session", "chkpt.capture", "chkpt.notebook.kernel"},

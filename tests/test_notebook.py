@@ -164,13 +164,19 @@ print('all equal')
 """
 
 
-def test_a_killed_kernels_state_comes_back_in_a_new_kernel(kernels, env, work):
+def killed_after_cells(kernels, env) -> api.Run:
+    """A kernel that ran CELLS, killed with SIGKILL once the state after the last was saved."""
     first = kernels()
     for cell in CELLS:
         first.ok(cell)
     wait_for_cell(env, len(CELLS))
     first.kill()
     [killed] = notebook_runs(env)
+    return killed
+
+
+def test_a_killed_kernels_state_comes_back_in_a_new_kernel(kernels, env, work):
+    killed = killed_after_cells(kernels, env)
     assert killed.status == "killed" and os.path.basename(killed.script) == "analysis.ipynb"
 
     second = kernels()
@@ -185,11 +191,7 @@ def test_a_killed_kernels_state_comes_back_in_a_new_kernel(kernels, env, work):
 
 
 def test_restore_through_the_api_in_a_kernel_that_chkpt_does_not_watch(kernels, env, work):
-    first = kernels()
-    for cell in CELLS:
-        first.ok(cell)
-    wait_for_cell(env, len(CELLS))
-    first.kill()
+    killed_after_cells(kernels, env)
     second = kernels(env=dict(env, CHKPT="0"))
     out = second.ok("import chkpt\nrestored = chkpt.restore()\nprint(restored)")
     assert "restored " in out and "after cell [5]" in out

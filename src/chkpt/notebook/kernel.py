@@ -119,6 +119,7 @@ class KernelSession:
         self._cells: list[dict[str, Any]] = []  # run since the last checkpoint, with their state
         self._saved_any = False
         self.captured: int | None = None  # the cell after which the namespace was last captured
+        self.captured_idle = False  # whether that capture waited for the kernel to be idle
         self._running = 0  # cells executing (ipykernel's subshells may overlap them)
         self._busy = False
         self._last_end = float("-inf")
@@ -165,6 +166,7 @@ class KernelSession:
             return  # another cell runs meanwhile: the capture waits for it to end
         wait = self._wait_before_capture()
         if wait <= 0:
+            self.captured_idle = False
             self.checkpoint()
         else:
             self._capture_when_idle(wait)
@@ -189,6 +191,7 @@ class KernelSession:
     def _idle_capture(self) -> None:
         self._waiting = None
         if not self._running and not self.closed:
+            self.captured_idle = True
             self.checkpoint()
 
     def _cancel_waiting(self) -> None:
@@ -229,6 +232,11 @@ class KernelSession:
                              extra={"restored_from": self.restored_from} if self.restored_from else None)
             self._writer = Writer(self.config, facts, self.user_code.file)
         return self._writer
+
+    @property
+    def last_pause(self) -> float:
+        """Seconds the last capture paused the kernel (waits for its background part included)."""
+        return self._last_pause
 
     @property
     def run_id(self) -> str | None:

@@ -1,11 +1,12 @@
 """Start-up in a kernel: load chkpt into the IPython shell of `python -m ipykernel_launcher` once
 the kernel has made it, as `%load_ext chkpt` would.
 
-Called by the autoload for a kernel process only, while site.py runs, so it imports nothing:
-a one-shot import hook waits for `ipykernel.kernelapp` (every other import costs it one method
-call), then wraps its application's `init_extensions` (which runs once the shell exists, after
-the extensions a user configured) for one call, and puts the class back as it was. Nothing of
-chkpt is imported before the shell exists, and nothing of this stays behind.
+Called by the autoload for a kernel process only, while site.py runs, so it imports nothing
+Python has not loaded (chkpt.watch's import hook aside): a one-shot import hook waits for
+`ipykernel.kernelapp` (every other import costs it one method call), then wraps its
+application's `init_extensions` (which runs once the shell exists, after the extensions a user
+configured) for one call, and puts the class back as it was. Nothing else of chkpt is imported
+before the shell exists, and nothing of this stays behind.
 """
 
 import sys
@@ -19,33 +20,18 @@ KERNEL_APP_MODULE = "ipykernel.kernelapp"
 
 def load_into_kernel() -> None:
     """Have chkpt loaded into the kernel's shell as soon as there is one."""
-    sys.meta_path.insert(0, _KernelAppHook())
+    from chkpt.watch import ImportHook
+
+    sys.meta_path.insert(0, ImportHook(KERNEL_APP_MODULE, _kernel_app_imported))
 
 
-class _KernelAppHook:
-    """A meta path finder that only waits for ipykernel's application module, then removes itself."""
+def _kernel_app_imported(module: "Any") -> None:
+    try:
+        _load_after_extensions(module.IPKernelApp)
+    except Exception as exc:  # chkpt must never break the kernel
+        from chkpt import guard
 
-    def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
-        if name != KERNEL_APP_MODULE:
-            return None
-        sys.meta_path.remove(self)
-        spec = sys.modules["_frozen_importlib_external"].PathFinder.find_spec(name, path)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_hook(module: "Any") -> None:
-            exec_module(module)
-            try:
-                _load_after_extensions(module.IPKernelApp)
-            except Exception as exc:  # chkpt must never break the kernel
-                from chkpt import guard
-
-                guard.fail(exc, "start-up in a kernel")
-
-        loader.exec_module = exec_then_hook
-        return spec
+        guard.fail(exc, "start-up in a kernel")
 
 
 def _load_after_extensions(app_class: "Any") -> None:

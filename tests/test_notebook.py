@@ -141,6 +141,8 @@ CELLS = [
     "    def predict(self, x):\n        return x @ self.w\n\n"
     "model = Model(rng.normal(size=4))\nsquare = lambda v: v * v",
     "results = {'train': df.iloc[:1000].copy(), 'scores': np.arange(500.0)}\nsame = df\nordered = OrderedDict(a=1)",
+    "from dataclasses import dataclass\nfrom collections import namedtuple\nclass C:\n    a: int\n"
+    "DC = dataclass(C)\ndata = DC(0)\nPoint = namedtuple('Point', 'x y')\nwhere = Point(1, 2)",
 ]
 # the same values, recomputed in a kernel that never ran CELLS, for comparing
 EXPECTED = """
@@ -160,6 +162,8 @@ assert np.allclose(model.predict(np.ones(4)), _w.sum()), 'method'
 assert normalise(df).shape == df.shape, 'function'
 assert rng.normal() == np.random.default_rng(0).normal(size=(200_000 * 4 + 4 + 1))[-1], 'generator state'
 assert ordered == {'a': 1} and type(ordered).__name__ == 'OrderedDict', 'imported class'
+assert data == DC(0) and repr(data) == 'C(a=0)', 'a dataclass made by a call'
+assert where == Point(1, 2) and where.y == 2, 'a namedtuple made by an assignment'
 print('all equal')
 """
 
@@ -181,7 +185,7 @@ def test_a_killed_kernels_state_comes_back_in_a_new_kernel(kernels, env, work):
 
     second = kernels()
     out = second.ok("%chkpt restore")
-    assert f"from {killed.id}@" in out and "after cell [5]" in out
+    assert f"from {killed.id}@" in out and "after cell [6]" in out
     assert "made again: " in out and "normalise" in out and "Model" in out and "np" in out
     # what could not be saved is listed with the cell that defined it
     assert "square  a lambda cannot be saved" in out and "(cell [4]: def normalise(frame):" in out
@@ -194,7 +198,7 @@ def test_restore_through_the_api_in_a_kernel_that_chkpt_does_not_watch(kernels, 
     killed_after_cells(kernels, env)
     second = kernels(env=dict(env, CHKPT="0"))
     out = second.ok("import chkpt\nrestored = chkpt.restore()\nprint(restored)")
-    assert "restored " in out and "after cell [5]" in out
+    assert "restored " in out and "after cell [6]" in out
     second.ok(EXPECTED)
     assert second.ok(CHECK) == "all equal\n"
     assert len(notebook_runs(env)) == 1  # CHKPT=0: the second kernel is not checkpointed

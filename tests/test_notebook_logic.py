@@ -74,11 +74,13 @@ def test_the_names_a_statement_binds(source, names):
 
 
 def test_a_definition_is_its_own_statement_not_the_rest_of_its_cell():
-    cell = cells.Cell(3, "x = load()\ndef f():\n    return 1\ny = f()\nclass K:\n    pass", 1)
+    cell = cells.Cell(3, "x = load()\ndef f():\n    return 1\ny = f()\nclass K:\n    pass\n"
+                         "Point = namedtuple('Point', 'x y')\nfor i in range(3):\n    g = f", 1)
     statement = cells.definition(cell, "f", str)
     assert isinstance(statement, ast.FunctionDef) and statement.lineno == 2
     assert isinstance(cells.definition(cell, "K", str), ast.ClassDef)
-    assert cells.definition(cell, "x", str) is None  # an assignment is data, not a definition
+    assert isinstance(cells.definition(cell, "Point", str), ast.Assign)
+    assert cells.definition(cell, "g", str) is None  # a loop is not run again to make it
 
 
 def test_cells_with_magics_are_read_through_the_transform():

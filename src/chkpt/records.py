@@ -280,7 +280,7 @@ MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
 }
 
 _DEFAULTS: dict[str, Any] = {"label": "", "aliases": {}, "skipped": [], "new_bytes": 0, "stack": [],
-                             "sources": {}, "cells": [], "definitions": {}}
+                             "sources": {}}
 
 
 def _problem(data: dict[str, Any], fields: dict[str, tuple[bool, Any]]) -> str | None:

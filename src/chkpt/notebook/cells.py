@@ -127,9 +127,14 @@ def defining_cell(cells: list[Cell], name: str, transform: Callable[[str], str])
 
 
 def definition(cell: Cell, name: str, transform: Callable[[str], str]) -> ast.stmt | None:
-    """The last `def`, `class` or import statement of `cell` that binds `name`."""
+    """The last statement of `cell` that binds `name` to what it is and nothing else runs around
+    it: a `def`, `class` or import, or an assignment (`Point = namedtuple(...)`,
+    `DC = dataclass(C)`); None when another kind of statement binds it (a loop, a `with`)."""
     found = None
     for statement in _statements(cell.source, transform):
-        if isinstance(statement, (*_DEFINES, ast.Import, ast.ImportFrom)) and name in bound_names(statement):
+        if isinstance(statement, _MAKES) and name in bound_names(statement):
             found = statement
     return found
+
+
+_MAKES = (*_DEFINES, ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)

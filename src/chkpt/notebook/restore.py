@@ -3,9 +3,10 @@ notebook's latest other kernel, e.g. after that kernel died) and `checkout` (the
 given cell).
 
 The order is what unpickling needs: the definitions first (modules and library functions and
-classes imported again by name; functions and classes of the notebook made again by running
-their own `def`/`class` statement from the cell that last defined them, not the rest of that
-cell), then every saved value (`Checkpoint.load_all`: read and decompressed by several threads,
+classes imported again by name; functions and classes of the notebook made again by running the
+statement that last bound them (`def`, `class`, or an assignment such as
+`Point = namedtuple(...)`) from its cell, not the rest of that cell, in the order they ran),
+then every saved value (`Checkpoint.load_all`: read and decompressed by several threads,
 unpickled here), then the definitions that needed a value. What cannot be put back is listed
 with the reason and the cell that defined it, for the user to run again.
 """
@@ -149,7 +150,7 @@ def put_back(checkpoint: api.Checkpoint, namespace: dict[str, Any], action: str,
     def defined_in(name: str) -> Cell | None:
         return cells_module.defining_cell(known, name, transform)
 
-    later: list[tuple[str, ast.stmt, Cell]] = []
+    statements: dict[int, tuple[tuple[int, int], list[str], ast.stmt, Cell]] = {}
     for name, where in definitions.items():
         problem = _import_definition(name, where, namespace)
         if problem is None:
@@ -160,13 +161,17 @@ def put_back(checkpoint: api.Checkpoint, namespace: dict[str, Any], action: str,
         if statement is None:
             done.skipped.append((name, problem, cell))
             continue
+        position = (next(i for i, known_cell in enumerate(known) if known_cell is cell), statement.lineno)
+        statements.setdefault(id(statement), (position, [], statement, cell))[1].append(name)
+    later: list[tuple[list[str], ast.stmt, Cell]] = []
+    for _, names, statement, cell in sorted(statements.values(), key=lambda found: found[0]):  # as they ran
         try:
             run_statement(statement, cell)
-            done.definitions.append(name)
+            done.definitions += names
         except NameError:
-            later.append((name, statement, cell))  # it needs a value: once the values are back
+            later.append((names, statement, cell))  # it needs a value: once the values are back
         except Exception as exc:
-            done.skipped.append((name, f"its definition failed ({type(exc).__name__}: {exc})", cell))
+            done.skipped += [(name, _failed(exc), cell) for name in names]
     values, failed = checkpoint.load_all()
     if removable is not None:
         kept = set(values) | set(definitions) | {entry["name"] for entry in checkpoint.skipped}
@@ -175,12 +180,12 @@ def put_back(checkpoint: api.Checkpoint, namespace: dict[str, Any], action: str,
             namespace.pop(name, None)
     namespace.update(values)
     done.values = sorted(values, key=fmt.natural_key)
-    for name, statement, cell in later:
+    for names, statement, cell in later:
         try:
             run_statement(statement, cell)
-            done.definitions.append(name)
+            done.definitions += names
         except Exception as exc:
-            done.skipped.append((name, f"its definition failed ({type(exc).__name__}: {exc})", cell))
+            done.skipped += [(name, _failed(exc), cell) for name in names]
     for name, reason in failed.items():
         done.skipped.append((name, reason, defined_in(name)))
     for entry in checkpoint.skipped:
@@ -188,6 +193,10 @@ def put_back(checkpoint: api.Checkpoint, namespace: dict[str, Any], action: str,
             done.skipped.append((entry["name"], entry["reason"], defined_in(entry["name"])))
     done.seconds = time.monotonic() - started
     return done
+
+
+def _failed(exc: BaseException) -> str:
+    return f"its definition failed ({type(exc).__name__}: {exc})"
 
 
 def _import_definition(name: str, where: dict[str, str | None], namespace: dict[str, Any]) -> str | None:

@@ -236,14 +236,14 @@ class Checkpoint:
             if naming.root_of(variable.name) is None and variable.name not in parts:
                 try:
                     parts[variable.name] = variable.load(parts, read)
-                except LoadError as exc:
+                except (LoadError, StoreError) as exc:  # that value only: the others still load
                     failed[variable.name] = str(exc)
         values = {name: value for name, value in parts.items() if naming.root_of(name) is None}
         for alias, target in self.aliases.items():
             if naming.root_of(alias) is None and target not in failed:
                 try:
                     values[alias] = parts[target] if target in parts else self.variable(target).load(parts, read)
-                except (LoadError, NotFound) as exc:
+                except (LoadError, NotFound, StoreError) as exc:
                     failed[alias] = str(exc)
         return values, failed
 

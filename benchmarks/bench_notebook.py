@@ -152,14 +152,15 @@ class Kernel:
 
 
 def chkpt_capture_cost(kernel: Kernel, count: int) -> float:
-    """Wait until chkpt has captured the namespace after cell [count]; the seconds of that
-    capture if it came after the cell's reply (put off until the kernel was idle), else 0."""
+    """Wait until chkpt has captured the namespace after cell [count] and committed what it
+    wrote; the seconds of that capture if it came after the cell's reply (put off until the
+    kernel was idle), else 0."""
     probe = ("import chkpt.notebook.kernel as _k; _s = _k.current(); "
-             "print(_s.captured, _s.last_pause, _s.captured_idle)")
+             "print(_s.captured, _s.last_pause, _s.captured_idle, _s.committed)")
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        captured, pause, idle = kernel.run(probe, silent=True)[1].split()
-        if captured == str(count):
+        captured, pause, idle, committed = kernel.run(probe, silent=True)[1].split()
+        if captured == str(count) and committed == "True":  # a SIGKILL now keeps that checkpoint
             return float(pause) if idle == "True" else 0.0
         time.sleep(0.05)
     raise RuntimeError(f"chkpt did not capture cell [{count}]")

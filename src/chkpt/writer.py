@@ -520,9 +520,9 @@ class Writer:
         if self.uploader is not None and manifest["trigger"] not in records.FINAL_TRIGGERS:
             self.uploader.committed()
 
-    def busy(self) -> bool:
-        """Whether the background part of a checkpoint is still being written."""
-        return self._job is not None
+    def writing(self) -> bool:
+        """Whether the background part of the last checkpoint is still being written."""
+        return self._job is not None and self._job.running()
 
     def wait_idle(self) -> None:
         """Wait for the background part of the last checkpoint, and for its thread to be gone."""

@@ -143,7 +143,7 @@ class KernelSession:
         self._running += 1
         self._cancel_waiting()
         writer = self._writer
-        if writer is not None and writer.busy():
+        if writer is not None:
             started = time.monotonic()
             try:
                 writer.wait_idle()
@@ -232,6 +232,11 @@ class KernelSession:
                              extra={"restored_from": self.restored_from} if self.restored_from else None)
             self._writer = Writer(self.config, facts, self.user_code.file)
         return self._writer
+
+    @property
+    def committed(self) -> bool:
+        """Whether the last checkpoint is committed (its background part written)."""
+        return self._writer is None or not self._writer.writing()
 
     @property
     def last_pause(self) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import chkpt, chkpt_json, python, write
+from conftest import PYTHON, chkpt, chkpt_json, python, write
 
 jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
@@ -30,11 +30,12 @@ WAIT = 90.0  # seconds a test waits for a kernel's checkpoint before it fails
 class Kernel:
     """One real kernel, as a frontend drives it: cells in, their outputs out."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, notebook: str | None = "analysis.ipynb") -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, notebook: str | None = "analysis.ipynb",
+                 kernel_name: str = "python3") -> None:
         env = dict(env, JUPYTER_PLATFORM_DIRS="1")
         if notebook is not None:
             env["JPY_SESSION_NAME"] = str(cwd / notebook)  # what Jupyter Server tells a kernel
-        self.manager = jupyter_client.KernelManager(kernel_name="python3")  # this venv's python
+        self.manager = jupyter_client.KernelManager(kernel_name=kernel_name)  # python3: this venv's python
         self.manager.start_kernel(env=env, cwd=str(cwd))
         self.client = self.manager.client()
         self.client.start_channels()
@@ -285,13 +286,22 @@ def test_chkpt_0_and_the_config_switch_it_off(kernels, env, work):
     assert len(notebook_runs(env)) == 1
 
 
-def test_explicit_load_ext_in_a_kernel_the_autoload_did_not_start(kernels, env, work):
-    # `python -m ipykernel` (not the launcher) is not recognised by the autoload
-    kernel = kernels()
-    kernel.ok("%load_ext chkpt")  # already loaded by the autoload: IPython says so, nothing else
+def test_explicit_load_ext_in_a_kernel_the_autoload_did_not_start(kernels, env, work, tmp_path, monkeypatch):
+    # a kernel started another way (`python -c …`) is not recognised by the autoload
+    spec = tmp_path / "jupyter" / "kernels" / "other-launch"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [PYTHON, "-c", "from ipykernel import kernelapp; kernelapp.launch_new_instance()",
+                 "-f", "{connection_file}"], "display_name": "other", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    kernel = kernels(kernel_name="other-launch")
     kernel.ok("import numpy as np\nw = np.ones(100_000)")
-    wait_for_cell(env, 2)
-    assert len(notebook_runs(env)) == 1
+    assert kernel.ok("import sys\nprint('chkpt' in sys.modules)") == "False\n"
+    assert kernel.ok("%load_ext chkpt") == ""
+    kernel.ok("w += 1")
+    checkpoint = wait_for_cell(env, 4)
+    assert checkpoint.load("w").sum() == 200_000.0
+    assert kernel.ok("%load_ext chkpt").startswith("The chkpt extension is already loaded.")
 
 
 PROBE = """

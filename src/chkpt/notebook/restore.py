@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-UNNAMED = "<kernel>"
-
-
 class Restored:
     """What a restore or checkout put back, and what it could not (shown as a few lines)."""
 
@@ -77,8 +74,8 @@ def latest_checkpoint(store: api.Store, name: str, exclude: str | None) -> api.C
         if run.notebook and run.script == name and run.id != exclude and run.status != "damaged" \
                 and run.checkpoint_count:
             return run.checkpoint()
-    shown = os.path.basename(name) if not name.endswith(UNNAMED) else f"a kernel in {os.path.dirname(name)}"
-    raise api.NotFound(f"no checkpoint of {shown} in {store.location} yet")
+    raise api.NotFound(f"no checkpoint of {os.path.basename(name)} (in {os.path.dirname(name)}) "
+                       f"in {store.location} yet")
 
 
 def _manifests(run: api.Run) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from chkpt import cleanup
-from chkpt.store import Store
+from chkpt.store import Store, layout
 from conftest import PYTHON, chkpt, python, write
 
 JOB = """
@@ -28,7 +28,7 @@ def make_runs(env, work, values, script="job.py") -> list[str]:
         assert python([script, str(value)], env, work).returncode == 0
         [run_id] = set(store.run_ids()) - before
         stamp = time.time() - 60 * (age + 1)
-        meta_path = os.path.join(store.run_dir(run_id), "run.json")
+        meta_path = store.path(layout.run_record(run_id))
         with open(meta_path) as handle:
             meta = json.load(handle)
         meta["ended"] = stamp

@@ -352,3 +352,59 @@ def test_a_preview_shows_dicts_in_their_own_order_cut_to_a_screenful():
     assert len(text) <= 160 and _preview({}) == "{}"
     assert _preview(dict.fromkeys(reversed(range(30)), 0)) == "{" + ", ".join(
         f"{i}: 0" for i in range(29, 9, -1)) + ", ...}"
+
+
+# -- one impossible number in a record damages that record, never the listing ------------------
+
+def _set_field(path: str, field: str, literal: str) -> None:
+    """Write `field` (dotted for a nested one) of the JSON file at `path` as the raw JSON number `literal`."""
+    with open(path) as handle:
+        record = json.load(handle)
+    *parents, last = field.split(".")
+    target = record
+    for parent in parents:
+        target = target[parent]
+    target[last] = "@@NUMBER@@"
+    with open(path, "w") as handle:
+        handle.write(json.dumps(record).replace('"@@NUMBER@@"', literal))
+
+
+@pytest.mark.parametrize(("where", "field"), [
+    ("run", "started"), ("run", "ended"), ("run", "heartbeat"), ("run", "summary.last_time"),
+    ("manifest", "time"), ("manifest", "pause"),
+])
+def test_an_impossible_number_in_a_record_damages_that_run_and_the_rest_still_list(where, field, env, crashed):
+    fine_run(env, crashed)
+    crash_id = chkpt_json(["ls", "--script", "crash.py"], env, crashed)[0]["id"]
+    fine_id = chkpt_json(["ls", "--script", "fine.py"], env, crashed)[0]["id"]
+    run_dir = os.path.join(env["CHKPT_DIR"], "runs", crash_id)
+    path = os.path.join(run_dir, "run.json") if where == "run" else os.path.join(run_dir, "checkpoints", "000001.json")
+    with open(path, "rb") as handle:
+        original = handle.read()
+    problems = []
+    for literal in ("1e300", "NaN", "-Infinity", "1e400", "-1e12"):
+        with open(path, "wb") as handle:
+            handle.write(original)
+        _set_field(path, field, literal)
+        if where == "manifest":  # newer than the run's summary, which is then not used
+            os.utime(path, (os.stat(run_dir + "/run.json").st_mtime + 5,) * 2)
+        listed = chkpt(["ls"], env, crashed)
+        rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:-1]}
+        if listed.returncode != 0 or "Traceback" in listed.stderr:
+            problems.append(f"{literal}: ls exits {listed.returncode}: {listed.stderr[-300:]!r}")
+            continue
+        if "finished" not in rows.get(fine_id, ""):
+            problems.append(f"{literal}: the good run is not listed: {listed.stdout!r}")
+        if not rows.get(crash_id, "").endswith("damaged"):
+            problems.append(f"{literal}: the bad run is not listed as damaged: {rows.get(crash_id)!r}")
+        said = listed.stderr.splitlines()
+        if len(said) != 1 or path not in said[0] or repr(field.split(".")[-1]) not in said[0]:
+            problems.append(f"{literal}: not one line naming the file and field: {listed.stderr!r}")
+        as_json = chkpt(["ls", "--json"], env, crashed)
+        if as_json.returncode != 0 or {r["id"]: r["status"] for r in json.loads(as_json.stdout)} != {
+                fine_id: "finished", crash_id: "damaged"}:
+            problems.append(f"{literal}: ls --json: {as_json.stdout[-200:]!r} {as_json.stderr[-200:]!r}")
+        shown = chkpt(["show", crash_id], env, crashed)
+        if "Traceback" in shown.stderr or shown.returncode not in (1, 0):
+            problems.append(f"{literal}: show of the damaged run: {shown.stderr[-300:]!r}")
+    assert not problems, "\n".join(problems)

@@ -101,3 +101,43 @@ def test_ls_show_and_shell_escape_run_text_and_json_keeps_it_exact(env, hostile)
     checkpoints = json.loads(chkpt(["show", "latest", "--json"], env, hostile).stdout)["checkpoints"]
     assert checkpoints[0]["label"] == LABEL
 
+
+
+# -- text from the environment and from paths: every chkpt: line stays one line ---------------
+
+def test_a_warning_shows_control_characters_as_escapes(capsys):
+    from chkpt import guard
+
+    guard.warn("store /tmp/a\nb\x1b[2J: \u2028gone")
+    assert capsys.readouterr().err == "chkpt: store /tmp/a\\nb\\x1b[2J: \\u2028gone\n"
+
+
+ODD_DIR = "odd\nname\x1b[31m\rx"
+
+
+def test_a_store_path_with_a_newline_never_splits_a_line(env, work, tmp_path):
+    odd = tmp_path / ODD_DIR
+    odd.mkdir()
+    (odd / "notes.txt").write_text("not a store\n")
+    env["CHKPT_DIR"] = str(odd)
+    write(work, "prog.py", "import numpy as np\ndata = np.arange(4000.0)\nprint('done')\n")
+    traced = python(["prog.py"], env, work)
+    assert (traced.returncode, traced.stdout) == (0, "done\n")
+    [line] = traced.stderr.splitlines()
+    assert line.startswith("chkpt: ") and "odd\\nname\\x1b[31m\\rx" in line and visible(traced.stderr)
+    for args in (["ls"], ["config"], ["doctor"], ["show", "latest"], ["gc", "--dry-run"]):
+        result = chkpt(args, env, work)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert visible(result.stdout + result.stderr), (args, result.stdout + result.stderr)
+        assert "odd\\nname" in result.stdout + result.stderr, args
+
+
+def test_a_config_file_in_a_folder_with_a_newline_warns_on_one_line(env, tmp_path):
+    project = tmp_path / "proj\nect"
+    project.mkdir()
+    write(project, "chkpt.toml", "interval = soon\n")
+    write(project, "prog.py", "print('done')\n")
+    traced = python(["prog.py"], env, project)
+    assert (traced.returncode, traced.stdout) == (0, "done\n")
+    [line] = traced.stderr.splitlines()
+    assert "proj\\nect/chkpt.toml" in line and "not valid TOML" in line

@@ -3,7 +3,9 @@ layering in-process, the warnings and their effect on a script in real interpret
 
 from __future__ import annotations
 
+import marshal
 import os
+import stat
 
 import pytest
 
@@ -220,3 +222,133 @@ def test_example_config_lists_every_key_with_its_default():
     assert set(example) == set(config_module.SETTINGS)
     for key, setting in config_module.SETTINGS.items():
         assert setting.parse(example[key]) == setting.parse(setting.default), key
+
+
+# -- numbers out of range, and config files of the wrong shape ---------------------------------
+
+@pytest.mark.parametrize(("key", "toml", "lower"), [
+    ("interval", "inf", "5m"), ("interval", "1e10", "5m"), ("interval", "nan", "5m"), ("interval", "-5", "5m"),
+    ("interval", '"' + "9" * 400 + 's"', "5m"), ("upload_wait", "-inf", "10s"),
+    ("max_object_size", "inf", "1MiB"), ("max_object_size", "-1", "1MiB"), ("max_store_size", "1e300", "1GiB"),
+    ("memory_budget", "nan", "1MiB"), ("cache_size", '"99999999999999999999 TiB"', "1GiB"),
+    ("reuse_memory", "-0.5", "1MiB"), ("keep", "10000001", "3"), ("keep", '"\u00b2"', "3"),
+    ("keep", '"' + "9" * 5000 + '"', "3"), ("min_size", "18446744073709551616", "1KiB"),
+    ("dir", '"/tmp/a\\u0000b"', "/tmp/lower"),
+])
+def test_a_number_out_of_range_warns_names_the_file_and_key_and_keeps_the_lower_layer(
+        key, toml, lower, env, work):
+    user_config(env, f"{key} = {lower if key == 'keep' else repr(lower)}\n")
+    write(work, "chkpt.toml", f"{key} = {toml}\n")
+    loaded = config_module.load(str(work), environ={})
+    [warning] = loaded.warnings
+    assert str(work / "chkpt.toml") in warning and repr(key) in warning
+    assert loaded.sources[key].startswith("user file ")
+    assert getattr(loaded, key) == config_module.SETTINGS[key].parse(lower)
+    assert "\n" not in warning and "9" * 100 not in warning  # a huge value is cut short
+
+
+def test_a_number_out_of_range_in_the_environment_keeps_the_file_value(work):
+    write(work, "chkpt.toml", "interval = 30\n")
+    loaded = config_module.load(str(work), environ={"CHKPT_INTERVAL": "9" * 400, "CHKPT_KEEP": "-1",
+                                                    "CHKPT_MAX_RUN_SIZE": "1e400"})
+    assert (loaded.interval, loaded.sources["interval"]) == (30.0, f"project file {work / 'chkpt.toml'}")
+    assert sorted(w.split(":")[0] for w in loaded.warnings) == ["env CHKPT_INTERVAL", "env CHKPT_KEEP",
+                                                                "env CHKPT_MAX_RUN_SIZE"]
+
+
+@pytest.mark.parametrize("setting", ["interval = inf", "max_object_size = inf", "interval = 1e10"])
+def test_an_infinite_setting_costs_one_warning_and_the_script_runs_as_ever(setting, env, work):
+    write(work, "chkpt.toml", setting + "\n")
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "ran\n")
+    [line] = result.stderr.splitlines()
+    assert str(work / "chkpt.toml") in line and repr(setting.split()[0]) in line and "Traceback" not in line
+    assert runs(env, work)[0]["checkpoints"] == 1  # chkpt stayed on
+
+
+PYPROJECT_SHAPES = {
+    "tool is text": 'tool = "tool.chkpt"\n',
+    "tool is a list": 'tool = ["tool.chkpt"]\n',
+    "tool.chkpt is a number": "tool.chkpt = 5\n",
+    "tool.chkpt is a list": 'tool.chkpt = ["interval"]\n',
+    "tool.chkpt is an array of tables": "[[tool.chkpt]]\ninterval = 5\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PYPROJECT_SHAPES))
+def test_a_pyproject_whose_tool_table_has_another_shape_warns_once_and_the_lower_layer_applies(shape, env, work):
+    user_config(env, 'interval = "5m"\n')
+    write(work, "pyproject.toml", PYPROJECT_SHAPES[shape] + '[project]\nname = "x"\n')
+    loaded = config_module.load(str(work), environ={})
+    [warning] = loaded.warnings
+    assert str(work / "pyproject.toml") in warning and "'tool" in warning and "not a table" in warning
+    assert (loaded.interval, loaded.sources["interval"].split()[0]) == (300.0, "user")
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work)
+    assert (result.returncode, result.stdout) == (0, "ran\n")
+    assert result.stderr == f"chkpt: {warning}\n"
+
+
+def planted_cache(work, content) -> str:
+    """The parsed-config cache of work/chkpt.toml holding `content` (a callable of the right key)."""
+    path = str(work / "chkpt.toml")
+    info = os.stat(path)
+    cache = config_module._parsed_cache_path(path)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "wb") as handle:
+        handle.write(content((info.st_mtime_ns, info.st_size)))
+    os.chmod(cache, 0o600)
+    return cache
+
+
+@pytest.mark.parametrize("content", [
+    lambda key: marshal.dumps([1, 2, 3]), lambda key: marshal.dumps((key, [1, 2])),
+    lambda key: marshal.dumps((key, "interval")), lambda key: marshal.dumps((key, {1: 2})),
+    lambda key: marshal.dumps((key, {"interval": 7}, "more")), lambda key: marshal.dumps(list(key)),
+    lambda key: b"", lambda key: b"\xff" * 64, lambda key: marshal.dumps((key, {"interval": 7}))[:-3],
+    lambda key: b"[\xff\xff\xff\x7f",  # a list of two billion items, then nothing
+], ids=["list", "key-and-list", "key-and-text", "int-keys", "three-items", "key-only", "empty", "garbage",
+        "cut-short", "huge-length"])
+def test_a_damaged_config_cache_is_parsed_again_and_replaced(content, env, work):
+    write(work, "chkpt.toml", "interval = 20\nkeep = 4\n")
+    cache = planted_cache(work, content)
+    loaded = config_module.load(str(work), environ={})
+    assert (loaded.interval, loaded.keep, loaded.warnings) == (20.0, 4, [])
+    with open(cache, "rb") as handle:
+        _, settings = marshal.load(handle)
+    assert settings == {"interval": 20, "keep": 4}
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+
+
+# -- a FIFO (or another non-file) where a config file or its cache belongs never hangs a start ---
+
+def fifo_in_place_of(where: str, env, work) -> str:
+    if where == "cache":
+        write(work, "chkpt.toml", "interval = 20\n")
+        path = config_module._parsed_cache_path(str(work / "chkpt.toml"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    elif where == "user":
+        path = user_config(env, "")
+        os.unlink(path)
+    else:
+        path = str(work / where)
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("where", ["chkpt.toml", "pyproject.toml", "user", "cache"])
+def test_a_fifo_in_place_of_a_config_file_or_its_cache_is_refused_without_waiting(where, env, work):
+    path = fifo_in_place_of(where, env, work)
+    write(work, "job.py", SCRIPT)
+    result = python(["job.py"], env, work, timeout=60)  # a start waiting on the FIFO would time out
+    assert (result.returncode, result.stdout) == (0, "ran\n")
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"chkpt: {path}: is not a regular file"), line
+    assert runs(env, work)[0]["checkpoints"] == 1
+    if where == "cache":  # replaced by a file of its own, and no word about it next time
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+        assert python(["job.py"], env, work, timeout=60).stderr == ""
+    else:
+        shown = chkpt(["config"], env, work, timeout=60)
+        assert shown.returncode == 0 and "is not a regular file" in shown.stderr

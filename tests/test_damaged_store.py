@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -274,4 +275,37 @@ def test_a_damaged_blob_fails_only_what_needs_it_and_gc_clears_it(damage, store,
     rerun = python(["data.py", "2"], env, work)  # the same data is stored again, whole
     if rerun.returncode != 0 or rerun.stderr:
         problems.append(f"a new run of the same data: {rerun.stderr!r}")
+    assert not problems, "\n".join(problems)
+
+
+# -- gc trusts the checkpoint files, not a record's summary of them ---------------------------------------
+
+def _lie(change):
+    def damage(meta: dict) -> dict:
+        change(meta["summary"])
+        return meta
+    return damage
+
+
+SUMMARY_LIES = {
+    "no_blobs": _lie(lambda summary: summary.update(blobs={}, compressed={})),
+    "one_blob": _lie(lambda summary: summary.update(blobs=dict(list(summary["blobs"].items())[:1]))),
+    "other_blobs": _lie(lambda summary: summary.update(blobs={"ab" * 16: 10})),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(SUMMARY_LIES))
+def test_gc_deletes_only_what_no_checkpoint_file_refers_to_whatever_a_summary_says(lie, store, env):
+    """A run record whose summary omits data its intact checkpoint files need (a bug, an edit)
+    costs nothing: gc reads the checkpoint files."""
+    s = store
+    run_dir = s["root"] / "runs" / s["damaged"]
+    edit_run_json(SUMMARY_LIES[lie])(s, run_dir)
+    old = time.time() - 2 * 86400
+    for blob in (s["root"] / "blobs").rglob("*"):
+        os.utime(blob, (old, old))  # past every grace period
+    collected = chkpt(["gc"], env, s["work"])
+    assert collected.returncode == 0, collected.stderr
+    problems: list[str] = []
+    others_load(dict(s, others={**s["others"], s["damaged"]: 2}), env, "after gc", problems)
     assert not problems, "\n".join(problems)

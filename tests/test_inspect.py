@@ -18,7 +18,7 @@ import pytest
 
 import chkpt
 from chkpt import api, records
-from chkpt.store import Store
+from chkpt.store import Store, layout
 from conftest import CHKPT, python, run, write
 
 TRAIN = """
@@ -340,7 +340,7 @@ def test_listing_from_summaries_matches_listing_from_manifests(env, work, in_pro
     meta = store.read_run(run_id)
     assert meta["summary"]["indexes"] == store.checkpoint_indexes(run_id) == [1, 2, 3, 4]
     from_summary = in_process(["ls", "--json"], work).stdout
-    path = os.path.join(store.run_dir(run_id), "run.json")
+    path = store.path(layout.run_record(run_id))
     with open(path) as handle:
         record = json.load(handle)
     del record["summary"]
@@ -368,7 +368,7 @@ def test_a_summary_is_used_only_while_it_describes_the_checkpoint_files():
 def test_a_summary_that_no_longer_matches_the_checkpoint_files_is_not_used(env, work, in_process):
     run_id = train(env, work)
     store = Store(env["CHKPT_DIR"])
-    directory = os.path.join(store.run_dir(run_id), "checkpoints")
+    directory = store.path(layout.checkpoints(run_id))
     with open(os.path.join(directory, "000004.json")) as handle:
         last = json.load(handle)
     with open(os.path.join(directory, "000005.json"), "w") as handle:  # a commit its summary missed

@@ -119,3 +119,50 @@ def test_the_blobs_a_manifest_and_a_run_refer_to():
         == [True, True, False, False, False]
     assert records.run_blobs(GOOD_RUN) == {"ab" * 16: 120}
     assert records.run_blobs(dict(GOOD_RUN, source=None)) == {}
+
+
+IMPOSSIBLE = ["NaN", "Infinity", "-Infinity", "1e400", "1e300", "-1", str(2**64)]
+
+
+def with_raw(record: dict, field: str, literal: str) -> bytes:
+    """`record` as JSON with `field` (dotted for a nested one) set to the raw JSON number `literal`."""
+    copy = json.loads(json.dumps(record))
+    *parents, last = field.split(".")
+    target = copy
+    for parent in parents:
+        target = target[int(parent)] if isinstance(target, list) else target[parent]
+    target[int(last) if isinstance(target, list) else last] = "@NUMBER@"
+    return json.dumps(copy).replace('"@NUMBER@"', literal).encode()
+
+
+RUN_WITH_SUMMARY = dict(GOOD_RUN, heartbeat=1700000090.0, summary={
+    "indexes": [1, 3], "blobs": {"ab" * 16: 10}, "compressed": {}, "last_time": 1700000050.0,
+    "crash": {"index": 3, "file": "/w/train.py", "line": 12, "function": "<module>"}, "signal": None})
+
+
+@pytest.mark.parametrize("field", ["started", "ended", "heartbeat", "summary.last_time", "pid", "source.size",
+                                   "summary.crash.line", "summary.crash.index"])
+@pytest.mark.parametrize("literal", IMPOSSIBLE)
+def test_an_impossible_number_in_a_run_record_is_named(field, literal):
+    with pytest.raises(ValueError, match=repr(field.split(".")[0])):
+        records.decode_run(with_raw(RUN_WITH_SUMMARY, field, literal))
+
+
+@pytest.mark.parametrize("field", ["time", "pause", "duration", "index", "line", "new_bytes", "variables.0.size",
+                                   "variables.0.shape.0", "variables.0.pickle.size", "variables.1.buffers.0.size",
+                                   "variables.1.buffers.0.chunks.0.stored", "stack.0.line"])
+@pytest.mark.parametrize("literal", IMPOSSIBLE)
+def test_an_impossible_number_in_a_manifest_is_named(field, literal):
+    manifest = dict(GOOD_MANIFEST, pause=0.01, duration=0.2)
+    if literal == "-1" and field in ("pause", "duration"):  # a clock stepped back: kept
+        assert records.decode_manifest(with_raw(manifest, field, literal))[field] == -1
+        return
+    with pytest.raises(ValueError, match=repr(field.split(".")[0])):
+        records.decode_manifest(with_raw(manifest, field, literal))
+
+
+def test_times_and_sizes_at_the_edges_of_their_ranges_are_kept():
+    edge = dict(GOOD_RUN, started=0, ended=records.MAX_TIME, source={"hash": "ab" * 16, "size": 2**63 - 1})
+    assert records.decode_run(records.encode(edge)) == edge
+    manifest = dict(GOOD_MANIFEST, pause=-0.5, duration=0.0, time=1.5)
+    assert records.decode_manifest(records.encode(manifest)) == manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,13 +134,35 @@ def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_pa
     assert warnings[0].startswith(f"chkpt: could not upload: {bucket}: the endpoint cannot be reached")
     assert "`chkpt sync` uploads it later" in warnings[0]
 
+    # with the endpoint still down, the run is listed from the staging store, and said to be waiting
+    listed = chkpt(["ls"], offline, work)
+    assert listed.returncode == 0
+    assert listed.stderr == (f"chkpt: {bucket}: the endpoint cannot be reached; showing this machine's cached "
+                             "copy and 1 run waiting for upload\n")
+    assert "job.py" in listed.stdout
+    assert listed.stdout.splitlines()[-1] == (f"1 run of this machine waiting for upload to {bucket} "
+                                              "(`chkpt sync` uploads them)")
+    [waiting] = json.loads(chkpt(["ls", "--json"], offline, work).stdout)
+    assert (waiting["script_name"], waiting["status"], waiting["waiting_upload"]) == ("job.py", "finished", True)
+
     laptop = machine(tmp_path, "laptop", endpoint, bucket)
     assert ls(laptop, work) == []
     online = dict(offline, AWS_ENDPOINT_URL=endpoint)
+    # reading uploads nothing: doctor and ls on the node tell what waits, the laptop still sees nothing
+    doctor = {c["topic"]: c for c in json.loads(chkpt(["doctor", "--json"], online, work).stdout)["checks"]}
+    waiting_text = f"1 run of this machine waiting for upload to {bucket} (`chkpt sync` uploads them)"
+    assert doctor["uploads"]["text"] == waiting_text
+    assert [r.get("waiting_upload") for r in ls(online, work)] == [True]
+    assert ls(laptop, work) == []
     synced = chkpt(["sync"], online, work)
     assert synced.returncode == 0, synced.stderr
     assert synced.stdout == f"uploaded 1 run to {bucket}\n"
     assert [r["script_name"] for r in ls(laptop, work)] == ["job.py"]
+    assert [r.get("waiting_upload") for r in ls(online, work)] == [None]
+    doctor = {c["topic"]: c for c in json.loads(chkpt(["doctor", "--json"], online, work).stdout)["checks"]}
+    assert doctor["uploads"]["text"] == f"nothing waiting for upload: {bucket} has every run of this machine"
+    again = chkpt(["sync"], online, work)
+    assert again.stdout == f"nothing waiting for upload: {bucket} has every run of this machine\n"
     exported = chkpt(["export", "latest", "data", "--to", str(tmp_path / "out")], laptop, work)
     assert exported.returncode == 0, exported.stderr
     import numpy as np
@@ -160,7 +183,8 @@ def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, 
     listed = chkpt(["ls"], env, work)
     assert listed.returncode == 0
     assert listed.stderr == ("chkpt: s3://no-such-bucket-here/x: the bucket does not exist; "
-                             "showing this machine's cached copy\n")
+                             "showing this machine's cached copy and 1 run waiting for upload\n")
+    assert "job.py" in listed.stdout
 
 
 BIG = """
@@ -209,8 +233,11 @@ def test_a_node_killed_mid_upload_leaves_the_bucket_consistent_and_the_next_chkp
     before = ls(laptop, work)
     assert before == [], "the index came before its data, or the upload was not cut short"
 
-    after = ls(node, work)  # the next chkpt command on that machine uploads the rest
-    assert [(r["status"], r["checkpoints"]) for r in after] == [("killed", 1)]
+    after = ls(node, work)  # that machine lists the run from its staging store: nothing uploaded by reading
+    assert [(r["status"], r["checkpoints"], r["waiting_upload"]) for r in after] == [("killed", 1, True)]
+    assert ls(laptop, work) == []
+    synced = chkpt(["sync"], node, work)  # uploads the rest
+    assert synced.stdout == f"uploaded 1 run to {bucket}\n", synced.stderr
     listed = ls(laptop, work)
     assert [(r["status"], r["checkpoints"]) for r in listed] == [("killed", 1)]
     check = write(work, "check.py", """
@@ -361,7 +388,7 @@ def test_doctor_checks_the_bucket_and_the_clock(tmp_path, endpoint, bucket, work
     checks = {c["topic"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["bucket"] == {"topic": "bucket", "ok": True, "text": f"reachable and writable: {bucket}"}
     assert checks["clock"]["ok"], checks["clock"]
-    assert checks["uploads"]["text"] == "0 runs of this machine waiting for upload"
+    assert checks["uploads"]["text"] == f"nothing waiting for upload: {bucket} has every run of this machine"
 
 
 def test_credentials_from_an_aws_profile(tmp_path, endpoint, bucket, work):
@@ -385,22 +412,28 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
     traced = python(["-X", "importtime", "tiny.py"], env, work)
     assert traced.stdout == "45\n"
     loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
-    shared_store = ("obstore", "chkpt.sync", "chkpt.shared", "chkpt.remote", "chkpt.writer")
+    shared_store = ("obstore", "chkpt.sync", "chkpt.shared", "chkpt.store", "chkpt.writer")
     assert not {m for m in loaded if m.startswith(shared_store)}
     assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()
 
 
 def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoint, bucket, work):
-    write(work, "job.py", OUTAGE)
+    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(200_000) * int(sys.argv[1])\n")
     node = machine(tmp_path, "node1", endpoint, bucket)
-    assert python(["job.py"], node, work).returncode == 0
-    assert python(["job.py"], node, work).returncode == 0
+    assert python(["job.py", "2"], node, work).returncode == 0
+    assert python(["job.py", "3"], node, work).returncode == 0
     laptop = machine(tmp_path, "laptop", endpoint, bucket)
     first, second = sorted(ls(laptop, work), key=lambda r: r["started"])
     removed = chkpt(["rm", first["id"]], laptop, work)
     assert removed.returncode == 0, removed.stderr
-    assert removed.stdout.startswith(f"removed run {first['id']} job.py")
+    # its data was uploaded just now: the bucket keeps it a day (a writer may be about to refer to it)
+    assert re.fullmatch(rf"removed run {first['id']} job\.py \(frees 0 B now; \d\.\d MiB more can go at a chkpt gc "
+                        r"from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(a bucket keeps data a day after its upload\)\)\n",
+                        removed.stdout), removed.stdout
     assert [r["id"] for r in ls(node, work)] == [second["id"]]  # gone for every machine
+    collected = chkpt(["gc"], laptop, work)  # its data is still young: gc says when it can go
+    assert re.search(r"^freed 0 B; .*\n\d\.\d MiB that no run refers to any more can go at a chkpt gc from \d{4}-",
+                     collected.stdout, re.M), collected.stdout
     pinned = chkpt(["pin", second["id"]], laptop, work)
     assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr
 

@@ -328,3 +328,221 @@ def test_an_empty_or_missing_directory_becomes_a_private_store(state, env, work,
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     [only] = runs(env, work)
     assert only["status"] == "finished" and only["checkpoints"] >= 1
+
+
+# -- config files another user owns or can write are refused, not applied ------------------------
+
+PLANTED = 'exclude_names = ["*"]\n'  # applied, it would make every run save nothing, silently
+
+
+def plant_project_file(name: str, mode: int = 0o644, uid: int = 0, gid: int = 0):
+    def plant(env, work) -> Path:
+        path = work / name
+        path.write_text(("[tool.chkpt]\n" if name == "pyproject.toml" else "") + PLANTED)
+        path.chmod(mode)
+        os.chown(path, uid, gid)
+        return path
+    return plant
+
+
+def plant_user_file(env, work) -> Path:
+    path = Path(env["XDG_CONFIG_HOME"], "chkpt", "config.toml")
+    path.parent.mkdir(parents=True)
+    path.write_text(PLANTED)
+    os.chown(path, OTHER, OTHER)
+    return path
+
+
+def plant_link(env, work) -> Path:
+    """Another user's symbolic link, as chkpt.toml, to a TOML file of ours."""
+    ours = work / "notes.toml"
+    ours.write_text(PLANTED)
+    link = work / "chkpt.toml"
+    link.symlink_to(ours)
+    os.lchown(link, OTHER, OTHER)
+    return link
+
+
+def plant_cache(uid: int, mode: int):
+    """The parsed-config cache of a harmless chkpt.toml, made to hold the planted settings."""
+    def plant(env, work) -> Path:
+        import marshal
+
+        from chkpt import config as config_module
+
+        project = work / "chkpt.toml"
+        project.write_text("interval = 60\n")
+        info = project.stat()
+        cache = Path(config_module._parsed_cache_path(str(project)))
+        cache.parent.mkdir(parents=True, mode=0o700)
+        cache.write_bytes(marshal.dumps(((info.st_mtime_ns, info.st_size), {"exclude_names": ["*"]})))
+        cache.chmod(mode)
+        os.chown(cache, uid, uid)
+        return cache
+    return plant
+
+
+CONFIG_PLANTS = {
+    "chkpt.toml of another user": (plant_project_file("chkpt.toml", uid=OTHER, gid=OTHER), OWNER_WORDS),
+    "chkpt.toml writable by others": (plant_project_file("chkpt.toml", mode=0o646), WRITABLE_WORDS),
+    "chkpt.toml writable by a group not one's own": (plant_project_file("chkpt.toml", mode=0o664, gid=OTHER),
+                                                     WRITABLE_WORDS),
+    "pyproject.toml of another user": (plant_project_file("pyproject.toml", uid=OTHER, gid=OTHER), OWNER_WORDS),
+    "user config.toml of another user": (plant_user_file, OWNER_WORDS),
+    "symbolic link of another user": (plant_link, ("symbolic link", str(OTHER))),
+    "config cache of another user": (plant_cache(OTHER, 0o600), OWNER_WORDS),
+    "config cache writable by others": (plant_cache(0, 0o606), WRITABLE_WORDS),
+}
+
+
+@pytest.mark.parametrize("how", sorted(CONFIG_PLANTS))
+def test_a_config_file_another_user_could_have_written_is_refused_in_one_line(how, env, work):
+    plant, words = CONFIG_PLANTS[how]
+    path = plant(env, work)
+    write(work, "prog.py", SCRIPT)
+    plain = python(["prog.py"], dict(env, CHKPT="0"), work)
+    traced = python(["prog.py"], env, work)
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    line = assert_one_warning(traced, str(path))
+    assert names_a_reason(line, words), line
+    [run] = runs(env, work)
+    shown = json.loads(chkpt(["show", run["id"], "--json"], env, work).stdout)
+    assert [v["name"] for v in shown["checkpoints"][-1]["variables"]] == ["data"]  # the planted exclude was not applied
+
+
+def test_a_config_file_group_writable_in_ones_private_group_applies(env, work):
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(os.getgid())
+    if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
+        pytest.skip(f"{me.pw_name}'s primary group {group.gr_name} is not a private group")
+    plant_project_file("chkpt.toml", mode=0o664, gid=os.getgid())(env, work)  # as under umask 002
+    write(work, "prog.py", SCRIPT)
+    traced = python(["prog.py"], env, work)
+    assert (traced.returncode, traced.stderr) == (0, "")
+    for run in runs(env, work):  # exclude_names = ["*"] applied: nothing saved (or no run listed at all)
+        shown = json.loads(chkpt(["show", run["id"], "--json"], env, work).stdout)
+        assert not [v for c in shown["checkpoints"] for v in c["variables"]]
+
+
+# -- chkpt export into a shared folder: nothing planted there is followed or overwritten ---------
+
+EXPORTED = """
+import numpy as np
+import pandas as pd
+arr = np.arange(3000.0)
+frame = pd.DataFrame({"a": np.arange(2000.0)})
+settings = {"lr": 0.1, "layers": list(range(400))}  # over min_size: the exit checkpoint keeps it
+"""
+
+
+@pytest.fixture
+def exported_run(env, work):
+    write(work, "exp.py", EXPORTED)
+    assert python(["exp.py"], env, work).returncode == 0
+    return work
+
+
+@pytest.fixture
+def shared(tmp_path) -> Path:
+    """A folder like /tmp: root's, sticky, everyone may write."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    return folder
+
+
+def planted_link(at: Path, target: Path) -> None:
+    at.symlink_to(target)
+    os.lchown(at, OTHER, OTHER)
+
+
+def test_export_never_follows_a_link_another_user_planted_in_a_shared_folder(exported_run, env, shared, tmp_path):
+    precious = {name: tmp_path / f"precious-{name}" for name in ("arr.npy", "settings.json", "frame.parquet")}
+    for name, target in precious.items():
+        target.write_text("mine\n")
+        planted_link(shared / name, target)
+    mine_before = tree(tmp_path / "home")
+    result = chkpt(["export", "latest", "--to", str(shared)], env, exported_run)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = chkpt_lines(result.stderr)
+    assert len(lines) == 4 and all("belongs to uid 4242" in line for line in lines[:3]), lines
+    assert all(target.read_text() == "mine\n" for target in precious.values())  # nothing written through a link
+    assert all((shared / name).is_symlink() for name in precious)  # and their links left as they were
+    assert tree(tmp_path / "home") == mine_before
+    assert sorted(p.name for p in shared.iterdir()) == sorted(precious)  # no temporary file left behind
+
+
+def test_export_does_not_replace_another_users_file_but_writes_the_rest(exported_run, env, shared):
+    theirs = shared / "arr.npy"
+    theirs.write_text("theirs\n")
+    os.chown(theirs, OTHER, OTHER)
+    result = chkpt(["export", "latest", "arr", "settings", "--to", str(shared)], env, exported_run)
+    assert result.returncode == 1
+    assert [line for line in chkpt_lines(result.stderr) if "arr.npy" in line] == [
+        f"chkpt: {theirs} exists and belongs to uid {OTHER}; not replaced"]
+    assert theirs.read_text() == "theirs\n"
+    assert json.loads((shared / "settings.json").read_text()) == {"lr": 0.1, "layers": list(range(400))}
+
+
+@pytest.mark.parametrize("planted", ["link", "folder"])
+def test_export_refuses_a_target_folder_another_user_planted(planted, exported_run, env, shared, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    target = shared / "out"
+    if planted == "link":
+        planted_link(target, mine)
+    else:
+        target.mkdir()
+        target.chmod(0o777)
+        os.chown(target, OTHER, OTHER)
+    before = tree(mine)
+    result = chkpt(["export", "latest", "--to", str(target)], env, exported_run)
+    assert result.returncode == 2
+    assert_one_warning(result, str(target), str(OTHER))
+    assert tree(mine) == before
+    assert planted == "link" or list(target.iterdir()) == []
+
+
+def test_export_replaces_its_own_files_and_links_without_following_them(exported_run, env, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.npy"
+    elsewhere.write_text("keep\n")
+    (out / "arr.npy").symlink_to(elsewhere)
+    (out / "settings.json").write_text("old\n")
+    for _ in range(2):  # a second export replaces the first's files
+        result = chkpt(["export", "latest", "arr", "settings", "--to", str(out)], env, exported_run)
+        assert (result.returncode, result.stderr) == (0, "")
+    import numpy as np
+
+    np.testing.assert_array_equal(np.load(out / "arr.npy"), np.arange(3000.0))
+    assert not (out / "arr.npy").is_symlink() and elsewhere.read_text() == "keep\n"
+    assert sorted(p.name for p in out.iterdir()) == ["arr.npy", "settings.json"]
+
+
+def test_a_fifo_another_user_plants_as_a_store_file_is_never_written(env, work):
+    """chkpt appends to the store's usage file at each commit: a FIFO planted there (with a reader
+    waiting on it) is refused, never written, and the script runs as without chkpt."""
+    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(40_000.0) * len(sys.argv)\nprint('done')\n")
+    assert python(["job.py"], env, work).returncode == 0
+    usage = Path(env["CHKPT_DIR"], "usage")
+    usage.unlink(missing_ok=True)
+    os.mkfifo(usage, 0o600)
+    os.chown(usage, OTHER, OTHER)
+    reader = os.open(usage, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        plain = python(["job.py", "new"], dict(env, CHKPT="0"), work)
+        traced = python(["job.py", "new"], env, work, timeout=60)
+        try:
+            written = os.read(reader, 4096)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(reader)
+    assert written == b""
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    assert len(chkpt_lines(traced.stderr)) <= 1 and "Traceback" not in traced.stderr

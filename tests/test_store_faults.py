@@ -19,7 +19,7 @@ import pytest
 
 from chkpt import cleanup, records
 from chkpt.eviction import TMP_GRACE_SECONDS
-from chkpt.store import Store, StoreError
+from chkpt.store import Store, StoreError, layout
 from conftest import CHKPT, PYTHON, chkpt, python, write
 from test_store import load_all, manifests, read_variable
 
@@ -45,8 +45,9 @@ WORKER = """
 STILL_THERE = """
     import os
     from chkpt import watch
+    from chkpt.store import layout
     run = watch.active()._writer.run
-    assert run is not None and os.path.isdir(run.store.run_dir(run.run_id)), "a live run was evicted"
+    assert run is not None and os.path.isdir(run.store.path(layout.run_dir(run.run_id))), "a live run was evicted"
 """
 
 
@@ -85,7 +86,7 @@ def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
         check_consistent(env["CHKPT_DIR"])
     store = Store(env["CHKPT_DIR"])
     statuses = {store.read_run(r)["status"] for r in store.run_ids()
-                if os.path.exists(os.path.join(store.run_dir(r), "run.json"))}
+                if os.path.exists(store.path(layout.run_record(r)))}
     assert statuses <= {"killed"}
     committed = check_consistent(env["CHKPT_DIR"])
     assert committed > 0
@@ -94,7 +95,7 @@ def test_sigkill_at_random_instants_leaves_a_consistent_store(env, work):
     report = cleanup.collect(store)  # sweeps what the killed writers left: nothing committed goes
     assert report is not None and report.runs == [r for r in report.runs if r["status"] == "incomplete"]
     assert check_consistent(env["CHKPT_DIR"]) == committed
-    assert os.listdir(store.tmp_dir) == []
+    assert os.listdir(store.path(layout.TMP)) == []
     referenced = {d for m in manifests(env["CHKPT_DIR"]) for d in records.manifest_blobs(m)}
     referenced |= {store.read_run(r).get("source", {}).get("hash") for r in store.run_ids()}
     assert set(store.blobs()) <= referenced
@@ -227,15 +228,15 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
         assert python(["job.py", str(n)], env, work).returncode == 0
     store = Store(env["CHKPT_DIR"])
     runs = store.run_ids()
-    cut = store.checkpoint_path(runs[0], 1)
+    cut = store.path(layout.manifest(runs[0], 1))
     Path(cut).write_bytes(Path(cut).read_bytes()[:40])               # truncated manifest
-    Path(store.checkpoint_path(runs[1], 2)).write_text("{not json")   # corrupt manifest
+    Path(store.path(layout.manifest(runs[1], 2))).write_text("{not json")   # corrupt manifest
     a_blob = lambda run: next(v for v in store.read_checkpoint(run, 1)["variables"]  # noqa: E731
                           if v["name"] == "a")["buffers"][0]["chunks"][0]
     short = a_blob(runs[2])
-    path = Path(store.blob_path(records.blob_key(short)))
+    path = Path(store.path(layout.blob(records.blob_key(short))))
     path.write_bytes(path.read_bytes()[:records.stored_size(short) // 2])  # truncated blob
-    flipped = Path(store.blob_path(records.blob_key(a_blob(runs[3]))))
+    flipped = Path(store.path(layout.blob(records.blob_key(a_blob(runs[3])))))
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))                                  # damaged blob, same size
@@ -260,7 +261,7 @@ def test_corrupt_and_truncated_files_are_reported_and_the_rest_loads(env, work):
     result = subprocess.run([CHKPT, "gc"], env=env, cwd=work, capture_output=True, text=True)
     assert result.returncode == 0
     assert "corrupt" in result.stderr
-    assert not os.path.exists(cut) and not os.path.exists(store.checkpoint_path(runs[1], 2))
+    assert not os.path.exists(cut) and not os.path.exists(store.path(layout.manifest(runs[1], 2)))
     for run_id in store.run_ids():
         for index in store.checkpoint_indexes(run_id):
             store.read_checkpoint(run_id, index)  # every listed manifest parses now
@@ -270,19 +271,200 @@ def test_gc_removes_leftovers_of_killed_processes_only_after_the_grace_period(en
     write(work, "job.py", "import numpy as np\ndata = np.ones(50_000)\n")
     assert python(["job.py"], env, work).returncode == 0
     store = Store(env["CHKPT_DIR"])
-    Path(store.tmp_dir, "12345-abcdef").write_bytes(b"x" * 5000)      # a half-written file
-    os.mkdir(store.run_dir("deadbeef"))                               # a run that never started
+    Path(store.path(layout.join(layout.TMP, "12345-abcdef"))).write_bytes(b"x" * 5000)      # a half-written file
+    os.mkdir(store.path(layout.run_dir("deadbeef")))                               # a run that never started
     orphan = store.put_blob(b"y" * 7000)[0]["hash"]                  # a blob never committed
     assert cleanup.collect(store).freed == 0                               # all young: may be in use
-    for path in (os.path.join(store.tmp_dir, "12345-abcdef"), store.run_dir("deadbeef"),
-                 store.blob_path(orphan)):
+    for path in (store.path(layout.join(layout.TMP, "12345-abcdef")), store.path(layout.run_dir("deadbeef")),
+                 store.path(layout.blob(orphan))):
         old = time.time() - 2 * TMP_GRACE_SECONDS
         os.utime(path, (old, old))
     dry = cleanup.collect(store, dry_run=True)
     assert dry is not None and dry.freed == 12_000 and [r["id"] for r in dry.runs] == ["deadbeef"]
-    assert os.path.exists(store.blob_path(orphan))
+    assert os.path.exists(store.path(layout.blob(orphan)))
     done = cleanup.collect(store)
     assert done is not None and done.freed == dry.freed
-    assert os.listdir(store.tmp_dir) == [] and store.run_ids() != ["deadbeef"]
-    assert not os.path.exists(store.blob_path(orphan)) and load_all(env["CHKPT_DIR"]) == 1
+    assert os.listdir(store.path(layout.TMP)) == [] and store.run_ids() != ["deadbeef"]
+    assert not os.path.exists(store.path(layout.blob(orphan))) and load_all(env["CHKPT_DIR"]) == 1
     shutil.rmtree(env["CHKPT_DIR"])
+
+
+# -- chkpt's descriptors are never the program's -------------------------------------------------------
+
+CLOSES_EVERYTHING = """
+    import os, sys, numpy as np, chkpt
+    data = np.arange(100_000.0)
+    chkpt.snapshot("before")                 # the run (and its lock) exists from here on
+    os.closerange(3, 256)                    # a daemon closes every descriptor it did not open
+    outs = [open(f"out{k}.txt", "w") for k in range(4)]   # they get the numbers chkpt had
+    for i in range(2000):
+        outs[i % 4].write(f"line {i} {'x' * 40}\\n")
+    after = sys.argv[1]
+    if after == "snapshot":
+        chkpt.snapshot("after")
+        outs[0].write("after the snapshot\\n")
+    elif after == "fork":                    # the child closes chkpt's locks, never the program's files
+        for out in outs:
+            out.flush()
+        pid = os.fork()
+        if pid == 0:
+            outs[1].write("from the child\\n")
+            outs[1].flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+    more = np.ones(50_000) * 7               # the exit checkpoint has something new to write
+    print("written", after)
+"""
+
+
+def _outputs(work: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(work.glob("out*.txt"))}
+
+
+@pytest.mark.parametrize("after", ["exit", "snapshot", "fork"])
+def test_a_program_that_closes_every_descriptor_keeps_every_byte_it_writes(env, work, after):
+    env = dict(env, CHKPT_MEMORY_BUDGET="0")  # written during the pause: no background thread at closerange
+    write(work, "daemon.py", CLOSES_EVERYTHING)
+    plain = python(["daemon.py", after], dict(env, CHKPT="0"), work)
+    expected = _outputs(work)
+    assert plain.returncode == 0 and len(b"".join(expected.values()).splitlines()) >= 2000
+    for path in work.glob("out*.txt"):
+        path.unlink()
+    traced = python(["daemon.py", after], env, work)
+    assert (traced.returncode, traced.stdout, traced.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert _outputs(work) == expected
+    labels = [m["label"] or m["trigger"] for m in manifests(env["CHKPT_DIR"])]
+    assert labels == (["before", "after", "exit"] if after == "snapshot" else ["before", "exit"])
+    assert load_all(env["CHKPT_DIR"]) > 0
+
+
+def test_a_run_whose_lock_the_program_closed_stays_live(env, work):
+    write(work, "daemon.py", """
+        import os, numpy as np, chkpt
+        data = np.arange(100_000.0)
+        chkpt.snapshot("before")
+        os.closerange(3, 256)            # closes chkpt's run lock, and with it the lock
+        data += 1
+        chkpt.snapshot("after")          # takes it again
+        print([run.status for run in chkpt.runs()])
+    """)
+    result = python(["daemon.py"], dict(env, CHKPT_MEMORY_BUDGET="0"), work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "['running']\n", "")
+
+
+def test_a_background_write_never_touches_a_descriptor_the_program_took_over(env, work):
+    """The program closes everything while a checkpoint is being compressed and written in the
+    background: its own files are intact whatever instant that falls on (chkpt at worst says
+    in one line that it stopped)."""
+    write(work, "daemon.py", """
+        import os, numpy as np, chkpt
+        codes = np.arange(6_000_000) % 10     # 48 MB that compresses: written by the background thread
+        chkpt.snapshot("big")
+        os.closerange(3, 256)
+        outs = [open(f"out{k}.txt", "w") for k in range(6)]
+        for i in range(3000):
+            outs[i % 6].write(f"line {i}\\n")
+        print("written")
+    """)
+    plain = python(["daemon.py"], dict(env, CHKPT="0"), work)
+    expected = _outputs(work)
+    for path in work.glob("out*.txt"):
+        path.unlink()
+    traced = python(["daemon.py"], env, work)
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
+    assert all(line.startswith("chkpt: ") for line in traced.stderr.splitlines())
+    assert len(traced.stderr.splitlines()) <= 1
+    assert _outputs(work) == expected
+
+
+# -- a failed checkpoint leaves nothing behind ----------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 40 MiB file system of its own (tmpfs; needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_gets_back_what_a_failed_checkpoint_wrote(env, work, small_disk):
+    write(work, "fill.py", """
+        import sys, numpy as np, chkpt
+        first = np.random.default_rng(0).random(2_000_000)     # 16 MB that does not compress
+        chkpt.snapshot("first")
+        second = np.random.default_rng(1).random(4_000_000)    # 32 MB: the disk is full halfway through
+        chkpt.snapshot("second")
+        with open(sys.argv[1], "wb") as mine:                  # the program's own file, on the same disk
+            mine.write(b"x" * 12_000_000)
+        print("wrote my file")
+    """)
+    env = dict(env, CHKPT_DIR=str(small_disk / "store"), CHKPT_MEMORY_BUDGET="0")
+    mine = str(small_disk / "mine.bin")
+    plain = python(["fill.py", mine], dict(env, CHKPT="0"), work)
+    assert (plain.returncode, plain.stdout) == (0, "wrote my file\n"), plain.stderr
+    os.unlink(mine)
+    traced = python(["fill.py", mine], env, work)
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout), traced.stderr
+    [warning] = traced.stderr.splitlines()
+    assert warning.startswith("chkpt: cannot write checkpoints to ") and "No space left on device" in warning
+    assert os.path.getsize(mine) == 12_000_000
+    store = Store(env["CHKPT_DIR"])
+    [taken] = manifests(env["CHKPT_DIR"])
+    assert taken["label"] == "first" and read_variable(env["CHKPT_DIR"], taken, "first").sum() > 0
+    referenced = set(records.manifest_blobs(taken)) | {store.read_run(store.run_ids()[0])["source"]["hash"]}
+    assert set(store.blobs()) == referenced  # nothing of the failed checkpoint stays
+    assert os.listdir(store.path(layout.TMP)) == []
+
+
+# -- a stored file is used only once its content is verified --------------------------------------------
+
+REUSED = """
+    import numpy as np, chkpt
+    big = np.random.default_rng(0).random(600_000)     # 4.8 MB of random floats: raw chunks
+    codes = np.arange(600_000) % 7                      # compresses: a compressed chunk
+    small = {"a": 1, "b": [1, 2, 3]}                     # packed with the other small parts
+    chkpt.snapshot("one")
+    print("ok")
+"""
+
+
+def _damaged_blob(store: Store, run_id: str, kind: str) -> str:
+    """The key of a blob of `kind` the run refers to."""
+    if kind == "source":
+        return layout.blob(records.blob_key(store.read_run(run_id)["source"]))
+    manifest = store.read_checkpoint(run_id, 1)
+    refs = [ref for variable in manifest["variables"] for ref in records.variable_refs(variable)]
+    chosen = {"raw chunk": lambda ref: "pack" not in ref and "codec" not in ref and ref["size"] >= 1 << 20,
+              "compressed chunk": lambda ref: "codec" in ref and "pack" not in ref,
+              "pack": lambda ref: "pack" in ref}[kind]
+    return layout.blob(records.blob_key(records.file_ref(next(ref for ref in refs if chosen(ref)))))
+
+
+@pytest.mark.parametrize("kind", ["raw chunk", "compressed chunk", "pack", "source"])
+def test_a_blob_damaged_in_place_is_never_reused_and_the_next_run_writes_it_again(env, work, kind):
+    write(work, "job.py", REUSED)
+    assert python(["job.py"], env, work).stdout == "ok\n"
+    store = Store(env["CHKPT_DIR"])
+    [first] = store.run_ids()
+    path = Path(store.path(_damaged_blob(store, first, kind)))
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0x10  # one bit, same size: only its content tells
+    path.write_bytes(bytes(damaged))
+
+    again = python(["job.py"], env, work)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "ok\n", "")
+    assert path.read_bytes() == good  # written again from the data
+    assert load_all(env["CHKPT_DIR"]) == 2 * load_all_of_one_run(env["CHKPT_DIR"], first)
+    for run_id in store.run_ids():
+        source = store.read_run(run_id)["source"]
+        assert bytes(store.read_ref(source)) == (work / "job.py").read_bytes()
+
+
+def load_all_of_one_run(root: str, run_id: str) -> int:
+    store = Store(root)
+    return sum(len(store.read_checkpoint(run_id, index)["variables"]) for index in store.checkpoint_indexes(run_id))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from chkpt import records
-from chkpt.store import Damaged, Store, StoreError, Untrusted
+from chkpt.store import Damaged, Store, StoreError, Untrusted, layout
+from conftest import CHKPT, PYTHON, python, write
 
 OTHER = 4242
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to make files of another user")
@@ -66,9 +68,9 @@ def test_a_store_of_another_user_is_never_read(tmp_path):
 @pytest.mark.parametrize("part", ["run directory", "run record", "manifest", "blob", "blob directory"])
 def test_a_part_another_user_owns_is_refused(tmp_path, part):
     store, run_id, blob = make_store(tmp_path / "store")
-    paths = {"run directory": store.run_dir(run_id), "run record": Path(store.run_dir(run_id), "run.json"),
-             "manifest": store.checkpoint_path(run_id, 1), "blob": store.blob_path(blob["hash"]),
-             "blob directory": Path(store.blob_path(blob["hash"])).parent}
+    paths = {"run directory": store.path(layout.run_dir(run_id)), "run record": store.path(layout.run_record(run_id)),
+             "manifest": store.path(layout.manifest(run_id, 1)), "blob": store.path(layout.blob(blob["hash"])),
+             "blob directory": Path(store.path(layout.blob(blob["hash"]))).parent}
     os.chown(paths[part], OTHER, OTHER)
     read = {"run directory": lambda: store.read_run(run_id), "run record": lambda: store.read_run(run_id),
             "manifest": lambda: store.read_checkpoint(run_id, 1),
@@ -81,7 +83,7 @@ def test_a_part_another_user_owns_is_refused(tmp_path, part):
 @pytest.mark.parametrize("bits", [stat.S_IWGRP, stat.S_IWOTH])
 def test_what_others_can_write_is_refused(tmp_path, bits):
     store, _, blob = make_store(tmp_path / "store")
-    path = store.blob_path(blob["hash"])
+    path = store.path(layout.blob(blob["hash"]))
     os.chmod(path, 0o600 | bits)
     with pytest.raises(Untrusted, match="writable by other users"):
         store.read_blob(blob["hash"], blob["size"])
@@ -93,9 +95,9 @@ def test_what_others_can_write_is_refused(tmp_path, bits):
 def test_a_link_inside_the_store_is_never_followed(tmp_path):
     store, run_id, _ = make_store(tmp_path / "store")
     elsewhere = tmp_path / "elsewhere.json"
-    elsewhere.write_bytes(Path(store.run_dir(run_id), "run.json").read_bytes())
-    os.unlink(Path(store.run_dir(run_id), "run.json"))
-    os.symlink(elsewhere, Path(store.run_dir(run_id), "run.json"))
+    elsewhere.write_bytes(Path(store.path(layout.run_record(run_id))).read_bytes())
+    os.unlink(Path(store.path(layout.run_record(run_id))))
+    os.symlink(elsewhere, Path(store.path(layout.run_record(run_id))))
     with pytest.raises(Untrusted, match="symbolic link"):
         store.read_run(run_id)
 
@@ -122,7 +124,7 @@ def test_a_link_of_the_users_own_to_the_store_is_fine(tmp_path):
 def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, damage):
     store, run_id, blob = make_store(tmp_path / "store")
     if damage == "checkpoints is a file":
-        checkpoints = Path(store.run_dir(run_id), "checkpoints")
+        checkpoints = Path(store.path(layout.checkpoints(run_id)))
         for child in checkpoints.iterdir():
             child.unlink()
         checkpoints.rmdir()
@@ -130,14 +132,14 @@ def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, da
         with pytest.raises(Damaged, match="not a directory"):
             store.checkpoint_indexes(run_id)
     elif damage == "blob is a directory":
-        path = Path(store.blob_path(blob["hash"]))
+        path = Path(store.path(layout.blob(blob["hash"])))
         path.unlink()
         path.mkdir()
         with pytest.raises(Damaged, match="not a file"):
             store.read_blob(blob["hash"], blob["size"])
         assert not store.has_blob(blob["hash"], blob["size"])
     else:
-        record = Path(store.run_dir(run_id), "run.json")
+        record = Path(store.path(layout.run_record(run_id)))
         record.unlink()
         record.mkdir()
         with pytest.raises(Damaged, match="not a file"):
@@ -146,7 +148,78 @@ def test_a_file_where_a_directory_belongs_and_the_reverse_is_damage(tmp_path, da
 
 def test_a_damaged_record_names_its_file_and_field(tmp_path):
     store, run_id, _ = make_store(tmp_path / "store")
-    Path(store.run_dir(run_id), "run.json").write_text('{"id": "x", "script": "/a", "argv": [], '
+    Path(store.path(layout.run_record(run_id))).write_text('{"id": "x", "script": "/a", "argv": [], '
                                                         '"started": 1, "status": 5}')
     with pytest.raises(Damaged, match=r"run\.json is damaged \(field 'status' should be one of"):
         store.read_run(run_id)
+
+
+# -- a FIFO where a store file belongs hangs nobody --------------------------------------------------------
+
+FIFO_JOB = "import sys, numpy as np\ndata = np.arange(50_000.0) + len(sys.argv)\nprint('ok')\n"
+
+
+def _fifo_targets(store: Store, run_id: str) -> dict[str, str]:
+    manifest = store.read_checkpoint(run_id, store.checkpoint_indexes(run_id)[-1])
+    [data] = [v for v in manifest["variables"] if v["name"] == "data"]
+    return {"blob": layout.blob(records.blob_key(records.file_ref(records.variable_refs(data)[-1]))),
+            "manifest": layout.manifest(run_id, manifest["index"]), "run record": layout.run_record(run_id),
+            "store marker": layout.MARKER, "usage": layout.USAGE, "run lock": layout.run_lock(run_id),
+            "gc lock": layout.GC_LOCK, "pin": layout.pin_marker(run_id)}
+
+
+@pytest.mark.parametrize("target", ["blob", "manifest", "run record", "store marker", "usage", "run lock",
+                                    "gc lock", "pin"])
+def test_a_fifo_in_place_of_a_store_file_hangs_no_script_and_no_command(target, env, work):
+    """Opening a FIFO for reading blocks until someone writes it (and for writing until someone
+    reads): chkpt opens store files non-blocking and only reads regular files."""
+    write(work, "job.py", FIFO_JOB)
+    assert python(["job.py"], env, work).returncode == 0
+    store = Store(env["CHKPT_DIR"])
+    [run_id] = store.run_ids()
+    path = store.path(_fifo_targets(store, run_id)[target])
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.mkfifo(path, 0o600)
+    loaded = f"import chkpt; print(float(chkpt.load('data', run={run_id!r}).sum()))"
+    # readers first (a writer replaces what is not a regular file), each script with new data
+    steps = {"ls": [CHKPT, "ls"], "show": [CHKPT, "show", run_id], "load": [PYTHON, "-c", loaded],
+             "script": [PYTHON, "job.py", "x"], "gc": [CHKPT, "gc"], "script again": [PYTHON, "job.py", "x", "y"]}
+    for step, args in steps.items():
+        try:
+            done = subprocess.run(args, env=dict(env, CHKPT="0") if step == "load" else env, cwd=work,
+                                  capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{step} hangs on a FIFO in place of the {target}")
+        if step != "load":  # a Python API call: its error is a traceback of the caller's
+            assert all(line.startswith("chkpt:") for line in done.stderr.splitlines()), (step, done.stderr)
+        if step.startswith("script"):
+            assert (done.returncode, done.stdout) == (0, "ok\n"), (step, done.stderr)
+
+
+# -- the store root is private whatever the umask -----------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o000, 0o002, 0o022, 0o077])
+@pytest.mark.parametrize("user_config", [True, False])
+def test_the_default_store_is_made_private_whatever_the_umask(umask, user_config, env, work):
+    """With a user config present, its parsed copy is cached in the default store's folder before
+    the store exists; whoever makes that folder, the store is 0700 and every run saves."""
+    del env["CHKPT_DIR"]
+    if user_config:
+        config = Path(env["XDG_CONFIG_HOME"], "chkpt", "config.toml")
+        config.parent.mkdir(parents=True)
+        config.write_text('interval = "10m"\n')
+    write(work, "job.py", FIFO_JOB)
+    for _ in range(2):
+        done = subprocess.run([PYTHON, "job.py"], env=env, cwd=work, capture_output=True, text=True,
+                              preexec_fn=lambda: os.umask(umask), timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+    root = Path(env["XDG_CACHE_HOME"], "chkpt")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    store = Store(str(root))
+    assert len(store.run_ids()) == 2
+    for folder in ("blobs", "runs", "tmp", *(f"runs/{run}" for run in store.run_ids())):
+        assert stat.S_IMODE((root / folder).stat().st_mode) == 0o700, folder
+    for path in root.rglob("*"):
+        if path.is_file() and "parsed-config" not in path.parts:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -19,6 +19,7 @@ naming.py.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shlex
 import time
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit", "cell")
+SELECTORS = ("first", "last", "latest", *TRIGGER_SELECTORS)  # besides checkpoint numbers
+STATUSES = (*records.STATUSES, "damaged")  # what a run's status can be, as listed
 LOAD_THREADS = 4  # threads reading and decompressing a whole checkpoint's data at once
 
 
@@ -39,8 +42,24 @@ class NotFound(LookupError):
     """A run, checkpoint or variable that does not exist; the message names it."""
 
 
+class BadReference(NotFound, ValueError):
+    """A reference, script, name or filter that names nothing (empty, blank, a bare `@`, a
+    folder for a run) or that is malformed; the message says what was expected."""
+
+
 class LoadError(Exception):
     """A saved value that cannot be turned back into an object; the message says which and why."""
+
+
+def nonblank(text: Any, what: str, example: str) -> str:
+    """`text` without the blanks around it; BadReference when nothing is left (as an unset shell
+    variable leaves it), TypeError when it is no text. `what` and `example` word the message."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is text like {example}, not {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise BadReference(f"{what} {text!r} names nothing (an unset shell variable?); give e.g. {example}")
+    return stripped
 
 
 def default_store() -> Store:
@@ -202,7 +221,7 @@ class Checkpoint:
         return [v.name for v in self.variables] + list(self.aliases)
 
     def variable(self, name: str) -> Variable:
-        name = naming.canonical(name)
+        name = naming.canonical(nonblank(name, "a variable name", "df or results['train']"))
         name = self.aliases.get(name, name)
         for variable in self.variables:
             if variable.name == name:
@@ -453,12 +472,14 @@ class Run:
             raise StoreError(self.problems[0])
         if not checkpoints:
             raise NotFound(f"run {self.id} has no readable checkpoint")
-        if selector in (None, "", "last", "latest"):
+        if isinstance(selector, str):
+            selector = nonblank(selector, "a checkpoint selector", "crash, exit, first or 2")
+        if selector in (None, "last", "latest"):
             return checkpoints[-1]
         if selector == "first":
             return checkpoints[0]
-        if isinstance(selector, int) or str(selector).lstrip("-").isdigit():
-            wanted = int(selector)
+        wanted = _checkpoint_number(selector)
+        if wanted is not None:
             if wanted < 0 and -wanted <= len(checkpoints):
                 return checkpoints[wanted]
             for checkpoint in checkpoints:
@@ -470,6 +491,11 @@ class Run:
             if checkpoint.trigger == selector:
                 return checkpoint
         triggers = ", ".join(dict.fromkeys(c.trigger for c in checkpoints))
+        if selector not in SELECTORS:
+            close = fmt.closest_matches(str(selector), SELECTORS)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise BadReference(f"no checkpoint is called {selector!r} ({hint}a checkpoint is a number, "
+                               f"{', '.join(SELECTORS)}); run {self.id} has: {triggers}")
         raise NotFound(f"run {self.id} ({os.path.basename(self.script)}, {self.status}) has no "
                        f"{selector} checkpoint (it has: {triggers}){self._elsewhere(str(selector))}")
 
@@ -502,6 +528,16 @@ class Run:
 
 
 RUN_HEADERS = ["RUN", "SCRIPT", "ARGS", "STARTED", "DURATION", "CKPTS", "SIZE", "STATUS"]
+
+
+def _checkpoint_number(selector: str | int | None) -> int | None:
+    """The checkpoint number a selector gives ("4", "-1", 4), None when it gives none."""
+    if isinstance(selector, int) and not isinstance(selector, bool):
+        return selector
+    digits = str(selector).removeprefix("-")
+    if not (digits.isascii() and digits.isdecimal()) or len(digits) > 18:
+        return None
+    return int(selector)  # type: ignore[arg-type]
 
 
 class Runs(list[Run]):
@@ -554,8 +590,11 @@ def runs(script: str | None = None, store: Store | None = None, *, status: str |
 
 def select(found: list[Run], *, script: str | None = None, status: str | list[str] | None = None,
            since: str | float | None = None, until: str | float | None = None) -> Runs:
-    """The runs of `found` that pass every filter given (see `runs`), in their order."""
-    statuses = [status] if isinstance(status, str) else status
+    """The runs of `found` that pass every filter given (see `runs`), in their order; BadReference
+    for a filter that names nothing or an unknown status."""
+    if script is not None:
+        script = nonblank(script, "script", "train.py, ~/proj/train.py or a folder")
+    statuses = None if status is None else parse_statuses(status)
     start = None if since is None else parse_when(since)
     end = None if until is None else parse_when(until)
     return Runs(r for r in found
@@ -565,20 +604,51 @@ def select(found: list[Run], *, script: str | None = None, status: str | list[st
                 and (end is None or r.start_time <= end))
 
 
+def parse_statuses(status: str | list[str]) -> list[str]:
+    """"crashed,killed" (or a list of statuses) → ["crashed", "killed"]; BadReference for an
+    unknown status, or none."""
+    wanted = [part.strip() for part in (status.split(",") if isinstance(status, str) else status)]
+    wanted = [part for part in wanted if part]
+    for name in wanted:
+        if name not in STATUSES:
+            close = fmt.closest_matches(name, STATUSES)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise BadReference(f"unknown status {name}{hint} (statuses: {', '.join(STATUSES)})")
+    if not wanted:
+        raise BadReference(f"status {status!r} names no status (statuses: {', '.join(STATUSES)})")
+    return wanted
+
+
 def parse_when(when: str | float, now: float | None = None) -> float:
     """A Unix time from a time ago ("90s", "1h", "2d"), a date or date and time ("2025-06-03",
     "2025-06-03 14:00", local time), or a Unix time; ConfigError when it is none of these."""
     if isinstance(when, int | float) and not isinstance(when, bool):
+        if not math.isfinite(when):
+            raise config_module.ConfigError(f"expected a Unix time, got {when!r}")
         return float(when)
     try:
         return (time.time() if now is None else now) - config_module.parse_duration(when)
+    except config_module.OutOfRange:
+        raise
     except config_module.ConfigError:
         pass
     try:
         return datetime.datetime.fromisoformat(str(when).strip()).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise config_module.ConfigError(
             f"expected a time ago like 1h or 2d, or a date like 2025-06-03 [14:00], got {when!r}") from None
+
+
+def _script_runs(found: list[Run], wanted: str) -> list[Run]:
+    """As `_one_script`, for a script a reference names: BadReference for a folder (it is no
+    script, and taking the latest run of its scripts would act on a run nobody named)."""
+    wanted = nonblank(wanted, "script", "train.py")
+    if os.path.isdir(os.path.expanduser(wanted)):
+        inside = list(dict.fromkeys(os.path.basename(r.script) for r in found if matches_script(r, wanted)))
+        scripts = f"its scripts: {', '.join(inside[:3])}" if inside else "no run of a script in it"
+        raise BadReference(f"{wanted} is a folder, not a run or a script ({scripts}); name a run id, "
+                           "latest, or a script")
+    return _one_script(found, wanted)
 
 
 def _one_script(found: list[Run], wanted: str) -> list[Run]:
@@ -594,8 +664,8 @@ def _one_script(found: list[Run], wanted: str) -> list[Run]:
     here = [s for s in scripts if os.path.dirname(s) == os.getcwd()]
     shown = ", ".join(fmt.short_path(s, 60) for s in scripts[:5])
     if len(here) == 1:
-        guard.warn(fmt.printable(f"{wanted} ran in {len(scripts)} folders ({shown}); "
-                                 f"taking the one here, {here[0]}"))
+        guard.warn(f"{wanted} ran in {len(scripts)} folders ({shown}); "
+                   f"taking the one here, {here[0]}")
         return [r for r in matching if r.script == here[0]]
     raise NotFound(f"{wanted} names {len(scripts)} scripts: {shown}; "
                    f"give its path (e.g. {fmt.short_path(scripts[0], 60)})")
@@ -604,7 +674,7 @@ def _one_script(found: list[Run], wanted: str) -> list[Run]:
 def resolve(ref: str | None, store: Store | None = None,
             script: str | None = None) -> tuple[Run, str | None]:
     """The run a reference names, and its checkpoint selector (after "@"); StoreError when
-    nothing of that run can be read."""
+    nothing of that run can be read; BadReference when it names nothing (`reference_parts`)."""
     run, selector = _resolve(ref, store or default_store(), script)
     if run.status == "damaged" and not run.checkpoints:
         raise StoreError(f"run {run.id} cannot be read: {run.problems[0]}")
@@ -616,29 +686,49 @@ def find(ref: str | None, store: Store | None = None) -> tuple[Run, str | None]:
     return _resolve(ref, store or default_store(), None)
 
 
+def reference_parts(ref: str | None) -> tuple[str, str | None]:
+    """A reference's run part and checkpoint selector (None: the last); None means `latest`.
+
+    BadReference when a part is empty: "", blanks, "@crash", "latest@", "latest:" are what
+    `"$RUN@crash"` and friends become when a shell variable is unset, and name nothing.
+    """
+    if ref is None:
+        return "latest", None
+    text = nonblank(ref, "run reference", "latest, latest:train.py, 3fa2 or 3fa2@crash")
+    run_part, at, selector = (part.strip() for part in text.partition("@"))
+    if not run_part:
+        raise BadReference(f"{ref!r} names no run before '@'; give e.g. latest{text} for the newest run's")
+    if at and not selector:
+        raise BadReference(f"{ref!r} names no checkpoint after '@'; give e.g. {run_part}@crash or "
+                           f"{run_part}@2 (without '@': the last)")
+    if run_part.startswith("latest:") and not run_part.removeprefix("latest:").strip():
+        raise BadReference(f"{ref!r} names no script after 'latest:'; give e.g. latest:train.py")
+    return run_part, selector or None
+
+
 def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
-    run_part, _, selector = (ref or "latest").strip().partition("@")
+    run_part, selector = reference_parts(ref)
     found = all_runs(store)
     if script is not None:
-        found = _one_script(found, script)
-    if run_part in ("", "latest") or run_part.startswith("latest:"):
-        wanted = run_part.partition(":")[2]
-        matching = _one_script(found, wanted) if wanted else found
+        found = _script_runs(found, script)
+    if run_part == "latest" or run_part.startswith("latest:"):
+        wanted = run_part.partition(":")[2].strip()
+        matching = _script_runs(found, wanted) if wanted else found
         if matching:
-            return matching[0], selector or None
+            return matching[0], selector
         if not found:
             where = f" of {script}" if script else ""
             raise NotFound(f"no runs{where} in {store.location} yet (run a script with chkpt installed)")
         raise NotFound(f"no run of {wanted} in {store.location}{_closest(wanted, _script_names(found))}")
     matching = [r for r in found if r.id.startswith(run_part)]
     if len(matching) == 1:
-        return matching[0], selector or None
+        return matching[0], selector
     if len(matching) > 1:
         ids = ", ".join(r.id for r in matching[:5])
         raise NotFound(f"run prefix {run_part!r} is ambiguous ({ids})")
-    by_script = _one_script(found, run_part)
+    by_script = _script_runs(found, run_part)
     if by_script:
-        return by_script[0], selector or None
+        return by_script[0], selector
     close = _closest(run_part, [r.id for r in found] + _script_names(found))
     if not close and found:
         close = "; latest: " + ", ".join(f"{r.id} ({os.path.basename(r.script)})" for r in found[:3])
@@ -676,6 +766,8 @@ def _candidate_runs(run: str | Run | None, script: str | None, store: Store) -> 
     """The runs `load`/`history` look in, newest first, each with its checkpoint selector."""
     if isinstance(run, Run):
         return [(run, None)]
+    if run is not None and not isinstance(run, str):
+        raise TypeError(f"run= takes a reference like 'latest@crash' or a Run, not {type(run).__name__}")
     if run is not None or script is not None:
         return [resolve(run, store, script)]
     return [(r, None) for r in _runs_here(store)]
@@ -701,6 +793,7 @@ def load(name: str, run: str | Run | None = None, script: str | None = None,
     """Variable `name` as last saved: by the run named (a reference or Run) or the latest
     run of `script`; by default the latest run of a script in the current directory that
     saved it. A reference with "@" picks the checkpoint; else the newest that has `name`."""
+    nonblank(name, "a variable name", "df or results['train']")
     store = store or default_store()
     candidates = _candidate_runs(run, script, store)
     for found, selector in candidates:
@@ -784,6 +877,7 @@ def history(name: str, run: str | Run | None = None, script: str | None = None,
     saved by each run of that run's script, oldest run first (to compare runs with different
     arguments).
     """
+    nonblank(name, "a variable name", "df or results['train']")
     store = store or default_store()
     for found, _ in _candidate_runs(run, script, store):
         if across_runs:

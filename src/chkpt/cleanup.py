@@ -7,10 +7,13 @@ process holds it: a script never waits for a cleanup.
 
 Pinned runs (`runs/<id>/pinned`) are never evicted.
 
+What a run refers to is read from its checkpoint files themselves, never from the summary its
+record keeps for listing: gc deletes only data that no readable checkpoint file (and no run
+record) refers to, whatever a summary says.
+
 Cost: the automatic check reads the store's running size estimate (one small file), not a stat
 of every blob; the full survey runs only when the estimate is over the cap or was last measured
-more than RESCAN_SECONDS ago. The survey reads each run's record and lists its checkpoints; it
-reads manifests only of runs whose summary is not current.
+more than RESCAN_SECONDS ago. The survey reads each run's record and its manifests.
 """
 
 from __future__ import annotations
@@ -38,15 +41,17 @@ class Report:
         self.store_size_before = plan.size_before if plan else 0
         self.store_size_after = plan.size_after if plan else 0
         self.problems = problems or []
+        self.later = 0  # bytes no run refers to any more that a later gc deletes (a bucket's grace)
+        self.later_from: float | None = None  # when all of them can go
 
 
 def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], list[tuple[int, int]]]:
-    """Every run with the blobs it refers to, and the (run, index) of damaged manifests.
+    """Every run with the blobs its record and its readable manifests refer to, and the (run,
+    index) of damaged manifests.
 
-    The blobs come from the summary in run.json when it is current (`records.current_summary`),
-    else from the manifests. A run whose record or checkpoint list cannot be read, or none of
-    whose manifests can, is "damaged"; a manifest that cannot be read is reported and listed
-    for deletion. Nothing stops the survey.
+    A run whose record or checkpoint list cannot be read, or none of whose manifests can, is
+    "damaged"; a manifest that cannot be read is reported and listed for deletion. Nothing
+    stops the survey.
     """
     runs = []
     damaged_manifests = []
@@ -69,10 +74,7 @@ def survey(store: Store, problems: list[str]) -> tuple[list[eviction.RunState], 
             continue
         blobs = records.run_blobs(meta)
         readable = damaged = 0
-        summary = records.current_summary(meta, mtimes)
-        if summary is not None:
-            blobs.update(summary["blobs"])
-        for index in [] if summary is not None else mtimes:
+        for index in mtimes:
             try:
                 blobs.update(records.manifest_blobs(store.read_checkpoint(run_id, index)))
                 readable += 1
@@ -103,7 +105,7 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
         problems: list[str] = []
         runs, damaged_manifests = survey(store, problems)
         blobs, debris = store.blobs(), store.debris()
-        problems.extend(f"{store.blobs_dir}/{name} is not a blob file (removed by gc)" for name in debris)
+        problems.extend(f"{store.path(key)} is not a blob file (removed by gc)" for key in debris)
         leftovers = [(item.name, item.size, item.mtime) for item in store.leftovers()]
         problems.extend(eviction.missing_blobs(runs, blobs))
         of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
@@ -119,8 +121,8 @@ def collect(store: Store, *, max_size: int | None = None, older_than: float | No
                 store.delete_blob(digest)
             for name in plan.leftovers:
                 store.remove_leftover(name)
-            for name in debris:
-                store.delete_debris(name)
+            for key in debris:
+                store.delete(key)
             gone = set(plan.blobs)
             store.reset_usage(sum(size for digest, (size, _) in blobs.items() if digest not in gone))
     return Report(plan, problems)

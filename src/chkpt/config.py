@@ -33,6 +33,16 @@ class ConfigError(ValueError):
     """A value that cannot be used; the message says what was expected."""
 
 
+class OutOfRange(ConfigError):
+    """A number that is well formed but too large (or infinite, or not a number) to be meant."""
+
+
+MAX_SIZE = 2**63 - 1  # 8 EiB: what a file offset can be
+# 100 years: longer is no interval anyone means, and waits must stay under threading.TIMEOUT_MAX
+MAX_DURATION = 100 * 365 * 86400.0
+MAX_COUNT = 1_000_000
+
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -54,30 +64,37 @@ def _number_and_unit(text: str) -> tuple[float, str] | None:
         return None
 
 
-def parse_size(value: Any) -> int:
-    """Bytes from 1048576, "64KiB", "250MB" or "5GiB"."""
-    if isinstance(value, bool):
-        raise ConfigError('expected a size like 1048576, "64KiB" or "5GiB"')
-    if isinstance(value, int | float) and value >= 0:
-        return int(value)
-    if isinstance(value, str):
+def _shown(value: Any) -> str:
+    """A value for a one-line message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _amount(value: Any, units: dict[str, float], maximum: float, noun: str, limit: str, examples: str) -> float:
+    """A number of `units` from a number or a string like "64KiB", checked to lie in 0…maximum
+    (NaN, infinities, negatives and 1e400 fail); ConfigError says what was expected."""
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
         parsed = _number_and_unit(value)
-        if parsed is not None and parsed[1] in _UNITS:
-            return int(parsed[0] * _UNITS[parsed[1]])
-    raise ConfigError(f'expected a size like 1048576, "64KiB" or "5GiB", got {value!r}')
+        if parsed is not None and parsed[1] in units:
+            number = parsed[0] * units[parsed[1]]
+    if number is None:
+        raise ConfigError(f"expected {noun} like {examples}, got {_shown(value)}")
+    if not 0 <= number <= maximum:
+        raise OutOfRange(f"expected {noun} from 0 to {limit}, got {_shown(value)}")
+    return number
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "64KiB", "250MB" or "5GiB" (at most 8 EiB)."""
+    return int(_amount(value, _UNITS, MAX_SIZE, "a size", "8 EiB", '1048576, "64KiB" or "5GiB"'))
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from 30, 1.5, "30s", "5m", "2h" or "500ms"."""
-    if isinstance(value, bool):
-        raise ConfigError('expected a duration like 30, "30s" or "5m"')
-    if isinstance(value, int | float) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        parsed = _number_and_unit(value)
-        if parsed is not None and parsed[1] in _SECONDS:
-            return parsed[0] * _SECONDS[parsed[1]]
-    raise ConfigError(f'expected a duration like 30, "30s" or "5m", got {value!r}')
+    """Seconds from 30, 1.5, "30s", "5m", "2h" or "500ms" (at most 100 years)."""
+    return float(_amount(value, _SECONDS, MAX_DURATION, "a duration", "100 years", '30, "30s" or "5m"'))
 
 
 def parse_str_list(value: Any) -> list[str]:
@@ -86,23 +103,29 @@ def parse_str_list(value: Any) -> list[str]:
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
-    raise ConfigError(f"expected a list of strings, got {value!r}")
+    raise ConfigError(f"expected a list of strings, got {_shown(value)}")
 
 
 def parse_path(value: Any) -> str:
     """A directory path; "~" is expanded, "" means the default."""
-    if isinstance(value, str):
+    if isinstance(value, str) and "\0" not in value:
         return os.path.expanduser(value.strip()) if value.strip() else ""
-    raise ConfigError(f"expected a path string, got {value!r}")
+    raise ConfigError(f"expected a path string, got {_shown(value)}")
 
 
 def parse_count(value: Any) -> int:
-    """A whole number ≥ 0."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ConfigError(f"expected a whole number ≥ 0, got {value!r}")
+    """A whole number from 0 to a million."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        digits = value.strip().lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 18 else MAX_COUNT + 1
+    if number is None:
+        raise ConfigError(f"expected a whole number, got {_shown(value)}")
+    if not 0 <= number <= MAX_COUNT:
+        raise OutOfRange(f"expected a whole number from 0 to {MAX_COUNT:,}, got {_shown(value)}")
+    return number
 
 
 def parse_bool(value: Any) -> bool:
@@ -124,7 +147,7 @@ def parse_user_code(value: Any) -> str:
     """"project" (the script and the user's own modules) or "script" (the script alone)."""
     if isinstance(value, str) and value.strip().lower() in USER_CODE_MODES:
         return value.strip().lower()
-    raise ConfigError(f'expected "project" or "script", got {value!r}')
+    raise ConfigError(f'expected "project" or "script", got {_shown(value)}')
 
 
 class Setting:
@@ -268,64 +291,109 @@ def _read_toml(path: str) -> dict[str, Any] | str:
     import tomllib
 
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        return f"not valid TOML ({exc}); the file is ignored"
+        return tomllib.loads(paths.read_file(path).decode())
+    except paths.Refused as exc:
+        return f"{exc}; chkpt does not apply it"
     except UnicodeDecodeError as exc:
         return f"not valid UTF-8 (byte {exc.start}); the file is ignored"
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, or an integer of 5,000 digits
+        return f"not valid TOML ({exc}); the file is ignored"
     except OSError as exc:
         return f"cannot be read ({exc.strerror}); the file is ignored"
+
+
+def _chkpt_table(data: dict[str, Any]) -> dict[str, Any] | str:
+    """The [tool.chkpt] table of a parsed pyproject.toml ({} when there is none), or an error sentence."""
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        return "key 'tool' is not a table, so it holds no [tool.chkpt] (ignored)"
+    settings = tool.get("chkpt", {})
+    if not isinstance(settings, dict):
+        return "key 'tool.chkpt' is not a table: write it as [tool.chkpt] (ignored)"
+    return settings
 
 
 def _parsed_cache_path(path: str) -> str:
-    return os.path.join(paths.user_cache_dir(), "parsed-config", path.replace(os.sep, "%") + ".marshal")
+    return os.path.join(paths.user_cache_dir(), paths.CONFIG_CACHE, path.replace(os.sep, "%") + ".marshal")
 
 
-def _read_settings(path: str, table: str | None) -> dict[str, Any] | str:
-    """The chkpt settings of a TOML file (a whole file, or its [tool.chkpt] table).
-
-    Importing tomllib costs milliseconds at every script start, so the settings are cached
-    (marshal, keyed by the file's mtime and size) in the user cache dir and parsed again
-    only when the file changes.
-    """
+def _cached_settings(cache: str, key: tuple[int, int], warnings: list[str]) -> dict[str, Any] | None:
+    """The settings the cache file holds for a config file whose (mtime, size) is `key`; None
+    when it holds none for it: missing, stale, damaged (the config file is parsed again and the
+    cache replaced), or not the user's own regular file (said in `warnings`)."""
     import marshal
 
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror}); the file is ignored"
+        data = paths.read_file(cache)
+    except paths.Refused as exc:
+        warnings.append(f"{cache}: {exc}; not used (the config file is read instead)")
+        return None
+    except OSError:
+        return None
+    try:
+        cached = marshal.loads(data)
+    except (ValueError, EOFError, TypeError, MemoryError):
+        return None
+    if type(cached) is not tuple or len(cached) != 2 or type(cached[1]) is not dict or cached[0] != key:
+        return None
+    settings: dict[str, Any] = cached[1]
+    return settings if all(type(name) is str for name in settings) else None
+
+
+def _cache_settings(cache: str, key: tuple[int, int], settings: dict[str, Any]) -> None:
+    """Keep `settings` in the cache file: a new file of the user's only (never written through a
+    link someone planted), renamed into place."""
+    import marshal
+
+    tmp = f"{cache}.{os.urandom(6).hex()}.tmp"
+    try:
+        data = marshal.dumps((key, settings))
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):  # a read-only or odd cache dir only costs the parse next time
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _read_settings(path: str, table: str | None, warnings: list[str]) -> dict[str, Any] | str:
+    """The chkpt settings of a TOML file (a whole file, or its [tool.chkpt] table), or an
+    error sentence; the cache's problems go to `warnings`.
+
+    Importing tomllib costs milliseconds at every script start, so the settings are cached
+    (marshal, keyed by the file's mtime and size) in the user cache dir and parsed again
+    only when the file changes. Either way the file must be the user's (`paths.check_own_file`).
+    """
+    try:
+        info = paths.check_own_file(path)
+    except paths.Refused as exc:
+        return f"{exc}; chkpt does not apply it"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc}); the file is ignored"
     key = (info.st_mtime_ns, info.st_size)
     cache = _parsed_cache_path(path)
-    try:
-        with open(cache, "rb") as handle:
-            cached_key, settings = marshal.load(handle)
-        if tuple(cached_key) == key:
-            return settings
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
+    cached = _cached_settings(cache, key, warnings)
+    if cached is not None:
+        return cached
     data = _read_toml(path)
     if isinstance(data, str):
         return data
-    settings = data.get("tool", {}).get("chkpt") if table else data
-    if settings is None:
-        settings = {}
-    elif not isinstance(settings, dict):
-        return "[tool.chkpt] must be a table (ignored)"
-    try:
-        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}"
-        with open(tmp, "wb") as handle:
-            marshal.dump((key, settings), handle)
-        os.replace(tmp, cache)
-    except (OSError, ValueError):
-        pass  # a read-only or odd cache dir only costs the parse next time
+    settings = _chkpt_table(data) if table else data
+    if isinstance(settings, str):
+        return settings
+    _cache_settings(cache, key, settings)
     return settings
 
 
 def _layer_file(config: Config, path: str, source: str) -> None:
     table = "tool.chkpt" if os.path.basename(path) == "pyproject.toml" else None
-    settings = _read_settings(path, table)
+    settings = _read_settings(path, table, config.warnings)
     if isinstance(settings, str):
         config.warnings.append(f"{path}: {settings}")
         return

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from chkpt.fmt import printable
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -17,9 +19,12 @@ disabled = False
 
 
 def warn(message: str) -> None:
-    """Print one chkpt warning line on stderr (never raises)."""
+    """Print one chkpt warning line on stderr (never raises). Its control characters are shown
+    as escapes (`fmt.printable`): a path or text holding a newline or an escape sequence (a
+    `CHKPT_DIR`, a file name, a run's exception) can neither split the line nor restyle the
+    terminal. Every `chkpt:` line is printed here."""
     try:
-        sys.stderr.write(f"chkpt: {message}\n")
+        sys.stderr.write(f"chkpt: {printable(message)}\n")
         sys.stderr.flush()
     except Exception:
         pass

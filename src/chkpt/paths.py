@@ -1,14 +1,22 @@
-"""Where files are: chkpt's config files and store, and the interpreter's own directories.
+"""Where files are: chkpt's config files and store, and the interpreter's own directories;
+which of those files chkpt may apply.
 
 The user's config file and the default store live in platformdirs' user dirs. On Linux
 the XDG rules are applied directly (as platformdirs does, checked by a test), because every
 script start would pay for importing platformdirs; other systems ask platformdirs.
+
+A config file (or chkpt's cache of one) is applied only if it is a regular file of the
+user's (or root's) that nobody else can write, not reached through another user's symbolic
+link (`check_own_file`, `read_file`); it is opened without blocking, so a FIFO planted in its
+place cannot hang a script's start.
 """
 
 import os
+import stat
 import sys
 
 APP = "chkpt"
+CONFIG_CACHE = "parsed-config"  # the folder of parsed config files, in the default store's root
 
 
 def _xdg(variable: str, fallback: str) -> str:
@@ -60,13 +68,121 @@ def user_config_file() -> str:
     return os.path.join(user_config_dir(), "config.toml")
 
 
+class Refused(Exception):
+    """A file chkpt does not read or apply; the message says why, after the file's path."""
+
+
+MAX_FILE_SIZE = 1 << 20  # a config file (or its cache) larger than this is no config file
+
+# Checked on every open: O_NONBLOCK makes opening a FIFO return at once instead of waiting for
+# a writer (fstat then refuses it); it changes nothing for a regular file.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def trusted_owner(uid: int) -> bool:
+    """Whether files of `uid` may be applied: the user's own, and root's (who could change
+    anything of the user's anyway)."""
+    return not hasattr(os, "getuid") or uid in (os.getuid(), 0)
+
+
+def _private_group(gid: int) -> bool:
+    """Whether `gid` is the user's private group (their primary group, named after them, with
+    no other member): with a umask of 002 their own files are group-writable, and that is no
+    one else's write."""
+    if not hasattr(os, "getgid") or gid != os.getgid():
+        return False
+    import grp
+    import pwd
+
+    try:
+        group, user = grp.getgrgid(gid), pwd.getpwuid(os.getuid())
+    except KeyError:
+        return False
+    return group.gr_name == user.pw_name and all(member == user.pw_name for member in group.gr_mem)
+
+
+def foreign_link(path: str) -> tuple[str, int] | None:
+    """The first symbolic link on the way to `path` (an existing component of its absolute
+    form) that belongs to another user than the user or root, and its owner; None if none."""
+    parts = os.path.abspath(path).split(os.sep)
+    for end in range(2, len(parts) + 1):
+        component = os.sep.join(parts[:end])
+        try:
+            info = os.lstat(component)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode) and not trusted_owner(info.st_uid):
+            return component, info.st_uid
+    return None
+
+
+def _own_file_problem(info: os.stat_result) -> str | None:
+    """Why a file with this stat may not be applied; None when it may."""
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if not trusted_owner(info.st_uid):
+        return f"belongs to uid {info.st_uid}, not you"
+    if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and not _private_group(info.st_gid)):
+        return "is writable by other users"
+    return None
+
+
+def check_own_file(path: str) -> os.stat_result:
+    """The stat of `path` if chkpt may apply it: a regular file of the user's (or root's) that
+    nobody else can write, not a symbolic link of another user. Refused says why not;
+    OSError when it cannot be looked at."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        if not trusted_owner(info.st_uid):
+            raise Refused(f"is a symbolic link of uid {info.st_uid}; chkpt does not follow it")
+        info = os.stat(path)
+    problem = _own_file_problem(info)
+    if problem:
+        raise Refused(problem)
+    return info
+
+
+def read_file(path: str, own: bool = True) -> bytes:
+    """The bytes of the regular file `path`, checked on the open descriptor (nothing can be
+    swapped in after the check). With `own`, only a file `check_own_file` allows. Refused for
+    a FIFO, device or directory (never waited on) and for a file over MAX_FILE_SIZE."""
+    if own:
+        check_own_file(path)
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        info = os.fstat(fd)
+        problem = _own_file_problem(info) if own else None if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        if problem:
+            raise Refused(problem)
+        if info.st_size > MAX_FILE_SIZE:
+            raise Refused(f"is larger than {MAX_FILE_SIZE >> 20} MiB; no config file is")
+        chunks, total = [], 0
+        while chunk := os.read(fd, info.st_size + 1):  # all at once; os.read allocates what it is asked
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_FILE_SIZE:  # grown since fstat
+                raise Refused(f"is larger than {MAX_FILE_SIZE >> 20} MiB; no config file is")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _present(path: str) -> bool:
+    """Whether something other than a directory is at `path` (a FIFO too: reading refuses it,
+    saying so, where a silent skip would apply another layer's settings unexplained)."""
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def find_project_file(start_dir: str) -> str | None:
     """The nearest chkpt.toml or pyproject.toml at or above start_dir."""
     current = os.path.abspath(start_dir)
     while True:
         for name in ("chkpt.toml", "pyproject.toml"):
             candidate = os.path.join(current, name)
-            if os.path.isfile(candidate):
+            if _present(candidate):
                 return candidate
         parent = os.path.dirname(current)
         if parent == current:
@@ -80,14 +196,15 @@ def config_files(start_dir: str) -> list[tuple[str, str]]:
     mentions tool.chkpt (the common pyproject has no chkpt settings and is not parsed)."""
     found = []
     user_file = user_config_file()
-    if os.path.isfile(user_file):
+    if _present(user_file):
         found.append(("user", user_file))
     project = find_project_file(start_dir)
     if project is not None and os.path.basename(project) == "pyproject.toml":
         try:
-            with open(project, "rb") as handle:
-                if b"tool.chkpt" not in handle.read():
-                    project = None
+            if b"tool.chkpt" not in read_file(project, own=False):
+                project = None
+        except Refused:
+            pass  # reading it for its settings says why it is not applied
         except OSError:
             project = None
     if project is not None:

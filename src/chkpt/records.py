@@ -2,8 +2,9 @@
 
 Writers build them here and readers decode them here, so each field is named in one place.
 Store files are untrusted input: `decode_run` and `decode_manifest` check every field's type
-and raise `ValueError` with a sentence naming the field, so a damaged file marks its run or
-checkpoint as damaged instead of surfacing as a traceback somewhere in a reader.
+and range (a time of 1e300, NaN or -Infinity, a size past 2**63, a negative count) and raise
+`ValueError` with a sentence naming the field, so a damaged file marks its run or checkpoint
+as damaged instead of surfacing as a traceback somewhere in a reader (or hiding every run).
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ KINDS = ("script", "notebook")  # what a run watched: a script (or -m module), o
 # checkpoint's, the previous checkpoint's (it changed nothing), or not known (no capture followed it)
 CELL_STATES = ("this", "previous", None)
 
-_NUMBER = (int, float)
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
-_OPTIONAL_NUMBER = (int, float, type(None))
 _OPTIONAL_INT = (int, type(None))
+
+# The ranges numbers read from the store must lie in; anything else (NaN and the infinities
+# included, which Python's json reads) is damage. Sizes, offsets, indexes, line numbers and
+# shape extents: what a file offset can be. Times: Unix times up to the year 3000. Durations
+# (measured with time.time(), so a clock stepped back can make one negative): up to a century.
+MAX_COUNT = 2**63 - 1
+MAX_TIME = 32_503_680_000.0
+MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def _blob_ref(value: Any) -> str | None:
@@ -37,10 +44,9 @@ def _blob_ref(value: Any) -> str | None:
         return "should be an object with hash and size"
     if not isinstance(value.get("hash"), str) or not value["hash"].isalnum():
         return "has no valid hash"
-    if not _is_int(value.get("size")) or value["size"] < 0:
+    if not _is_count(value.get("size")):
         return "has no valid size"
-    if "codec" in value and (value["codec"] not in CODECS or not _is_int(value.get("stored"))
-                             or value["stored"] < 0):
+    if "codec" in value and (value["codec"] not in CODECS or not _is_count(value.get("stored"))):
         return "has no valid codec and stored size"
     if "pack" in value:
         pack = value["pack"]
@@ -54,7 +60,7 @@ def _blob_ref(value: Any) -> str | None:
 def _buffer(value: Any) -> str | None:
     """A buffer: its chunks, in order (format 2), or one blob (format 1)."""
     if isinstance(value, dict) and "chunks" in value:
-        if not _is_int(value.get("size")) or value["size"] < 0:
+        if not _is_count(value.get("size")):
             return "has no valid size"
         problem = _list_of(_blob_ref)(value["chunks"])
         if problem:
@@ -67,6 +73,26 @@ def _buffer(value: Any) -> str | None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_COUNT
+
+
+def _count(value: Any) -> str | None:
+    return None if _is_count(value) else "should be a whole number from 0 to 2**63-1"
+
+
+def _in(low: float, high: float, what: str) -> Any:
+    """A check that a number (NaN never is) lies from `low` to `high`."""
+    def check_range(value: Any) -> str | None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number and low <= value <= high else f"should be {what}"
+    return check_range
+
+
+_time = _in(0, MAX_TIME, "a Unix time from 1970 to 3000")
+_seconds = _in(-MAX_SECONDS, MAX_SECONDS, "a number of seconds within a century")
 
 
 def _list_of(check: Any) -> Any:
@@ -123,7 +149,7 @@ def _skip_entry(value: Any) -> str | None:
 
 def _frame_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("function"), str) \
-            or not _is_int(value.get("line")):
+            or not _is_count(value.get("line")):
         return "should be an object with a function and a line"
     if not all(isinstance(value.get(key), str) for key in ("file", "module") if key in value):
         return "should have a text file and module"
@@ -133,7 +159,7 @@ def _frame_entry(value: Any) -> str | None:
 def _cell_entry(value: Any) -> str | None:
     if not isinstance(value, dict) or not isinstance(value.get("source"), str):
         return "should be an object with a source"
-    if not (value.get("count") is None or _is_int(value["count"])) or value.get("state") not in CELL_STATES:
+    if not (value.get("count") is None or _is_count(value["count"])) or value.get("state") not in CELL_STATES:
         return "should have a whole number count and a state of this, previous or null"
     return None
 
@@ -173,8 +199,8 @@ VARIABLE_FIELDS: dict[str, tuple[bool, Any]] = {
     "name": (True, _types(str)),
     "type": (True, _types(str)),
     "scope": (True, _types(str)),
-    "size": (True, _types(int)),
-    "shape": (False, _optional(_list_of(_types(int)))),
+    "size": (True, _count),
+    "shape": (False, _optional(_list_of(_count))),
     "dtype": (False, _types(*_OPTIONAL_TEXT)),
     "view_of": (False, _types(*_OPTIONAL_TEXT)),
     "pickle": (True, _blob_ref),
@@ -191,7 +217,7 @@ def _blob_map(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "should be an object of blob sizes"
     for digest, size in value.items():
-        if not is_blob_key(digest) or not _is_int(size) or size < 0:
+        if not is_blob_key(digest) or not _is_count(size):
             return f"has an invalid entry for {digest[:40]!r}"
     return None
 
@@ -210,19 +236,19 @@ def _summary(value: Any) -> str | None:
 
 # where a checkpoint was taken, as the summary keeps it for the run's crash
 PLACE_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _types(int)),
+    "index": (True, _count),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _types(*_OPTIONAL_INT)),
+    "line": (False, _optional(_count)),
     "function": (False, _types(*_OPTIONAL_TEXT)),
 }
 
 # what listing and gc need of a run's checkpoints, kept in run.json by its writer at each commit
 # (with `heartbeat`, the time it was written); see `current_summary` for when readers may use it
 SUMMARY_FIELDS: dict[str, tuple[bool, Any]] = {
-    "indexes": (True, _list_of(_types(int))),
+    "indexes": (True, _list_of(_count)),
     "blobs": (True, _blob_map),
     "compressed": (False, _blob_map),
-    "last_time": (False, _types(*_OPTIONAL_NUMBER)),
+    "last_time": (False, _optional(_time)),
     "crash": (False, _optional(_place)),
     "signal": (False, _types(*_OPTIONAL_TEXT)),
 }
@@ -236,10 +262,10 @@ RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "cwd": (False, _types(*_OPTIONAL_TEXT)),
     "python": (False, _types(*_OPTIONAL_TEXT)),
     "executable": (False, _types(*_OPTIONAL_TEXT)),
-    "pid": (False, _types(*_OPTIONAL_INT)),
+    "pid": (False, _optional(_count)),
     "host": (False, _types(*_OPTIONAL_TEXT)),
-    "started": (True, _types(*_NUMBER)),
-    "ended": (False, _types(*_OPTIONAL_NUMBER)),
+    "started": (True, _time),
+    "ended": (False, _optional(_time)),
     "status": (True, _one_of(STATUSES)),
     "exit_code": (False, _types(*_OPTIONAL_INT)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
@@ -248,26 +274,26 @@ RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
     "kind": (False, _one_of(KINDS)),
     "restored_from": (False, _types(*_OPTIONAL_TEXT)),  # a notebook kernel's: the checkpoint it restored
-    "heartbeat": (False, _types(*_OPTIONAL_NUMBER)),
+    "heartbeat": (False, _optional(_time)),
     "summary": (False, _optional(_summary)),
 }
 
 MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
-    "index": (True, _types(int)),
+    "index": (True, _count),
     "run": (True, _types(str)),
     "trigger": (True, _one_of(TRIGGERS)),
     "label": (False, _types(*_OPTIONAL_TEXT)),
-    "time": (True, _types(*_NUMBER)),
-    "pause": (False, _types(*_OPTIONAL_NUMBER)),
-    "duration": (False, _types(*_OPTIONAL_NUMBER)),
+    "time": (True, _time),
+    "pause": (False, _optional(_seconds)),
+    "duration": (False, _optional(_seconds)),
     "file": (False, _types(*_OPTIONAL_TEXT)),
-    "line": (False, _types(*_OPTIONAL_INT)),
+    "line": (False, _optional(_count)),
     "function": (False, _types(*_OPTIONAL_TEXT)),
     "exception": (False, _types(*_OPTIONAL_TEXT)),
     "variables": (True, _list_of(_variable)),
     "aliases": (False, _text_map),
     "skipped": (False, _list_of(_skip_entry)),
-    "new_bytes": (False, _types(int)),
+    "new_bytes": (False, _count),
     "frame": (False, _types(*_OPTIONAL_TEXT)),
     "boundary": (False, _types(*_OPTIONAL_TEXT)),
     "resumable": (False, _types(bool)),

@@ -1,339 +1,163 @@
-"""Reading a shared store in a bucket: the read cache (a local store fetching what it lacks), its gc, doctor's check.
+"""A shared store in a bucket, read from this machine: the store readers see, its gc, doctor's look.
 
-Readers list `index/` (one request per thousand runs), fetch the records of the runs that
-changed, and fetch manifests and data files only when read, into a read cache that is an
-ordinary local store (`CacheStore`), so every trust and integrity check of the local read
-path applies. docs/store-format.md ("Shared store") has the layout, the leases and gc's rules.
+Readers see the bucket through its read cache, with this machine's runs that are not in the
+bucket yet (or not as they are now) read from its staging store, so a run just made is listed
+while its upload waits (the endpoint down, a bad credential). Opening the store uploads
+nothing: the uploader (`chkpt sync`, started by the runs themselves) does that.
+docs/store-format.md ("Shared store") has the layout, the leases and gc's rules.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 
-from chkpt import cleanup, eviction, fmt, records
-from chkpt.remote import Missing, Remote, RemoteError
-from chkpt.store import Store, StoreError, is_script
-from chkpt.sync import (
-    GRACE,
-    NOT_DATA,
-    Local,
-    Unfinished,
-    Uploader,
-    data_files,
-    index_key,
-    manifest_key,
-    parallel,
-    rel_key,
-    upload,
-    valid_run_id,
-)
+from chkpt import cleanup, eviction, fmt
+from chkpt.store import RemoteError, Store, is_script, layout
+from chkpt.store.cache import LIVE, ReadCache, Staged
+from chkpt.store.objects import ObjectBackend
+from chkpt.store.threads import parallel
+from chkpt.sync import GRACE, WORKERS, Local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-LIVE = 15 * 60  # a "running" run whose index was not rewritten for this long is shown killed
-READ_UPLOAD = 10.0  # seconds a reading command spends uploading this machine's pending runs first
 
-class CacheStore(Store):
-    """The read cache of a bucket store: a local store whose data files are fetched on first use.
+def waiting_text(url: str, waiting: int, uploading: bool) -> str:
+    """What this machine has not uploaded yet, and what uploads it: one story for ls, doctor and sync."""
+    if not waiting:
+        return f"nothing waiting for upload: {url} has every run of this machine"
+    who = "an upload of this machine is under way" if uploading else "`chkpt sync` uploads them"
+    return f"{fmt.plural(waiting, 'run')} of this machine waiting for upload to {url} ({who})"
 
-    Run records are brought up to date by `refresh`; a manifest or data file the cache lacks is
-    fetched when it is opened, then read and checked like any local file. Past `cap`, the
-    least recently fetched data files are dropped (never ones this process fetched).
-    """
 
-    shared = True
+def waiting_runs(store: Store) -> list[str]:
+    """The runs of a shared store read from this machine's staging store: not uploaded yet (or not
+    as they are now)."""
+    return list(store.backend.waiting) if isinstance(store.backend, Staged) else []
 
-    def __init__(self, local: Local, remote: Remote, cap: int) -> None:
-        super().__init__(local.cache_root)
-        self.local = local
-        self.remote = remote
-        self.cap = cap
-        self.written: dict[str, float] = {}  # run → when its index object was last written
-        self.lease = LIVE  # a "running" run whose index is younger than this is live
-        self.indexes: dict[str, list[int]] = {}  # run → its checkpoints in the bucket, fetched or not
-        self._fetched: set[str] = set()
-        self._since_trim = 0
 
-    @property
-    def location(self) -> str:
-        return self.local.url
+def waiting_line(store: Store) -> str | None:
+    """`waiting_text` for a shared store with runs waiting for upload, else None."""
+    waiting = waiting_runs(store)
+    return waiting_text(store.location, len(waiting), store.backend.uploading) if waiting else None
 
-    def _data_key(self, path: str) -> str | None:
-        """The bucket key of a data file of this cache, None for anything else."""
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
-        parts = rel.split(os.sep)
-        if rel.startswith("..") or parts[0] in NOT_DATA or len(parts) < 2:
-            return None
-        return rel_key(parts)
 
-    def _manifest_key(self, path: str) -> str | None:
-        """The bucket key of a manifest the cache knows of but has not fetched yet."""
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root)).split(os.sep)
-        if len(rel) != 4 or rel[0] != "runs" or rel[2] != "checkpoints" or not rel[3].endswith(".json"):
-            return None
-        stem = rel[3][:-5]
-        if not stem.isdigit() or int(stem) not in self.indexes.get(rel[1], ()):
-            return None
-        return manifest_key(rel[1], int(stem))
-
-    def _fetch(self, path: str) -> bool:
-        """Fetch the data file or manifest `path` from the bucket; False if it is neither or absent."""
-        key = self._data_key(path) or self._manifest_key(path)
-        if key is None:
-            return False
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        size = 0
-
-        def fill(fd: int) -> bool:
-            nonlocal size
-            try:
-                mtime = self.remote.get_to(key, fd)
-            except Missing:
-                return False
-            size = os.fstat(fd).st_size
-            if mtime is not None:
-                os.utime(fd, (mtime, mtime))
-            return True
-
-        if not self._replace_with(path, fill):
-            return False
-        if key.startswith("runs/"):
-            return True  # a manifest: small, and not data the cap is about
-        self._fetched.add(path)
-        self._since_trim += size
-        if self._since_trim > self.cap // 10:
-            self._trim()
-        return True
-
-    def _check_dir(self, path: str, what: str) -> None:
-        try:
-            super()._check_dir(path, what)
-        except FileNotFoundError:
-            if self._data_key(os.path.join(path, "x")) is None:
-                raise
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            super()._check_dir(path, what)
-
-    def _open_trusted(self, path: str, what: str) -> int:
-        try:
-            return super()._open_trusted(path, what)
-        except FileNotFoundError:
-            if not self._fetch(path):
-                raise
-            return super()._open_trusted(path, what)
-
-    def is_live(self, run_id: str) -> bool:
-        """A "running" run whose writer rewrote its record within LIVE (its lease)."""
-        if time.time() - self.written.get(run_id, 0.0) >= self.lease:
-            return False
-        try:
-            return records.decode_run(self._read_trusted(self._run_file(run_id), "run record"))["status"] == "running"
-        except (OSError, ValueError, StoreError):
-            return False
-
-    def _trim(self) -> None:
-        self._since_trim = 0
-        files = sorted(data_files(self.root), key=lambda f: f[3])
-        total = sum(f[2] for f in files)
-        for _key, path, size, _mtime in files:
-            if total <= self.cap * 0.9:
-                break
-            if path not in self._fetched:
-                try:
-                    os.unlink(path)
-                    total -= size
-                except OSError:
-                    continue
-
-    def _write(self, path: str, data: bytes, mtime: float | None) -> None:
-        self._write_file(path, [data])
-        if mtime is not None:
-            os.utime(path, (mtime, mtime))
-
-    def _fetch_run(self, run_id: str) -> list[int]:
-        """Bring one run's record up to date; its checkpoint indexes. Manifests are fetched when
-        read (`_fetch`); those of thinned checkpoints are dropped."""
-        record, record_mtime = self.remote.get(index_key(run_id))
-        directory = self.run_dir(run_id)
-        os.makedirs(os.path.join(directory, "checkpoints"), mode=0o700, exist_ok=True)
-        try:
-            summary = records.decode_run(record).get("summary")
-            wanted = sorted(int(i) for i in summary["indexes"])
-        except (ValueError, TypeError, KeyError, AttributeError):  # a record without a summary
-            wanted = sorted(int(o.key.rsplit("/", 1)[1][:-5]) for o in self.remote.list(f"runs/{run_id}/checkpoints")
-                            if o.key.endswith(".json") and o.key.rsplit("/", 1)[1][:-5].isdigit())
-        self.indexes[run_id] = wanted
-        for index in set(super().checkpoint_indexes(run_id)) - set(wanted):
-            self.delete_checkpoint(run_id, index)
-        self._write(os.path.join(directory, "run.json"), record, record_mtime)
-        return wanted
-
-    def checkpoint_indexes(self, run_id: str) -> list[int]:
-        return sorted(set(super().checkpoint_indexes(run_id)) | set(self.indexes.get(run_id, ())))
-
-    def checkpoint_mtimes(self, run_id: str) -> dict[int, float]:
-        """Fetched manifests with their writer's mtimes; the others as written long ago (they were
-        uploaded before the record that lists them, so the record's summary stands for them)."""
-        found = super().checkpoint_mtimes(run_id)
-        for index in self.indexes.get(run_id, ()):
-            found.setdefault(index, 0.0)
-        return dict(sorted(found.items()))
-
-    def refresh(self) -> None:
-        """List the bucket's runs; fetch the records of those that changed."""
-        self.create()
-        cached = self.local.cached_runs()
-        self.indexes = {run_id: indexes for run_id, (_, indexes) in cached.items()}
-        listed = {}
-        for found in self.remote.list("index"):
-            name = found.key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and valid_run_id(name[:-5]):
-                listed[name[:-5]] = found
-        self.written = {run_id: found.modified for run_id, found in listed.items()}
-        changed = [run_id for run_id, found in listed.items() if cached.get(run_id, ("",))[0] != found.etag
-                   or not os.path.exists(os.path.join(self.run_dir(run_id), "run.json"))]
-
-        def fetch(run_id: str) -> None:
-            try:
-                cached[run_id] = (listed[run_id].etag, self._fetch_run(run_id))
-            except Missing:
-                cached.pop(run_id, None)
-
-        try:
-            parallel(fetch, changed, workers=16)
-        finally:
-            for run_id in self.run_ids():
-                if run_id not in listed:  # removed from the bucket
-                    self.delete_run(run_id)
-                    cached.pop(run_id, None)
-                    self.indexes.pop(run_id, None)
-            self.local.save_cached_runs(cached)
+def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> Store:
+    """The bucket as this machine sees it: the read cache brought up to date, and this machine's
+    runs waiting for upload read from its staging store. Offline, the cache as it is, with one
+    warning."""
+    local = Local(url)
+    local.make()
+    cache = ReadCache(local.cache, ObjectBackend(url), cache_size, local.home)
+    waiting = local.pending()
+    try:
+        cache.refresh()
+    except RemoteError as exc:
+        also = f" and {fmt.plural(len(waiting), 'run')} waiting for upload" if waiting else ""
+        warn(f"{exc}; showing this machine's cached copy{also}")
+    return Store(Staged(local.staging.backend, cache, waiting, local.uploading()))
 
 
 def check(url: str) -> list[tuple[str, bool, str]]:
     """`chkpt doctor`'s look at the bucket: reachable and writable (a probe object written, read
     and deleted), the clock skew against the server's times, and this machine's pending uploads."""
     local = Local(url)
-    remote = Remote(url)
+    bucket = ObjectBackend(url)
     checks: list[tuple[str, bool, str]] = []
-    probe = f"tmp/probe-{secrets.token_hex(6)}"
+    probe = layout.temporary(f"probe-{secrets.token_hex(2)}-")
     try:
         before = time.time()
-        remote.put(probe, b"chkpt doctor probe\n")
+        bucket.put_atomic(probe, [b"chkpt doctor probe\n"])
         after = time.time()
-        there = remote.head(probe)
-        remote.delete(probe)
+        there = bucket.stat(probe)
+        bucket.delete(probe)
     except RemoteError as exc:
         checks.append(("bucket", False, str(exc)))
         return checks
     checks.append(("bucket", True, f"reachable and writable: {url}"))
     if there is not None:
         # the server's time of the upload, to its one-second precision, against ours
-        skew = there.modified - (before + after) / 2
+        skew = there.mtime - (before + after) / 2
         ok = abs(skew) < 60
         checks.append(("clock", ok, f"{abs(skew):.0f}s {'behind' if skew > 0 else 'ahead of'} the server"
                        + ("" if ok else f" (over 60 s: other machines may see live runs as killed after "
                                         f"{LIVE // 60:.0f} min, or take killed ones for live)")))
-    waiting = local.pending()
-    checks.append(("uploads", True, f"{fmt.plural(len(waiting), 'run')} of this machine waiting for upload"
-                   + (" (chkpt sync uploads them)" if waiting else "")))
+    checks.append(("uploads", True, waiting_text(url, len(local.pending()), local.uploading())))
     return checks
-
-
-def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> CacheStore:
-    """The read cache of the bucket, brought up to date: this machine's pending runs uploaded first
-    (for READ_UPLOAD seconds; the rest is left to a background uploader). Offline, the cache as
-    it is, with one warning."""
-    local = Local(url)
-    local.make()
-    remote = Remote(url)
-    cache = CacheStore(local, remote, cache_size)
-    try:
-        if local.pending() or local.upload_lock.busy():
-            try:
-                upload(url, timeout=READ_UPLOAD, wait=2)
-            except Unfinished:
-                pass
-            left = local.pending()
-            if left:  # the rest in the background (unless an uploader is at it already)
-                Uploader(url, 0, -1)._start(report=False)
-                warn(f"{fmt.plural(len(left), 'run')} of this machine still being uploaded to {url}; "
-                     "listed once there")
-        cache.refresh()
-    except RemoteError as exc:
-        warn(f"{exc}; showing this machine's cached copy")
-    return cache
 
 
 # -- gc of the bucket -----------------------------------------------------------------------------------
 
-def collect(cache: CacheStore, *, max_size: int | None = None, older_than: float | None = None,
+def collect(store: Store, *, max_size: int | None = None, older_than: float | None = None,
             script: str | None = None, dry_run: bool = False, remove: set[str] | None = None) -> cleanup.Report:
     """Evict runs from the bucket and delete the data no run refers to, without any lock.
 
     The data is listed before the run records are read, so data a run committed meanwhile is
     either seen as referenced or listed as young. Only data older than GRACE is deleted,
     evicted runs' included, and each is looked at again just before its deletion: a writer
-    that finds an old object it refers to rewrites it first (see `_upload_data`). A run whose
-    record says "running" and was rewritten within GRACE is never evicted. `remove` deletes exactly these
-    runs instead (`chkpt rm`).
+    that finds an old object it refers to rewrites it first (see `sync._upload_data`); the rest
+    goes at a later gc (`Report.later`). A run whose record says "running" and was rewritten
+    within GRACE is never evicted. `remove` deletes exactly these runs instead (`chkpt rm`).
     """
-    remote = cache.remote
-    blob_prefix = rel_key(os.path.relpath(cache.blobs_dir, cache.root).split(os.sep)) + "/"
+    staged: Staged = store.backend
+    cache = staged.cache
+    bucket = cache.bucket
     blobs: dict[str, tuple[int, float]] = {}
     keys: dict[str, str] = {}
-    for found in remote.list(blob_prefix.rstrip("/")):
-        digest = found.key[len(blob_prefix):].replace("/", "")
-        blobs[digest] = (found.size, found.modified)
-        keys[digest] = found.key
+    for found in bucket.list(layout.BLOBS):
+        name = layout.blob_name(found.key)
+        if name is not None:
+            blobs[name] = (found.size, found.mtime)
+            keys[name] = found.key
     cache.refresh()
     # a writer silent for a while (one long C call) is still alive: gc gives it a day, not LIVE
     cache.lease = GRACE
     problems: list[str] = []
-    runs, _damaged = cleanup.survey(cache, problems)
+    runs, _damaged = cleanup.survey(store, problems)
     of_script = None if script is None else (lambda run: is_script(run.meta.get("script"), script))
     now = time.time()
     plan = eviction.plan(runs, blobs, [], now=now, max_size=max_size, older_than=older_than,
                          of_script=of_script, remove=remove, grace=GRACE)
-    doomed = [d for d in plan.blobs if now - blobs[d][1] > GRACE]
+    doomed = [name for name in plan.blobs if now - blobs[name][1] > GRACE]
+    evicted = {run.id for run, _ in plan.runs}
+    kept = {name for run in runs if run.id not in evicted for name in run.blobs}
+    young = [name for name in blobs if name not in kept and now - blobs[name][1] <= GRACE]
     report = cleanup.Report(plan, problems)
-    report.freed = sum(blobs[d][0] for d in doomed)
+    report.freed = sum(blobs[name][0] for name in doomed)
     report.store_size_after = report.store_size_before - report.freed
-    uncounted = set(doomed)
-    for (run, _), meta in zip(plan.runs, report.runs, strict=True):  # what each evicted run frees now
-        mine = uncounted & set(run.blobs)
-        meta["freed"] = sum(blobs[d][0] for d in mine)
-        uncounted -= mine
+    report.later = sum(blobs[name][0] for name in young)
+    report.later_from = max((blobs[name][1] + GRACE for name in young), default=None)
+    uncounted_now, uncounted_later = set(doomed), set(young)
+    for (run, _), meta in zip(plan.runs, report.runs, strict=True):  # what each evicted run frees, now and later
+        now_part, later_part = uncounted_now & set(run.blobs), uncounted_later & set(run.blobs)
+        meta["freed"] = sum(blobs[name][0] for name in now_part)
+        meta["later"] = sum(blobs[name][0] for name in later_part)
+        uncounted_now -= now_part
+        uncounted_later -= later_part
     if dry_run:
         return report
-    for run, _ in plan.runs:  # the index first: the run leaves every listing at once
-        remote.delete(index_key(run.id))
-        for found in remote.list(f"runs/{run.id}"):
-            remote.delete(found.key)
-        cache.delete_run(run.id)
+    for run, _ in plan.runs:
+        store.delete_run(run.id)
 
-    def delete(digest: str) -> None:
-        there = remote.head(keys[digest])
-        if there is not None and time.time() - there.modified > GRACE:
-            remote.delete(keys[digest])
+    def delete(name: str) -> None:
+        there = bucket.stat(keys[name])
+        if there is not None and time.time() - there.mtime > GRACE:
+            bucket.delete(keys[name])
 
-    parallel(delete, doomed)
-    parallel(remote.delete, _stale_manifests(cache, time.time()))
+    parallel(delete, doomed, WORKERS)
+    parallel(bucket.delete, _stale_manifests(cache, time.time()), WORKERS)
     return report
 
 
-def _stale_manifests(cache: CacheStore, now: float) -> list[str]:
+def _stale_manifests(cache: ReadCache, now: float) -> list[str]:
     """Manifests in the bucket that no index lists (thinned by their writer, or left by an upload
     that never reached its index), uploaded more than GRACE ago."""
     stale = []
-    for found in cache.remote.list("runs"):
-        parts = found.key.split("/")
-        if len(parts) != 4 or parts[2] != "checkpoints" or not parts[3][:-5].isdigit():
-            continue
-        if int(parts[3][:-5]) not in cache.indexes.get(parts[1], ()) and now - found.modified > GRACE:
+    for found in cache.bucket.list(layout.RUNS):
+        manifest = layout.parse_manifest(found.key)
+        if manifest is not None and manifest[1] not in cache.indexes.get(manifest[0], ()) \
+                and now - found.mtime > GRACE:
             stale.append(found.key)
     return stale

@@ -3,154 +3,39 @@
 Checkpoints are written to an ordinary local store (the *staging* store, crash-safe as ever)
 and copied to the bucket by an uploader process, file by file, whatever the store's layout:
 data files first (content-addressed, immutable: uploaded only if absent), then the runs'
-manifests, then each run's index object `index/<run>.json` (its run record), so a checkpoint
-is listed only once everything it refers to is there. Reading the bucket is shared.py's job.
+manifests, then each run's index object (its run record), so a checkpoint is listed only
+once everything it refers to is there. Reading the bucket is shared.py's job.
 docs/store-format.md ("Shared store") has the layout, the leases and gc's rules.
 """
 
 from __future__ import annotations
 
 import _thread
-import fcntl
-import json
+import math
 import os
-import secrets
 import sys
 import time
 
 from chkpt import paths, records
-from chkpt.remote import Remote, RemoteError
-from chkpt.store import Store, StoreError
+from chkpt.store import FileLock, Store, StoreError, layout
+from chkpt.store.local import LocalBackend
+from chkpt.store.locks import is_held
+from chkpt.store.objects import ObjectBackend
+from chkpt.store.threads import parallel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from typing import Any
+
+    from chkpt.store.backend import Entry
 
 GRACE = 24 * 3600  # gc never deletes a data object younger than this
 FRESH = GRACE / 4  # data this machine saw in the bucket more recently than this is not checked again
 WORKERS = 8
-NOT_DATA = ("runs", "tmp")  # top-level entries of a store that hold no content-addressed data
-
-
-def rel_key(parts: Iterable[str]) -> str:
-    return "/".join(parts)
-
-
-def valid_run_id(text: str) -> bool:
-    return 0 < len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
-
-
-def parallel(function: Callable[[Any], Any], items: list[Any], workers: int = WORKERS) -> list[Any]:
-    """`function` over `items` on a few bare threads; the first exception is raised after all end."""
-    if len(items) <= 1:
-        return [function(item) for item in items]
-    results: list[Any] = [None] * len(items)
-    errors: list[BaseException] = []
-    guard = _thread.allocate_lock()
-    next_item = [0]
-    count = min(workers, len(items))
-    done = [_thread.allocate_lock() for _ in range(count)]
-
-    def work(finished: Any) -> None:
-        try:
-            while not errors:
-                with guard:
-                    index = next_item[0]
-                    next_item[0] += 1
-                if index >= len(items):
-                    return
-                try:
-                    results[index] = function(items[index])
-                except BaseException as exc:
-                    errors.append(exc)
-        finally:
-            finished.release()
-
-    for lock in done:
-        lock.acquire()
-        _thread.start_new_thread(work, (lock,))
-    for lock in done:
-        lock.acquire()
-    if errors:
-        raise errors[0]
-    return results
-
-
-def data_files(root: str) -> list[tuple[str, str, int, float]]:
-    """(key, path, size, mtime) of every data file of a local store: everything but runs/, tmp/
-    and its top-level bookkeeping files (whatever the layout of the data is)."""
-    found = []
-    try:
-        top = os.listdir(root)
-    except OSError:
-        return found
-    for name in top:
-        start = os.path.join(root, name)
-        if name in NOT_DATA or not os.path.isdir(start) or os.path.islink(start):
-            continue
-        for directory, subdirs, files in os.walk(start):
-            subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(directory, d))]
-            for file in files:
-                path = os.path.join(directory, file)
-                try:
-                    info = os.lstat(path)
-                except OSError:
-                    continue
-                if os.path.isfile(path) and not os.path.islink(path):
-                    key = rel_key(os.path.relpath(path, root).split(os.sep))
-                    found.append((key, path, info.st_size, info.st_mtime))
-    return found
-
-
-def manifest_key(run_id: str, index: int) -> str:
-    return f"runs/{run_id}/checkpoints/{index:06d}.json"
-
-
-def index_key(run_id: str) -> str:
-    return f"index/{run_id}.json"
-
-
-class _FileLock:
-    """An flock'ed file of this machine's state for the bucket (non-blocking)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, wait: float = 0.0) -> bool:
-        """Take the lock (trying for up to `wait` seconds) and write our pid in it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # who is uploading, for people and tests
-        self.fd = fd
-        return True
-
-    def busy(self) -> bool:
-        """Whether another process holds the lock."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+CONFIRMED = "uploaded"  # "<unix time> <key>" per file this machine uploaded or saw in the bucket
+SYNCED = "synced"  # synced/<run>: "<size> <mtime_ns> live|ended" of run.json as last uploaded
+UPLOAD_LOCK = "upload.lock"  # flock'ed by the one uploader of this machine (it holds its pid)
 
 
 class Local:
@@ -158,54 +43,52 @@ class Local:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self.home = paths.remote_home(self.url)
-        self.staging = Store(os.path.join(self.home, "staging"))
-        self.cache_root = os.path.join(self.home, "cache")
-        self._confirmed_log = os.path.join(self.home, "uploaded")
-        self._synced_dir = os.path.join(self.home, "synced")
-        self._cache_index = os.path.join(self.home, "cache-index.json")
-        self.upload_lock = _FileLock(os.path.join(self.home, "upload.lock"))
+        self.home = LocalBackend(paths.remote_home(self.url))
+        self.staging = Store(self.home.path("staging"))
+        self.cache = LocalBackend(self.home.path("cache"))
+
+    def upload_lock(self, wait: float = 0.0) -> FileLock:
+        """The lock of this machine's one uploader to the bucket (tried for up to `wait` seconds)."""
+        return FileLock(self.home.path(UPLOAD_LOCK), exclusive=True, blocking=False, wait=wait)
+
+    def uploading(self) -> bool:
+        """Whether an uploader of this machine is at work."""
+        return is_held(self.home.path(UPLOAD_LOCK))
 
     def make(self) -> None:
-        for directory in (self.home, self._synced_dir):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(self.home.root), mode=0o700, exist_ok=True)
+        self.home.make_folder(SYNCED)
 
     # -- what has been uploaded ---------------------------------------------------------------------
 
     def confirmed(self) -> dict[str, float]:
         """key → when this machine last saw it in the bucket (or uploaded it)."""
         found: dict[str, float] = {}
-        lines = 0
         try:
-            with open(self._confirmed_log, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    lines += 1
-                    when, _, key = line.rstrip("\n").partition(" ")
-                    try:
-                        found[key] = float(when)
-                    except ValueError:
-                        continue
-        except OSError:
-            pass
-        if lines > 2 * len(found) + 1000:  # mostly repeats: rewrite it with one line a key
-            tmp = f"{self._confirmed_log}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.writelines(f"{when:.0f} {key}\n" for key, when in found.items())
-            os.replace(tmp, self._confirmed_log)
+            lines = self.home.get(CONFIRMED).decode("utf-8", "replace").splitlines()
+        except (OSError, StoreError):
+            return found
+        for line in lines:
+            when, _, key = line.partition(" ")
+            try:
+                seen = float(when)
+            except ValueError:
+                continue
+            if math.isfinite(seen):
+                found[key] = seen
+        if len(lines) > 2 * len(found) + 1000:  # mostly repeats: rewrite it with one line a key
+            self.home.put_atomic(CONFIRMED, ["".join(f"{when:.0f} {key}\n" for key, when in found.items()).encode()])
         return found
 
     def confirm(self, keys: Iterable[str]) -> None:
         text = "".join(f"{time.time():.0f} {key}\n" for key in keys)
         if text:
-            fd = os.open(self._confirmed_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+            self.home.append(CONFIRMED, text.encode())
 
-    def _record_state(self, run_id: str) -> str | None:
+    def record_state(self, run_id: str) -> str | None:
+        """What the staging store's record of a run is now: its size and mtime."""
         try:
-            info = os.lstat(os.path.join(self.staging.run_dir(run_id), "run.json"))
+            info = os.lstat(self.staging.path(layout.run_record(run_id)))
         except OSError:
             return None
         return f"{info.st_size} {info.st_mtime_ns}"
@@ -219,13 +102,12 @@ class Local:
             return []
         waiting = []
         for run_id in run_ids:
-            state = self._record_state(run_id)
+            state = self.record_state(run_id)
             if state is None:
                 continue
             try:
-                with open(os.path.join(self._synced_dir, run_id), encoding="utf-8") as handle:
-                    marker = handle.read()
-            except OSError:
+                marker = self.home.get(layout.join(SYNCED, run_id)).decode("utf-8", "replace")
+            except (OSError, StoreError):
                 marker = ""
             if marker == f"{state} ended" or (marker == f"{state} live" and self.staging.is_live(run_id)):
                 continue
@@ -233,33 +115,12 @@ class Local:
         return waiting
 
     def mark_synced(self, run_id: str, state: str, live: bool) -> None:
-        tmp = os.path.join(self._synced_dir, f".{run_id}.{secrets.token_hex(4)}")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(f"{state} {'live' if live else 'ended'}")
-        os.replace(tmp, os.path.join(self._synced_dir, run_id))
-
-    # -- the read cache's index -----------------------------------------------------------------------
-
-    def cached_runs(self) -> dict[str, tuple[str, list[int]]]:
-        """run → (ETag of its index object, its checkpoint indexes) as the read cache last saw them."""
-        try:
-            with open(self._cache_index, encoding="utf-8") as handle:
-                found = json.load(handle)
-            return {k: (v[0], [int(i) for i in v[1]]) for k, v in found.items()
-                    if isinstance(k, str) and isinstance(v[0], str) and isinstance(v[1], list)}
-        except (OSError, ValueError, AttributeError, TypeError, KeyError, IndexError):
-            return {}
-
-    def save_cached_runs(self, runs: dict[str, tuple[str, list[int]]]) -> None:
-        tmp = f"{self._cache_index}.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(runs, handle)
-        os.replace(tmp, self._cache_index)
+        self.home.put_atomic(layout.join(SYNCED, run_id), [f"{state} {'live' if live else 'ended'}".encode()])
 
 
 # -- uploading ----------------------------------------------------------------------------------------
 
-class Unfinished(RemoteError):
+class Unfinished(StoreError):
     """An upload stopped at its deadline; what it did not upload is still pending."""
 
 
@@ -269,12 +130,13 @@ class _Snapshot:
 
     def __init__(self, local: Local, run_id: str) -> None:
         self.run_id = run_id
-        self.state = local._record_state(run_id)
-        directory = local.staging.run_dir(run_id)
-        with open(os.path.join(directory, "run.json"), "rb") as handle:
-            self.record = handle.read()
-            self.record_mtime = os.fstat(handle.fileno()).st_mtime
-        self.live = local.staging.is_live(run_id)
+        self.state = local.record_state(run_id)
+        staging = local.staging
+        key = layout.run_record(run_id)
+        with staging.backend.open(key) as opened:
+            self.record = opened.read()
+            self.record_mtime = os.fstat(opened.descriptor.check()).st_mtime
+        self.live = staging.is_live(run_id)
         if not self.live:
             # a writer that died "running" (SIGKILL): say so in the bucket, where no lock tells it
             try:
@@ -284,32 +146,31 @@ class _Snapshot:
             if meta is not None and meta["status"] == "running":
                 meta["status"] = "killed"
                 self.record = records.encode(meta)
-        self.manifests: list[tuple[str, str, float]] = []  # (key, path, mtime)
-        for index, mtime in local.staging.checkpoint_mtimes(run_id).items():
-            self.manifests.append((manifest_key(run_id, index), local.staging.checkpoint_path(run_id, index), mtime))
+        self.manifests: list[tuple[str, float]] = [  # (key, mtime)
+            (layout.manifest(run_id, index), mtime) for index, mtime in staging.checkpoint_mtimes(run_id).items()]
 
 
-def _upload_data(remote: Remote, local: Local, confirmed: dict[str, float], deadline: float) -> None:
+def _upload_data(bucket: ObjectBackend, local: Local, confirmed: dict[str, float], deadline: float) -> None:
     """Every data file the bucket may lack: absent ones uploaded, old ones rewritten (gc's grace)."""
     now = time.time()
-    todo = [f for f in data_files(local.staging.root) if now - confirmed.get(f[0], 0) > FRESH]
+    todo = [entry for entry in local.staging.data_files() if now - confirmed.get(entry.key, 0) > FRESH]
 
-    def upload(item: tuple[str, str, int, float]) -> str:
-        key, path, _size, mtime = item
+    def upload(entry: Entry) -> str:
         if time.monotonic() > deadline:
-            raise Unfinished(f"{remote.url}: the upload did not finish in time")
-        if not remote.put(key, path, create=True, mtime=mtime):
-            there = remote.head(key)
+            raise Unfinished(f"{bucket.url}: the upload did not finish in time")
+        path = local.staging.path(entry.key)
+        if not bucket.upload(entry.key, path, create=True, mtime=entry.mtime):
+            there = bucket.stat(entry.key)
             # an object about to reach gc's grace is rewritten: gc deletes only old unreferenced data
-            if there is None or time.time() - there.modified > FRESH:
-                remote.put(key, path, mtime=mtime)
-        return key
+            if there is None or time.time() - there.mtime > FRESH:
+                bucket.upload(entry.key, path, mtime=entry.mtime)
+        return entry.key
 
     for start in range(0, len(todo), 64):  # confirmed in batches: a killed upload keeps its progress
-        local.confirm(parallel(upload, todo[start:start + 64]))
+        local.confirm(parallel(upload, todo[start:start + 64], WORKERS))
 
 
-def upload_pass(remote: Remote, local: Local, deadline: float) -> list[str]:
+def upload_pass(bucket: ObjectBackend, local: Local, deadline: float) -> list[str]:
     """Upload the runs whose record changed; returns their ids. Order: data, manifests, index."""
     run_ids = local.pending()
     if not run_ids:
@@ -321,23 +182,23 @@ def upload_pass(remote: Remote, local: Local, deadline: float) -> list[str]:
         except (OSError, StoreError):
             continue  # deleted meanwhile, or damaged: nothing to upload
     confirmed = local.confirmed()
-    _upload_data(remote, local, confirmed, deadline)
+    _upload_data(bucket, local, confirmed, deadline)
 
-    def upload_manifest(item: tuple[str, str, float]) -> str:
-        key, path, mtime = item
-        remote.put(key, path, create=True, mtime=mtime)  # immutable: already there is as good
+    def upload_manifest(item: tuple[str, float]) -> str:
+        key, mtime = item
+        bucket.upload(key, local.staging.path(key), create=True, mtime=mtime)  # immutable: already there is as good
         return key
 
     manifests = [m for s in snapshots for m in s.manifests if m[0] not in confirmed]
-    local.confirm(parallel(upload_manifest, manifests))
+    local.confirm(parallel(upload_manifest, manifests, WORKERS))
 
     def upload_index(snapshot: _Snapshot) -> str:
-        remote.put(index_key(snapshot.run_id), snapshot.record, mtime=snapshot.record_mtime)
+        bucket.upload_bytes(layout.index_object(snapshot.run_id), snapshot.record, mtime=snapshot.record_mtime)
         if snapshot.state is not None:
             local.mark_synced(snapshot.run_id, snapshot.state, snapshot.live)
         return snapshot.run_id
 
-    return parallel(upload_index, snapshots)
+    return parallel(upload_index, snapshots, WORKERS)
 
 
 def upload(url: str, *, timeout: float = 3600.0, wait: float = 0.0) -> list[str]:
@@ -346,20 +207,22 @@ def upload(url: str, *, timeout: float = 3600.0, wait: float = 0.0) -> list[str]
     (then return [] if it has not; it uploads what is pending before it ends)."""
     local = Local(url)
     local.make()
-    remote = Remote(url)
+    bucket = ObjectBackend(url)
     deadline = time.monotonic() + timeout
     uploaded: list[str] = []
     while True:
-        if not local.upload_lock.acquire(wait):
+        lock = local.upload_lock(wait)
+        if not lock.acquire():
             return uploaded
         try:
+            lock.write_owner()
             while time.monotonic() < deadline:
-                done = upload_pass(remote, local, deadline)
+                done = upload_pass(bucket, local, deadline)
                 if not done:
                     break
                 uploaded.extend(r for r in done if r not in uploaded)
         finally:
-            local.upload_lock.release()
+            lock.release()
         # a commit between our last look and the release found the lock held: look once more
         if not local.pending() or time.monotonic() >= deadline:
             return uploaded
@@ -405,7 +268,7 @@ class Uploader:
 
         if not report:
             self.local.make()
-            if self.local.upload_lock.busy():
+            if self.local.uploading():
                 return None  # an uploader is running: it looks for new commits before it stops
         read_end, write_end = os.pipe()
         env = dict(os.environ, CHKPT="0")
@@ -479,4 +342,4 @@ class Uploader:
 
 
 def kept_locally(problem: str, url: str) -> str:
-    return f"{problem}; the run is kept in {Local(url).staging.root} and `chkpt sync` uploads it later"
+    return f"{problem}; the run is kept in {Local(url).staging.location} and `chkpt sync` uploads it later"

@@ -33,7 +33,8 @@ import time
 
 from chkpt import capture, cleanup, guard, records, salience, serialize
 from chkpt.fmt import human_size
-from chkpt.store import CHUNK_SIZE, RunWriter, Store, StoreError, StoreLock, hash_buffer
+from chkpt.store import CHUNK_SIZE, FileLock, RunWriter, Store, StoreError, hash_buffer
+from chkpt.store.threads import parallel, wait_gone
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 CHANGED = "changed by another thread while it was being saved"
 PARALLEL_WORK = 16 << 20  # from this many bytes, chunks are hashed and written by several threads
 MAX_THREADS = 4
-_NOT_DONE = object()
 PACK_LIMIT = 64 << 10  # pickle streams and buffers this small share one pack blob per checkpoint
 
 
@@ -150,7 +150,7 @@ class _Job:
     It owns the shared gc lock until it ends.
     """
 
-    def __init__(self, writer: Writer, lock: StoreLock, index: int, manifest: dict[str, Any],
+    def __init__(self, writer: Writer, lock: FileLock, index: int, manifest: dict[str, Any],
                  held: dict[str, tuple[bytes, dict[str, Any]]], new_bytes: int) -> None:
         self.writer = writer
         self.lock = lock
@@ -183,7 +183,7 @@ class _Job:
     def wait_gone(self) -> None:
         self.wait()
         if self.thread_id is not None:
-            _wait_gone(self.thread_id)
+            wait_gone(self.thread_id)
 
     def _run(self) -> None:
         self.thread_id = _thread.get_native_id()
@@ -210,64 +210,15 @@ class _Job:
 _jobs_in_flight: set[_Job] = set()
 
 
-def _wait_gone(thread_id: int) -> None:
-    """Wait until a thread that finished its work has ended (Linux shows it in /proc), so that
-    a fork right after sees the threads it would see without chkpt."""
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline and os.path.exists(f"/proc/self/task/{thread_id}"):
-        time.sleep(0.0005)
+def _threads_for(size: int) -> int:
+    """How many threads hash or write `size` bytes of chunks: several from PARALLEL_WORK bytes
+    (xxhash and writes let go of the GIL: most of a pause for large data), else one."""
+    return min(MAX_THREADS, os.cpu_count() or 1) if size >= PARALLEL_WORK else 1
 
 
 def hash_buffers(buffers: list[Any]) -> list[str]:
     """`hash_buffer` of each of `buffers`, by several threads when they are large."""
-    return _spread(hash_buffer, buffers, sum(memoryview(b).nbytes for b in buffers))
-
-
-def _spread(function: Callable[[Any], Any], items: list[Any], size: int) -> list[Any]:
-    """[function(item) for item in items]; for `size` bytes of work or more, by up to
-    MAX_THREADS threads at once, the calling one among them. Meant for hashing and writing
-    chunks, which let go of the GIL: most of a pause for large data. The others are bare threads
-    with every signal blocked, ended before this returns; the first error any raised is raised."""
-    threads = min(MAX_THREADS, os.cpu_count() or 1, len(items))
-    if threads < 2 or size < PARALLEL_WORK:
-        return [function(item) for item in items]
-    results: list[Any] = [_NOT_DONE] * len(items)
-    errors: list[BaseException] = []
-    helpers: list[tuple[Any, list[int]]] = []
-
-    def do_every(start: int) -> None:
-        for index in range(start, len(items), threads):
-            results[index] = function(items[index])
-
-    def helper(start: int, done: Any, native_id: list[int]) -> None:
-        native_id.append(_thread.get_native_id())
-        try:
-            _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())  # the main thread's
-            do_every(start)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            done.release()
-
-    for start in range(1, threads):
-        done = _thread.allocate_lock()
-        done.acquire()
-        native_id: list[int] = []
-        try:
-            _thread.start_new_thread(helper, (start, done, native_id))
-        except RuntimeError:  # at interpreter shutdown (the exit checkpoint): no new threads
-            break
-        helpers.append((done, native_id))
-    try:
-        do_every(0)
-    finally:
-        for done, native_id in helpers:
-            done.acquire()
-            _wait_gone(native_id[0])
-    if errors:
-        raise errors[0]
-    # what a helper that could not start left undone is done here
-    return [function(item) if result is _NOT_DONE else result for item, result in zip(items, results, strict=True)]
+    return parallel(hash_buffer, buffers, _threads_for(sum(memoryview(b).nbytes for b in buffers)))
 
 
 def _before_fork() -> None:
@@ -407,6 +358,7 @@ class Writer:
         try:
             if self.run is None:
                 self.run = self._open_run()
+            self.run.keep_locked()
             plan = self._plan(captured)
             manifest = self._manifest(trigger, frames, label, exc, started, captured, plan)
             manifest.update(position or {})
@@ -486,7 +438,7 @@ class Writer:
                 held_bytes += size
                 continue
             direct.append((digest, data, program_memory))
-        written = _spread(self._write_now, direct, sum(memoryview(data).nbytes for _, data, _ in direct))
+        written = parallel(self._write_now, direct, _threads_for(sum(memoryview(data).nbytes for _, data, _ in direct)))
         for (digest, data, _), done in zip(direct, written, strict=True):
             if not done:
                 changed.add(digest)
@@ -554,13 +506,18 @@ class Writer:
             raise job.error
 
     def _stop(self, error: BaseException) -> None:
-        """One warning, then no more checkpoints: the store cannot be written."""
+        """One warning, then no more checkpoints: the store cannot be written. What the failed
+        checkpoint wrote goes (a full disk gets its space back for the program)."""
         self._forget()
+        try:
+            self.store.undo_written()
+        except OSError:
+            pass
         if isinstance(error, StoreError):  # its message names the store and the reason
             self.problem = f"cannot write checkpoints: {error}"
         else:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            self.problem = f"cannot write checkpoints to {self.store.root} ({reason})"
+            self.problem = f"cannot write checkpoints to {self.store.location} ({reason})"
         guard.warn(f"{self.problem}; chkpt is off for this run, your script is not affected")
 
     def _forget(self) -> None:
@@ -644,7 +601,7 @@ class Writer:
         pending = [chunk for _, _, chunked, known in serialized
                    for chunks, digests in zip(chunked, known, strict=True) if digests is None for chunk in chunks]
         hashed = iter(hash_buffers(pending))
-        entries = []
+        planned = []
         for item, data, chunked, known in serialized:
             digests = [hash_buffer(data.stream)]
             for chunks, fixed, chunk_digests in zip(chunked, data.fixed, known, strict=True):
@@ -656,7 +613,13 @@ class Writer:
                     plan.fixed.update(chunk_digests)
             parts = [(digest, p, memoryview(p).nbytes, memoryview(p).nbytes <= PACK_LIMIT) for digest, p
                      in zip(digests, (data.stream, *(chunk for chunks in chunked for chunk in chunks)), strict=True)]
-            entries.append((sum(part[2] for part in new_parts(parts)), item, data, parts, chunked))
+            planned.append((item, data, parts, chunked))
+        # the chunks the store may have, looked up (and read back the first time) by several threads
+        lookups = {digest: size for _, _, parts, _ in planned for digest, _, size, small in parts
+                   if not small and digest not in self._stored}
+        present.update(self.store.find_blobs(lookups, _threads_for(sum(lookups.values()))))
+        entries = [(sum(part[2] for part in new_parts(parts)), item, data, parts, chunked)
+                   for item, data, parts, chunked in planned]
         entries.sort(key=lambda entry: entry[0])  # least new data first: the largest are dropped
         for _, item, data, parts, chunked in entries:
             fresh = new_parts(parts)

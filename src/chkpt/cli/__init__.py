@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from chkpt import api, fmt
+from chkpt import api
 from chkpt import config as config_module
 from chkpt.cli import admin, export, listing
 from chkpt.cli.parsing import CliError, build_parser, parse
@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return HANDLERS[args.command](args)
     except (CliError, api.NotFound, config_module.ConfigError) as exc:
-        warn(fmt.printable(str(exc)))
+        warn(str(exc))
         return 2
     except (StoreError, api.LoadError) as exc:
-        warn(fmt.printable(str(exc)))
+        warn(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # the store's disk or permissions
-        warn(fmt.printable(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)))
+        warn(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         return 1
 
 

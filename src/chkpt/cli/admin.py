@@ -29,7 +29,7 @@ def _loaded_config(start: str) -> config_module.Config:
     """The effective config for `start`, each of its warnings printed once."""
     config = config_module.load(start)
     for warning in config.warnings:
-        warn(fmt.printable(warning))
+        warn(warning)
     return config
 
 
@@ -61,17 +61,24 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if store.shared:
         from chkpt import shared
 
-        assert isinstance(store, shared.CacheStore)
         report = shared.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     else:
         report = cleanup.collect(store, remove={run.id for run in chosen}, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     for meta in report.runs:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} run {_run_text(meta)} (frees {fmt.human_size(meta['freed'])})")
+        print(f"{verb} run {_run_text(meta)} ({_frees(meta['freed'], meta.get('later', 0), report.later_from)})")
     for problem in report.problems:
-        warn(fmt.printable(problem))
+        warn(problem)
     return 0
+
+
+def _frees(now: int, later: int, later_from: float | None) -> str:
+    """"frees 2.1 MB", or for a bucket, where data stays a day after its upload, what goes now and when the rest can."""
+    if not later or later_from is None:
+        return f"frees {fmt.human_size(now)}"
+    return (f"frees {fmt.human_size(now)} now; {fmt.human_size(later)} more can go at a chkpt gc from "
+            f"{fmt.date_time(later_from)} (a bucket keeps data a day after its upload)")
 
 
 def _set_pins(args: argparse.Namespace, pinned: bool) -> int:
@@ -104,24 +111,26 @@ def cmd_unpin(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from chkpt import cleanup
 
+    given_size = None if args.max_size is None else config_module.parse_size(args.max_size)
+    older = None if args.older_than is None else config_module.parse_duration(args.older_than)
+    script = None if args.script is None else api.nonblank(args.script, "--script", "train.py")
     config = _loaded_config(os.getcwd())
-    max_size = config_module.parse_size(args.max_size) if args.max_size else config.max_store_size
-    older = config_module.parse_duration(args.older_than) if args.older_than else None
+    max_size = config.max_store_size if given_size is None else given_size
     if config.remote:  # the bucket (the staging store keeps under its cap by itself)
         from chkpt import shared
 
-        cache = shared.reading_store(config.remote, config.cache_size, warn=warn)
-        report = shared.collect(cache, max_size=config_module.parse_size(args.max_size) if args.max_size else None,
-                              older_than=older, script=args.script, dry_run=args.dry_run)
+        store = shared.reading_store(config.remote, config.cache_size, warn=warn)
+        report = shared.collect(store, max_size=given_size, older_than=older, script=script, dry_run=args.dry_run)
     else:
         report = cleanup.collect(Store(config.store_dir), max_size=max_size, older_than=older,
-                                 script=args.script, dry_run=args.dry_run)
+                                 script=script, dry_run=args.dry_run)
     assert report is not None  # a blocking collect always runs
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "runs": [r["id"] for r in report.runs],
                           "kept_by_pins": [r["id"] for r in report.kept],
                           "freed": report.freed, "size_before": report.store_size_before,
-                          "size_after": report.store_size_after,
+                          "size_after": report.store_size_after, "freed_later": report.later,
+                          "freed_later_from": report.later_from,
                           "problems": report.problems}, indent=1))
         return 0
     for run in report.runs:
@@ -134,17 +143,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
     verb = "would free" if args.dry_run else "freed"
     print(f"{verb} {fmt.human_size(report.freed)}; store {fmt.human_size(report.store_size_before)}"
           f" → {fmt.human_size(report.store_size_after)}"
-          + (f" (cap {fmt.human_size(max_size)})" if not config.remote or args.max_size else ""))
+          + (f" (cap {fmt.human_size(max_size)})" if not config.remote or given_size is not None else ""))
+    if report.later and report.later_from is not None:
+        print(f"{fmt.human_size(report.later)} that no run refers to any more can go at a chkpt gc from "
+              f"{fmt.date_time(report.later_from)} (a bucket keeps data a day after its upload)")
     for problem in report.problems:
-        warn(fmt.printable(problem))
+        warn(problem)
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from chkpt import paths, sync
 
-    url = args.url or _loaded_config(os.getcwd()).dir
-    if not paths.is_remote(url or ""):
+    timeout = config_module.parse_duration(args.timeout)
+    url = _loaded_config(os.getcwd()).dir if args.url is None else api.nonblank(args.url, "URL", "s3://bucket/prefix")
+    if not paths.is_remote(url):
         raise CliError(f"{'dir is ' + repr(url) if url else 'no dir is configured'}: sync needs an s3:// store "
                        "(chkpt sync s3://bucket/prefix, or dir = \"s3://…\" in the config)")
     if args.report_fd is not None:  # the background uploader of a traced run: its problem goes to the run
@@ -154,14 +167,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
             text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
             os.write(args.report_fd, sync.kept_locally(f"could not upload: {text}", url).encode())
         return 0
-    timeout = config_module.parse_duration(args.timeout)
+    from chkpt import shared
+
     uploaded = sync.upload(url, timeout=timeout, wait=timeout)
-    left = sync.Local(url).pending()
-    if uploaded or left:
-        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {url}"
-              + (f"; {fmt.plural(len(left), 'run')} still to upload (another chkpt process is at it)" if left else ""))
-    else:
-        print(f"nothing to upload: {url} has every run of this machine")
+    local = sync.Local(url)
+    left = len(local.pending())
+    if uploaded:
+        print(f"uploaded {fmt.plural(len(uploaded), 'run')} to {fmt.printable(url)}")
+    if left or not uploaded:
+        print(fmt.printable(shared.waiting_text(url, left, local.uploading())))
     return 0
 
 
@@ -179,23 +193,28 @@ def _config_value(key: str, value: Any) -> str:
 def cmd_config(args: argparse.Namespace) -> int:
     from chkpt import paths
 
-    start = os.path.abspath(args.script_dir or os.getcwd())
+    start = os.getcwd()
+    if args.script_dir is not None:
+        start = os.path.abspath(os.path.expanduser(api.nonblank(args.script_dir, "--script-dir", "~/proj")))
+        if not os.path.isdir(start):
+            raise CliError(f"--script-dir {args.script_dir}: no such folder")
     config = _loaded_config(start)
     if args.json:
         print(json.dumps({k: {"value": v, "source": config.sources[k]}
                           for k, v in config.as_dict().items()}, indent=1))
         return 0
     paint = fmt.Painter.for_stream(sys.stdout)
-    rows = [[key, _config_value(key, value),
-             paint(config.sources[key], "dim" if config.sources[key] == "default" else "")]
+    rows = [[key, fmt.printable(_config_value(key, value)),
+             paint(fmt.printable(config.sources[key]), "dim" if config.sources[key] == "default" else "")]
             for key, value in config.as_dict().items()]
     print(fmt.table(["KEY", "VALUE", "FROM"], rows, paint=paint))
     user_file = paths.user_config_file()
     project = paths.find_project_file(start)
     where = f"{config.remote} (staged in {config.store_dir})" if config.remote else config.store_dir
-    print(paint(f"\nstore        {where}\n"
-                f"user file    {user_file}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
-                f"project file {project if project else '(none at or above ' + start + ')'}\n"
+    text = fmt.printable
+    print(paint(f"\nstore        {text(where)}\n"
+                f"user file    {text(user_file)}{'' if os.path.isfile(user_file) else ' (not present)'}\n"
+                f"project file {text(project) if project else '(none at or above ' + text(start) + ')'}\n"
                 f"environment  CHKPT_<KEY> (e.g. CHKPT_INTERVAL=5m); CHKPT=0 switches chkpt off",
                 "dim"))
     return 0
@@ -225,13 +244,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         from chkpt import shared
 
         checks.extend(shared.check(config.remote))
-    store = api.default_store()
+    store = Store(config.store_dir)  # where checkpoints are written (a bucket's: this machine's staging)
     try:
         store.probe_writable()
-        checks.append(("store", True, f"writable: {store.root} "
+        checks.append(("store", True, f"writable: {store.location} "
                                       f"({fmt.plural(len(store.run_ids()), 'run')})"))
     except (OSError, StoreError) as exc:
-        checks.append(("store", False, f"{store.root} is not writable ({exc})"))
+        checks.append(("store", False, f"{store.location} is not writable ({exc})"))
     checks.append(("export", True, "frames export as Parquet" if export.parquet_available()
                    else "pyarrow not installed: frames export as pickle + CSV"))
     has_ipython = importlib.util.find_spec("IPython") is not None
@@ -245,5 +264,5 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         paint = fmt.Painter.for_stream(sys.stdout)
         for topic, passed, text in checks:
             mark = paint("ok", "green") if passed else paint("PROBLEM", "red", "bold")
-            print(f"{topic.ljust(9)} {mark.ljust(2)}  {text}")
+            print(f"{topic.ljust(9)} {mark.ljust(2)}  {fmt.printable(text)}")
     return 0 if ok else 1

@@ -5,11 +5,13 @@ Names and messages from the run are shown through `fmt.printable`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import sys
 
-from chkpt import api, fmt
+from chkpt import api, fmt, paths
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 from chkpt.store import StoreError, Untrusted
@@ -17,7 +19,8 @@ from chkpt.store import StoreError, Untrusted
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
+    from collections.abc import Iterator
+    from typing import IO, Any
 
 
 def file_stem(name: str) -> str:
@@ -31,62 +34,133 @@ def file_stem(name: str) -> str:
     return "".join(stem).strip(".") or "value"
 
 
-def export_value(value: Any, stem: str, directory: str) -> list[str]:
-    """Write `value` in formats other tools read; returns the files written.
+class Refused(Exception):
+    """A file an export will not write; the message names it and says why."""
+
+
+class Folder:
+    """The directory an export writes into, held open, so that every file is made in that very
+    directory (a component of its path swapped for a link meanwhile changes nothing).
+
+    It must be the user's (or root's, as /tmp), reached through no symbolic link of another
+    user. Each file is written under a new temporary name (O_EXCL|O_NOFOLLOW: nothing planted
+    there is followed or truncated) and renamed into place, which replaces a file or link of the
+    user's of that name and never another user's: a link planted in a shared sticky folder is
+    never followed, and what it points at is never overwritten.
+    """
+
+    def __init__(self, path: str) -> None:
+        link = paths.foreign_link(path)
+        if link:
+            raise CliError(f"{link[0]} is a symbolic link of uid {link[1]}; chkpt does not export through it")
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        owner = os.fstat(self.fd).st_uid
+        if not paths.trusted_owner(owner):
+            self.close()
+            raise CliError(f"{path} belongs to uid {owner}; export into a folder of yours")
+
+    @contextlib.contextmanager
+    def create(self, name: str, written: list[str], text: bool = False) -> Iterator[IO[Any]]:
+        """A file object to write the file `name` with; once it is written, the file takes that
+        name and its path is added to `written`. Refused when another user's file, or a folder,
+        has the name."""
+        path = os.path.join(self.path, name)
+        try:
+            there = os.lstat(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            there = None
+        if there is not None and stat.S_ISDIR(there.st_mode):
+            raise Refused(f"{path} is a folder; not replaced")
+        if there is not None and there.st_uid != os.getuid():
+            raise Refused(f"{path} exists and belongs to uid {there.st_uid}; not replaced")
+        temporary = f".{name}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                     dir_fd=self.fd)
+        try:
+            with open(fd, "w" if text else "wb", encoding="utf-8" if text else None,
+                      newline="" if text else None) as handle:
+                yield handle
+            os.rename(temporary, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            try:
+                os.unlink(temporary, dir_fd=self.fd)
+            except OSError:
+                pass
+            raise
+        written.append(path)
+
+    def remove(self, path: str) -> None:
+        """Delete a file `create` wrote."""
+        try:
+            os.unlink(os.path.basename(path), dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def export_value(value: Any, stem: str, folder: Folder | str) -> list[str]:
+    """Write `value` in formats other tools read, into `folder` (a Folder, or a directory's
+    path); returns the files written.
 
     Arrays: .npy. pandas DataFrames/Series: .parquet when pyarrow is installed and can hold
     the frame, else .pkl (exact) plus .csv (for any tool). polars frames and pyarrow tables:
     .parquet. Plain JSON data: .json. Else .pkl. A value that cannot be written raises, and
     leaves none of its files behind (not even an empty one).
     """
+    if isinstance(folder, str):
+        opened = Folder(folder)
+        try:
+            return export_value(value, stem, opened)
+        finally:
+            opened.close()
     written: list[str] = []
     try:
-        _export(value, stem, os.path.join(directory, stem), written)
+        _export(value, stem, folder, written)
     except BaseException:
         for path in written:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            folder.remove(path)
         raise
     return written
 
 
-def _export(value: Any, stem: str, base: str, written: list[str]) -> None:
-    """Write `value` under `base` + a suffix, naming each file in `written` before it is created."""
+def _export(value: Any, stem: str, folder: Folder, written: list[str]) -> None:
+    """Write `value` as `stem` + a suffix in `folder`, each file written added to `written`."""
     module = type(value).__module__.split(".")[0]
     if module == "numpy":
         import numpy
 
         if type(value) is numpy.ndarray or isinstance(value, numpy.generic):
-            written.append(base + ".npy")
-            numpy.save(written[-1], value, allow_pickle=value.dtype.hasobject)
+            with folder.create(stem + ".npy", written) as handle:
+                numpy.save(handle, value, allow_pickle=value.dtype.hasobject)
             return
     if module == "pandas" and hasattr(value, "to_csv"):
-        _export_pandas(value, stem, base, written)
+        _export_pandas(value, stem, folder, written)
         return
     if module == "polars" and hasattr(value, "write_parquet"):
-        written.append(base + ".parquet")
-        value.write_parquet(written[-1])
+        with folder.create(stem + ".parquet", written) as handle:
+            value.write_parquet(handle)
         return
     if module == "polars" and hasattr(value, "to_frame"):  # a polars Series
-        written.append(base + ".parquet")
-        value.to_frame().write_parquet(written[-1])
+        with folder.create(stem + ".parquet", written) as handle:
+            value.to_frame().write_parquet(handle)
         return
     if module == "pyarrow" and type(value).__name__ in ("Table", "RecordBatch"):
         import pyarrow
         import pyarrow.parquet
 
         table = value if isinstance(value, pyarrow.Table) else pyarrow.Table.from_batches([value])
-        written.append(base + ".parquet")
-        pyarrow.parquet.write_table(table, written[-1])
+        with folder.create(stem + ".parquet", written) as handle:
+            pyarrow.parquet.write_table(table, handle)
         return
     if _is_json_data(value):
-        written.append(base + ".json")
-        with open(written[-1], "w") as handle:
+        with folder.create(stem + ".json", written, text=True) as handle:
             json.dump(value, handle, indent=1)
         return
-    _pickle(value, base + ".pkl", written)
+    _pickle(value, stem, folder, written)
 
 
 def parquet_available() -> bool:
@@ -98,29 +172,28 @@ def parquet_available() -> bool:
     return True
 
 
-def _export_pandas(frame: Any, stem: str, base: str, written: list[str]) -> None:
+def _export_pandas(frame: Any, stem: str, folder: Folder, written: list[str]) -> None:
     if parquet_available():
         table = frame if hasattr(frame, "columns") else frame.to_frame(
             name=stem if frame.name is None else str(frame.name))
         try:
-            table.to_parquet(base + ".parquet")
-            written.append(base + ".parquet")
+            with folder.create(stem + ".parquet", written) as handle:
+                table.to_parquet(handle)
             return
+        except Refused:
+            raise
         except Exception as exc:  # pyarrow's errors vary by cause; the fallback covers all
-            if os.path.exists(base + ".parquet"):
-                os.unlink(base + ".parquet")
-            warn(fmt.printable(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
-                               "writing pickle and CSV instead"))
-    _pickle(frame, base + ".pkl", written)
-    written.append(base + ".csv")
-    frame.to_csv(written[-1])
+            warn(f"{stem}: Parquet cannot hold it ({fmt.shorten(str(exc), 100)}); "
+                 "writing pickle and CSV instead")
+    _pickle(frame, stem, folder, written)
+    with folder.create(stem + ".csv", written, text=True) as handle:
+        frame.to_csv(handle)
 
 
-def _pickle(value: Any, path: str, written: list[str]) -> None:
+def _pickle(value: Any, stem: str, folder: Folder, written: list[str]) -> None:
     import pickle
 
-    written.append(path)
-    with open(path, "wb") as handle:
+    with folder.create(stem + ".pkl", written) as handle:
         pickle.dump(value, handle, protocol=5)
 
 
@@ -141,7 +214,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                  else checkpoint.variables)
     if not variables:
         raise CliError(f"checkpoint {checkpoint.ref} saved no variables")
-    os.makedirs(args.to, exist_ok=True)
+    folder = Folder(api.nonblank(args.to, "--to", "out/ or ."))
+    try:
+        return _export_all(args, checkpoint, variables, folder)
+    finally:
+        folder.close()
+
+
+def _export_all(args: argparse.Namespace, checkpoint: api.Checkpoint, variables: list[api.Variable],
+                folder: Folder) -> int:
     stems: set[str] = set()
     failed = 0
     written: list[dict[str, Any]] = []
@@ -153,15 +234,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                 stem += "_"
             stems.add(stem)
             try:
-                files = export_value(variable.load(), stem, args.to)
-            except (api.LoadError, StoreError) as exc:
-                warn(fmt.printable(str(exc)))
+                files = export_value(variable.load(), stem, folder)
+            except (api.LoadError, StoreError, Refused) as exc:
+                warn(str(exc))
                 failed += 1
                 continue
             except Exception as exc:  # whatever the value's own pickling or writer raises
                 hint = " (its class is defined in the script)" if variable.type.startswith("__main__.") else ""
-                warn(fmt.printable(f"cannot export {variable.name} ({variable.type}){hint}: "
-                                   f"{type(exc).__name__}: {fmt.shorten(str(exc), 160)}"))
+                warn(f"cannot export {variable.name} ({variable.type}){hint}: "
+                     f"{type(exc).__name__}: {fmt.shorten(str(exc), 160)}")
                 failed += 1
                 continue
             written.append({"name": variable.name, "files": files})

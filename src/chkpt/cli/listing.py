@@ -25,10 +25,9 @@ if TYPE_CHECKING:
 
 STATUS_STYLES = {"finished": "green", "crashed": "red", "interrupted": "yellow", "killed": "yellow",
                  "running": "cyan", "damaged": "red"}
-STATUSES = ("running", "finished", "crashed", "interrupted", "killed", "damaged")
 
 
-def _run_json(run: api.Run) -> dict[str, Any]:
+def _run_json(run: api.Run, waiting: list[str] | tuple[()] = ()) -> dict[str, Any]:
     place = run.summary.get("crash") or {}
     described = dict(run.meta, checkpoints=run.checkpoint_count, size=run.size, stored=run.stored,
                      status=run.status,
@@ -36,6 +35,8 @@ def _run_json(run: api.Run) -> dict[str, Any]:
     described.pop("summary", None)  # the listing's own cache, not the run's facts
     if run.status == "damaged":
         described["problem"] = run.problems[0]
+    if run.id in waiting:  # a shared store's run that this machine has not uploaded yet
+        described["waiting_upload"] = True
     return described
 
 
@@ -46,16 +47,7 @@ def _status(run: api.Run, paint: fmt.Painter, width: int | None = None) -> str:
 
 def _report(problems: list[str]) -> None:
     for problem in problems:
-        warn(fmt.printable(problem))
-
-
-def parse_statuses(text: str) -> list[str]:
-    """"crashed,killed" → ["crashed", "killed"]; CliError for an unknown status."""
-    wanted = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [s for s in wanted if s not in STATUSES]
-    if unknown or not wanted:
-        raise CliError(f"unknown status {', '.join(unknown) or repr(text)} (statuses: {', '.join(STATUSES)})")
-    return wanted
+        warn(problem)
 
 
 def _filters_text(args: argparse.Namespace) -> str:
@@ -73,22 +65,31 @@ def _repeated_names(shown: list[api.Run]) -> bool:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 0:
+        raise CliError(f"-n {args.limit}: give how many runs to list (0: all)")
     store = api.default_store()
     everything = api.all_runs(store)
-    found = api.select(everything, script=args.script, since=args.since, until=args.until,
-                       status=parse_statuses(args.status) if args.status else None)
+    found = api.select(everything, script=args.script, since=args.since, until=args.until, status=args.status)
     limit = (0 if args.json else 30) if args.limit is None else args.limit
     shown = found[:limit] if limit > 0 else found
+    waiting: list[str] = []
+    if store.shared:
+        from chkpt import shared
+
+        waiting = shared.waiting_runs(store)
     if args.json:  # one run a line: the C encoder (no indent) keeps 10,000 runs under a second
-        print("[" + ",\n ".join(json.dumps(_run_json(r), default=str) for r in shown) + "]")
+        print("[" + ",\n ".join(json.dumps(_run_json(r, waiting), default=str) for r in shown) + "]")
     elif not shown:
         filters = _filters_text(args)
         matching = f" matching {fmt.printable(filters)}" if filters else ""
-        print(f"no runs{matching} in {store.location} ({fmt.plural(len(everything), 'run')} in all)"
-              if everything else f"no runs in {store.location}")
+        where = fmt.printable(store.location)
+        print(f"no runs{matching} in {where} ({fmt.plural(len(everything), 'run')} in all)"
+              if everything else f"no runs in {where}")
     else:
         print(_runs_table(shown, store.shared))
         print(_footer(args, shown, found, everything, store.location))
+    if waiting and not args.json:
+        print(fmt.Painter.for_stream(sys.stdout)(fmt.printable(shared.waiting_line(store) or ""), "dim"))
     _report([problem for run in shown for problem in run.problems])
     return 0
 

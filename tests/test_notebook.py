@@ -205,14 +205,17 @@ def test_restore_through_the_api_in_a_kernel_that_chkpt_does_not_watch(kernels, 
     assert len(notebook_runs(env)) == 1  # CHKPT=0: the second kernel is not checkpointed
 
 
+def run_saved(kernel: Kernel, env: dict[str, str], cells: list[str]) -> None:
+    """Run `cells` one by one, each once the state after the one before is saved."""
+    for count, cell in enumerate(cells, start=1):
+        kernel.ok(cell)
+        wait_for_cell(env, count)
+
+
 def test_checkout_gives_the_state_after_any_checkpointed_cell(kernels, env, work):
     kernel = kernels()
-    kernel.ok("import numpy as np\nw = np.zeros(1000)")
-    wait_for_cell(env, 1)
-    kernel.ok("w += 1\nstep = 1")
-    wait_for_cell(env, 2)
-    kernel.ok("w += 1\nstep = 2\nlater = np.ones(10)")
-    wait_for_cell(env, 3)
+    run_saved(kernel, env, ["import numpy as np\nw = np.zeros(1000)", "w += 1\nstep = 1",
+                            "w += 1\nstep = 2\nlater = np.ones(10)"])
     out = kernel.ok("%chkpt checkout 2")
     assert "checked out" in out and "after cell [2]" in out and "removed (made after that cell): later" in out
     assert kernel.ok("print(w.sum(), step, 'later' in dir())") == "1000.0 1 False\n"
@@ -228,10 +231,7 @@ def test_checkout_gives_the_state_after_any_checkpointed_cell(kernels, env, work
 
 def test_checkout_in_a_new_kernel_reaches_the_cells_of_the_kernel_it_restored(kernels, env, work):
     first = kernels()
-    first.ok("import numpy as np\nw = np.arange(1000.0)")
-    wait_for_cell(env, 1)
-    first.ok("w *= 2")
-    wait_for_cell(env, 2)
+    run_saved(first, env, ["import numpy as np\nw = np.arange(1000.0)", "w *= 2"])
     first.kill()
     second = kernels()
     second.ok("%chkpt restore")
@@ -343,15 +343,23 @@ OUTPUT_CELLS = [
 
 
 def _outputs(notebook: dict) -> list:
-    """Each cell's outputs as Jupyter saves them, with what legitimately varies taken out."""
+    """Each cell's outputs as Jupyter saves them, with what legitimately varies taken out: what
+    %time measures, and where a stream's text was cut into messages (ipykernel sends what a cell
+    printed every 0.2 s: consecutive pieces of one stream are joined, as frontends show them)."""
     found = []
     for cell in notebook["cells"]:
-        outputs = []
+        outputs: list[dict] = []
         for output in cell.get("outputs", []):
             output = dict(output)
-            if "Wall time" in str(output.get("text", "")):  # %time measures
-                output["text"] = "<times>"
+            last = outputs[-1] if outputs else {}
+            if output["output_type"] == "stream" and last.get("output_type") == "stream" \
+                    and last["name"] == output["name"]:
+                last["text"] += output["text"]
+                continue
             outputs.append(output)
+        for output in outputs:
+            if "Wall time" in str(output.get("text", "")):
+                output["text"] = "<times>"
         found.append([cell.get("execution_count"), outputs])
     return found
 
@@ -376,10 +384,8 @@ def test_cli_and_api_on_a_notebooks_runs_beside_a_scripts(kernels, env, work):
     write(work, "prep.py", "import numpy as np\nraw = np.arange(10_000.0)\n")
     assert python(["prep.py"], env, work).returncode == 0
     kernel = kernels()
-    kernel.ok("import numpy as np\nloss = np.array([3.0])\nw = np.zeros(2000)")
-    wait_for_cell(env, 1)
-    kernel.ok("loss = loss / 2\nw += 1")
-    wait_for_cell(env, 2)
+    run_saved(kernel, env, ["import numpy as np\nloss = np.array([3.0])\nw = np.zeros(2000)",
+                            "loss = loss / 2\nw += 1"])
     kernel.close()
     listing = chkpt(["ls"], env, work)
     assert listing.returncode == 0

@@ -128,6 +128,18 @@ def parse_count(value: Any) -> int:
     return number
 
 
+def parse_bool(value: Any) -> bool:
+    """true/false (also yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"expected true or false, got {value!r}")
+
+
 USER_CODE_MODES = ("project", "script")
 
 
@@ -186,7 +198,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("include", [], parse_str_list,
                 "script globs to trace even inside the interpreter's prefix (pip, pytest…)"),
         Setting("exclude", [], parse_str_list,
-                "script globs never to trace"),
+                "script globs never to trace (notebook paths too)"),
+        Setting("notebooks", True, parse_bool,
+                "whether Jupyter/IPython kernels of the environment are checkpointed after their cells"),
         Setting("user_code", "project", parse_user_code,
                 'whose frames are checkpointed: "project" (the script and your own modules) or "script"'),
         Setting("user_code_include", [], parse_str_list,
@@ -220,6 +234,7 @@ class Config:
     skip_modules: list[str]
     include: list[str]
     exclude: list[str]
+    notebooks: bool
     user_code: str
     user_code_include: list[str]
     user_code_exclude: list[str]

@@ -123,8 +123,9 @@ def test_azure_cli_variables_and_the_account_in_the_url():
     settings, source = azure({"AZURE_STORAGE_ACCOUNT": "acct", "AZURE_STORAGE_KEY": KEY})
     assert settings == {"account_name": "acct", "account_key": KEY}
     assert source == "AZURE_STORAGE_KEY, account acct"
-    assert azure({"AZURE_STORAGE_ACCOUNT_NAME": "acct", "AZURE_STORAGE_SAS_TOKEN": "sv=1"}) == (
-        {}, "AZURE_STORAGE_SAS_TOKEN, account acct")
+    assert azure({"AZURE_STORAGE_ACCOUNT_NAME": "acct", "AZURE_STORAGE_SAS_TOKEN": "sv=1",
+                  "AZURE_STORAGE_ENDPOINT": "http://azurite:10000/acct"}) == (
+        {"endpoint": "http://azurite:10000/acct"}, "AZURE_STORAGE_SAS_TOKEN, account acct")
     settings, source = azure({"AZURE_STORAGE_ACCOUNT_NAME": "other"}, bucket="team@acct.dfs.core.windows.net")
     assert settings == {"account_name": "acct"}
     assert source == "the machine's managed identity: no AZURE_STORAGE_ACCOUNT_KEY, SAS token or connection string, " \

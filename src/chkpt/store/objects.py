@@ -200,6 +200,9 @@ def _azure_settings(bucket: str, environ: Mapping[str, str]) -> tuple[dict[str, 
                 "the machine's managed identity: no AZURE_STORAGE_ACCOUNT_KEY, SAS token or connection string")
     if account:
         settings["account_name"] = account
+    endpoint = environ.get("AZURE_STORAGE_ENDPOINT") or environ.get("AZURE_ENDPOINT")
+    if endpoint and "endpoint" not in settings and "use_emulator" not in settings:
+        settings["endpoint"] = endpoint
     named = settings.get("account_name") or environ.get("AZURE_STORAGE_ACCOUNT_NAME")
     return settings, f"{source}{', account ' + named if named else ''}"
 
@@ -207,9 +210,8 @@ def _azure_settings(bucket: str, environ: Mapping[str, str]) -> tuple[dict[str, 
 def _azure_client(bucket: str, prefix: str, settings: dict[str, Any]) -> Any:
     from obstore.store import AzureStore
 
-    endpoint = settings.get("endpoint") or os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get("AZURE_ENDPOINT")
     return AzureStore(bucket.partition("@")[0], prefix=prefix or None, config=settings,
-                      client_options=_client_options(endpoint), retry_config=_retry())
+                      client_options=_client_options(settings.get("endpoint")), retry_config=_retry())
 
 
 # -- the clouds ------------------------------------------------------------------------------------------

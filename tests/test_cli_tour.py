@@ -101,11 +101,14 @@ def test_the_tour_works_as_written(pyarrow, env, work, tmp_path):
     env = dict(env, PATH=f"{BIN}:{env['PATH']}")
     if pyarrow == "installed" and not HAS_PYARROW:
         pytest.skip("pyarrow is not installed here (the other case covers its absence)")
-    if pyarrow == "absent":  # a pyarrow that cannot be imported shadows the installed one
-        stub = tmp_path / "no-pyarrow" / "pyarrow"
+    # a module that cannot be imported shadows an installed one: the tour's venv has no IPython
+    # (so `chkpt shell` is the plain prompt it shows), and pyarrow in one case
+    absent = ["IPython"] + (["pyarrow"] if pyarrow == "absent" else [])
+    for name in absent:
+        stub = tmp_path / "absent" / name
         stub.mkdir(parents=True)
-        (stub / "__init__.py").write_text("raise ImportError('pyarrow is absent in this test')\n")
-        env["PYTHONPATH"] = str(stub.parent)
+        (stub / "__init__.py").write_text(f"raise ImportError('{name} is absent in this test')\n")
+    env["PYTHONPATH"] = str(tmp_path / "absent")
     before_notebook, rest = tour_text().split("```python", 1)
     notebook_block, after_notebook = rest.split("```", 1)
     first = run_console(before_notebook, env, work)

@@ -84,7 +84,7 @@ def test_every_key_has_an_env_variable(work):
     samples = {"interval": "7s", "dir": "/tmp/elsewhere", "keep": "3", "modules": "numpy,torch",
                "include": "a*.py", "exclude": "b*.py", "include_names": "x*",
                "exclude_names": "y*", "user_code": "script", "user_code_include": "*/vendor/*",
-               "user_code_exclude": "*/gen/*", "upload_wait": "30s"}
+               "user_code_exclude": "*/gen/*", "upload_wait": "30s", "notebooks": "false"}
     for key in config_module.SETTINGS:
         variable = f"CHKPT_{key.upper()}"
         loaded = config_module.load(str(work), environ={variable: samples.get(key, "3KiB")})

@@ -82,6 +82,13 @@ FORBIDDEN = {
     "chkpt.sync": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.capture", "chkpt.shared"},
     "chkpt.shared": {"chkpt.writer", "chkpt.api", "chkpt.cli", "chkpt.session", "chkpt.capture"},
     **{name: USERS_OF_THE_STORE for name in ["chkpt.store", *STORE]},
+    # notebooks: the kernel's start-up loads no checkpoint machinery; which cell is which is pure logic; the
+    # driver writes and never reads runs; putting a checkpoint back is the read side's
+    "chkpt.notebook.startup": {"chkpt.config", "chkpt.session", "chkpt.writer", "chkpt.api", "chkpt.monitor",
+                               "chkpt.notebook.kernel", "chkpt.notebook.commands"},
+    "chkpt.notebook.cells": {"*"},
+    "chkpt.notebook.kernel": {"chkpt.api", "chkpt.cli", "chkpt.resume", "chkpt.notebook.restore"},
+    "chkpt.notebook.restore": {"chkpt.writer", "chkpt.session", "chkpt.capture", "chkpt.notebook.kernel"},
 }
 
 # The store's lowest modules, and all that each may use: the key layout leans on the record

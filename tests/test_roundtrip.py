@@ -151,6 +151,30 @@ def test_numpy_arrays_come_back_with_dtype_order_and_shape(env, work):
     assert checkpoint["new_bytes"] < base + 190 * 300 * 8 + 134 * 150 * 8 + 2_000_000
 
 
+TAILS = '''
+import numpy as np
+
+
+def make():
+    # 4 MiB chunks: a last chunk of 64 KiB or less is stored with the small parts, in the pack
+    return {
+        "small_tail": np.arange((4 * 2**20 + 8000) // 8, dtype=np.float64),
+        "pack_sized_tail": np.arange((8 * 2**20 + 2**16) // 8, dtype=np.float64),
+        "larger_tail": np.arange((4 * 2**20 + 2**16 + 8) // 8, dtype=np.float64),
+        "one_byte_tail": np.ones(4 * 2**20 + 1, dtype=np.uint8),
+    }
+'''
+
+
+def test_arrays_whose_last_chunk_is_short_come_back_equal(env, work):
+    roundtrip(env, work, TAILS)
+    from chkpt import api
+
+    checkpoint = api.runs()[0].checkpoint()
+    chunks = {v.name: v.entry["buffers"][0]["chunks"] for v in checkpoint.variables}
+    assert "pack" in chunks["small_tail"][-1] and "pack" not in chunks["larger_tail"][-1]
+
+
 PANDAS = '''
 import numpy as np
 import pandas as pd

@@ -5,7 +5,9 @@ run in the environment to a global store. This module is the public API; it impo
 nothing heavy so that `import chkpt` inside a user's script costs next to nothing.
 
 Inside a running script: `snapshot`, `track`, `paused` (no-ops when chkpt is not active).
-In a notebook or REPL: `runs`, `load`, `history`, `diff`.
+In a notebook or REPL: `runs`, `load`, `history`, `diff`, `restore`, `checkout`; loaded into an
+IPython kernel or shell (automatically, or by `%load_ext chkpt`) it checkpoints the namespace
+between cells and adds the `%chkpt` magic.
 """
 
 TYPE_CHECKING = False  # typing costs milliseconds; every traced script imports this package
@@ -15,9 +17,10 @@ if TYPE_CHECKING:
 
     from chkpt.api import Checkpoint, History, Run
     from chkpt.compare import Diff
+    from chkpt.notebook.restore import Restored
 
 __version__ = "0.1.0"
-__all__ = ["diff", "history", "load", "paused", "runs", "snapshot", "track"]
+__all__ = ["checkout", "diff", "history", "load", "paused", "restore", "runs", "snapshot", "track"]
 
 
 def snapshot(label: str = "") -> None:
@@ -99,3 +102,50 @@ def diff(before: "str | Checkpoint", after: "str | Checkpoint | None" = None) ->
     from chkpt import compare
 
     return compare.diff(before, after)
+
+
+def restore(ref: str | None = None, *, namespace: "dict[str, Any] | None" = None) -> "Restored":
+    """Put a notebook's saved state back: by default the last checkpoint of this notebook's
+    previous kernel (the one that died), else the checkpoint `ref` names ("3fa2", "3fa2@5").
+
+    Into `namespace`: by default the IPython shell's user namespace, else the caller's globals.
+    Modules, functions and classes are made again first (imported again, or their `def`/`class`
+    statement run again from the cell that defined them), then the values are loaded (read in
+    parallel). Returns what was restored, and what was not with the cell that defined it.
+    """
+    from chkpt.notebook import commands
+
+    return commands.restore(ref, namespace, depth=2)
+
+
+def checkout(cell: int, run: str | None = None, *, namespace: "dict[str, Any] | None" = None) -> "Restored":
+    """Replace the namespace's state with the one after cell [`cell`] (its execution count): of
+    this kernel, else of the kernel it restored from; `run` names another run. Names of data
+    made after that cell are removed; the state being replaced is checkpointed first."""
+    from chkpt.notebook import commands
+
+    return commands.checkout(cell, run, namespace, depth=2)
+
+
+def load_ipython_extension(ipython: "Any") -> None:
+    """`%load_ext chkpt`: checkpoint this shell's namespace between cells, and add `%chkpt`."""
+    from chkpt.notebook import kernel
+
+    ipython.register_magic_function(_chkpt_magic, magic_kind="line", magic_name="chkpt")
+    kernel.load(ipython)
+
+
+def _chkpt_magic(line: str) -> None:
+    """%chkpt restore [RUN[@N]]: put back the last checkpoint of this notebook's previous kernel
+    (after it died, say), or the checkpoint named. %chkpt checkout CELL [--run RUN]: the state after
+    cell [CELL]. %chkpt status: whether this kernel is checkpointed. See docs/notebooks.md."""
+    from chkpt.notebook import commands  # the read side, loaded when first used
+
+    commands.magic(line)
+
+
+def unload_ipython_extension(ipython: "Any") -> None:
+    """`%unload_ext chkpt`: save the last changes and stop checkpointing."""
+    from chkpt.notebook import kernel
+
+    kernel.unload(ipython)

@@ -12,7 +12,9 @@ script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages di
 contain a "/" match the script's absolute path ("~" expanded); the others its file name.
 
 `start_for_script`, `start_for_module` (`python -m`, whose file is known only when runpy
-starts it) and `start_explicit` (the runner) make and begin the process's Watch.
+starts it) and `start_explicit` (the runner) make and begin the process's Watch. An IPython
+kernel (`python -m ipykernel_launcher …`) is not watched as a script: chkpt is loaded into its
+shell as an IPython extension once the kernel has made it (chkpt/notebook/startup.py).
 
 Every traced script pays for this module and watch.py at start-up, so neither imports
 anything Python has not loaded already, and the config is only loaded at start-up when a
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from chkpt.watch import Watch
 
 OFF_VALUES = ("0", "false", "off", "no")
+# `python -m NAME` that starts an IPython kernel (Jupyter's kernel spec runs ipykernel_launcher)
+KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 _called = False  # site.py processes a venv's .pth files twice on some Pythons
 
 
@@ -168,6 +172,11 @@ def autoload() -> None:
         if argv0 == "-m":
             module = module_from_orig_argv(getattr(sys, "orig_argv", []))
             if module is None or module == "chkpt" or module.startswith("chkpt."):
+                return
+            if module in KERNEL_MODULES:
+                from chkpt.notebook import startup
+
+                startup.load_into_kernel()  # once the kernel's shell exists; nothing before
                 return
             start_for_module(module)
         else:

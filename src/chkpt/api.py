@@ -32,9 +32,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit")
+TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit", "cell")
 SELECTORS = ("first", "last", "latest", *TRIGGER_SELECTORS)  # besides checkpoint numbers
 STATUSES = (*records.STATUSES, "damaged")  # what a run's status can be, as listed
+LOAD_THREADS = 4  # threads reading and decompressing a whole checkpoint's data at once
 
 
 class NotFound(LookupError):
@@ -62,7 +63,7 @@ def nonblank(text: Any, what: str, example: str) -> str:
 
 
 def default_store() -> Store:
-    """The configured store: a local one, or the read cache of an s3:// one brought up to date."""
+    """The configured store: a local one, or the read cache of a bucket store brought up to date."""
     config = config_module.load(os.getcwd())
     if config.remote:
         from chkpt import shared
@@ -90,16 +91,19 @@ class Variable:
         self.scope: str = entry["scope"]
         self.stored: int = records.variable_stored(entry)  # bytes on disk, shared blobs included
 
-    def load(self, parts: dict[str, Any] | None = None) -> Any:
+    def load(self, parts: dict[str, Any] | None = None, read: dict[tuple[str, int], Any] | None = None) -> Any:
         """The value; a buffer in one raw blob of 1 MiB or more is memory-mapped, a buffer in
         several chunks is read into one block of memory (no further copy).
 
         A container saved with its parts on their own (`results`, `model`) loads them too;
-        `parts` keeps a part reachable by two paths one object.
+        `parts` keeps a part reachable by two paths one object. `read` holds buffers already
+        read, by (variable name, position) (`Checkpoint.load_all` reads them in parallel).
         """
         store = self.checkpoint.run.store
         stream = store.read_ref(self.entry["pickle"])
-        buffers = [store.read_buffer(buffer) for buffer in self.entry["buffers"]]
+        read = {} if read is None else read
+        buffers = [read.pop((self.name, position), None) or store.read_buffer(buffer)
+                   for position, buffer in enumerate(self.entry["buffers"])]
         store.touch_run(self.checkpoint.run.id)
         parts = {} if parts is None else parts
 
@@ -108,7 +112,7 @@ class Variable:
                 reasons = [s["reason"] for s in self.checkpoint.skipped if s["name"] == name]
                 if reasons:
                     raise NotFound(reasons[0])
-                parts[name] = self.checkpoint.variable(name).load(parts)
+                parts[name] = self.checkpoint.variable(name).load(parts, read)
             return parts[name]
 
         try:
@@ -175,6 +179,9 @@ class Checkpoint:
         self.aliases: dict[str, str] = manifest["aliases"]
         self.variables = sorted((Variable(self, v) for v in manifest["variables"]),
                                 key=lambda v: fmt.natural_key(v.name))
+        # a notebook's: the cells run since the checkpoint before, the last being the one it follows
+        self.cells: list[dict[str, Any]] = manifest.get("cells") or []
+        self.cell: int | None = self.cells[-1]["count"] if self.cells and self.cells[-1]["state"] == "this" else None
 
     @property
     def ref(self) -> str:
@@ -183,7 +190,10 @@ class Checkpoint:
 
     @property
     def where(self) -> str:
-        """"analysis.py:42", with " in f()" inside a function; "-" when unknown."""
+        """"analysis.py:42", with " in f()" inside a function; "cell [12]" for a notebook's; "-"
+        when unknown."""
+        if self.cell is not None:
+            return f"cell [{self.cell}]"
         return where_text(self.file, self.line, self.function, self.run.script)
 
     @property
@@ -195,6 +205,8 @@ class Checkpoint:
     def description(self) -> str:
         """"crash at analysis.py:16 in normalise()", "exit", "explicit (epoch 0) at a.py:12"."""
         label = f" ({self.label})" if self.label else ""
+        if self.trigger == "cell":
+            return f"after {self.where}{label}"
         where = f" at {self.where}" if self.line else ""
         return f"{self.trigger}{label}{where}"
 
@@ -226,6 +238,48 @@ class Checkpoint:
                 if prefix in self:
                     return naming.follow(self.variable(prefix).load(), steps)
             raise
+
+    def load_all(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Every saved value of the checkpoint that has a name of its own (not a path below
+        another), aliases included, by name; and the names whose value could not be loaded, with
+        the reason. A value reachable by several names is one object.
+
+        The data is read and decompressed by up to LOAD_THREADS threads at once (reading files
+        and zstd let go of the GIL), then unpickled here; a raw chunk of 1 MiB or more is
+        memory-mapped, so the OS reads it in as it is used.
+        """
+        read = self._read_buffers()
+        parts: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        for variable in self.variables:
+            if naming.root_of(variable.name) is None and variable.name not in parts:
+                try:
+                    parts[variable.name] = variable.load(parts, read)
+                except (LoadError, StoreError) as exc:  # that value only: the others still load
+                    failed[variable.name] = str(exc)
+        values = {name: value for name, value in parts.items() if naming.root_of(name) is None}
+        for alias, target in self.aliases.items():
+            if naming.root_of(alias) is None and target not in failed:
+                try:
+                    values[alias] = parts[target] if target in parts else self.variable(target).load(parts, read)
+                except (LoadError, NotFound, StoreError) as exc:
+                    failed[alias] = str(exc)
+        return values, failed
+
+    def _read_buffers(self) -> dict[tuple[str, int], Any]:
+        """The buffers of every variable not stored in a pack, by (variable name, position), read by
+        several threads (a shared store's read cache is read one buffer at a time)."""
+        wanted = [(variable.name, position, buffer) for variable in self.variables
+                  for position, buffer in enumerate(variable.entry["buffers"])
+                  if not any("pack" in ref for ref in records.chunks(buffer))]
+        store = self.run.store
+        if len(wanted) < 2 or store.shared:
+            return {}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(LOAD_THREADS, len(wanted))) as pool:
+            data = list(pool.map(lambda found: store.read_buffer(found[2]), wanted))
+        return {(name, position): buffer for (name, position, _), buffer in zip(wanted, data, strict=True)}
 
     def __getitem__(self, name: str) -> Any:
         return self.load(name)
@@ -352,16 +406,24 @@ class Run:
         return os.path.dirname(self.script)
 
     @property
+    def notebook(self) -> bool:
+        """Whether it is a notebook kernel's run (its `script` is the notebook's path)."""
+        return self.meta.get("kind") == "notebook"
+
+    @property
     def args(self) -> list[str]:
-        """The script's command-line arguments (after `-m module` for a module run)."""
+        """The script's command-line arguments (after `-m module` for a module run; none for a
+        notebook: its argv is the kernel's)."""
         argv = list(self.meta.get("argv") or [])
+        if self.notebook:
+            return []
         return argv[2:] if argv[:1] == ["-m"] else argv[1:]
 
     @property
     def module(self) -> str | None:
         """The module name of a run started by `python -m module`, else None."""
         argv = list(self.meta.get("argv") or [])
-        return argv[1] if argv[:1] == ["-m"] and len(argv) > 1 else None
+        return argv[1] if argv[:1] == ["-m"] and len(argv) > 1 and not self.notebook else None
 
     @property
     def duration(self) -> float | None:

@@ -128,6 +128,18 @@ def parse_count(value: Any) -> int:
     return number
 
 
+def parse_bool(value: Any) -> bool:
+    """true/false (also yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"expected true or false, got {value!r}")
+
+
 USER_CODE_MODES = ("project", "script")
 
 
@@ -174,11 +186,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("keep", 10, parse_count,
                 "checkpoints kept per run (the first, the exit/crash one and the latest stay)"),
         Setting("dir", "", parse_path,
-                "store root, or s3://bucket/prefix for a shared store; empty means ~/.cache/chkpt"),
+                "store root, or s3://, gs:// or az://bucket/prefix for a shared store; empty means ~/.cache/chkpt"),
         Setting("cache_size", "10GiB", parse_size,
-                "cap of the local read cache of an s3:// store (least recently used data goes first)"),
+                "cap of the local read cache of a bucket store (least recently used data goes first)"),
         Setting("upload_wait", "60s", parse_duration,
-                "how long a run's end waits for its upload to an s3:// store (then it goes on in the background)"),
+                "how long a run's end waits for its upload to a bucket store (then it goes on in the background)"),
         Setting("modules", DEFAULT_MODULES, parse_str_list,
                 "module prefixes whose objects are salient data"),
         Setting("skip_modules", DEFAULT_SKIP_MODULES, parse_str_list,
@@ -186,7 +198,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("include", [], parse_str_list,
                 "script globs to trace even inside the interpreter's prefix (pip, pytest…)"),
         Setting("exclude", [], parse_str_list,
-                "script globs never to trace"),
+                "script globs never to trace (notebook paths too)"),
+        Setting("notebooks", True, parse_bool,
+                "whether Jupyter/IPython kernels of the environment are checkpointed after their cells"),
         Setting("user_code", "project", parse_user_code,
                 'whose frames are checkpointed: "project" (the script and your own modules) or "script"'),
         Setting("user_code_include", [], parse_str_list,
@@ -220,6 +234,7 @@ class Config:
     skip_modules: list[str]
     include: list[str]
     exclude: list[str]
+    notebooks: bool
     user_code: str
     user_code_include: list[str]
     user_code_exclude: list[str]
@@ -250,15 +265,15 @@ class Config:
 
     @property
     def store_dir(self) -> str:
-        """The local store root checkpoints are written to (a bucket's staging store for s3://)."""
+        """The local store root checkpoints are written to (a bucket's staging store for a bucket)."""
         if self.remote:
-            return os.path.join(paths.remote_home(self.dir), "staging")
+            return os.path.join(paths.remote_home(self.remote), "staging")
         return self.dir or paths.user_cache_dir()
 
     @property
     def remote(self) -> str | None:
-        """The `s3://bucket/prefix` URL of a shared store, None for a local one."""
-        return self.dir.rstrip("/") if paths.is_remote(self.dir) else None
+        """The `s3://`, `gs://` or `az://bucket/prefix` URL of a shared store, None for a local one."""
+        return paths.remote_url(self.dir) if paths.is_remote(self.dir) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in SETTINGS}

@@ -43,12 +43,23 @@ def user_cache_dir() -> str:
     return platformdirs.user_cache_dir(APP, appauthor=False)
 
 
-REMOTE_SCHEME = "s3://"
+# The URL schemes of a bucket store, as users write them → the scheme chkpt names it by
+# (fsspec's and object_store's spellings: gcs:// is gs://; abfs[s]://, adl://, azure:// are az://).
+REMOTE_SCHEMES = {"s3://": "s3://", "gs://": "gs://", "gcs://": "gs://", "az://": "az://", "azure://": "az://",
+                  "abfs://": "az://", "abfss://": "az://", "adl://": "az://"}
 
 
 def is_remote(store_dir: str) -> bool:
-    """Whether a `dir` setting names a bucket (`s3://bucket/prefix`) rather than a directory."""
-    return store_dir.startswith(REMOTE_SCHEME)
+    """Whether a `dir` setting names a bucket (`s3://`, `gs://` or `az://bucket/prefix`) rather
+    than a directory."""
+    return store_dir.startswith(tuple(REMOTE_SCHEMES))
+
+
+def remote_url(store_dir: str) -> str:
+    """The URL chkpt knows a bucket store by: its scheme's usual spelling, no trailing slash
+    (`gcs://b/p/` is `gs://b/p`), so that every spelling of it shares one staging store."""
+    scheme = next(s for s in REMOTE_SCHEMES if store_dir.startswith(s))
+    return REMOTE_SCHEMES[scheme] + store_dir[len(scheme):].rstrip("/")
 
 
 def remote_home(url: str) -> str:

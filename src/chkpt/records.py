@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 FORMAT = 2  # the store format these records belong to (format 1 records are read too)
 FORMATS_READ = (1, 2)
 CODECS = ("zstd",)  # how a compressed blob's bytes were compressed
-TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal")
+TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal", "cell")  # cell: after a notebook cell
 FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
 STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interrupted: Ctrl-C
+KINDS = ("script", "notebook")  # what a run watched: a script (or -m module), or a notebook's kernel
+# a notebook cell's state as a checkpoint's `cells` list gives it: the state after it is this
+# checkpoint's, the previous checkpoint's (it changed nothing), or not known (no capture followed it)
+CELL_STATES = ("this", "previous", None)
 
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
@@ -152,6 +156,28 @@ def _frame_entry(value: Any) -> str | None:
     return None
 
 
+def _cell_entry(value: Any) -> str | None:
+    if not isinstance(value, dict) or not isinstance(value.get("source"), str):
+        return "should be an object with a source"
+    if not (value.get("count") is None or _is_count(value["count"])) or value.get("state") not in CELL_STATES:
+        return "should have a whole number count and a state of this, previous or null"
+    return None
+
+
+def _definition(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(value.get(key), _OPTIONAL_TEXT)
+                                              for key in ("module", "qualname")):
+        return "should be an object with a text module and qualname"
+    return None
+
+
+def _definitions(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and _definition(v) is None
+                                              for k, v in value.items()):
+        return "should be an object of names and definitions"
+    return None
+
+
 def _optional(check: Any) -> Any:
     return lambda value: None if value is None else check(value)
 
@@ -246,6 +272,8 @@ RUN_FIELDS: dict[str, tuple[bool, Any]] = {
     "source": (False, _optional(_blob_ref)),
     "problem": (False, _types(*_OPTIONAL_TEXT)),
     "resumed_from": (False, _types(*_OPTIONAL_TEXT)),
+    "kind": (False, _one_of(KINDS)),
+    "restored_from": (False, _types(*_OPTIONAL_TEXT)),  # a notebook kernel's: the checkpoint it restored
     "heartbeat": (False, _optional(_time)),
     "summary": (False, _optional(_summary)),
 }
@@ -271,6 +299,10 @@ MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
     "resumable": (False, _types(bool)),
     "stack": (False, _list_of(_frame_entry)),
     "sources": (False, _sources),
+    # a notebook's: the cells run since the previous checkpoint, oldest first, the last being the
+    # one it follows; and the names bound to modules, functions and classes (restore re-makes them)
+    "cells": (False, _list_of(_cell_entry)),
+    "definitions": (False, _definitions),
 }
 
 _DEFAULTS: dict[str, Any] = {"label": "", "aliases": {}, "skipped": [], "new_bytes": 0, "stack": [],

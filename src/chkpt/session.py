@@ -48,11 +48,17 @@ def _chkpt(frame: FrameType) -> bool:
 MAX_PAUSE_SHARE = 0.05
 
 
+def within_pause_share(since_last: float, last_pause: float) -> bool:
+    """Whether pausing again `since_last` seconds after a checkpoint that paused the program for
+    `last_pause` seconds keeps pauses within MAX_PAUSE_SHARE of its time."""
+    return since_last * MAX_PAUSE_SHARE >= last_pause
+
+
 def periodic_due(since_last: float, interval: float, last_pause: float) -> bool:
     """Whether a periodic checkpoint may be taken `since_last` seconds after the previous one,
     which paused the program for `last_pause` seconds."""
     # half an interval: the tick that arms it comes once per interval, and the safe point after
-    return since_last >= interval * 0.5 and since_last * MAX_PAUSE_SHARE >= last_pause
+    return since_last >= interval * 0.5 and within_pause_share(since_last, last_pause)
 
 
 class Session:
@@ -220,13 +226,16 @@ class Session:
         self._busy = True
         started = time.monotonic()
         try:
-            from chkpt.writer import Writer
+            from chkpt.writer import RunFacts, Writer
 
             if self._writer is None:
-                self._writer = Writer(self)
+                watch = self.watch
+                facts = RunFacts(script=watch.target_file, argv=watch.argv, started=watch.started,
+                                 main_thread=watch.main_thread, source=watch.source, extra=watch.run_meta)
+                self._writer = Writer(self.config, facts, self.user_code.file)
             started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
             frames = self.target_frames(frame, _traceback_of(exc) if exc is not None else None)
-            self._writer.write(trigger, frames, label=label, exc=exc,
+            self._writer.write(trigger, frames, self.watch.main_globals or {}, self.tracked, label=label, exc=exc,
                                position=self._position(trigger, frames, boundary))
             if final_status is not None:
                 self._writer.finish(final_status, exc=exc, exit_status=self.watch.exit_status)

@@ -9,13 +9,14 @@ docs/store-format.md ("Shared store") has the layout, the leases and gc's rules.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 
 from chkpt import cleanup, eviction, fmt
 from chkpt.store import RemoteError, Store, is_script, layout
 from chkpt.store.cache import LIVE, ReadCache, Staged
-from chkpt.store.objects import ObjectBackend
+from chkpt.store.objects import ObjectBackend, describe
 from chkpt.store.threads import parallel
 from chkpt.sync import GRACE, WORKERS, Local
 
@@ -61,11 +62,12 @@ def reading_store(url: str, cache_size: int, *, warn: Callable[[str], None]) -> 
 
 
 def check(url: str) -> list[tuple[str, bool, str]]:
-    """`chkpt doctor`'s look at the bucket: reachable and writable (a probe object written, read
-    and deleted), the clock skew against the server's times, and this machine's pending uploads."""
+    """`chkpt doctor`'s look at the bucket: its cloud and where its credentials come from, reachable
+    and writable (a probe object written, read and deleted), the clock skew against the server's
+    times, and this machine's pending uploads."""
     local = Local(url)
     bucket = ObjectBackend(url)
-    checks: list[tuple[str, bool, str]] = []
+    checks: list[tuple[str, bool, str]] = [("cloud", True, describe(url, os.environ))]
     probe = layout.temporary(f"probe-{secrets.token_hex(2)}-")
     try:
         before = time.time()

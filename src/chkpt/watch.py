@@ -177,7 +177,7 @@ class Watch:
         if threading is not None:
             self._wrap_threading_excepthook(threading)
         else:
-            hook = _ThreadingImportHook()
+            hook = ImportHook("threading", _threading_imported)
             sys.meta_path.insert(0, hook)
             self._undo.append(lambda: sys.meta_path.remove(hook) if hook in sys.meta_path else None)
 
@@ -434,12 +434,16 @@ def _in_forked_child() -> None:
     watch.close()
 
 
-class _ThreadingImportHook:
-    """A meta path finder that only waits for `threading`, wraps its excepthook once it
-    has loaded, and removes itself; every other import costs it one method call."""
+class ImportHook:
+    """A meta path finder that waits for the module `name`, calls `after(module)` once that module
+    has been executed, and removes itself; every other import costs it one method call."""
+
+    def __init__(self, name: str, after: "Any") -> None:
+        self.name = name
+        self.after = after
 
     def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
-        if name != "threading":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         finder = sys.modules["_frozen_importlib_external"].PathFinder
@@ -448,15 +452,21 @@ class _ThreadingImportHook:
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
         exec_module = loader.exec_module
+        after = self.after
 
         def exec_then_hook(module: "Any") -> None:
             exec_module(module)
-            watch = _current
-            if watch is not None and not watch.closed:
-                try:
-                    watch._wrap_threading_excepthook(module)
-                except Exception as exc:
-                    watch.fail(exc, "watching threads")
+            after(module)
 
         loader.exec_module = exec_then_hook
         return spec
+
+
+def _threading_imported(module: "Any") -> None:
+    """Wrap the excepthook of `threading`, just imported by the script."""
+    watch = _current
+    if watch is not None and not watch.closed:
+        try:
+            watch._wrap_threading_excepthook(module)
+        except Exception as exc:
+            watch.fail(exc, "watching threads")

@@ -38,10 +38,11 @@ from chkpt.store.threads import parallel, wait_gone
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
     from typing import Any
 
-    from chkpt.session import Session
+    from chkpt.config import Config
     from chkpt.sync import Uploader
 
 CHANGED = "changed by another thread while it was being saved"
@@ -88,6 +89,17 @@ class _Plan:
             self.new[digest] = (data, self.pack_ref)
         else:  # a run before this one packed the same values
             self.new_bytes -= len(data)
+
+
+def _content(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """What a checkpoint holds, by content: each variable's name, type and blob hashes, the aliases,
+    what was skipped and why, and a notebook's definitions. Equal for two checkpoints of the same
+    state, whatever else their manifests say (time, place)."""
+    variables = tuple((v["name"], v["type"], tuple(ref["hash"] for ref in records.variable_refs(v)))
+                      for v in manifest["variables"])
+    skipped = tuple((s["name"], s["reason"]) for s in manifest["skipped"])
+    definitions = tuple(sorted((name, tuple(sorted(d.items()))) for name, d in manifest.get("definitions", {}).items()))
+    return variables, tuple(sorted(manifest["aliases"].items())), skipped, definitions
 
 
 def _parts(variable: dict[str, Any]) -> set[str]:
@@ -220,19 +232,45 @@ def _before_fork() -> None:
 os.register_at_fork(before=_before_fork)
 
 
-class Writer:
-    """Writes the checkpoints of one session's run."""
+class RunFacts:
+    """What a run records of the process it checkpoints, given by its driver (a script's Session,
+    a notebook kernel's): a plain value, so that the writer needs no Session or Watch.
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.config = session.config
+    `script` is the script's path, or the notebook's (`<kernel>` in the kernel's folder when the
+    frontend does not tell it); `source` the script's text as it started; `extra` more fields of
+    the run record (`resumed_from`, `restored_from`); `keep_all` keeps every checkpoint (a notebook:
+    any cell's state may be checked out), else the `keep` setting thins them.
+    """
+
+    __slots__ = ("argv", "extra", "keep_all", "kind", "main_thread", "script", "source", "started")
+
+    def __init__(self, *, script: str | None, argv: list[str], started: float, main_thread: int,
+                 source: bytes | None = None, kind: str = "script", extra: dict[str, Any] | None = None,
+                 keep_all: bool = False) -> None:
+        self.script = script
+        self.argv = list(argv)
+        self.started = started
+        self.main_thread = main_thread
+        self.source = source
+        self.kind = kind
+        self.extra = dict(extra or {})
+        self.keep_all = keep_all
+
+
+class Writer:
+    """Writes the checkpoints of one run."""
+
+    def __init__(self, config: Config, facts: RunFacts, is_user_file: Callable[[str], bool]) -> None:
+        self.facts = facts
+        self.config = config
         self.store = Store(self.config.store_dir)
         self.uploader: Uploader | None = None
         if self.config.remote:
             from chkpt.sync import Uploader
 
-            self.uploader = Uploader(self.config.remote, self.config.upload_wait, session.watch.main_thread)
-        self.rules = salience.Rules(self.config, is_user_file=session.user_code.file)
+            self.uploader = Uploader(self.config.remote, self.config.upload_wait, facts.main_thread)
+        self.rules = salience.Rules(self.config, is_user_file=is_user_file)
+        self.keep = 0 if facts.keep_all else self.config.keep  # 0: no thinning
         self.run: RunWriter | None = None
         self.run_bytes = 0
         self.problem: str | None = None  # why checkpoints are off, once the store failed
@@ -244,24 +282,26 @@ class Writer:
         self._job: _Job | None = None
         self._sources: dict[str, dict[str, Any]] = {}  # module file → its source's blob, read once a run
         self._stored: dict[str, dict[str, Any]] = {}  # hash → reference, of the last committed checkpoint's blobs
+        self._content: tuple[Any, ...] | None = None  # what the last checkpoint holds (`content`)
 
     def _open_run(self) -> RunWriter:
-        watch = self.session.watch
+        facts = self.facts
         meta = records.new_run(
-            script=watch.target_file,
-            script_name=os.path.basename(watch.target_file or "?"),
-            argv=watch.argv,
+            script=facts.script,
+            script_name=os.path.basename(facts.script or "?"),
+            argv=facts.argv,
             cwd=os.getcwd(),
             python=sys.version.split()[0],
             executable=sys.executable,
             pid=os.getpid(),
             host=os.uname().nodename if hasattr(os, "uname") else "",
-            started=watch.started,
-            **watch.run_meta,
+            started=facts.started,
+            **({"kind": facts.kind} if facts.kind != "script" else {}),
+            **facts.extra,
         )
         run = self.store.create_run(meta)
-        if watch.source is not None:
-            ref, written = self.store.put_blob(watch.source)
+        if facts.source is not None:
+            ref, written = self.store.put_blob(facts.source)
             self.run_bytes += written
             run.meta["source"] = ref
             run.save_meta()
@@ -270,12 +310,16 @@ class Writer:
     # -- taking a checkpoint ----------------------------------------------------------------------
 
     def write(
-        self, trigger: str, frames: list[FrameType], *, label: str = "",
-        exc: BaseException | None = None, position: dict[str, Any] | None = None,
+        self, trigger: str, frames: list[FrameType], namespace: dict[str, Any], tracked: dict[str, Any], *,
+        label: str = "", exc: BaseException | None = None, position: dict[str, Any] | None = None,
+        only_if_changed: bool = False,
     ) -> int | None:
-        """Save the scope seen from `frames`; returns the checkpoint index, None if nothing was saved.
+        """Save `namespace` (the globals) and the locals of `frames`; returns the checkpoint index,
+        None if nothing was saved (with `only_if_changed`, also when it would hold what the last
+        checkpoint holds: then nothing is written).
 
-        Returns once the data is captured; exit/crash/signal checkpoints return once committed.
+        `position` adds fields to the manifest (where it was taken). Returns once the data is
+        captured; exit/crash/signal checkpoints return once committed.
         """
         if self.problem is not None:
             return None
@@ -286,12 +330,15 @@ class Writer:
             if self.problem is not None:
                 return None
         started = time.time()
-        roots = capture.named_roots(self.session.watch.main_globals, frames, self.session.tracked)
+        roots = capture.named_roots(namespace, frames, tracked)
         # where the program died or was stopped (a crash, SIGTERM), and at resume points, the small
-        # values (loop counters, flags) are what explains it and what a resume needs
-        keep_small = trigger in ("crash", "signal") or bool(position and position.get("resumable"))
+        # values (loop counters, flags) are what explains it and what a resume needs; after a
+        # notebook cell, what a new kernel needs to carry on
+        keep_small = (trigger in ("crash", "signal") or self.facts.kind == "notebook"
+                      or bool(position and position.get("resumable")))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
-        if not captured.items and not captured.skipped and self.run is None:
+        if not captured.items and not captured.skipped and self.run is None \
+                and not (position and position.get("definitions")):
             return None
         lock = self.store.lock(exclusive=False, blocking=trigger != "periodic")
         try:
@@ -313,6 +360,10 @@ class Writer:
             sources = self._module_sources(manifest.get("stack", []))
             if sources:
                 manifest["sources"] = sources
+            content = _content(manifest)
+            if only_if_changed and content == self._content and not plan.new:
+                return None
+            self._content = content
             index = self.run.reserve_index()
             final = trigger in records.FINAL_TRIGGERS
             held = self._write_program_memory(plan, manifest, self.config.memory_budget if not final else 0)
@@ -410,11 +461,22 @@ class Writer:
                         for ref in records.variable_refs(variable) if "pack" not in ref}
         if new_bytes:
             self.store.add_usage(new_bytes)
-        self.run.thin(self.config.keep)
+        self.run.thin(self.keep)
         # the heartbeat and summary in run.json: a killed run's duration, listing without manifests
         self.run.save_summary(dict(manifest, index=index))
         if self.uploader is not None and manifest["trigger"] not in records.FINAL_TRIGGERS:
             self.uploader.committed()
+
+    def writing(self) -> bool:
+        """Whether the background part of the last checkpoint is still being written."""
+        return self._job is not None and self._job.running()
+
+    def wait_idle(self) -> None:
+        """Wait for the background part of the last checkpoint, and for its thread to be gone."""
+        job = self._job
+        if job is not None:
+            job.wait_gone()
+            self._wait()
 
     def keep_under_cap(self) -> None:
         """Evict other runs if the store is over its cap; best effort, never waits for a gc.
@@ -466,7 +528,7 @@ class Writer:
             "trigger": trigger,
             "label": label,
             "time": started,
-            "file": where.f_code.co_filename if where else self.session.watch.target_file,
+            "file": where.f_code.co_filename if where else self.facts.script,
             "line": where.f_lineno if where else None,
             "function": where.f_code.co_name if where else None,
             "exception": plain.exception_text(exc) if exc is not None else None,
@@ -610,7 +672,7 @@ class Writer:
             run.meta["problem"] = self.problem
         try:
             try:
-                run.thin(self.config.keep)
+                run.thin(self.keep)
             finally:
                 run.save_summary()  # the end is recorded even if thinning failed
         except (OSError, StoreError) as error:

@@ -158,8 +158,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     timeout = config_module.parse_duration(args.timeout)
     url = _loaded_config(os.getcwd()).dir if args.url is None else api.nonblank(args.url, "URL", "s3://bucket/prefix")
     if not paths.is_remote(url):
-        raise CliError(f"{'dir is ' + repr(url) if url else 'no dir is configured'}: sync needs an s3:// store "
-                       "(chkpt sync s3://bucket/prefix, or dir = \"s3://…\" in the config)")
+        raise CliError(f"{'dir is ' + repr(url) if url else 'no dir is configured'}: sync needs a bucket store "
+                       "(chkpt sync s3://bucket/prefix, gs://… or az://…, or dir = \"s3://…\" in the config)")
+    url = paths.remote_url(url)
     if args.report_fd is not None:  # the background uploader of a traced run: its problem goes to the run
         try:
             sync.upload(url, wait=3600)  # after the uploader at work (it may be failing), a pass of its own

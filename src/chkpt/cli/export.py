@@ -313,7 +313,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
         # must not be chained to this ImportError
         IPython = None
     if IPython is not None:
-        print(banner)
+        print(banner, file=sys.stderr)  # where the plain prompt writes it: stdout is the session's
         IPython.start_ipython(argv=[], user_ns=namespace, display_banner=False)
         return 0
     import code

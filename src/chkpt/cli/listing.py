@@ -183,13 +183,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{paint(text('run ' + run.id), 'bold', 'cyan')}  {text(os.path.basename(run.script))}  "
           f"{_status(run, paint)}")
     command = " ".join(run.meta.get("argv") or [])
-    details = [("script", run.script), ("command", f"python {command}" if command else "-"),
+    details = [("notebook" if run.notebook else "script", run.script),
+               ("kernel" if run.notebook else "command", f"python {command}" if command else "-"),
                ("started", f"{fmt.date_time(run.start_time)} "
                            f"({fmt.relative_time(run.start_time)}), ran {_duration_text(run)}"),
                ("python", f"{run.meta.get('python', '?')}, pid {run.meta.get('pid', '?')}"
                           f" on {run.meta.get('host') or '?'}"),
                ("data", f"{fmt.human_size(run.size)} in {fmt.plural(len(checkpoints), 'checkpoint')}, "
                         f"{fmt.human_size(run.stored)} stored")]
+    if isinstance(run.meta.get("restored_from"), str):
+        details.append(("restored", f"from {run.meta['restored_from']} (%chkpt restore)"))
     for key, value in details:
         print(f"  {paint(key.ljust(8), 'dim')} {text(value)}")
     if chosen is None:
@@ -209,7 +212,11 @@ def cmd_show(args: argparse.Namespace) -> int:
                     right={1, 4, 6, 7, 8}, paint=paint))
     exception = f": {chosen.exception}" if chosen.exception else ""
     where = f" at {chosen.where}" if chosen.line else ""
-    print(f"\n{paint(text(f'checkpoint {chosen.ref}'), 'bold')} — {text(chosen.trigger + where + exception)}")
+    what = chosen.description if chosen.trigger == "cell" else chosen.trigger + where
+    print(f"\n{paint(text(f'checkpoint {chosen.ref}'), 'bold')} — {text(what + exception)}")
+    for cell in chosen.cells[-CELLS_SHOWN:]:  # a notebook's: the cells since the checkpoint before
+        count = "?" if cell["count"] is None else cell["count"]
+        print(paint(f"  [{count}] ", "dim") + text(fmt.shorten(" ⏎ ".join(cell["source"].strip().splitlines()), 100)))
     rows = [[text(name), text(kind), api.shape_text(shape), text(dtype), fmt.human_size(size),
              fmt.human_size(stored), paint(text(scope), "dim")]
             for name, kind, shape, dtype, size, stored, scope in _grouped(chosen.variables)]
@@ -234,6 +241,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 1 if run.problems else 0  # some of the run's files cannot be read
 
 
+CELLS_SHOWN = 5  # of a notebook's checkpoint, the last cells before it shown by `show`
 GROUP_AT = 5  # this many consecutive items of one container, alike, take one row
 
 

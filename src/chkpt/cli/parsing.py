@@ -37,7 +37,7 @@ COMMANDS = {
     "gc": "remove old runs and unreferenced data",
     "config": "the effective config and where each value came from",
     "doctor": "check that chkpt can work here",
-    "sync": "upload this machine's runs to the shared s3:// store (dir = \"s3://bucket/prefix\")",
+    "sync": "upload this machine's runs to the shared bucket store (dir = \"s3://bucket/prefix\", gs://, az://)",
     "resume": "run an edited script again from a checkpoint of an earlier run",
 }
 
@@ -118,7 +118,7 @@ results['train'] or step:batch, is in the dict ckpt: ckpt["results['train']"]"""
   chkpt doctor                      exit status 0 when all is well, 1 otherwise
   chkpt doctor --json""",
     "sync": """examples:
-  chkpt sync                        upload the runs the configured s3:// store lacks (after an outage)
+  chkpt sync                        upload the runs the configured bucket store lacks (after an outage)
   chkpt sync s3://team-bucket/chkpt""",
     "resume": """examples:
   chkpt resume train.py                       from the latest usable checkpoint of train.py
@@ -257,7 +257,8 @@ def build_parser() -> Parser:
     doctor = _add(sub, "doctor")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     sync = _add(sub, "sync")
-    sync.add_argument("url", nargs="?", metavar="URL", help="s3://bucket/prefix (default: the configured dir)")
+    sync.add_argument("url", nargs="?", metavar="URL",
+                      help="s3://, gs:// or az://bucket/prefix (default: the configured dir)")
     sync.add_argument("--timeout", default="1h", metavar="DURATION", help="give up after this long (default: 1h)")
     sync.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # a traced run's uploader
     resume = _add(sub, "resume", refs=True, after_dashes="args",

@@ -27,6 +27,9 @@ def resume_script(script: str | None, ref: str | None = None, force: bool = Fals
     when it will not resume, with one `chkpt:` line on stderr; else that of the script, which
     ends through SystemExit when it exits or crashes, as under `python script.py`."""
     try:
+        if script is not None and script.endswith(".ipynb"):
+            raise api.NotFound(f"{script} is a notebook: restore its state in a kernel with %chkpt restore "
+                               "(or chkpt.restore())")
         try:
             if module is not None:
                 script = runner.find_module(module)[0].origin
@@ -52,6 +55,8 @@ def old_module(run: api.Run, module: str | None = None) -> Module:
     """The run's script as it was when the run started; a Refusal when it was started in
     another way (`python -m` or not) than the one resuming it."""
     source = run.meta.get("source")
+    if run.notebook:
+        raise Refusal(f"run {run.id} is a notebook kernel's: restore it in a kernel with %chkpt restore", False)
     if run.module != module:
         how = f"chkpt resume -m {run.module}" if run.module else "chkpt resume SCRIPT"
         started = f"python -m {run.module}" if run.module else "python SCRIPT"

@@ -8,8 +8,8 @@ restic's backend interface and joblib's store backends.
 
 - `local.LocalBackend`: a directory, with the trust checks (the user's own regular files,
   nobody else can write them, no symbolic link followed) and flock'ed locks.
-- `objects.ObjectBackend`: a bucket through obstore (s3:// today; a scheme is its URL and its
-  credentials), no locks: liveness is a lease.
+- `objects.ObjectBackend`: a bucket through obstore (s3://, gs://, az://: a scheme is a cloud,
+  its client and its credentials), no locks: liveness is a lease.
 - `cache.ReadCache`: a local backend in front of a bucket, fetching what it lacks on first read
   (a wrapper, as hypothesis's example databases wrap each other); `cache.Staged` puts this
   machine's runs not yet uploaded in front of it.

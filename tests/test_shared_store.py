@@ -1,5 +1,8 @@
-"""The shared store on S3: real traced scripts checkpointing to s3:// against moto's S3 server on
-localhost, read back from another "machine" (its own HOME and cache dirs)."""
+"""The shared store in a bucket, on each cloud: real traced scripts checkpointing to s3://, gs://
+and az:// against servers the tests start on localhost (moto's S3 server, gcp-storage-emulator's
+storage behind GCS's XML API, Azurite; see bucket_servers.py), read back from another "machine"
+(its own HOME and cache dirs), each machine reaching the bucket by its cloud's own conventions.
+Every test runs once per cloud: `test_x[gs]` names the cloud that failed."""
 
 from __future__ import annotations
 
@@ -10,59 +13,78 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
+from bucket_servers import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    CLOUD_VARIABLES,
+    AzureServer,
+    BucketServer,
+    GcsServer,
+    S3Server,
+    azurite_command,
+)
 from conftest import PYTHON, chkpt, python, write
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (scripts/venv installs it)")
-pytest.importorskip("obstore", reason="the s3 extra (obstore) is not installed (scripts/venv installs it)")
+pytest.importorskip("obstore", reason="obstore (the s3/gs/az extra) is not installed (scripts/venv installs it)")
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+
+def start_server(cloud: str, log_dir: Path) -> BucketServer:
+    """The cloud's server, or a skip saying why it cannot be had here."""
+    if cloud == "s3":
+        pytest.importorskip("moto.server", reason="moto's S3 server is not installed (scripts/venv installs it)")
+        return S3Server()
+    if cloud == "gs":
+        pytest.importorskip("gcp_storage_emulator",
+                            reason="gcp-storage-emulator is not installed (scripts/venv installs it)")
+        return GcsServer()
+    command = azurite_command()
+    if command is None:
+        pytest.skip("Azurite is not installed: scripts/venv installs it from the npm registry (it needs Node.js)")
+    return AzureServer(command, log_dir)
 
 
 @pytest.fixture(scope="session")
-def endpoint():
-    """moto's S3 server on a free localhost port, for the whole session."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def servers(tmp_path_factory):
+    """The servers started so far in this session (or xdist worker): each once, stopped at its end."""
+    started: dict[str, BucketServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
 
 
-_buckets = iter(range(10**6))
+@pytest.fixture(params=["s3", "gs", "az"])
+def server(request, servers, tmp_path_factory) -> BucketServer:
+    if request.param not in servers:
+        servers[request.param] = start_server(request.param, tmp_path_factory.mktemp(request.param))
+    return servers[request.param]
 
 
 @pytest.fixture
-def bucket(endpoint: str) -> str:
-    """A new empty bucket; its s3:// URL (with a prefix)."""
-    import obstore
-    from obstore.store import S3Store
-
-    name = f"chkpt-test-{os.getpid()}-{next(_buckets)}"
-    # moto creates a bucket on a PUT to its name
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{name}", method="PUT")).close()
-    store = S3Store(name, endpoint=endpoint, allow_http=True, region="us-east-1",
-                    access_key_id="testing", secret_access_key="testing")
-    obstore.list(store).collect()
-    return f"s3://{name}/team"
+def bucket(server: BucketServer) -> str:
+    """A new empty bucket (an Azure container); its URL, with a prefix."""
+    return server.new_bucket()
 
 
-def machine(tmp_path: Path, name: str, endpoint: str, url: str) -> dict[str, str]:
-    """The environment of one machine: its own HOME and XDG dirs, the bucket as its store."""
+def machine(tmp_path: Path, name: str, reach: dict[str, str], url: str) -> dict[str, str]:
+    """The environment of one machine: its own HOME and XDG dirs, the bucket as its store, reached
+    with `reach` (a cloud's variables: endpoint and credentials)."""
     home = tmp_path / name
     home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHKPT", "XDG_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHKPT", "XDG_", *CLOUD_VARIABLES))}
     env.pop("PYTHONPATH", None)
-    env.update(CREDENTIALS, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_CACHE_HOME=str(home / ".cache"), CHKPT_DIR=url, AWS_ENDPOINT_URL=endpoint,
-               PYTHONUNBUFFERED="1")
+    env.update(reach, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_CACHE_HOME=str(home / ".cache"), CHKPT_DIR=url, PYTHONUNBUFFERED="1")
     return env
+
+
+def reaching(env: dict[str, str], reach: dict[str, str]) -> dict[str, str]:
+    """The same machine, reaching the bucket another way (the endpoint back up)."""
+    return dict({k: v for k, v in env.items() if not k.startswith(CLOUD_VARIABLES)}, **reach)
 
 
 SCRIPT = """
@@ -83,15 +105,15 @@ def ls(env: dict[str, str], cwd: Path) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, endpoint, bucket, work):
-    writer = machine(tmp_path, "node1", endpoint, bucket)
+def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, server, bucket, work):
+    writer = machine(tmp_path, "node1", server.environment(), bucket)
     write(work, "train.py", SCRIPT)
     done = python(["train.py"], writer, work)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done 6.0\n"
     assert done.stderr == ""
 
-    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
     listed = ls(laptop, work)
     assert [(r["script_name"], r["status"], r["checkpoints"]) for r in listed] == [("train.py", "finished", 2)]
     table = chkpt(["ls"], laptop, work)
@@ -108,14 +130,6 @@ def test_a_run_on_one_machine_is_listed_and_loaded_on_another(tmp_path, endpoint
     assert loaded.stdout == "6.0 3.0 (50000, 2)\n", loaded.stderr
 
 
-def dead_endpoint() -> str:
-    """A localhost address nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 OUTAGE = """
 import numpy as np
 data = np.arange(200_000) * 3
@@ -123,9 +137,9 @@ print("total", int(data.sum()))
 """
 
 
-def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_path, endpoint, bucket, work):
+def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_path, server, bucket, work):
     write(work, "job.py", OUTAGE)
-    offline = machine(tmp_path, "node1", dead_endpoint(), bucket)
+    offline = machine(tmp_path, "node1", server.dead_environment(), bucket)
     plain = python(["job.py"], dict(offline, CHKPT="0"), work)
     traced = python(["job.py"], offline, work)
     assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode) == ("total 59999700000\n", 0)
@@ -145,9 +159,9 @@ def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_pa
     [waiting] = json.loads(chkpt(["ls", "--json"], offline, work).stdout)
     assert (waiting["script_name"], waiting["status"], waiting["waiting_upload"]) == ("job.py", "finished", True)
 
-    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
     assert ls(laptop, work) == []
-    online = dict(offline, AWS_ENDPOINT_URL=endpoint)
+    online = reaching(offline, server.environment())
     # reading uploads nothing: doctor and ls on the node tell what waits, the laptop still sees nothing
     doctor = {c["topic"]: c for c in json.loads(chkpt(["doctor", "--json"], online, work).stdout)["checks"]}
     waiting_text = f"1 run of this machine waiting for upload to {bucket} (`chkpt sync` uploads them)"
@@ -170,20 +184,19 @@ def test_an_outage_costs_one_warning_and_chkpt_sync_uploads_the_run_later(tmp_pa
     assert int(np.load(tmp_path / "out" / "data.npy").sum()) == 59999700000
 
 
-def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, endpoint, work):
+def test_a_missing_bucket_is_one_warning_and_the_script_is_unaffected(tmp_path, server, work):
     write(work, "job.py", OUTAGE)
-    env = machine(tmp_path, "node1", endpoint, "s3://no-such-bucket-here/x")
+    url = f"{server.scheme}no-such-bucket-here/x"
+    env = machine(tmp_path, "node1", server.environment(), url)
     traced = python(["job.py"], env, work)
     assert (traced.stdout, traced.returncode) == ("total 59999700000\n", 0)
+    missing = f"{url}: the {server.bucket_word} does not exist"
     assert traced.stderr.splitlines() == [
-        "chkpt: could not upload: s3://no-such-bucket-here/x: the bucket does not exist; the run is kept in "
-        f"{tmp_path}/node1/.cache/chkpt-remote/{socket.gethostname()}/s3%3A%2F%2Fno-such-bucket-here%2Fx/staging and "
-        "`chkpt sync` "
-        "uploads it later"]
+        f"chkpt: could not upload: {missing}; the run is kept in {tmp_path}/node1/.cache/chkpt-remote/"
+        f"{socket.gethostname()}/{urllib.parse.quote(url, safe='')}/staging and `chkpt sync` uploads it later"]
     listed = chkpt(["ls"], env, work)
     assert listed.returncode == 0
-    assert listed.stderr == ("chkpt: s3://no-such-bucket-here/x: the bucket does not exist; "
-                             "showing this machine's cached copy and 1 run waiting for upload\n")
+    assert listed.stderr == f"chkpt: {missing}; showing this machine's cached copy and 1 run waiting for upload\n"
     assert "job.py" in listed.stdout
 
 
@@ -210,9 +223,9 @@ def uploader_pid(env: dict[str, str], url: str) -> int | None:
 
 
 def test_a_node_killed_mid_upload_leaves_the_bucket_consistent_and_the_next_chkpt_finishes(
-        tmp_path, endpoint, bucket, work):
+        tmp_path, server, bucket, work):
     write(work, "big.py", BIG)
-    node = machine(tmp_path, "node1", endpoint, bucket)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
     script = subprocess.Popen([PYTHON, "big.py"], env=node, cwd=work, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -229,7 +242,7 @@ def test_a_node_killed_mid_upload_leaves_the_bucket_consistent_and_the_next_chkp
         script.kill()
         script.wait()
 
-    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
     before = ls(laptop, work)
     assert before == [], "the index came before its data, or the upload was not cut short"
 
@@ -261,13 +274,13 @@ print("sum", float(total[0]))
 """
 
 
-def test_a_crash_on_one_machine_resumes_on_another(tmp_path, endpoint, bucket, work):
+def test_a_crash_on_one_machine_resumes_on_another(tmp_path, server, bucket, work):
     write(work, "loop.py", RESUMABLE)
-    node = machine(tmp_path, "node1", endpoint, bucket)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
     crashed = python(["loop.py"], node, work)
     assert crashed.returncode == 1 and "NameError" in crashed.stderr
 
-    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
     write(work, "loop.py", RESUMABLE.replace("boom = undefined_name", "boom = 0"))
     resumed = chkpt(["resume", "loop.py", "--from", "latest@crash"], laptop, work)
     assert resumed.returncode == 0, resumed.stderr
@@ -310,15 +323,15 @@ def loads_everywhere(env: dict[str, str], work: Path) -> list[str]:
     return done.stdout
 
 
-def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, work):
+def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, server, bucket, work):
     write(work, "writer.py", WRITER)
-    old = machine(tmp_path, "old", endpoint, bucket)
+    old = machine(tmp_path, "old", server.environment(), bucket)
     assert python(["writer.py", "0", "2"], old, work).returncode == 0  # a finished run, for gc to evict
     [old_run] = ls(old, work)
-    nodes = [machine(tmp_path, f"node{i}", endpoint, bucket) for i in (1, 2)]
+    nodes = [machine(tmp_path, f"node{i}", server.environment(), bucket) for i in (1, 2)]
     writers = [subprocess.Popen([PYTHON, "writer.py", str(i), "40"], env=env, cwd=work, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for i, env in enumerate(nodes, 1)]
-    admin = machine(tmp_path, "admin", endpoint, bucket)
+    admin = machine(tmp_path, "admin", server.environment(), bucket)
     try:
         deadline = time.monotonic() + 60
         while len(ls(admin, work)) < 3 and time.monotonic() < deadline:  # both writers are live in the bucket
@@ -341,74 +354,87 @@ def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, endpoint, bucket, wor
     assert loads_everywhere(admin, work) == "2 []\n"
 
 
-@pytest.fixture(scope="module")
-def strict_endpoint():
-    """A second moto server that checks credentials (none are valid there)."""
-    import sys
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/").close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait()
-
-
-def test_bad_credentials_cost_one_warning_and_doctor_names_them(tmp_path, strict_endpoint, work):
+def test_wrong_credentials_cost_one_warning_and_doctor_names_them(tmp_path, server, bucket, work):
     write(work, "job.py", OUTAGE)
-    env = machine(tmp_path, "node1", strict_endpoint, "s3://team-bucket/chkpt")
+    wrong, reason = server.wrong_credentials(bucket)
+    env = machine(tmp_path, "node1", wrong, bucket)
     plain = python(["job.py"], dict(env, CHKPT="0"), work)
     traced = python(["job.py"], env, work)
     assert (traced.stdout, traced.returncode) == (plain.stdout, plain.returncode)
     [warning] = traced.stderr.splitlines()
-    assert warning.startswith("chkpt: could not upload: s3://team-bucket/chkpt: the access key is not valid "
-                              "(check AWS_ACCESS_KEY_ID / AWS_PROFILE); the run is kept in ")
+    assert warning.startswith(f"chkpt: could not upload: {bucket}: {reason}; the run is kept in "), warning
     doctor = chkpt(["doctor"], env, work)
     assert doctor.returncode == 1
-    assert "bucket    PROBLEM  s3://team-bucket/chkpt: the access key is not valid" in doctor.stdout
+    assert f"bucket    PROBLEM  {bucket}: {reason}\n" in doctor.stdout
 
 
-def test_doctor_checks_the_bucket_and_the_clock(tmp_path, endpoint, bucket, work):
-    env = machine(tmp_path, "node1", endpoint, bucket)
+def test_doctor_names_the_cloud_and_credentials_and_checks_the_bucket_and_the_clock(tmp_path, server, bucket, work):
+    env = machine(tmp_path, "node1", server.environment(), bucket)
     doctor = chkpt(["doctor", "--json"], env, work)
     checks = {c["topic"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["cloud"]["text"] == {
+        "s3://": f"Amazon S3 at {server.endpoint}, credentials: AWS_ACCESS_KEY_ID",
+        "gs://": f"Google Cloud Storage at {server.endpoint}, credentials: none, for an emulator "
+                 "(STORAGE_EMULATOR_HOST)",
+        "az://": f"Azure Blob Storage at {server.endpoint}/{AZURITE_ACCOUNT}, credentials: "
+                 f"AZURE_STORAGE_CONNECTION_STRING, account {AZURITE_ACCOUNT}",
+    }[server.scheme]
     assert checks["bucket"] == {"topic": "bucket", "ok": True, "text": f"reachable and writable: {bucket}"}
     assert checks["clock"]["ok"], checks["clock"]
     assert checks["uploads"]["text"] == f"nothing waiting for upload: {bucket} has every run of this machine"
 
 
-def test_credentials_from_an_aws_profile(tmp_path, endpoint, bucket, work):
-    env = machine(tmp_path, "node1", endpoint, bucket)
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
-        del env[key]
-    aws = Path(env["HOME"]) / ".aws"
-    aws.mkdir()
-    (aws / "credentials").write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
-    (aws / "config").write_text(f"[profile team]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
-    env["AWS_PROFILE"] = "team"
+def other_convention(server: BucketServer, url: str, home: Path) -> tuple[dict[str, str], str]:
+    """Another way users of this cloud reach it (a credentials file, their CLI's variables), and
+    another spelling of the bucket's URL that they paste."""
+    name, _, prefix = url.removeprefix(server.scheme).partition("/")
+    home.mkdir(parents=True, exist_ok=True)
+    if server.scheme == "s3://":  # the profile of ~/.aws, its endpoint_url included
+        aws = home / ".aws"
+        aws.mkdir()
+        (aws / "credentials").write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+        (aws / "config").write_text(f"[profile team]\nregion = us-east-1\nendpoint_url = {server.endpoint}\n")
+        return {"AWS_PROFILE": "team"}, url + "/"
+    if server.scheme == "gs://":  # Google's client libraries' emulator switch, as host:port
+        return {"STORAGE_EMULATOR_HOST": server.endpoint.removeprefix("http://")}, f"gcs://{name}/{prefix}"
+    # the Azure CLI's variable names, the emulator switch, and the account in an abfss:// URL
+    return ({"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": server.endpoint,
+             "AZURE_STORAGE_ACCOUNT": AZURITE_ACCOUNT, "AZURE_STORAGE_KEY": AZURITE_KEY},
+            f"abfss://{name}@{AZURITE_ACCOUNT}.dfs.core.windows.net/{prefix}")
+
+
+def test_each_clouds_conventions_for_credentials_and_urls_reach_the_same_store(tmp_path, server, bucket, work):
+    reach, spelled = other_convention(server, bucket, tmp_path / "node1")
+    env = machine(tmp_path, "node1", reach, spelled)
     write(work, "job.py", OUTAGE)
     traced = python(["job.py"], env, work)
     assert traced.stderr == ""
-    assert [r["script_name"] for r in ls(machine(tmp_path, "laptop", endpoint, bucket), work)] == ["job.py"]
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
+    assert [r["script_name"] for r in ls(laptop, work)] == ["job.py"]
+    # the store is named by its cloud's usual scheme, whatever the spelling: gcs:// is gs://
+    named = {"s3://": bucket, "gs://": bucket, "az://": spelled.replace("abfss://", "az://")}[server.scheme]
+    assert [r["script_name"] for r in ls(dict(env, CHKPT_DIR=named), work)] == ["job.py"]
+    synced = chkpt(["sync", spelled], env, work)
+    assert synced.stdout == f"nothing waiting for upload: {named} has every run of this machine\n", synced.stderr
 
 
-def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_store(tmp_path, endpoint, bucket, work):
+def test_the_read_cache_keeps_the_mtime_each_file_had_on_its_writers_machine(tmp_path, server, bucket, work):
+    """The mtime travels as object metadata (chkpt-mtime; chkpt_mtime on Azure, whose metadata
+    names are identifiers): a record's summary is current in the cache exactly when it was there."""
+    write(work, "job.py", OUTAGE)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
+    assert python(["job.py"], node, work).returncode == 0
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
+    [run] = ls(laptop, work)
+    [staging] = (Path(node["XDG_CACHE_HOME"]) / "chkpt-remote").glob("*/*/staging")
+    [cache] = (Path(laptop["XDG_CACHE_HOME"]) / "chkpt-remote").glob("*/*/cache")
+    record = Path("runs", run["id"], "run.json")
+    assert (cache / record).stat().st_mtime == (staging / record).stat().st_mtime
+
+
+def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_store(tmp_path, server, bucket, work):
     write(work, "tiny.py", "print(sum(range(10)))\n")
-    env = machine(tmp_path, "node1", endpoint, bucket)
+    env = machine(tmp_path, "node1", server.environment(), bucket)
     traced = python(["-X", "importtime", "tiny.py"], env, work)
     assert traced.stdout == "45\n"
     loaded = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
@@ -417,12 +443,12 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
     assert not (Path(env["XDG_CACHE_HOME"]) / "chkpt-remote").exists()
 
 
-def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoint, bucket, work):
+def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, server, bucket, work):
     write(work, "job.py", "import sys, numpy as np\ndata = np.arange(200_000) * int(sys.argv[1])\n")
-    node = machine(tmp_path, "node1", endpoint, bucket)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
     assert python(["job.py", "2"], node, work).returncode == 0
     assert python(["job.py", "3"], node, work).returncode == 0
-    laptop = machine(tmp_path, "laptop", endpoint, bucket)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
     first, second = sorted(ls(laptop, work), key=lambda r: r["started"])
     removed = chkpt(["rm", first["id"]], laptop, work)
     assert removed.returncode == 0, removed.stderr
@@ -438,15 +464,15 @@ def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, endpoin
     assert pinned.returncode == 2 and "pins are per machine" in pinned.stderr
 
 
-def test_the_read_cache_stays_under_cache_size(tmp_path, endpoint, bucket, work):
+def test_the_read_cache_stays_under_cache_size(tmp_path, server, bucket, work):
     write(work, "two.py", """
         import numpy as np
         first = np.full(400_000, 1.0)   # 3.2 MB each
         second = np.full(400_000, 2.0)
     """)
-    node = machine(tmp_path, "node1", endpoint, bucket)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
     assert python(["two.py"], node, work).returncode == 0
-    laptop = dict(machine(tmp_path, "laptop", endpoint, bucket), CHKPT_CACHE_SIZE="4MB", CHKPT="0")
+    laptop = dict(machine(tmp_path, "laptop", server.environment(), bucket), CHKPT_CACHE_SIZE="4MB", CHKPT="0")
     for name, value in (("first", "1.0"), ("second", "2.0")):
         done = subprocess.run([PYTHON, "-c", f"import chkpt; print(chkpt.load({name!r})[7])"], env=laptop,
                               cwd=work, capture_output=True, text=True, timeout=120)

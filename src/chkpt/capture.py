@@ -155,14 +155,20 @@ def frame_locals(frame: FrameType) -> list[tuple[str, Any]]:
     """
     code = frame.f_code
     if code.co_flags & _CO_OPTIMIZED:
-        if sys.version_info < (3, 13):
+        if _FRAME_LAYOUT_KNOWN:
             return _python312_locals().read(frame)
-        return list(frame.f_locals.items())  # a FrameLocalsProxy (PEP 667): a view, nothing written
+        # 3.13+: a FrameLocalsProxy (PEP 667), a view that writes nothing; elsewhere (3.11, other
+        # builds of 3.12) a held locals() dict is refreshed, as by Python's own tracers
+        return list(frame.f_locals.items())
     found = frame.f_locals
     return list(dict.items(found)) if issubclass(type(found), dict) else []
 
 
 _CO_OPTIMIZED = 0x1
+# The offsets _Python312Locals reads are those of CPython 3.12's 64-bit release builds; on any
+# other build (debug builds add fields to every object, 32-bit pointers) it is never used.
+_FRAME_LAYOUT_KNOWN = (sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 12)
+                       and sys.maxsize > 2**32 and not hasattr(sys, "gettotalrefcount"))
 _locals_reader: _Python312Locals | None = None
 
 

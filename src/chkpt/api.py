@@ -62,6 +62,9 @@ def nonblank(text: Any, what: str, example: str) -> str:
     return stripped
 
 
+_local_stores: dict[str, Store] = {}  # by root: one Store per local store, reused by every call
+
+
 def default_store() -> Store:
     """The configured store: a local one, or the read cache of a bucket store brought up to date."""
     config = config_module.load(os.getcwd())
@@ -69,7 +72,10 @@ def default_store() -> Store:
         from chkpt import shared
 
         return shared.reading_store(config.remote, config.cache_size, warn=guard.warn)
-    return Store(config.store_dir)
+    found = _local_stores.get(config.store_dir)
+    if found is None:
+        found = _local_stores[config.store_dir] = Store(config.store_dir)
+    return found
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -177,8 +183,7 @@ class Checkpoint:
         self.exception: str | None = manifest.get("exception")
         self.skipped: list[dict[str, str]] = manifest["skipped"]
         self.aliases: dict[str, str] = manifest["aliases"]
-        self.variables = sorted((Variable(self, v) for v in manifest["variables"]),
-                                key=lambda v: fmt.natural_key(v.name))
+        self._variables: list[Variable] | None = None
         # a notebook's: the cells run since the checkpoint before, the last being the one it follows
         self.cells: list[dict[str, Any]] = manifest.get("cells") or []
         self.cell: int | None = self.cells[-1]["count"] if self.cells and self.cells[-1]["state"] == "this" else None
@@ -211,6 +216,15 @@ class Checkpoint:
         return f"{self.trigger}{label}{where}"
 
     @property
+    def variables(self) -> list[Variable]:
+        """Its saved values, in natural order of their names (made on first use: loading one
+        value by name needs only its own)."""
+        if self._variables is None:
+            self._variables = sorted((Variable(self, v) for v in self.manifest["variables"]),
+                                     key=lambda v: fmt.natural_key(v.name))
+        return self._variables
+
+    @property
     def size(self) -> int:
         """Bytes of the values saved (shared or unchanged data counted in full)."""
         return sum(v.size for v in self.variables)
@@ -223,9 +237,9 @@ class Checkpoint:
     def variable(self, name: str) -> Variable:
         name = naming.canonical(nonblank(name, "a variable name", "df or results['train']"))
         name = self.aliases.get(name, name)
-        for variable in self.variables:
-            if variable.name == name:
-                return variable
+        for entry in self.manifest["variables"]:
+            if entry["name"] == name:
+                return Variable(self, entry)
         hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 
@@ -558,16 +572,23 @@ def all_runs(store: Store) -> list[Run]:
     found = []
     when: dict[str, float] = {}
     for run_id in store.run_ids():
-        try:
-            run = Run(store, store.read_run(run_id))
-        except FileNotFoundError:
-            continue  # being created, or debris gc will remove
-        except StoreError as exc:
-            run = Run.damaged(store, run_id, str(exc))
+        run = _read_run(store, run_id)
+        if run is None:
+            continue
         found.append(run)
         when[run_id] = run.start_time or store.run_last_used(run_id) or 0.0
     found.sort(key=lambda r: when[r.id], reverse=True)
     return found
+
+
+def _read_run(store: Store, run_id: str) -> Run | None:
+    """The run `run_id` (damaged when its record cannot be read); None when it has no record."""
+    try:
+        return Run(store, store.read_run(run_id))
+    except FileNotFoundError:
+        return None  # being created, or debris gc will remove
+    except StoreError as exc:
+        return Run.damaged(store, run_id, str(exc))
 
 
 def matches_script(run: Run, script: str) -> bool:
@@ -708,6 +729,11 @@ def reference_parts(ref: str | None) -> tuple[str, str | None]:
 
 def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
     run_part, selector = reference_parts(ref)
+    if script is None and run_part != "latest" and not run_part.startswith("latest:"):
+        ids = [run_id for run_id in store.run_ids() if run_id.startswith(run_part)]
+        run = _read_run(store, ids[0]) if len(ids) == 1 else None
+        if run is not None:  # the one run of that id: the others' records need not be read
+            return run, selector
     found = all_runs(store)
     if script is not None:
         found = _script_runs(found, script)

@@ -135,13 +135,42 @@ def test_one_unsaveable_value_never_aborts_the_checkpoint(env, work):
     assert "opaque" not in skipped
     assert skipped["bad_array"].startswith("cannot be pickled")
     assert skipped["sock"] == "a socket cannot be saved"
-    assert skipped["event"] == "a Event (thread synchronisation) cannot be saved"
+    assert skipped["event"] == "an Event (thread synchronisation) cannot be saved"
     assert skipped["gen"] == "a generator cannot be saved (its running state is not data)"
     assert skipped["cfg['cb']"] == "a lambda cannot be saved (code, not data)"
     check = "import chkpt; c = chkpt.load('cfg'); print(c['data'].sum(), c['cb'])"
     loaded = python(["-c", check], env, work)
     assert loaded.stdout == "500.0 <not saved: cfg['cb']: a lambda cannot be saved (code, not data)>\n", \
         loaded.stderr
+
+
+FILES = """
+import asyncio, io, numpy as np
+log = open("log.txt", "w")
+done = open("done.bin", "wb")
+done.write(b"x")
+done.close()
+with open("read.txt", "w") as text:
+    text.write("y")
+memory = io.BytesIO(b"z")
+queue = asyncio.Queue()
+data = np.ones(1000)
+print("ok")
+"""
+
+
+def test_skip_reasons_say_whether_a_file_is_open_or_closed(env, work):
+    write(work, "files.py", FILES)
+    result = python(["files.py"], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    skipped = {s["name"]: s["reason"] for s in checkpoint["skipped"]}
+    assert skipped["log"] == "an open file (TextIOWrapper) cannot be saved"
+    assert skipped["done"] == "a closed file (BufferedWriter) cannot be saved (a file object, not data)"
+    assert skipped["text"] == "a closed file (TextIOWrapper) cannot be saved (a file object, not data)"
+    assert skipped["queue"] == ("an asyncio.Queue belongs to the running process (its files, processes, "
+                                "connections, threads or event loop) and cannot be saved")
+    assert "memory" not in skipped  # an in-memory file is data: saved
 
 
 MAIN_CLASSES = """

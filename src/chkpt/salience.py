@@ -22,6 +22,7 @@ thousands of values and must stay in the low milliseconds.
 
 from __future__ import annotations
 
+import _io
 import _weakref
 import gc
 import sys
@@ -50,6 +51,7 @@ _DEFINITIONS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
 _FUNCTION_TYPE_NAMES = frozenset({"cython_function_or_method", "fused_cython_function"})
 _FILE_TYPES = frozenset({"TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom",
                          "FileIO"})
+_FILE_CLASSES = frozenset({_io.TextIOWrapper, _io.BufferedReader, _io.BufferedWriter, _io.BufferedRandom, _io.FileIO})
 _LOCK_TYPES = frozenset({"lock", "RLock", "_RLock", "Condition", "Semaphore", "BoundedSemaphore",
                          "Event", "Barrier"})
 _PROXIES = (_weakref.ProxyType, _weakref.CallableProxyType)
@@ -88,14 +90,15 @@ def _type_reason(cls: type) -> str | None:
     if issubclass(cls, types.FrameType | types.TracebackType):
         return f"a {name} cannot be saved (it is interpreter state)"
     if module in ("_io", "io") and name in _FILE_TYPES:
-        return f"an open file ({name}) cannot be saved"
+        return f"a file object ({name}) cannot be saved"  # Rules.kind says whether it is open
     if module == "socket" or name == "socket":
         return "a socket cannot be saved"
     if module in ("_thread", "threading") and name in _LOCK_TYPES:
-        return f"a {name} (thread synchronisation) cannot be saved"
+        return f"{_a(name)} {name} (thread synchronisation) cannot be saved"
     if module in ("mmap", "subprocess", "selectors", "ssl") or module.startswith(
             ("multiprocessing", "concurrent", "asyncio", "sqlite3")):
-        return f"a {module.split('.')[0]}.{plain.class_qualname(cls)} holds live system resources and cannot be saved"
+        return (f"{_a(module)} {module.split('.')[0]}.{plain.class_qualname(cls)} belongs to the running process "
+                "(its files, processes, connections, threads or event loop) and cannot be saved")
     if module == "unittest.mock":  # each mock has a class of its own, named after its base
         base = next((plain.class_name(klass) for klass in plain.mro(cls)[1:] if class_module(klass) == "unittest.mock"),
                     name)
@@ -103,6 +106,27 @@ def _type_reason(cls: type) -> str | None:
     if issubclass(cls, _PROXIES):
         return "a weak reference proxy cannot be saved (it stands for another object)"
     return None
+
+
+def _a(word: str) -> str:
+    """"a" or "an", as said before `word` (by its first letter)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _file_reason(obj: Any) -> str:
+    """Why a file object of io's own classes is skipped, open or closed: whether it is closed is
+    read from the OS file under it (io's C code, never a method of the program's)."""
+    name = plain.class_name(type(obj))
+    inner = obj
+    for holder, member in ((_io.TextIOWrapper, "buffer"), (_io.BufferedReader, "raw"), (_io.BufferedWriter, "raw"),
+                           (_io.BufferedRandom, "raw")):
+        if isinstance(inner, holder):
+            inner = holder.__dict__[member].__get__(inner)
+    if type(inner) is not _io.FileIO:
+        return f"a file object ({name}) cannot be saved"
+    if _io.FileIO.__dict__["closed"].__get__(inner):
+        return f"a closed file ({name}) cannot be saved (a file object, not data)"
+    return f"an open file ({name}) cannot be saved"
 
 
 def _is_stdlib(module: str) -> bool:
@@ -180,6 +204,8 @@ class Rules:
         known = self._kinds.get(cls)
         if known is None:
             known = self._kinds[cls] = self._classify(cls)
+        if known[0] is UNSAVEABLE and cls in _FILE_CLASSES:
+            return UNSAVEABLE, _file_reason(obj)
         return known
 
     def _classify(self, cls: type) -> tuple[str, str | None]:

@@ -127,6 +127,8 @@ class Variable:
             hint = ""
             if "__main__" in str(exc):
                 hint = " (its class is defined in the script, which is not imported here)"
+            elif "cloudpickle" in str(exc):
+                hint = " (it was saved by cloudpickle: pip install 'chkpt[cloudpickle]')"
             raise LoadError(f"cannot load {self.name} from {self.checkpoint.ref}: "
                             f"{type(exc).__name__}: {exc}{hint}") from None
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from types import FunctionType
 
 from chkpt import naming, plain, salience, serialize
 from chkpt.fmt import human_size
@@ -461,6 +462,8 @@ class _Walker:
             if kind is USER_OBJECT:
                 extra += sum(map(self.element_size, plain.slots(obj).values()))
             return _size(obj) + extra
+        if type(obj) is FunctionType and obj.__closure__:  # saved by cloudpickle with what it holds
+            return _size(obj) + sum(self.element_size(value) for value in salience.closure_values(obj).values())
         return _size(obj)
 
     def element_size(self, obj: Any) -> int:

@@ -153,19 +153,42 @@ def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def _closure_reason(function: types.FunctionType, kind: Callable[[Any], tuple[str, str | None]]) -> str | None:
-    """Why a closure holding data is listed as skipped (None for one holding only code)."""
-    held = []
+NO_FALLBACK = "pickle refuses it; with cloudpickle installed, pip install 'chkpt[cloudpickle]', it is saved"
+_fallback: list[bool] = []  # whether cloudpickle is installed, once looked up
+
+
+def fallback_available() -> bool:
+    """Whether cloudpickle is installed: what pickle refuses (a lambda, a closure, a function or
+    class defined inside another) is then saved by it. Looked up once, without importing it."""
+    if not _fallback:
+        import importlib.util
+
+        try:
+            _fallback.append(importlib.util.find_spec("cloudpickle") is not None)
+        except (ImportError, ValueError):
+            _fallback.append(False)
+    return _fallback[0]
+
+
+def closure_values(function: types.FunctionType) -> dict[str, Any]:
+    """The values a closure holds, by the names its code gives them (an empty cell holds none)."""
+    held = {}
     for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=False):
         try:
-            value = cell.cell_contents
+            held[name] = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        if kind(value)[0] not in (DEFINITION, SCALAR):
-            held.append(f"{name}: {type_label(value)}")
+    return held
+
+
+def _closure_reason(function: types.FunctionType, kind: Callable[[Any], tuple[str, str | None]]) -> str | None:
+    """Why a closure holding data is listed as skipped without cloudpickle (None for one holding
+    only code)."""
+    held = [f"{name}: {type_label(value)}" for name, value in closure_values(function).items()
+            if kind(value)[0] not in (DEFINITION, SCALAR)]
     if not held:
         return None
-    return f"a closure cannot be saved (functions are code), nor the data it holds ({', '.join(held)})"
+    return f"a closure cannot be saved, nor the data it holds ({', '.join(held)}): {NO_FALLBACK}"
 
 
 class Rules:
@@ -190,17 +213,18 @@ class Rules:
         self._kinds: dict[type, tuple[str, str | None]] = {}
         self._program: dict[type, bool] = {}
         self.pickling = plain.Pickling(self.is_program)  # how objects of each class are pickled
+        self.fallback = fallback_available()
 
     def kind(self, obj: Any) -> tuple[str, str | None]:
         """(kind, reason it cannot be saved or None); decided once per type."""
         cls = type(obj)
-        if cls is types.FunctionType:
+        if cls is types.FunctionType:  # saved by value by cloudpickle, when it is installed
             if obj.__name__ == "<lambda>":
-                return UNSAVEABLE, "a lambda cannot be saved (code, not data)"
+                return (OTHER, None) if self.fallback else (UNSAVEABLE, f"a lambda cannot be saved: {NO_FALLBACK}")
             if obj.__closure__:
                 reason = _closure_reason(obj, self.kind)
                 if reason is not None:
-                    return UNSAVEABLE, reason
+                    return (OTHER, None) if self.fallback else (UNSAVEABLE, reason)
         known = self._kinds.get(cls)
         if known is None:
             known = self._kinds[cls] = self._classify(cls)

@@ -8,9 +8,11 @@ then loads them:
   (target ≤ 3x);
 - all at once, `Checkpoint.load_all()`, beside `pickle.load` of the 14 arrays from one file.
 
+`--runs N` runs the script N times first (a store with N runs; the last is loaded).
+
 Each figure is the least of --repeat rounds, in turns. Takes a few seconds.
 
-    python benchmarks/bench_load.py [--arrays 14] [--size 1000] [--repeat 20]
+    python benchmarks/bench_load.py [--arrays 14] [--size 1000] [--repeat 20] [--runs 1]
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--arrays", type=int, default=14)
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         env = dict(os.environ, CHKPT_DIR=os.path.join(work, "store"), CHKPT_INTERVAL="1h")
@@ -92,12 +95,15 @@ def main() -> None:
         for name, text in (("save.py", SAVE), ("load.py", LOAD)):
             with open(os.path.join(work, name), "w") as f:
                 f.write(textwrap.dedent(text))
-        subprocess.run([sys.executable, "save.py", str(args.arrays), str(args.size)], cwd=work, env=env, check=True)
+        for _ in range(args.runs):
+            subprocess.run([sys.executable, "save.py", str(args.arrays), str(args.size)], cwd=work, env=env,
+                           check=True)
         done = subprocess.run([sys.executable, "load.py", str(args.arrays), str(args.repeat)], cwd=work,
                               env=dict(env, CHKPT="0"), check=True, capture_output=True, text=True)
         figures = json.loads(done.stdout)
     ms = {key: value * 1000 for key, value in figures.items()}
-    print(f"{args.arrays} arrays of {args.size} float64, least of {args.repeat} rounds")
+    print(f"{args.arrays} arrays of {args.size} float64 in a store of {args.runs} run(s), "
+          f"least of {args.repeat} rounds")
     print(f"  chkpt.load by name, first call    {ms['first_by_name']:8.2f} ms")
     print(f"  chkpt.load by name, again         {ms['by_name']:8.2f} ms   "
           f"numpy.load of {args.arrays} .npy files {ms['numpy_load']:6.2f} ms   "

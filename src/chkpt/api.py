@@ -8,12 +8,12 @@ never changes the store). A run whose record cannot be read is listed with statu
 checkpoint is left out and described in its run's `problems`. Times are local `datetime`s;
 `Run`, `Checkpoint`, `Variable` and the lists of them show as tables in notebooks.
 
-References: `latest`, `latest:analysis.py`, a run id or id prefix, or a script name (its
-latest run), each optionally followed by `@N` (checkpoint index; negative counts from the
-end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the
-default). A bare script name that names scripts in several folders is ambiguous: the one in
-the current folder is taken (and named), else the error names them all. Variable names follow
-naming.py.
+References: `latest`, `latest:analysis.py`, a run id or id prefix (a whole id names its run
+even where it begins a longer one), or a script name (its latest run), each optionally
+followed by `@N` (checkpoint index; negative counts from the end), `@crash`, `@exit`,
+`@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the default). A bare script name
+that names scripts in several folders is ambiguous: the one in the current folder is taken
+(and named), else the error names them all. Variable names follow naming.py.
 """
 
 from __future__ import annotations
@@ -732,9 +732,9 @@ def reference_parts(ref: str | None) -> tuple[str, str | None]:
 def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
     run_part, selector = reference_parts(ref)
     if script is None and run_part != "latest" and not run_part.startswith("latest:"):
-        ids = [run_id for run_id in store.run_ids() if run_id.startswith(run_part)]
+        ids = store.find_run_ids(run_part)
         run = _read_run(store, ids[0]) if len(ids) == 1 else None
-        if run is not None:  # the one run of that id: the others' records need not be read
+        if run is not None:  # the one run of that id (prefix): the others' records need not be read
             return run, selector
     found = all_runs(store)
     if script is not None:

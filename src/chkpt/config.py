@@ -414,9 +414,11 @@ def load(
     for layer, path in paths.config_files(start_dir or os.getcwd()):
         _layer_file(config, path, f"{layer} file {path}")
     env = os.environ if environ is None else environ
+    # one pass over the names: each look-up in os.environ encodes and decodes
+    present = {variable for variable in env if variable.startswith("CHKPT_")}
     for key in SETTINGS:
         variable = f"CHKPT_{key.upper()}"
-        if variable in env:
+        if variable in present:
             config.apply({key: env[variable]}, f"env {variable}")
     if overrides:
         config.apply(overrides, "command line")

@@ -417,6 +417,13 @@ class Store:
             return []
         return sorted(entry.name for entry in entries)
 
+    def find_run_ids(self, prefix: str) -> list[str]:
+        """The ids of the runs whose id starts with `prefix`: `prefix` alone when it is a run's whole
+        id (looked up without listing every run)."""
+        if layout.valid_run_id(prefix) and self.backend.stat(layout.run_record(prefix)) is not None:
+            return [prefix]
+        return [run_id for run_id in self.run_ids() if run_id.startswith(prefix)]
+
     def create_run(self, meta: dict[str, Any]) -> RunWriter:
         self.create()
         while True:

@@ -38,11 +38,18 @@ if TYPE_CHECKING:
 
 MARKER_TEXT = f"chkpt store {records.FORMAT}\n"
 CHUNK_SIZE = 4 << 20  # buffers are stored in chunks of this size (docs/store-format.md says why)
-RECORDS_KEPT = 256  # decoded run records and manifests kept, by file (`_decoded`)
+RECORDS_KEPT = 4 << 20  # bytes of run records and manifests kept decoded (`_decoded`), the newest
 
 # a record file (where it is) → (its bytes, the record decoded from them); process-wide, for
 # every Store over the same files
 _decoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
+_decoded_bytes = [0]  # the bytes of the records in `_decoded`
+
+
+def _forget_decoded(where: str) -> None:
+    known = _decoded.pop(where, None)
+    if known is not None:
+        _decoded_bytes[0] -= len(known[0])
 # the pack read last by any Store of this process: (its reference, its bytes, checked against its
 # hash); content-addressed, so they are that pack's bytes wherever they were read
 _last_pack: list[tuple[dict[str, Any], Any]] = []
@@ -459,9 +466,11 @@ class Store:
                 known = (data, decode(data))
             except ValueError as exc:
                 raise Damaged(f"{where} is damaged ({exc})") from None
-            if len(_decoded) >= RECORDS_KEPT:
-                _decoded.pop(next(iter(_decoded), ""), None)  # the oldest
+            _forget_decoded(where)
             _decoded[where] = known
+            _decoded_bytes[0] += len(data)
+            while _decoded_bytes[0] > RECORDS_KEPT and len(_decoded) > 1:
+                _forget_decoded(next(iter(_decoded), ""))  # the oldest
         return dict(known[1])
 
     def run_last_used(self, run_id: str) -> float | None:

@@ -101,3 +101,61 @@ def test_with_cloudpickle_only_what_pickle_refuses_goes_through_it():
     assert b"cloudpickle" in refused.stream
     loaded = serialize.loads(refused.stream, refused.buffers)
     assert loaded["f"](1) == 2 and loaded["g"]() == 15.0
+
+
+# -- one object, one copy: builtin values reachable by several names ---------------------------
+
+SHARED = """
+big = [bytes([i]) * 100_000 for i in range(20)]         # 2 MB of byte strings
+holder = [big]
+d = {"x": big}
+blob = b"z" * 300_000
+b1 = [blob, b"a" * 5_000]
+b2 = [b1[0]]
+l = [b"l" * 200_000, 2, 3]
+l2 = [l]
+l.append(l2)                                             # a cycle across two names
+records = [{"id": i, "name": "r" * 1_500 + str(i)} for i in range(50)]
+index = {r["id"]: r for r in records}                   # a record referenced from an index dict
+cyc = {"name": "c" * 2_000}
+cyc["self"] = cyc
+print("done")
+"""
+
+SHARED_CHECK = """
+import chkpt
+from chkpt import api
+
+values, failed = api.checkpoint_at("latest").load_all()
+assert not failed, failed
+g = values
+assert g["holder"][0] is g["big"] and g["d"]["x"] is g["big"], "holder, d, big"
+assert g["big"] == [bytes([i]) * 100_000 for i in range(20)]
+assert g["b1"][0] is g["b2"][0] and g["b1"][0] == b"z" * 300_000, "b1, b2"
+assert g["l"][-1] is g["l2"] and g["l2"][0] is g["l"], "l, l2"
+assert g["l"][:3] == [b"l" * 200_000, 2, 3]
+assert all(g["index"][i] is g["records"][i] for i in range(50)), "index, records"
+assert g["records"][7] == {"id": 7, "name": "r" * 1_500 + "7"}
+assert g["cyc"]["self"] is g["cyc"], "cyc"
+print("shared")
+"""
+
+
+def test_a_builtin_value_reachable_by_several_names_is_stored_once_and_loads_as_one_object(env, work):
+    write(work, "shared.py", SHARED)
+    result = python(["shared.py"], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    sizes = {v["name"]: v["size"] for v in checkpoint["variables"]}
+    aliases = checkpoint["aliases"]
+    assert aliases["holder[0]"] == "big" and aliases["d['x']"] == "big"
+    assert sizes["holder"] < 1_000 and sizes["d"] < 1_000  # references to big, not copies of it
+    assert aliases["b1[0]"] == aliases["b2[0]"] == "blob" and sizes["b1"] < 6_000 and sizes["b2"] < 1_000
+    assert aliases["l2"] == "l[3]"  # inside l's own pickle, which holds the cycle
+    assert aliases["index[3]"] == "records[3]"
+    # every byte string and record once: 2 MB + 0.3 + 0.2 MB + 50 records, not twice that
+    assert sum(sizes.values()) < 2_700_000, sizes
+    loaded = python(["-c", SHARED_CHECK], env, work)  # a fresh process
+    assert (loaded.stdout, loaded.stderr) == ("shared\n", "")
+    single = python(["-c", "import chkpt; l2 = chkpt.load('l2'); print(l2[0][-1] is l2)"], env, work)
+    assert (single.stdout, single.stderr) == ("True\n", "")  # by name too, through the value it is in

@@ -168,6 +168,9 @@ def _local(when: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(when)
 
 
+_NOTHING = object()  # no value at a path
+
+
 class Checkpoint:
     """One checkpoint's manifest: when and where it was taken, what it saved and skipped."""
 
@@ -250,10 +253,36 @@ class Checkpoint:
         try:
             return self.variable(name).load()
         except NotFound:
-            for prefix, steps in naming.prefixes(name):
-                if prefix in self:
-                    return naming.follow(self.variable(prefix).load(), steps)
+            found = self._inside(self.aliases.get(naming.canonical(name), name), {}, None)
+            if found is not _NOTHING:
+                return found
             raise
+
+    def part(self, name: str, parts: dict[str, Any], read: dict[tuple[str, int], Any] | None = None) -> Any:
+        """The value saved as `name`, or at path `name` inside a saved value (what an alias may
+        name), loaded once into `parts`, which every value loaded with it shares; NotFound when
+        there is none."""
+        if name in parts:
+            return parts[name]
+        if name in self.aliases:
+            return self.part(self.aliases[name], parts, read)
+        if any(entry["name"] == name for entry in self.manifest["variables"]):
+            parts[name] = self.variable(name).load(parts, read)
+            return parts[name]
+        found = self._inside(name, parts, read)
+        if found is _NOTHING:
+            raise NotFound(f"no variable {name!r} in {self.ref}")
+        return found
+
+    def _inside(self, path: str, parts: dict[str, Any], read: dict[tuple[str, int], Any] | None) -> Any:
+        """The value at `path` inside a saved value (an alias may name one: a value that holds a
+        value it is in, kept in its pickle); _NOTHING when no saved value is above `path`."""
+        for prefix, steps in naming.prefixes(path):
+            if prefix in self:
+                if prefix not in parts:
+                    parts[prefix] = self.variable(prefix).load(parts, read)
+                return naming.follow(parts[prefix], steps)
+        return _NOTHING
 
     def load_all(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Every saved value of the checkpoint that has a name of its own (not a path below
@@ -277,8 +306,8 @@ class Checkpoint:
         for alias, target in self.aliases.items():
             if naming.root_of(alias) is None and target not in failed:
                 try:
-                    values[alias] = parts[target] if target in parts else self.variable(target).load(parts, read)
-                except (LoadError, NotFound, StoreError) as exc:
+                    values[alias] = self.part(target, parts, read)
+                except (LoadError, LookupError, StoreError) as exc:
                     failed[alias] = str(exc)
         return values, failed
 

@@ -591,6 +591,7 @@ def _shared(nests: list[Any], saved: dict[int, str], min_size: int) -> set[int]:
     """The ids of what several paths from `nests` (builtin values the walk left for last) reach,
     or what they reach and a saved value is: each is saved once, the other paths alias it
     (`holder = [big]; d = {"x": big}`, an index dict over a list's records, `l2 = [l]`)."""
+    nests = list({id(nest): nest for nest in nests}.values())  # one value under two names is one
     if not nests:
         return set()
     reached = _reached(nests, min_size)

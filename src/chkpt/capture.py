@@ -11,7 +11,9 @@ too, as a *skeleton*: its own pickle, holding its small values inline and refere
 separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lock`), so
 `chkpt.load("model")` gives the whole object back and `chkpt.load("model.weights")` just the
 array. One object reachable by two paths is saved once: the first path names it, later ones
-are aliases.
+are aliases. That holds for builtin containers and long strings too (found among the nests of
+builtins in one pass, `_shared`); one that holds a container it is in stays in that one's
+pickle, which keeps the cycle, and its other names alias the path to it (`l2` → `l[3]`).
 
 Names follow the grammar of naming.py: globals keep their name, a local of the script that
 clashes is qualified by its function (`step:batch`), a local of a function of the user's own

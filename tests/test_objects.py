@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from chkpt import config, salience, serialize
-from conftest import chkpt_json, python, write
+from conftest import chkpt, chkpt_json, python, write
 
 pytest.importorskip("cloudpickle", reason="cloudpickle is a test dependency; not installed for this Python")
 
@@ -159,3 +159,6 @@ def test_a_builtin_value_reachable_by_several_names_is_stored_once_and_loads_as_
     assert (loaded.stdout, loaded.stderr) == ("shared\n", "")
     single = python(["-c", "import chkpt; l2 = chkpt.load('l2'); print(l2[0][-1] is l2)"], env, work)
     assert (single.stdout, single.stderr) == ("True\n", "")  # by name too, through the value it is in
+    session = "print(l2[0] is l, holder[0] is d['x'] is big, index[3] is records[3], b2[0] is blob)\n"
+    shell = chkpt(["shell", "latest"], env, work, stdin=session)
+    assert shell.returncode == 0 and "True True True True" in shell.stdout, (shell.stdout, shell.stderr)

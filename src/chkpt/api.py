@@ -241,10 +241,13 @@ class Checkpoint:
 
     def variable(self, name: str) -> Variable:
         name = naming.canonical(nonblank(name, "a variable name", "df or results['train']"))
-        name = self.aliases.get(name, name)
+        target = self.aliases.get(name, name)
         for entry in self.manifest["variables"]:
-            if entry["name"] == name:
+            if entry["name"] == target:
                 return Variable(self, entry)
+        if target != name:  # an alias of a path inside a saved value (`l2` → `l[3]`)
+            raise NotFound(f"{name!r} of {self.ref} is {target}, saved inside {naming.root_of(target)}: "
+                           f"load it with chkpt.load({name!r}), or take {naming.root_of(target)}")
         hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 

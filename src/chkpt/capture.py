@@ -462,7 +462,7 @@ class _Walker:
         if kind is OTHER:
             return _size(obj)
         if kind is CONTAINER and id(obj) in self.shared:
-            if not self.open.intersection(_below(obj)):
+            if not self.open.intersection(_below(obj, self.min_size)):
                 self.shared_part(name, obj, scope, depth)
                 self.linked += 1
                 return 0
@@ -554,7 +554,7 @@ def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) ->
         known = walker.saved_path(value)
         if known is not None:  # saved as (or inside) a part of a root before it
             capture.aliases[name] = known
-        elif walker.shared and walker.shared.intersection(_below(value)):
+        elif walker.shared and walker.shared.intersection(_below(value, min_size)):
             walker.walk_root(name, value, scope)  # what it shares with others is saved once
         elif pure or salience.held_builtins([value], MAX_DEPTH) is not None:
             walker.consider(name, value, scope, salience.builtin_size(value), walker.forced(name, scope))
@@ -611,9 +611,9 @@ def _holds_large(container: Any, min_size: int) -> bool:
     return any(type(value) in _LARGE_SCALARS and _SCALAR_SIZEOF[type(value)](value) >= min_size for value in values)
 
 
-def _below(value: Any) -> set[int]:
-    """The ids of what `_reached` finds in `value` (the strings and bytes of any size)."""
-    return set(map(id, _reached([value], 0) or ()))
+def _below(value: Any, min_size: int) -> set[int]:
+    """The ids of what `_reached` finds in `value`."""
+    return set(map(id, _reached([value], min_size) or ()))
 
 
 def _sizeable(values: dict[str, Any], min_size: int, saved: dict[int, str]) -> list[str]:

@@ -137,14 +137,17 @@ def test_every_checkpoint_holds_each_value_as_it_was_at_its_safe_point(env, work
 
 def test_a_loop_updating_its_weights_in_place_has_them_in_every_checkpoint(env, work):
     write(work, "loop.py", """
-        import time, numpy as np
+        import time, numpy as np, chkpt
         rng = np.random.default_rng(0)
         weights = np.zeros(2_000_000)
         step = 0
         start = time.time()
-        while time.time() - start < 1.5:
+        saved = []  # 1.5 s at least, on until a periodic checkpoint has saved the weights (2 minutes at most)
+        while time.time() - start < 120 and (time.time() - start < 1.5 or not saved):
             step += 1
             weights += 1.0        # every element moves together: a consistent copy is constant
+            if step % 20 == 0:
+                saved = [c for r in chkpt.runs() for c in r.checkpoints if "weights" in [v.name for v in c.variables]]
         print("spun", weights[0] == step)
     """)
     env["CHKPT_INTERVAL"] = "0.1"
@@ -238,13 +241,16 @@ def test_a_forked_child_never_writes_nor_holds_the_parents_locks(env, work):
 
 def test_checkpoints_of_large_weights_stay_within_the_memory_budget(env, work):
     write(work, "train.py", """
-        import resource, time, numpy as np
+        import resource, time, numpy as np, chkpt
         weights = np.random.default_rng(0).random(24_000_000)   # 192 MB, updated in place
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        step, start = 0, time.time()
-        while time.time() - start < 2.0:
+        step, start, saved = 0, time.time(), []
+        # 2 s at least, on until a periodic checkpoint has saved the weights (2 minutes at most)
+        while time.time() - start < 120 and (time.time() - start < 2.0 or not saved):
             step += 1
             weights += 1.0
+            if step % 5 == 0:
+                saved = [c for r in chkpt.runs() for c in r.checkpoints if "weights" in [v.name for v in c.variables]]
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
         print(step, grown)
     """)

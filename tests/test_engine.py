@@ -84,29 +84,35 @@ def test_periodic_checkpoints_reach_a_top_level_loop_that_is_already_running(env
 
 
 def test_the_first_tick_after_the_start_counts_as_due(env, work):
-    # The session is made by the timer thread at its first tick; that tick must count. The
-    # script waits as long as needed for its first periodic checkpoint, then prints at which
-    # tick (call of the session's on_tick) a safe point was first asked of the monitor: the
-    # first. (How many ticks the checkpoint itself took depends on the machine's load.)
+    # The session is made by the timer thread at its first tick; that tick must count. With
+    # interval 0 no timer starts with the run: the script counts the ticks (calls of the
+    # session's on_tick) and the safe points asked of the monitor, then starts the timer itself
+    # (interval 0.3 s), waits as long as needed for its first periodic checkpoint, and prints at
+    # which tick a safe point was first asked: the first. (How many ticks the checkpoint took
+    # depends on the machine's load.)
     write(work, "wait.py", """
         import time
         import numpy as np
         from chkpt import monitor, session, watch
+        current = watch.current()
+        print(current._timer, current._session)
         ticks, asked = [], []
         on_tick, request = session.Session.on_tick, monitor.Monitor.request_safe_point
         session.Session.on_tick = lambda self, frame: (ticks.append(1), on_tick(self, frame))[1]
         monitor.Monitor.request_safe_point = lambda self, frame: (asked.append(len(ticks)), request(self, frame))[1]
+        current.config.interval = 0.3
+        current.start_timer()
         data = np.ones(1000)
         deadline = time.time() + 120
-        while not watch.current()._session or watch.current()._session._last_checkpoint < 0:
+        while not current._session or current._session._last_checkpoint < 0:
             if time.time() > deadline:
                 break
             time.sleep(0.01)
         print(asked[:1])
     """)
-    env["CHKPT_INTERVAL"] = "0.3"
+    env["CHKPT_INTERVAL"] = "0"
     result = python(["wait.py"], env, work)
-    assert (result.returncode, result.stdout) == (0, "[1]\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "None None\n[1]\n"), result.stderr
     assert [c["trigger"] for c in checkpoints(env, work)][:1] == ["periodic"]
 
 

@@ -364,9 +364,9 @@ def test_under_dash_m_the_tool_id_is_free_once_the_module_runs(env, work):
     write(work, "pkg/claims.py", """
         import sys, time
         import numpy as np
-        data = np.ones(5000)
-        for i in range(6):
+        for i in range(6):  # before there is data: no periodic checkpoint can come first
             sys.monitoring.use_tool_id(i, "mine")
+        data = np.ones(5000)
         t = time.time()
         while time.time() - t < 0.3:
             data += 1

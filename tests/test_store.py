@@ -37,11 +37,13 @@ def read_variable(root: str, manifest: dict, name: str):
     return pickle.loads(blob(entry["pickle"]), buffers=[buffer(b) for b in entry["buffers"]])
 
 
-def manifests(root: str) -> list[dict]:
-    """Every committed manifest of every run, in run then index order."""
+def manifests(root: str, only: set[str] | None = None) -> list[dict]:
+    """Every committed manifest of every run (or of the runs `only` names), in run then index order."""
     found = []
     runs_dir = Path(root, "runs")
     for run in sorted(runs_dir.iterdir()) if runs_dir.exists() else []:
+        if only is not None and run.name not in only:
+            continue
         for path in sorted((run / "checkpoints").glob("*.json")):
             found.append(json.loads(path.read_text()))
     return found
@@ -61,11 +63,14 @@ def checkpoints_of(work: Path, name: str, source: str, env: dict[str, str]) -> d
     return explicit_checkpoints(env["CHKPT_DIR"])
 
 
-def load_all(root: str) -> int:
-    """Load every variable of every listed checkpoint through the store; returns how many."""
+def load_all(root: str, only: set[str] | None = None) -> int:
+    """Load every variable of every listed checkpoint (of the runs `only` names, if given)
+    through the store; returns how many."""
     store = Store(root)
     loaded = 0
     for run_id in store.run_ids():
+        if only is not None and run_id not in only:
+            continue
         try:
             store.read_run(run_id)
         except FileNotFoundError:

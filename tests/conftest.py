@@ -3,6 +3,8 @@ interpreters (this venv's, where chkpt is installed with its autoload .pth)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -78,8 +80,30 @@ def chkpt(args: list[str], env: dict[str, str], cwd: Path, **kw) -> subprocess.C
     return run([CHKPT, *args], env, cwd, **kw)
 
 
+def chkpt_here(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`chkpt ARGS` through `cli.main` in this process, with `env` as its whole environment and
+    `cwd` as its directory (both put back after): what `chkpt` prints, without starting an
+    interpreter. For reading results; the CLI's own tests start the `chkpt` program."""
+    from chkpt import cli
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["chkpt", *args], status, out.getvalue(), err.getvalue())
+
+
 def chkpt_json(args: list[str], env: dict[str, str], cwd: Path):
-    result = chkpt([*args, "--json"], env, cwd)
+    """`chkpt ARGS --json`, read in this process: the parsed output."""
+    result = chkpt_here([*args, "--json"], env, cwd)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

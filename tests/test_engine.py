@@ -28,15 +28,18 @@ def test_no_event_and_no_tool_id_is_held_between_checkpoints(env, work):
     write(work, "probe.py", """
         import sys, time
         import numpy as np
+        import chkpt
         data = np.ones(10_000)
         mon = sys.monitoring
         here = sys._getframe().f_code
-        end = time.monotonic() + 0.5  # ten intervals: periodic checkpoints come and go
-        i = 0
-        while time.monotonic() < end:
+        # ten intervals at least, and on until a periodic checkpoint is in: they come and go
+        end, deadline = time.monotonic() + 0.5, time.monotonic() + 120
+        i = taken = 0
+        while (time.monotonic() < end or not taken) and time.monotonic() < deadline:
             i += 1
             data[0] = i
-        import chkpt
+            if i % 1000 == 0:
+                taken = chkpt.runs() != [] and chkpt.runs()[0].checkpoints != []
         with chkpt.paused():  # no new tick arms anything while we look
             time.sleep(0.01)
             print([mon.get_tool(t) for t in range(6)],
@@ -81,48 +84,63 @@ def test_periodic_checkpoints_reach_a_top_level_loop_that_is_already_running(env
 
 
 def test_the_first_tick_after_the_start_counts_as_due(env, work):
-    # The session is made by the timer thread at its first tick; that tick must count. The
-    # script waits as long as needed for its first periodic checkpoint, then counts how many
-    # ticks (calls of the session's on_tick) it took: exactly one.
+    # The session is made by the timer thread at its first tick; that tick must count. With
+    # interval 0 no timer starts with the run: the script counts the ticks (calls of the
+    # session's on_tick) and the safe points asked of the monitor, then starts the timer itself
+    # (interval 0.3 s), waits as long as needed for its first periodic checkpoint, and prints at
+    # which tick a safe point was first asked: the first. (How many ticks the checkpoint took
+    # depends on the machine's load.)
     write(work, "wait.py", """
         import time
         import numpy as np
-        from chkpt import session, watch
-        ticks = []
-        on_tick = session.Session.on_tick
+        from chkpt import monitor, session, watch
+        current = watch.current()
+        print(current._timer, current._session)
+        ticks, asked = [], []
+        on_tick, request = session.Session.on_tick, monitor.Monitor.request_safe_point
         session.Session.on_tick = lambda self, frame: (ticks.append(1), on_tick(self, frame))[1]
+        monitor.Monitor.request_safe_point = lambda self, frame: (asked.append(len(ticks)), request(self, frame))[1]
+        current.config.interval = 0.3
+        current.start_timer()
         data = np.ones(1000)
         deadline = time.time() + 120
-        while not watch.current()._session or watch.current()._session._last_checkpoint < 0:
+        while not current._session or current._session._last_checkpoint < 0:
             if time.time() > deadline:
                 break
             time.sleep(0.01)
-        print(len(ticks))
+        print(asked[:1])
     """)
-    env["CHKPT_INTERVAL"] = "0.3"
+    env["CHKPT_INTERVAL"] = "0"
     result = python(["wait.py"], env, work)
-    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "None None\n[1]\n"), result.stderr
     assert [c["trigger"] for c in checkpoints(env, work)][:1] == ["periodic"]
 
 
 def test_loop_iterations_of_the_script_are_resume_points(env, work):
+    # 60 epochs at least, and on until a periodic checkpoint is in from the loop (at most 6000:
+    # 2 minutes)
     write(work, "train.py", """
-        import time
+        import time, chkpt
         import numpy as np
-        losses = np.zeros(1000)
+        losses = np.zeros(6000)
         def train(epoch):
             t = time.time()
             while time.time() - t < 0.02:
                 pass
             return 1.0 / (epoch + 1)
-        for epoch in range(60):
+        for epoch in range(6000):
             losses[epoch] = train(epoch)
+            if epoch >= 59 and [c for r in chkpt.runs()[:1] for c in r.checkpoints if c.line >= 10]:
+                break
     """)
     env["CHKPT_INTERVAL"] = "0.2"
     python(["train.py"], env, work)
     periodic = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
-    assert periodic
-    for checkpoint in periodic:
+    # before the loop (the first tick can fall while numpy is imported), at a top-level statement
+    assert all(c["boundary"] == "statement" for c in periodic if c["line"] < 10)
+    in_loop = [c for c in periodic if c["line"] >= 10]
+    assert in_loop
+    for checkpoint in in_loop:
         assert (checkpoint["line"], checkpoint["frame"], checkpoint["boundary"]) == (10, "module", "loop")
         assert checkpoint["resumable"] is True
         assert "epoch" in {v["name"] for v in checkpoint["variables"]}
@@ -130,13 +148,13 @@ def test_loop_iterations_of_the_script_are_resume_points(env, work):
 
 def test_deep_in_a_function_the_checkpoint_holds_the_locals_of_every_frame(env, work):
     write(work, "deep.py", """
-        import time
+        import time, chkpt
         import numpy as np
-        def inner(buf):
+        def inner(buf):  # on until a periodic checkpoint has been taken here (at most 2 minutes)
             scratch = buf * 3
             t = time.time()
-            while time.time() - t < 1.2:
-                pass
+            while time.time() - t < 120 and "inner" not in [c.function for r in chkpt.runs() for c in r.checkpoints]:
+                time.sleep(0.01)
         def outer():
             big = np.ones(3000)
             inner(big * 2)
@@ -144,7 +162,7 @@ def test_deep_in_a_function_the_checkpoint_holds_the_locals_of_every_frame(env, 
     """)
     env["CHKPT_INTERVAL"] = "0.15"
     python(["deep.py"], env, work)
-    in_function = [c for c in checkpoints(env, work) if c["trigger"] == "periodic"]
+    in_function = [c for c in checkpoints(env, work) if c["trigger"] == "periodic" and c["function"] == "inner"]
     assert in_function, "no periodic checkpoint while the script sat in a function"
     last = in_function[-1]
     assert (last["function"], last["frame"], last["resumable"]) == ("inner", "function", False)
@@ -285,17 +303,24 @@ def test_an_internal_failure_switches_chkpt_off_with_one_warning(env, work):
 def test_the_line_callback_takes_the_checkpoint_on_the_main_thread_only(env, work):
     # Both threads run the same function of the script; once it is armed, the worker's LINE
     # events are ignored (returning DISABLE there would switch them off for the main thread too).
+    # The main thread's call runs until a periodic checkpoint has been taken in it (at most 2
+    # minutes), the worker's until the main thread's has returned.
     write(work, "both.py", """
-        import threading, time
+        import threading, time, chkpt
         import numpy as np
-        def work(value, seconds):
+        done = threading.Event()
+        def work(value, stop):
             mine = np.full(3000, value)
-            t = time.time()
-            while time.time() - t < seconds:
+            t, i = time.time(), 0
+            while time.time() - t < 120 and not stop(i):
                 mine += 0
-        worker = threading.Thread(target=work, args=(2.0, 1.5))
+                i += 1
+        def taken_in_work(i):
+            return i % 1000 == 0 and "work" in [c.function for r in chkpt.runs()[:1] for c in r.checkpoints]
+        worker = threading.Thread(target=work, args=(2.0, lambda i: done.is_set()))
         worker.start()
-        work(1.0, 1.5)
+        work(1.0, taken_in_work)
+        done.set()
         worker.join()
     """)
     env["CHKPT_INTERVAL"] = "0.1"
@@ -339,9 +364,9 @@ def test_under_dash_m_the_tool_id_is_free_once_the_module_runs(env, work):
     write(work, "pkg/claims.py", """
         import sys, time
         import numpy as np
-        data = np.ones(5000)
-        for i in range(6):
+        for i in range(6):  # before there is data: no periodic checkpoint can come first
             sys.monitoring.use_tool_id(i, "mine")
+        data = np.ones(5000)
         t = time.time()
         while time.time() - t < 0.3:
             data += 1
@@ -371,11 +396,16 @@ def test_periodic_checkpoints_take_at_most_a_small_share_of_the_run(since, inter
 
 def test_a_run_killed_after_a_few_seconds_has_its_data_at_the_default_interval(env, work):
     write(work, "slow.py", """
-        import os, signal, time, numpy as np
+        import os, signal, time, numpy as np, chkpt
         data = np.arange(100_000.0)
-        start = time.time()
-        while time.time() - start < 7:      # the first checkpoint comes after 5 s, not 60 s
+        start = look = time.time()
+        taken = False
+        # the first checkpoint comes after 5 s, not 60 s: killed once it is in, or after 50 s
+        while time.time() - start < 50 and not taken:
             data += 1
+            if time.time() > look:
+                look = time.time() + 0.1
+                taken = chkpt.runs() != [] and chkpt.runs()[0].checkpoints != []
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     result = python(["slow.py"], env, work)

@@ -23,6 +23,28 @@ def busy(seconds=0.3):
         pass
 """
 
+# The prelude of the cases that must checkpoint: busy() also goes on until the run's own store
+# (one per traced run) holds a committed manifest, which before the script ends can only be a
+# periodic checkpoint's (bounded: 60 s). No timer is raced, and with CHKPT=0 it returns at
+# once. Either way it calls the same functions (a profiler the script runs sees the same), and
+# checkpointed() calls nothing but os.scandir (comprehensions are inlined) in both.
+WAITING_PRELUDE = """\
+import numpy as np, os, time
+block = np.arange(50_000.0)
+TRACED = os.environ.get("CHKPT") != "0"
+RUNS = os.path.join(os.environ["CHKPT_DIR"], "runs")
+def checkpointed():
+    try:
+        found = [entry for run in os.scandir(RUNS) for entry in os.scandir(run.path + "/checkpoints")]
+    except OSError:
+        found = []
+    return not TRACED or found != []
+def busy(seconds=0.3):
+    start = time.time()
+    while time.time() - start < seconds or not checkpointed() and time.time() - start < 60:
+        pass
+"""
+
 CSV = """\
 import csv
 f = open("out.csv", "w")
@@ -36,15 +58,13 @@ busy()
 # function's locals are in every checkpoint, its unclosed file must still be flushed at exit.
 USER_MODULE = (
     "with open('userlib.py', 'w') as source:\n"
-    "    source.write('import csv, time\\n'\n"
-    "                 'def export(rows, fail):\\n'\n"
+    "    source.write('import csv\\n'\n"
+    "                 'def export(rows, fail, wait):\\n'\n"
     "                 '    f = open(\"out.csv\", \"w\")\\n'\n"
     "                 '    writer = csv.writer(f)\\n'\n"
     "                 '    table = [[i, i * i] for i in range(rows)]\\n'\n"
     "                 '    writer.writerows(table)\\n'\n"
-    "                 '    start = time.time()\\n'\n"
-    "                 '    while time.time() - start < 0.3:\\n'\n"
-    "                 '        pass\\n'\n"
+    "                 '    wait()\\n'\n"
     "                 '    if fail:\\n'\n"
     "                 '        raise ValueError(\"bad row\")\\n'\n"
     "                 '    return f\\n')\n"
@@ -190,8 +210,8 @@ CASES = {
     "csv_unclosed_uncaught": CSV + "raise ValueError('bad row')\n",
     "csv_unclosed_keyboard_interrupt": CSV + "raise KeyboardInterrupt\n",
     "csv_unclosed_raise_system_exit": CSV + "raise SystemExit(2)\n",
-    "csv_unclosed_in_user_module": USER_MODULE + "kept = userlib.export(60, False)\n",
-    "csv_unclosed_in_user_module_uncaught": USER_MODULE + "userlib.export(60, True)\n",
+    "csv_unclosed_in_user_module": USER_MODULE + "kept = userlib.export(60, False, busy)\n",
+    "csv_unclosed_in_user_module_uncaught": USER_MODULE + "userlib.export(60, True, busy)\n",
     "binary_unclosed": (
         "out = open('out.bin', 'wb')\nout.write(bytes(range(256)) * 20)\nbusy()\n"
     ),
@@ -577,15 +597,21 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return found
 
 
+# the store of each traced run of three_ways (autoloaded, explicit), below the test's tmp_path
+STORES = ("store-b", "store-c")
+
+
 def three_ways(source, env, tmp_path, options=(), together=False):
     """The outcome with CHKPT=0, autoloaded, and in explicit mode (`python -m chkpt`): exit
     status, stdout, stderr (process ids masked) and the files written, each run in a fresh
     empty directory whose name differs from the others' only in its last letter (put back the
     same in all, as tracebacks show it). `together` runs the three at once: only for cases
-    that need no periodic checkpoint in their short run (on two cores a traced run then waits)."""
-    traced_env = dict(env, CHKPT_INTERVAL="0.05")
-    ways = {"a": (["prog.py"], dict(env, CHKPT="0")), "b": (["prog.py"], traced_env),
-            "c": (["-m", "chkpt", "prog.py"], traced_env)}
+    that need no periodic checkpoint in their short run (on two cores a traced run then waits).
+    Each traced run has a store of its own (STORES), which WAITING_PRELUDE's busy() looks in."""
+    traced = {letter: dict(env, CHKPT_INTERVAL="0.05", CHKPT_DIR=str(tmp_path / store))
+              for letter, store in zip("bc", STORES, strict=True)}
+    ways = {"a": (["prog.py"], dict(env, CHKPT="0")), "b": (["prog.py"], traced["b"]),
+            "c": (["-m", "chkpt", "prog.py"], traced["c"])}
 
     def start(letter: str) -> tuple[Path, subprocess.Popen]:
         args, way_env = ways[letter]
@@ -614,12 +640,13 @@ CHECKPOINTED = ("csv_", "binary_", "textiowrapper", "gzip", "print_to", "stdout_
                 "del_", "weakref", "finalizers", "hooks_", "polars_", "cprofile_", "monitoring_tool_sees")
 
 
-def periodic_checkpoints(store: Path) -> list[int]:
-    """For each run in the store, how many periodic checkpoints it committed."""
+def periodic_checkpoints(tmp_path: Path) -> list[int]:
+    """For each run in the traced runs' stores, how many periodic checkpoints it committed."""
     counts = []
-    for run_dir in sorted((store / "runs").iterdir()):
-        manifests = [json.loads(p.read_text()) for p in (run_dir / "checkpoints").glob("*.json")]
-        counts.append(sum(m.get("trigger") == "periodic" for m in manifests))
+    for store in STORES:
+        for run_dir in sorted((tmp_path / store / "runs").iterdir()):
+            manifests = [json.loads(p.read_text()) for p in (run_dir / "checkpoints").glob("*.json")]
+            counts.append(sum(m.get("trigger") == "periodic" for m in manifests))
     return counts
 
 
@@ -627,12 +654,13 @@ def periodic_checkpoints(store: Path) -> list[int]:
                          ids=[n + ("-Werror" if o else "") for n, o in PARAMS])
 def test_same_outcome_and_files_as_plain_python(name, options, env, tmp_path):
     must_checkpoint = name.startswith(CHECKPOINTED)
-    plain, autoloaded, explicitly = three_ways(PRELUDE + CASES[name], env, tmp_path, options,
+    prelude = WAITING_PRELUDE if must_checkpoint else PRELUDE
+    plain, autoloaded, explicitly = three_ways(prelude + CASES[name], env, tmp_path, options,
                                                together=not must_checkpoint)
     assert autoloaded == plain
     assert explicitly == plain
     if must_checkpoint:
-        counts = periodic_checkpoints(Path(env["CHKPT_DIR"]))
+        counts = periodic_checkpoints(tmp_path)
         assert len(counts) == 2 and min(counts) >= 1, counts
 
 
@@ -705,9 +733,9 @@ def note(what):
         handle.write(what + "\\n")
 
 class Reduced:
-    def __init__(self, tag):
+    def __init__(self, tag, size=30_000):
         self.tag = tag
-        self.weights = np.arange(30_000.0)
+        self.weights = np.arange(float(size))
     def __reduce__(self):
         note("reduce " + self.tag)
         return (Reduced, (self.tag,))
@@ -747,7 +775,7 @@ PLACEMENTS = {
     "reduce_as_attribute": ("class Model:\n    pass\nmodel = Model()\n"
                             "model.weights = np.arange(40_000.0)\nmodel.obj = Reduced('obj')",
                             "model.obj"),
-    "reduce_in_a_long_list": ("items = [Reduced(str(i)) for i in range(1500)]", "items"),
+    "reduce_in_a_long_list": ("items = [Reduced(str(i), 3_000) for i in range(1500)]", "items"),  # 36 MB
 }
 
 
@@ -774,7 +802,7 @@ def test_pickling_hooks_never_run_and_the_object_is_saved_by_every_checkpoint(pl
     item = "[7]" if placement.endswith("list") else ""  # loads elsewhere as a stand-in with its attributes
     write(work, "load.py", f"import chkpt\nprint(float(chkpt.load({path!r}){item}.weights.sum()))\n")
     loaded = run([PYTHON, "load.py"], dict(env, CHKPT="0"), work)
-    assert loaded.stdout == f"{float(sum(range(30_000)))}\n", loaded.stderr
+    assert loaded.stdout == f"{float(sum(range(3_000 if item else 30_000)))}\n", loaded.stderr
     assert not (work / "hooks.log").exists()
 
 

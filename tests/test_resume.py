@@ -408,6 +408,8 @@ def test_a_killed_run_resumes_from_a_periodic_checkpoint_in_mains_loop(env, work
     script = write(work, "slow.py", """
         import os, signal, time
         import numpy as np
+        import chkpt
+        from chkpt import watch
 
         def main():
             batches = [np.full(1000, k / 7) for k in range(40)]
@@ -417,20 +419,21 @@ def test_a_killed_run_resumes_from_a_periodic_checkpoint_in_mains_loop(env, work
                 weights = weights * 0.5 + batch
                 time.sleep(0.03)
                 print("step", step, flush=True)
-                if step == 30:
+                if step >= 30 and looped():
                     os.kill(os.getpid(), signal.SIGKILL)
             with open("total.txt", "w") as out:
                 out.write(repr(float(weights.sum())))
-
+        LOOPED
         if __name__ == "__main__":
             main()
-    """)
+    """.replace("LOOPED", textwrap.indent(LOOPED, " " * 8).strip() + "\n"))
     killed = run([PYTHON, "slow.py"], env, work)
-    assert killed.returncode < 0 and killed.stdout.endswith("step 30\n")
+    last = killed.stdout.splitlines()[-1]
+    assert killed.returncode < 0 and last.startswith("step ") and 30 <= int(last.split()[1]) < 40, killed.stdout
     shown = json.loads(run([PYTHON, "-m", "chkpt", "show", "latest", "--json"], env, work).stdout)
     assert any(c.get("boundary") == "loop" and c.get("function") == "main" for c in shown["checkpoints"]), \
         shown["checkpoints"]
-    edit(script, "if step == 30:", "if step == -1:")
+    edit(script, "if step >= 30 and looped():", "if step == -1:")
     resumed = resume(["slow.py"], env, work)
     assert resumed.returncode == 0, resumed.stderr
     first = resumed.stdout.splitlines()[0]
@@ -438,7 +441,8 @@ def test_a_killed_run_resumes_from_a_periodic_checkpoint_in_mains_loop(env, work
     resumed_total = (work / "total.txt").read_text()
     fresh = run([PYTHON, "slow.py"], dict(env, CHKPT="0"), work)
     assert fresh.stdout.endswith(resumed.stdout)
-    assert f", step = {int(first.split()[1]) - 1}), called by line 18" in resumed.stderr
+    called = script.read_text().splitlines().index('if __name__ == "__main__":') + 1  # the top-level statement
+    assert f", step = {int(first.split()[1]) - 1}), called by line {called}" in resumed.stderr
     assert resumed_total == (work / "total.txt").read_text()
 
 
@@ -587,25 +591,45 @@ def test_refuses_without_a_run_or_with_an_unknown_reference(env, work):
     refused(resume(["never.py", "--from", "ffff"], env, work), "ffff")
 
 
+# Whether a periodic checkpoint at a loop's line is in the store; if not, it first waits (at most
+# a minute) until the monitor is armed for the loop's next iteration, which then takes one. A
+# script kills itself once this says so (from some step on), not at a moment a timer may miss.
+LOOPED = """
+def looped():
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if [c for r in chkpt.runs() for c in r.checkpoints if c.manifest.get("boundary") == "loop"]:
+            return True
+        if watch.active().monitor.waiting_for_boundary:
+            return False
+        time.sleep(0.005)
+    return False
+"""
+
+
 def test_a_killed_run_resumes_from_its_last_periodic_checkpoint_between_iterations(env, work):
     env = dict(env, CHKPT_INTERVAL="100ms")
     script = write(work, "slow.py", """
         import os, signal, time
         import numpy as np
+        import chkpt
+        from chkpt import watch
+        LOOPED
         acc = np.zeros(1000)
         for step in range(40):
             acc += step
             time.sleep(0.03)
             print("step", step, flush=True)
-            if step == 30:
+            if step >= 30 and looped():
                 os.kill(os.getpid(), signal.SIGKILL)
         print("total", acc.sum())
-    """)
+    """.replace("LOOPED", textwrap.indent(LOOPED, " " * 8).strip()))
     killed = run([PYTHON, "slow.py"], env, work)
-    assert killed.returncode < 0 and killed.stdout.endswith("step 30\n")
+    last = killed.stdout.splitlines()[-1]
+    assert killed.returncode < 0 and last.startswith("step ") and 30 <= int(last.split()[1]) < 40, killed.stdout
     shown = json.loads(run([PYTHON, "-m", "chkpt", "show", "latest", "--json"], env, work).stdout)
     assert any(c.get("boundary") == "loop" for c in shown["checkpoints"]), shown["checkpoints"]
-    edit(script, "if step == 30:", "if step == -1:")
+    edit(script, "if step >= 30 and looped():", "if step == -1:")
     resumed = resume(["slow.py"], env, work)
     assert resumed.returncode == 0, resumed.stderr
     fresh = run([PYTHON, "slow.py"], dict(env, CHKPT="0"), work)

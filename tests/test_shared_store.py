@@ -289,8 +289,10 @@ def test_a_crash_on_one_machine_resumes_on_another(tmp_path, server, bucket, wor
     assert statuses == ["crashed", "finished"]
 
 
+# writer.py N STEPS [hold]: with "hold", the run then goes on until the file `release` exists
+# (at most 2 minutes), so that it is live for as long as the test needs, however slow the machine
 WRITER = """
-import sys, time
+import os, sys, time
 import numpy as np
 import chkpt
 shared = np.arange(400_000, dtype=np.float64)  # the same bytes on every machine: stored once
@@ -299,6 +301,9 @@ for step in range(int(sys.argv[2])):
     own += 1
     chkpt.snapshot(f"step {step}")
     time.sleep(0.25)
+held = time.time()
+while sys.argv[3:] == ["hold"] and not os.path.exists("release") and time.time() - held < 120:
+    time.sleep(0.05)
 print("done", sys.argv[1])
 """
 
@@ -329,8 +334,9 @@ def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, server, bucket, work)
     assert python(["writer.py", "0", "2"], old, work).returncode == 0  # a finished run, for gc to evict
     [old_run] = ls(old, work)
     nodes = [machine(tmp_path, f"node{i}", server.environment(), bucket) for i in (1, 2)]
-    writers = [subprocess.Popen([PYTHON, "writer.py", str(i), "40"], env=env, cwd=work, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i, env in enumerate(nodes, 1)]
+    writers = [subprocess.Popen([PYTHON, "writer.py", str(i), "40", "hold"], env=env, cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i, env in enumerate(nodes, 1)]
     admin = machine(tmp_path, "admin", server.environment(), bucket)
     try:
         deadline = time.monotonic() + 60
@@ -346,7 +352,8 @@ def test_concurrent_writers_and_gc_on_the_bucket(tmp_path, server, bucket, work)
         assert sorted(r["status"] for r in listed) == ["running", "running"]
         assert loads_everywhere(admin, work).endswith(" []\n")
     finally:
-        outputs = [w.communicate(timeout=120) for w in writers]
+        (work / "release").touch()
+        outputs = [w.communicate(timeout=240) for w in writers]
     assert [o[0] for o in outputs] == ["done 1\n", "done 2\n"], outputs
     assert [o[1] for o in outputs] == ["", ""]
     listed = ls(admin, work)

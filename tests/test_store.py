@@ -37,11 +37,13 @@ def read_variable(root: str, manifest: dict, name: str):
     return pickle.loads(blob(entry["pickle"]), buffers=[buffer(b) for b in entry["buffers"]])
 
 
-def manifests(root: str) -> list[dict]:
-    """Every committed manifest of every run, in run then index order."""
+def manifests(root: str, only: set[str] | None = None) -> list[dict]:
+    """Every committed manifest of every run (or of the runs `only` names), in run then index order."""
     found = []
     runs_dir = Path(root, "runs")
     for run in sorted(runs_dir.iterdir()) if runs_dir.exists() else []:
+        if only is not None and run.name not in only:
+            continue
         for path in sorted((run / "checkpoints").glob("*.json")):
             found.append(json.loads(path.read_text()))
     return found
@@ -61,11 +63,14 @@ def checkpoints_of(work: Path, name: str, source: str, env: dict[str, str]) -> d
     return explicit_checkpoints(env["CHKPT_DIR"])
 
 
-def load_all(root: str) -> int:
-    """Load every variable of every listed checkpoint through the store; returns how many."""
+def load_all(root: str, only: set[str] | None = None) -> int:
+    """Load every variable of every listed checkpoint (of the runs `only` names, if given)
+    through the store; returns how many."""
     store = Store(root)
     loaded = 0
     for run_id in store.run_ids():
+        if only is not None and run_id not in only:
+            continue
         try:
             store.read_run(run_id)
         except FileNotFoundError:
@@ -137,14 +142,17 @@ def test_every_checkpoint_holds_each_value_as_it_was_at_its_safe_point(env, work
 
 def test_a_loop_updating_its_weights_in_place_has_them_in_every_checkpoint(env, work):
     write(work, "loop.py", """
-        import time, numpy as np
+        import time, numpy as np, chkpt
         rng = np.random.default_rng(0)
         weights = np.zeros(2_000_000)
         step = 0
         start = time.time()
-        while time.time() - start < 1.5:
+        saved = []  # 1.5 s at least, on until a periodic checkpoint has saved the weights (2 minutes at most)
+        while time.time() - start < 120 and (time.time() - start < 1.5 or not saved):
             step += 1
             weights += 1.0        # every element moves together: a consistent copy is constant
+            if step % 20 == 0:
+                saved = [c for r in chkpt.runs() for c in r.checkpoints if "weights" in [v.name for v in c.variables]]
         print("spun", weights[0] == step)
     """)
     env["CHKPT_INTERVAL"] = "0.1"
@@ -238,13 +246,16 @@ def test_a_forked_child_never_writes_nor_holds_the_parents_locks(env, work):
 
 def test_checkpoints_of_large_weights_stay_within_the_memory_budget(env, work):
     write(work, "train.py", """
-        import resource, time, numpy as np
+        import resource, time, numpy as np, chkpt
         weights = np.random.default_rng(0).random(24_000_000)   # 192 MB, updated in place
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        step, start = 0, time.time()
-        while time.time() - start < 2.0:
+        step, start, saved = 0, time.time(), []
+        # 2 s at least, on until a periodic checkpoint has saved the weights (2 minutes at most)
+        while time.time() - start < 120 and (time.time() - start < 2.0 or not saved):
             step += 1
             weights += 1.0
+            if step % 5 == 0:
+                saved = [c for r in chkpt.runs() for c in r.checkpoints if "weights" in [v.name for v in c.variables]]
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
         print(step, grown)
     """)

@@ -137,13 +137,18 @@ def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, wo
     write(work, "probe_lib.py", """
         import time
         import numpy as np
+        import chkpt
         def spin():
             data = np.ones(10_000)
-            end = time.monotonic() + 0.6  # twelve intervals: periodic checkpoints come and go
-            i = 0
-            while time.monotonic() < end:
+            # twelve intervals at least, and on until a periodic checkpoint has been taken here
+            # (at most 2 minutes): periodic checkpoints come and go
+            end, deadline = time.monotonic() + 0.6, time.monotonic() + 120
+            i = taken = 0
+            while (time.monotonic() < end or not taken) and time.monotonic() < deadline:
                 i += 1
                 data[0] = i
+                if i % 1000 == 0:
+                    taken = "spin" in [c.function for r in chkpt.runs() for c in r.checkpoints]
     """)
     write(work, "probe.py", """
         import sys, time
@@ -165,15 +170,21 @@ def test_no_event_and_no_tool_id_is_held_between_checkpoints_in_a_module(env, wo
 
 def test_a_run_in_main_killed_after_ten_seconds_has_data_at_the_default_interval(env, work):
     # The first checkpoint falls due after 5 s; the module frame sits in main() and runs no
-    # line, so the next tick comes 2 s later (not an interval) and arms main and fit.
+    # line, so the next tick comes 2 s later (not an interval) and arms main and fit. The
+    # script is killed once a checkpoint is in (or after 50 s: none at the default interval).
     write(work, "slowlib.py", """
         import os, signal, time
         import numpy as np
+        import chkpt
         def fit():
             w = np.arange(100_000.0)
-            start = time.time()
-            while time.time() - start < 9.5:
+            start = look = time.time()
+            taken = False
+            while time.time() - start < 50 and not taken:
                 w += 1
+                if time.time() > look:
+                    look = time.time() + 0.1
+                    taken = chkpt.runs() != [] and chkpt.runs()[0].checkpoints != []
             os.kill(os.getpid(), signal.SIGKILL)
     """)
     write(work, "slow.py", "import slowlib\ndef main():\n    slowlib.fit()\nmain()\n")

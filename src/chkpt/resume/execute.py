@@ -326,6 +326,7 @@ def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
             why = str(refusal)
     plan.callee = None
     plan.callee_note = f"{call.qualifier}() runs again from its start: {why}"
+    plan.inner.vouch_rerun()  # the statement of main() that calls it runs again
     return None
 
 
@@ -350,7 +351,8 @@ def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -
                 shown = _prepare_callee(plan, values) or shown
         del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
-        warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}"))
+        hint = " (--force resumes anyway)" if isinstance(exc, Refusal) and exc.forceable else ""
+        warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}{hint}"))
         return 2
     except SystemExit:
         raise

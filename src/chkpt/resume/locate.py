@@ -32,14 +32,20 @@ class Point:
     in a top-level loop, before body statement `body` of the running iteration; or (`body` ==
     NEXT) between two iterations of the loop. With `function`, statement `index` calls that
     top-level function and `inner` is the position in its body (index, body as above).
-    `note` says why a function the checkpoint was taken in runs again from its start."""
+    `note` says why a function the checkpoint was taken in runs again from its start.
+    `started` says whether the statement at the point had started and so runs again from its
+    start: "" (a boundary before it), HERE (its own code was running in this frame) or BELOW
+    (a function it called was running)."""
 
     index: int
     body: int | None = None
     function: str | None = None
     inner: Point | None = None
     note: str = field(default="", compare=False)
+    started: str = field(default="", compare=False)
     NEXT = -1  # not a field: unannotated
+    HERE = "here"
+    BELOW = "below"
 
     @property
     def in_loop(self) -> bool:
@@ -64,6 +70,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
     if checkpoint.label.startswith("thread"):
         raise Refusal("it was taken when a thread crashed, not the script's main flow", False)
     line = module_line(manifest)
+    innermost = manifest.get("function") == "<module>" and not elsewhere
     index = old.statement_at(line)
     if index is None:
         raise Refusal(f"line {line} is not inside a top-level statement of the script", False)
@@ -72,16 +79,19 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         function, entry_line, innermost = called
         innermost = innermost and not elsewhere
         inner = position(function.body, entry_line, manifest.get("boundary") if innermost else None,
-                         innermost and trigger == "explicit", f"{function.name}()")
-        return Point(index, function=function.name, inner=inner)
-    explicit = trigger == "explicit" and manifest.get("function") == "<module>"
-    point = position(old.body, line, manifest.get("boundary"), explicit, "")
-    return Point(point.index, point.body, note=note)
+                         innermost and trigger == "explicit", f"{function.name}()", innermost)
+        return Point(index, function=function.name, inner=inner, started=Point.BELOW)
+    explicit = trigger == "explicit" and innermost
+    point = position(old.body, line, manifest.get("boundary") if innermost else None, explicit, "", innermost)
+    return Point(point.index, point.body, note=note, started=point.started)
 
 
-def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str) -> Point:
+def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str,
+             innermost: bool = True) -> Point:
     """The position in `body` (the module's, or that of function `where`) at `line`: its own
-    frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling."""
+    frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling
+    (`innermost` False: the checkpoint was taken below this frame)."""
+    started = Point.HERE if innermost else Point.BELOW
     index = statement_at(body, line)
     of = f" of {where}" if where else " of the script"
     if index is None:
@@ -97,14 +107,14 @@ def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bo
             raise Refusal(f"line {line} is not inside a statement of the loop's body", False)
         if explicit:
             return next_in_loop(stmt, index, inside) if is_bare_call(stmt.body[inside]) else _in_block(line, of)
-        return Point(index, inside)
+        return Point(index, inside, started=started)
     if isinstance(stmt, ast.While) and line < stmt.body[0].lineno:
         return Point(index, Point.NEXT)  # re-testing the condition is what comes next anyway
     if isinstance(stmt, ast.For) and line < stmt.body[0].lineno:
         raise Refusal(f"it was taken while the loop at line {stmt.lineno} fetched its next item", False)
     if explicit:
         return Point(index + 1) if is_bare_call(stmt) else _in_block(line, of)
-    return Point(index)
+    return Point(index, started=started)
 
 
 def called_function(old: Module, index: int, line: int, stack: list[dict[str, Any]],

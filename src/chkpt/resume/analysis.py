@@ -322,24 +322,27 @@ KEEPING_BUILTINS = {
 }
 
 
-def keeps(call: ast.Call, block: Block, functions: dict[str, ast.FunctionDef], seen: frozenset[str] = frozenset()
-          ) -> bool:
+def keeps(call: ast.Call, block: Block, functions: dict[str, ast.FunctionDef], ours: frozenset[str] = frozenset(),
+          seen: frozenset[str] = frozenset()) -> bool:
     """Whether `call` cannot change what it is given nor a global: a function of the script
     that changes neither (`keeps_what_it_is_given`), a builtin or a method that only computes,
-    or a module function (the analysis's rule: `np.mean(x)` changes no value)."""
+    or a function of a library module (the analysis's rule: `np.mean(x)` changes no value),
+    not one of `ours` (the user's own packages, whose functions are what changes things)."""
     name = dotted(call.func)
     if name is None:
         return False
     root, _, rest = name.partition(".")
     if rest:
-        return root in block.modules or rest.rpartition(".")[2] in KEEPING_METHODS
+        if root in block.modules:
+            return block.modules[root].partition(".")[0] not in ours
+        return rest.rpartition(".")[2] in KEEPING_METHODS
     if root in functions:
-        return root not in seen and keeps_what_it_is_given(functions[root], block, functions, seen | {root})
+        return root not in seen and keeps_what_it_is_given(functions[root], block, functions, ours, seen | {root})
     return root in KEEPING_BUILTINS
 
 
 def keeps_what_it_is_given(function: ast.FunctionDef, block: Block, functions: dict[str, ast.FunctionDef],
-                           seen: frozenset[str] = frozenset()) -> bool:
+                           ours: frozenset[str] = frozenset(), seen: frozenset[str] = frozenset()) -> bool:
     """Whether the script's function `function` changes neither an object it is given nor a
     global: no `global`/`nonlocal`, no `+=` on a parameter, and what it changes in place
     (`x[k] = …`, `x.attr = …`, a method called) a value it made itself; every call it makes
@@ -365,16 +368,32 @@ def keeps_what_it_is_given(function: ast.FunctionDef, block: Block, functions: d
             root = root_name(node)
             if root is None or root in given or not _bound_in(root, nodes):
                 return False
-        if isinstance(node, ast.Call) and not keeps(node, block, functions, seen):
+        if isinstance(node, ast.Call) and not keeps(node, block, functions, ours, seen):
             receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
             root = root_name(receiver) if receiver is not None else None
-            passed = {n.id for part in (*node.args, *node.keywords) for n in ast.walk(part)
-                      if isinstance(n, ast.Name)} - set(block.modules)
+            passed = set().union(*(held(part) for part in (*node.args, *(k.value for k in node.keywords))))
+            passed -= set(block.modules)
             # a method of a value it made, given only values it made: changes only what it made
             if root is None or root in given or not _bound_in(root, nodes) or passed & given \
                     or any(not _bound_in(n, nodes) for n in passed):
                 return False
     return True
+
+
+def held(node: ast.expr) -> set[str]:
+    """The names whose objects the value of `node` is or holds (`w`, `w.x`, `[w, v]`); none for
+    what a call or an operator computes."""
+    if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Starred):
+        inner = node.value if isinstance(node, ast.Starred) else node
+        root = root_name(inner)
+        return {root} if root else set()
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return set().union(*(held(e) for e in node.elts))
+    if isinstance(node, ast.Dict):
+        return set().union(*(held(v) for v in node.values))
+    if isinstance(node, ast.IfExp):
+        return held(node.body) | held(node.orelse)
+    return set()
 
 
 def _bound_in(name: str, nodes: list[ast.AST]) -> bool:

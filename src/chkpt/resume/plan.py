@@ -198,11 +198,11 @@ class Frame:
         before, at = ran_parts(old_stmt, self.stop_line()) if compound else ([], old_stmt)
         if at is None:
             before = [old_stmt]
-        script = self.script()
-        loads = {n for part in before for n in _given(part, script)}
+        script, ours = self.script(), self.plan.user_packages()
+        loads = {n for part in before for n in _given(part, script, ours)}
         changed = {n for part in before for n in _changed(part)}
         if at is not None and self.point.started == Point.BELOW:
-            loads |= ran_loads(at, self.called_below(), script)
+            loads |= ran_loads(at, self.called_below(), script, ours)
         types = {v.name: v.type for v in self.plan.checkpoint.variables}
         types.update({alias: types.get(target, "") for alias, target in self.plan.checkpoint.aliases.items()})
         frames: list[tuple[Block, dict[str, str]]] = [(self.new, self.restored)]
@@ -305,6 +305,7 @@ class Plan(Frame):
                 hint = " (--force continues inside it anyway)" if refusal.forceable else ""
                 self.point = Point(self.point.index, note=f"{self.point.function}() runs again from its start: "
                                    f"{refusal}{hint}", started=Point.BELOW)
+        self.passed_over = ""  # why a later checkpoint was not resumed from (set by resume.choose)
         self.callee: Callee | None = None
         self.callee_note = ""  # why the module function main() was calling runs again from its start
         if self.inner is not None:
@@ -331,6 +332,18 @@ class Plan(Frame):
         except Refusal as refusal:
             hint = " (--force continues inside it anyway)" if refusal.forceable else ""
             self.callee_note = f"{call.qualifier}() runs again from its start: {refusal}{hint}"
+
+    def user_packages(self) -> frozenset[str]:
+        """The top-level names of the user's own modules: those with a frame on the stack, and
+        those beside the script (`pkg/`, `pkg.py`)."""
+        stack = self.checkpoint.manifest.get("stack") or []
+        found = {str(e["module"]).partition(".")[0] for e in stack if e.get("module")}
+        folder = os.path.dirname(self.run.script)
+        for name in set(self.new.modules.values()) | set(self.old.modules.values()):
+            root = name.partition(".")[0]
+            if os.path.exists(os.path.join(folder, root)) or os.path.exists(os.path.join(folder, f"{root}.py")):
+                found.add(root)
+        return frozenset(found)
 
     def check(self, message: str) -> None:
         """A forceable refusal, unless --force."""
@@ -368,8 +381,8 @@ class Plan(Frame):
         checkpoint = self.checkpoint
         where = (f" at {checkpoint.where}" if checkpoint.outside_script
                  else f" at line {checkpoint.line}" if checkpoint.line else "")
-        lines = [f"resuming {os.path.basename(self.run.script)} from {self.ref} "
-                 f"({checkpoint.trigger}{where})"]
+        lines = [self.passed_over] if self.passed_over else []
+        lines.append(f"resuming {os.path.basename(self.run.script)} from {self.ref} ({checkpoint.trigger}{where})")
         inner = self.inner
         names = sorted(self.restored) + sorted(self.overlays)
         frames = [f for f in (inner, self.callee) if f is not None]
@@ -438,26 +451,26 @@ def _changed(node: ast.AST) -> set[str]:
     return found
 
 
-def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None) -> set[str]:
+def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None, ours: frozenset[str]) -> set[str]:
     """The names the calls of simple statement `stmt` that ran were given (their arguments,
     the object a method was called on) when it stopped in a call of `called`: that call and
     the calls not waiting for it (an enclosing call had not been made yet), except those that
-    change nothing they are given (`keeps`, with the functions of `script`). Every name it
-    loads when that call is not found once."""
+    change nothing they are given (`_given`). Every name it loads when that call is not found once."""
     calls = [n for n in walk_own(stmt) if isinstance(n, ast.Call)]
     stopped = [c for c in calls if (dotted(c.func) or "").rpartition(".")[2] == called]
     if len(stopped) != 1:
         return {n.id for n in walk_own(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     waiting = {id(c) for c in calls if any(n is stopped[0] for n in ast.walk(c)) and c is not stopped[0]}
-    return _given(stmt, script, waiting)
+    return _given(stmt, script, ours, waiting)
 
 
-def _given(node: ast.AST, script: Module | None, waiting: set[int] | None = None) -> set[str]:
+def _given(node: ast.AST, script: Module | None, ours: frozenset[str], waiting: set[int] | None = None) -> set[str]:
     """The names given to the calls in `node` (but those in `waiting`) that may change what
-    they are given: all calls but those that `keep` (with the functions of `script`)."""
+    they are given: all calls but those that `keep` (with the functions of `script`, and the
+    user's packages `ours`)."""
     functions = {s.name: s for s in script.body if isinstance(s, ast.FunctionDef)} if script else {}
     return {n.id for call in ast.walk(node) if isinstance(call, ast.Call) and id(call) not in (waiting or ())
-            and not (script is not None and keeps(call, script, functions))
+            and not (script is not None and keeps(call, script, functions, ours))
             for part in (call.func, *call.args, *call.keywords)
             for n in ast.walk(part) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 

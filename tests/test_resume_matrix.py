@@ -412,3 +412,51 @@ def test_a_crash_inside_a_script_function_main_calls_that_changes_its_argument_i
     assert "grow.py:9 (`extend(log, 10)`) would run again from its start with log as it was at the stop" in line
     forced = run([CHKPT, "resume", "grow.py", "--force"], env, work)
     assert forced.returncode == 0 and forced.stdout == "340 16\n"  # what --force risks: the work done twice
+
+
+@pytest.mark.parametrize("idiom", ["main()", "sys.exit(main())", "raise SystemExit(main())", "exit(main())"])
+def test_what_people_write_to_call_main_is_resumed_inside_main(env, work, idiom):
+    script = write(work, "job.py", f"""
+        import sys
+        import numpy as np
+        def main():
+            print("loading")
+            w = np.zeros(3)
+            for epoch in range(6):
+                w += 1
+                print("epoch", epoch)
+                if epoch == 3:
+                    raise RuntimeError("boom")
+            print("w", w[0])
+            return 0
+        if __name__ == "__main__":
+            {idiom}
+    """)
+    stopped = run([PYTHON, "job.py"], env, work)
+    assert stopped.returncode == 1
+    script.write_text(script.read_text().replace("if epoch == 3:", "if epoch == -1:"))
+    resumed = run([CHKPT, "resume", "job.py"], env, work)
+    fresh = run([PYTHON, "job.py"], dict(env, CHKPT="0"), work)
+    assert (resumed.returncode, stopped.stdout + resumed.stdout) == (fresh.returncode, fresh.stdout), resumed.stderr
+    assert "in the iteration (epoch = 3) of the loop at line 7, called by line 14" in chkpt_lines(resumed.stderr)[-1]
+    assert "loading" not in resumed.stdout
+
+
+def test_an_async_main_is_said_to_run_again_from_its_start(env, work):
+    script = write(work, "job.py", """
+        import asyncio
+        import numpy as np
+        data = np.arange(3)
+        async def main():
+            print("loading")
+            print("value", 1 // 0)
+        if __name__ == "__main__":
+            asyncio.run(main())
+    """)
+    assert run([PYTHON, "job.py"], env, work).returncode == 1
+    script.write_text(script.read_text().replace("1 // 0", "1"))
+    resumed = run([CHKPT, "resume", "job.py"], env, work)
+    fresh = run([PYTHON, "job.py"], dict(env, CHKPT="0"), work)
+    assert (resumed.returncode, resumed.stdout) == (0, fresh.stdout), resumed.stderr
+    assert any("main() runs again from its start: it is a coroutine (`async def`)" in line
+               for line in chkpt_lines(resumed.stderr))

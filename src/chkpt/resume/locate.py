@@ -133,6 +133,9 @@ def called_function(old: Module, index: int, line: int, stack: list[dict[str, An
             or not function.body[0].lineno <= entry_line <= (function.end_lineno or function.lineno)):
         if name.startswith("<"):  # a lambda or generator expression: part of the statement anyway
             return None, ""
+        if any(isinstance(s, ast.AsyncFunctionDef) and s.name == name for s in old.body):
+            return None, (f"{name}() runs again from its start: it is a coroutine (`async def`), which "
+                          "resume does not continue inside")
         return None, (f"{name}() runs again from its start: resume continues inside a function only "
                       "when it is defined at the top level of the script")
     why = call_site_problem(old.body[index], line, name)
@@ -155,7 +158,7 @@ def call_site_problem(stmt: ast.stmt, line: int, name: str) -> str | None:
         site = stmt.body[0]
         if not first_line(site) <= line <= (site.end_lineno or site.lineno):
             return f"the call at line {line} is not the first statement of the `if` block"
-    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
+    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign | ast.Raise):
         return f"it is called inside a `{type(site).__name__.lower()}` statement"
     calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
              and n.func.id == name]

@@ -47,15 +47,20 @@ class Resumer:
                  values: dict[str, Any] | None = None) -> None:
         self._remaining = remaining
         self._partial = True
-        self._restore = restore  # (globals, name, the script's own function)
+        # (namespace, name, the function it held): the module's or script's own, and the
+        # script's names imported from the module (`from mylib.trainer import fit`)
+        self._restore = [restore] if restore is not None else []
         self._values = values or {}
+
+    def also(self, namespace: dict[str, Any], name: str, function: Any) -> None:
+        """Put `function` back as `name` in `namespace` too when the rewritten one is entered."""
+        self._restore.append((namespace, name, function))
 
     def enter(self) -> None:
         """The rewritten main() has been called: the script's own is main() again."""
-        if self._restore is not None:
-            namespace, name, function = self._restore
+        for namespace, name, function in self._restore:
             namespace[name] = function
-            self._restore = None
+        self._restore = []
 
     def values(self, names: list[str], last: bool = False) -> tuple[Any, ...]:
         """The saved locals `names`; with `last`, chkpt lets go of all of them."""
@@ -306,10 +311,11 @@ def _prepare_inner(inner: Inner, values: Values, namespace: dict[str, Any], name
     return {**namespace, **locals_}
 
 
-def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
+def _prepare_callee(plan: Plan, values: Values, script: dict[str, Any]) -> dict[str, Any] | None:
     """Patch the module function main() calls for its first call (it puts the module's own
-    back first); None, with the note saying why, when its module was not imported by then or
-    its loop cannot be continued."""
+    back first), in its module and where the script's globals hold it (`from m import f`);
+    None, with the note saying why, when its module was not imported by then or its loop
+    cannot be continued."""
     assert plan.callee is not None and plan.inner is not None
     call = plan.callee.call
     module = sys.modules.get(call.module)
@@ -320,8 +326,14 @@ def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
         why = f"its module was not imported before {plan.inner.name}() ran"
     else:
         try:
-            return _prepare_inner(plan.callee, values, namespace, call.function,
-                                  future_flags(plan.callee.module_new.tree), CALL_HELPER)
+            own = namespace[call.function]
+            shown = _prepare_inner(plan.callee, values, namespace, call.function,
+                                   future_flags(plan.callee.module_new.tree), CALL_HELPER)
+            for name, value in list(script.items()):
+                if value is own:
+                    script[name] = namespace[call.function]
+                    builtins.__dict__[CALL_HELPER].also(script, name, own)
+            return shown
         except Refusal as refusal:  # its loop cannot be continued: nothing was patched
             why = str(refusal)
     plan.callee = None
@@ -348,7 +360,7 @@ def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -
         elif plan.inner is not None:
             shown = _prepare_inner(plan.inner, values, globals_, plan.inner.name, flags)
             if plan.callee is not None:
-                shown = _prepare_callee(plan, values) or shown
+                shown = _prepare_callee(plan, values, globals_) or shown
         del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
         hint = " (--force resumes anyway)" if isinstance(exc, Refusal) and exc.forceable else ""

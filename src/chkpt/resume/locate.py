@@ -188,9 +188,9 @@ class Call:
 def module_call(script: Module, main: ast.FunctionDef, stack: list[dict[str, Any]]) -> tuple[Call, str] | None:
     """The user-module function main() (`stack[1]`) was calling when the checkpoint was taken
     below it, when its running statement calls that function once through its module
-    (`mylib.trainer.fit(…)`, `trainer.fit(…)`); None when the checkpoint was taken in main()
-    or in a function of the script. With the Call, why resume does not continue inside it ("" when
-    nothing in the script stands in the way)."""
+    (`mylib.trainer.fit(…)`, `trainer.fit(…)`) or a name imported from it (`fit(…)`); None
+    when the checkpoint was taken in main() or in a function of the script. With the Call,
+    why resume does not continue inside it ("" when nothing in the script stands in the way)."""
     if len(stack) < 3 or "file" not in stack[2] or stack[2]["function"].startswith("<"):
         return None
     entry, line = stack[2], stack[1]["line"]
@@ -208,8 +208,8 @@ def module_call(script: Module, main: ast.FunctionDef, stack: list[dict[str, Any
     imported = imported_modules(script.tree)
     calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and resolved(n.func, imported) == call.qualifier]
     if len(calls) != 1:
-        return call, (f"line {first_line(site)} of {main.name}() calls it "
-                      f"{'more than once' if calls else 'otherwise than through its module (`module.function(…)`)'}")
+        how = "more than once" if calls else "otherwise than through its module or a name imported from it"
+        return call, f"line {first_line(site)} of {main.name}() calls it {how}"
     return call, ""
 
 
@@ -224,11 +224,13 @@ def imported_modules(tree: ast.Module) -> dict[str, str]:
 
 
 def resolved(node: ast.expr, imported: dict[str, str]) -> str | None:
-    """The dotted name `node` (`trainer.fit`) stands for through the script's imports
-    (`mylib.trainer.fit`); None for a plain name or anything else."""
-    name = dotted(node) if isinstance(node, ast.Attribute) else None
+    """The dotted name `node` (`trainer.fit`, or `fit` after `from mylib.trainer import fit`)
+    stands for through the script's imports (`mylib.trainer.fit`); None for anything else."""
+    name = dotted(node) if isinstance(node, ast.Attribute | ast.Name) else None
     root, _, rest = (name or "").partition(".")
-    return f"{imported[root]}.{rest}" if name and root in imported else None
+    if not name or root not in imported:
+        return None
+    return f"{imported[root]}.{rest}" if rest else imported[root]
 
 
 def walk_own(node: ast.AST) -> list[ast.AST]:

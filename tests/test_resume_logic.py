@@ -772,7 +772,7 @@ def stack_into(caller: str, function: str = "fit") -> list[dict]:
 def test_which_module_function_main_was_calling(caller, function, why):
     script = module(CALLS_A_MODULE)
     main = script.function("main")
-    found = module_call(script, main, stack_into(caller, function))
+    found = module_call(script, main.body, "main()", stack_into(caller, function))
     assert found is not None
     call, said = found
     assert (call.qualifier, call.line, call.innermost) == (f"mylib.trainer.{function}", 9, True)
@@ -783,7 +783,8 @@ def test_a_checkpoint_in_main_itself_or_in_a_script_function_goes_no_deeper():
     script = module(CALLS_A_MODULE)
     main = script.function("main")
     stack = stack_into("w = mylib.trainer.fit")
-    assert module_call(script, main, stack[:2]) is None
-    assert module_call(script, main, [*stack[:2], {"function": "helper", "line": 3}]) is None
-    below = module_call(script, main, [*stack, {"function": "note", "line": 2, "file": "/x.py", "module": "x"}])
+    assert module_call(script, main.body, "main()", stack[:2]) is None
+    assert module_call(script, main.body, "main()", [*stack[:2], {"function": "helper", "line": 3}]) is None
+    note = {"function": "note", "line": 2, "file": "/x.py", "module": "x"}
+    below = module_call(script, main.body, "main()", [*stack, note])
     assert below is not None and not below[0].innermost  # fit's point is then the statement calling note

@@ -266,6 +266,10 @@ PACKAGE_SOURCE = """
             if i == STOP_AT:
                 STOP
         return w
+
+    class Trainer:
+        def train(self, w, n):
+            return train(w, n)
 """
 E2E_MUTATIONS = {
     "numpy in place": ("w += 1", "np.zeros(3)", "w[0]"),
@@ -290,6 +294,14 @@ E2E_FORMS = {
         if __name__ == "__main__":
             main()
     """,
+    "method of a user class, top level": """
+        import numpy as np
+        from pkg.tr import Trainer, State
+        print("start")
+        w = INIT
+        Trainer().train(w, 10)
+        print("result", SHOW)
+    """,
     "from-import, top level": """
         import numpy as np
         from pkg.tr import train, State
@@ -311,6 +323,10 @@ E2E_FORMS = {
             main()
     """,
 }
+
+
+# a method is not continued inside: the statement calling it runs again, on what it changed
+REFUSED = {"method of a user class, top level"}
 
 
 def scenario(work: Path, form: str, mutation: str, stop: str) -> Path:
@@ -341,10 +357,10 @@ def test_resumed_equals_a_fresh_run_or_refuses(env, work, form, stop, mutation):
     resumed = run([CHKPT, "resume", "train.py"], env, work)
     fresh = run([PYTHON, "train.py"], dict(env, CHKPT="0"), work)
     assert fresh.returncode == 0 and fresh.stdout.endswith("\n")
-    if form.endswith("top level"):  # refused: one line naming the value and where, nothing run
+    if form in REFUSED:  # refused: one line naming the value and where, nothing run
         (line,) = chkpt_lines(resumed.stderr)
-        assert " with w as it was at the stop" in line and "(--force resumes anyway)" in line
-        assert (resumed.returncode, resumed.stdout) == (2, "")
+        assert "train.py:6 (`Trainer().train(w, 10)`) would run again from its start with w as it was" in line
+        assert line.endswith("(--force resumes anyway)") and (resumed.returncode, resumed.stdout) == (2, "")
         return
     assert resumed.returncode == 0, resumed.stderr
     assert stopped.stdout + resumed.stdout == fresh.stdout  # continued inside train(): nothing twice
@@ -352,22 +368,22 @@ def test_resumed_equals_a_fresh_run_or_refuses(env, work, form, stop, mutation):
 
 
 def test_a_top_level_call_refused_names_the_argument_and_line(env, work):
-    scenario(work, "from-import, top level", "numpy in place", "crash")
+    scenario(work, "method of a user class, top level", "numpy in place", "crash")
     run([PYTHON, "train.py"], env, work)
     fix(work)
     resumed = run([CHKPT, "resume", "train.py"], env, work)
     assert resumed.returncode == 2 and resumed.stdout == ""
     (line,) = chkpt_lines(resumed.stderr)
-    assert line.startswith("chkpt: cannot resume from ") and "train.py:6 (`train(w, 10)`)" in line
+    assert line.startswith("chkpt: cannot resume from ") and "train.py:6 (`Trainer().train(w, 10)`)" in line
     assert "with w as it was at the stop" in line and line.endswith("(--force resumes anyway)")
 
 
 def test_an_earlier_checkpoint_taken_before_the_call_is_resumed_from_instead(env, work):
     """What the call saw before it first ran is in the snapshot before it: resume starts there."""
-    scenario(work, "from-import, top level", "list append", "crash")
+    scenario(work, "method of a user class, top level", "list append", "crash")
     path = work / "train.py"
-    path.write_text(path.read_text().replace("train(w, 10)", "chkpt.snapshot('before')\ntrain(w, 10)")
-                    .replace("import numpy as np", "import numpy as np\nimport chkpt"))
+    text = path.read_text().replace("Trainer().train(w, 10)", "chkpt.snapshot('before')\nTrainer().train(w, 10)")
+    path.write_text(text.replace("import numpy as np", "import numpy as np\nimport chkpt"))
     stopped = run([PYTHON, "train.py"], env, work)
     fix(work)
     resumed = run([CHKPT, "resume", "train.py"], env, work)

@@ -264,6 +264,10 @@ def resumed_function(inner: Inner, helper: str = HELPER) -> ast.FunctionDef:
 def where(plan: Plan, globals_: dict[str, Any]) -> str:
     """Where the run continues, with the loop variable's restored value."""
     inner = plan.inner
+    if inner is None and plan.callee is not None:
+        caller = plan.running_statements()[1]
+        return (f"{_where(plan.callee, globals_, f'{plan.callee.name}()', named=True)}, called by line "
+                f"{caller.lineno}{_skipped(plan.callee)}")
     if inner is None:
         return _where(plan, globals_, "the script")
     caller = f", called by line {plan.new.body[plan.index].lineno}"
@@ -316,14 +320,15 @@ def _prepare_callee(plan: Plan, values: Values, script: dict[str, Any]) -> dict[
     back first), in its module and where the script's globals hold it (`from m import f`);
     None, with the note saying why, when its module was not imported by then or its loop
     cannot be continued."""
-    assert plan.callee is not None and plan.inner is not None
+    assert plan.callee is not None
     call = plan.callee.call
+    caller = plan.inner or plan
     module = sys.modules.get(call.module)
     code = getattr(getattr(module, call.function, None), "__code__", None)
     namespace = vars(module) if module is not None else {}
     if (code is None or not isinstance(namespace.get("__file__"), str)
             or os.path.realpath(code.co_filename) != os.path.realpath(call.file)):
-        why = f"its module was not imported before {plan.inner.name}() ran"
+        why = f"its module was not imported before {f'{plan.inner.name}()' if plan.inner else 'the call'} ran"
     else:
         try:
             own = namespace[call.function]
@@ -338,7 +343,7 @@ def _prepare_callee(plan: Plan, values: Values, script: dict[str, Any]) -> dict[
             why = str(refusal)
     plan.callee = None
     plan.callee_note = f"{call.qualifier}() runs again from its start: {why}"
-    plan.inner.vouch_rerun()  # the statement of main() that calls it runs again
+    caller.vouch_rerun()  # the statement that calls it runs again
     return None
 
 
@@ -359,8 +364,8 @@ def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -
             body[0] = rewrite_loop(plan.loop, plan.point)
         elif plan.inner is not None:
             shown = _prepare_inner(plan.inner, values, globals_, plan.inner.name, flags)
-            if plan.callee is not None:
-                shown = _prepare_callee(plan, values, globals_) or shown
+        if plan.callee is not None:
+            shown = _prepare_callee(plan, values, globals_) or shown
         del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
         hint = " (--force resumes anyway)" if isinstance(exc, Refusal) and exc.forceable else ""

@@ -185,31 +185,34 @@ class Call:
         return f"{self.module}.{self.function}"
 
 
-def module_call(script: Module, main: ast.FunctionDef, stack: list[dict[str, Any]]) -> tuple[Call, str] | None:
-    """The user-module function main() (`stack[1]`) was calling when the checkpoint was taken
-    below it, when its running statement calls that function once through its module
-    (`mylib.trainer.fit(…)`, `trainer.fit(…)`) or a name imported from it (`fit(…)`); None
-    when the checkpoint was taken in main() or in a function of the script. With the Call,
-    why resume does not continue inside it ("" when nothing in the script stands in the way)."""
-    if len(stack) < 3 or "file" not in stack[2] or stack[2]["function"].startswith("<"):
+def module_call(script: Module, body: list[ast.stmt], caller: str, stack: list[dict[str, Any]],
+                depth: int = 1) -> tuple[Call, str] | None:
+    """The user-module function that `body` (main()'s, `stack[depth]`; the script's top level
+    at depth 0) was calling when the checkpoint was taken in or below it, when its running
+    statement calls that function once through its module (`mylib.trainer.fit(…)`,
+    `trainer.fit(…)`) or a name imported from it (`fit(…)`); None when the checkpoint was taken
+    in that frame or in a function of the script. With the Call, why resume does not continue
+    inside it ("" when nothing in the script stands in the way); `caller` names the frame."""
+    below = depth + 1
+    if len(stack) <= below or "file" not in stack[below] or stack[below]["function"].startswith("<"):
         return None
-    entry, line = stack[2], stack[1]["line"]
+    entry, line = stack[below], stack[depth]["line"]
     module, function = str(entry.get("module")), entry["function"]
-    call = Call(entry["file"], module, function, entry["line"], len(stack) == 3)
+    call = Call(entry["file"], module, function, entry["line"], len(stack) == below + 1)
     if "." in function:
         return call, "it is not a top-level function of its module"
-    index = statement_at(main.body, line)
-    site = main.body[index] if index is not None else None
+    index = statement_at(body, line)
+    site = body[index] if index is not None else None
     if isinstance(site, ast.For | ast.While) and site.body[0].lineno <= line:
         inside = statement_at(site.body, line)
         site = site.body[inside] if inside is not None else None
     if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
-        return call, f"line {line} of {main.name}() is not a statement that calls it"
+        return call, f"line {line} of {caller} is not a statement that calls it"
     imported = imported_modules(script.tree)
     calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and resolved(n.func, imported) == call.qualifier]
     if len(calls) != 1:
         how = "more than once" if calls else "otherwise than through its module or a name imported from it"
-        return call, f"line {first_line(site)} of {main.name}() calls it {how}"
+        return call, f"line {first_line(site)} of {caller} calls it {how}"
     return call, ""
 
 

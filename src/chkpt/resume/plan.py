@@ -308,26 +308,34 @@ class Plan(Frame):
         self.passed_over = ""  # why a later checkpoint was not resumed from (set by resume.choose)
         self.callee: Callee | None = None
         self.callee_note = ""  # why the module function main() was calling runs again from its start
-        if self.inner is not None:
-            self._go_deeper()
+        self._go_deeper()
         (self.callee or self.inner or self).vouch_rerun()
 
     def _go_deeper(self) -> None:
-        """Continue inside the user-module function main() was calling, where the rules vouch."""
-        assert self.inner is not None
-        main = self.old.function(self.inner.name)
-        assert main is not None
-        found = module_call(self.old, main, self.checkpoint.manifest.get("stack") or [])
+        """Continue inside the user-module function main() (or the top-level statement) was
+        calling, where the rules vouch."""
+        caller: Frame = self.inner or self
+        if self.inner is not None:
+            main = self.old.function(self.inner.name)
+            assert main is not None
+            body, name, depth = main.body, f"{self.inner.name}()", 1
+        elif not self.point.function:
+            body, name, depth = self.old.body, "the script", 0
+        else:
+            return
+        found = module_call(self.old, body, name, self.checkpoint.manifest.get("stack") or [], depth)
         if found is None:
             return
         call, why = found
+        if self.inner is None:  # the note locate made for it is this one's to make
+            self.point = Point(self.point.index, self.point.body, started=self.point.started)
         try:
             if why:
                 raise Refusal(why, False)
-            old_site, new_site = self.inner.running_statements()
+            old_site, new_site = caller.running_statements()
             if statement_key(old_site) != statement_key(new_site):
-                self.check(f"line {new_site.lineno} of {self.inner.name}(), which calls it, was changed since "
-                           "the run, and its saved locals are those of the old call")
+                self.check(f"line {new_site.lineno} of {name}, which calls it, was changed since "
+                           "the run, and what it gave the call is the old call's")
             self.callee = Callee(self, call)
         except Refusal as refusal:
             hint = " (--force continues inside it anyway)" if refusal.forceable else ""
@@ -563,6 +571,7 @@ class Callee(Inner):
 
     def __init__(self, plan: Plan, call: Call) -> None:
         self.call = call
+        self.depth = 2 if plan.inner is not None else 1
         where = os.path.relpath(call.file)
         sources = plan.checkpoint.manifest.get("sources", {})
         if call.file not in sources:
@@ -591,8 +600,6 @@ class Callee(Inner):
         old_defs, new_defs = definitions(old.body), definitions(new.body)
         edited = {n for n in old_defs.keys() | new_defs.keys() if old_defs.get(n) != new_defs.get(n)}
         super().__init__(plan, call.qualifier, point, (old, new), edited, where)
-
-    depth = 2
 
     def _outer(self) -> tuple[Block, dict[str, str]] | None:
         return None  # its module's globals are not restored: it is imported afresh

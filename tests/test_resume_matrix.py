@@ -416,6 +416,9 @@ def test_a_sigterm_inside_a_top_level_script_function_continues_inside_it(env, w
     fresh = run([PYTHON, "loop.py"], dict(env, CHKPT="0"), work)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout == fresh.stdout == "285 10\n"
+    ref = chkpt_lines(resumed.stderr)[0].split(" from ")[1].split()[0]
+    shown = run([CHKPT, "show", "latest"], env, work).stdout
+    assert f"resumed  from {ref} (chkpt resume)" in shown
 
 
 def test_a_crash_inside_a_script_function_main_calls_that_changes_its_argument_is_refused(env, work):

@@ -373,9 +373,11 @@ def keeps_what_it_is_given(function: ast.FunctionDef, block: Block, functions: d
             root = root_name(receiver) if receiver is not None else None
             passed = set().union(*(held(part) for part in (*node.args, *(k.value for k in node.keywords))))
             passed -= set(block.modules)
-            # a method of a value it made, given only values it made: changes only what it made
-            if root is None or root in given or not _bound_in(root, nodes) or passed & given \
-                    or any(not _bound_in(n, nodes) for n in passed):
+            # a function given only values it made (`open("log")`), or a method of a value it
+            # made, given only such values: changes only what it made
+            if receiver is not None and (root is None or root in given or not _bound_in(root, nodes)):
+                return False
+            if passed & given or any(not _bound_in(n, nodes) for n in passed):
                 return False
     return True
 

@@ -28,6 +28,7 @@ from chkpt.resume.analysis import (
     function_locals,
     is_definition,
     keeps,
+    keeps_what_it_is_given,
     reads_arguments,
     root_name,
     target_names,
@@ -202,7 +203,7 @@ class Frame:
         loads = {n for part in before for n in _given(part, script, ours)}
         changed = {n for part in before for n in _changed(part)}
         if at is not None and self.point.started == Point.BELOW:
-            loads |= ran_loads(at, self.called_below(), script, ours)
+            loads |= ran_loads(at, self.called_below(), script, ours, self._below_keeps(ours))
         types = {v.name: v.type for v in self.plan.checkpoint.variables}
         types.update({alias: types.get(target, "") for alias, target in self.plan.checkpoint.aliases.items()})
         frames: list[tuple[Block, dict[str, str]]] = [(self.new, self.restored)]
@@ -227,6 +228,26 @@ class Frame:
         top = next((k for k, entry in enumerate(stack) if is_script_module(entry)), None)
         line = stack[top + self.depth].get("line") if top is not None and top + self.depth < len(stack) else None
         return line if isinstance(line, int) else None
+
+    def _below_keeps(self, ours: frozenset[str]) -> bool:
+        """Whether the function of a user module this frame was calling changes neither what
+        it was given nor a global, by its source as the checkpoint kept it."""
+        stack = self.plan.checkpoint.manifest.get("stack") or []
+        top = next((k for k, entry in enumerate(stack) if is_script_module(entry)), None)
+        if top is None or top + self.depth + 1 >= len(stack):
+            return False
+        entry = stack[top + self.depth + 1]
+        file, name = entry.get("file"), str(entry.get("function", ""))
+        sources = self.plan.checkpoint.manifest.get("sources") or {}
+        if not file or file not in sources or "." in name:
+            return False
+        try:
+            module = Module(bytes(self.plan.run.store.read_ref(sources[file])), file)
+        except (SyntaxError, ValueError, OSError, api.StoreError):
+            return False
+        function = module.function(name)
+        functions = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
+        return function is not None and keeps_what_it_is_given(function, module, functions, ours)
 
     def called_below(self) -> str | None:
         """The name of the function this frame was calling when the checkpoint was taken (a
@@ -335,7 +356,7 @@ class Plan(Frame):
             old_site, new_site = caller.running_statements()
             if statement_key(old_site) != statement_key(new_site):
                 self.check(f"line {new_site.lineno} of {name}, which calls it, was changed since "
-                           "the run, and what it gave the call is the old call's")
+                           "the run, and its saved locals are those of the old call")
             self.callee = Callee(self, call)
         except Refusal as refusal:
             hint = " (--force continues inside it anyway)" if refusal.forceable else ""
@@ -459,7 +480,8 @@ def _changed(node: ast.AST) -> set[str]:
     return found
 
 
-def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None, ours: frozenset[str]) -> set[str]:
+def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None, ours: frozenset[str],
+              stopped_keeps: bool = False) -> set[str]:
     """The names the calls of simple statement `stmt` that ran were given (their arguments,
     the object a method was called on) when it stopped in a call of `called`: that call and
     the calls not waiting for it (an enclosing call had not been made yet), except those that
@@ -469,6 +491,8 @@ def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None, ours: f
     if len(stopped) != 1:
         return {n.id for n in walk_own(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     waiting = {id(c) for c in calls if any(n is stopped[0] for n in ast.walk(c)) and c is not stopped[0]}
+    if stopped_keeps:  # a function of the user's that changes nothing it is given
+        waiting.add(id(stopped[0]))
     return _given(stmt, script, ours, waiting)
 
 

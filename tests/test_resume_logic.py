@@ -436,6 +436,7 @@ def test_values_computed_from_changed_arguments_are_recomputed_not_restored():
     assert set(plan.restored) == {"other"} and plan.rerun == [0, 1, 2, 3]
     assert plan.summary()[-1] == ("re-ran line 3 (`n = int(sys.argv[1])`), line 4 (`data = np.arange(n)`): "
                                   "the arguments changed")
+    assert plan.summary()[-2] == "re-ran 2 import/definition statements"  # each statement said once
 
 
 @pytest.mark.parametrize(("text", "mutated"), [

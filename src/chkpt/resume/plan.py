@@ -420,16 +420,20 @@ class Plan(Frame):
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
         lines.append(f"restored {len(names)} value{'s' if len(names) != 1 else ''}"
                      + (f": {shown}" if names else ""))
+        # the statements re-run because the arguments changed are listed once, with that reason
         definitions = [i for i in self.rerun if is_definition(self.new.body[i])]
         parts = ([f"{len(definitions)} import/definition statement{'s' if len(definitions) != 1 else ''}"]
-                 if definitions else []) + [_line(self.new, i) for i in self.rerun if i not in definitions]
+                 if definitions else []) + [_line(self.new, i) for i in self.rerun
+                                            if i not in definitions and i not in self.stale]
         for frame in frames:
-            if frame.rerun:
-                parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in frame.rerun))
-        lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
+            others = [i for i in frame.rerun if i not in frame.stale]
+            if others:
+                parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in others))
         stale = [_line(self.new, i) for i in self.stale if i in self.rerun]
         stale += [f"in {f.name}(): " + ", ".join(_line(f.new, i) for i in f.stale if i in f.rerun)
                   for f in frames if set(f.stale) & set(f.rerun)]
+        if parts or not stale:
+            lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
         if stale:
             lines.append("re-ran " + ", ".join(stale) + ": the arguments changed")
         lines += [note for note in (self.point.note, self.callee_note) if note]

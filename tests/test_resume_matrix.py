@@ -490,3 +490,13 @@ def test_an_async_main_is_said_to_run_again_from_its_start(env, work):
     assert (resumed.returncode, resumed.stdout) == (0, fresh.stdout), resumed.stderr
     assert any("main() runs again from its start: it is a coroutine (`async def`)" in line
                for line in chkpt_lines(resumed.stderr))
+
+
+def test_a_dash_m_run_is_named_by_its_module(env, work):
+    write(work, "pkg/__init__.py", "")
+    write(work, "pkg/cli.py", "import numpy as np\nx = np.arange(3.0)\nprint(1 // 0)\n")
+    assert run([PYTHON, "-m", "pkg.cli"], env, work).returncode == 1
+    shown = run([CHKPT, "show", "pkg.cli"], env, work)
+    assert shown.returncode == 0 and "command  python -m pkg.cli" in shown.stdout, shown.stderr
+    value = run([CHKPT, "show", "latest:pkg.cli", "x"], env, work)
+    assert value.returncode == 0 and "array([0., 1., 2.])" in value.stdout, value.stderr

@@ -592,9 +592,9 @@ def all_runs(store: Store) -> list[Run]:
 
 def matches_script(run: Run, script: str) -> bool:
     """Whether `run` is of `script`: its path (relative to the cwd, "~" allowed), its file name,
-    or a folder it is in (at any depth)."""
+    a folder it is in (at any depth), or for a run of `python -m pkg.mod`, `pkg.mod`."""
     wanted = os.path.expanduser(script)
-    if is_script(run.script, wanted):
+    if is_script(run.script, wanted) or (run.module is not None and run.module == script):
         return True
     folder = os.path.abspath(wanted)
     return os.path.isdir(folder) and run.script.startswith(folder.rstrip(os.sep) + os.sep)

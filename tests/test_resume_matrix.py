@@ -294,6 +294,15 @@ E2E_FORMS = {
         if __name__ == "__main__":
             main()
     """,
+    "from-import, in a top-level loop": """
+        import numpy as np
+        from pkg.tr import train, State
+        print("start")
+        w = INIT
+        for rnd in range(2):
+            train(w, 10)
+        print("result", SHOW)
+    """,
     "method of a user class, top level": """
         import numpy as np
         from pkg.tr import Trainer, State

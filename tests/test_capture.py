@@ -82,7 +82,7 @@ def test_user_story_saves_the_data_names_nested_paths_and_lists_the_skipped(env,
     ]
     assert names["model"]["type"] == "__main__.Model" and names["results"]["type"] == "dict"
     assert names["model.weights"]["shape"] == [100, 50] and names["window"]["view_of"] == "signal"
-    assert names["events"]["type"] == "polars.DataFrame" and names["sparse"]["type"] == "scipy.csr_matrix"
+    assert names["events"]["type"] == "polars.DataFrame" and names["sparse"]["type"] == "scipy.sparse.csr_matrix"
 
     loaded = python(["-c", STORY_CHECK], env, work)
     assert loaded.stdout == "ok\n", loaded.stderr

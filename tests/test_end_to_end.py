@@ -80,6 +80,15 @@ def test_a_script_with_no_data_leaves_no_run(env, work):
     assert not os.path.exists(os.path.join(env["CHKPT_DIR"], "runs")) or runs(env, work) == []
 
 
+def test_a_script_that_crashed_before_saving_anything_is_listed_as_crashed(env, work):
+    write(work, "early.py", "import os\nprint('starting')\nprint(1 // 0)\n")
+    crashed = python(["early.py"], env, work)
+    assert crashed.returncode == 1 and crashed.stdout == "starting\n"
+    assert crashed.stderr.startswith("Traceback") and "chkpt" not in crashed.stderr
+    [listed] = runs(env, work)
+    assert listed["status"] == "crashed" and listed["script"].endswith("early.py")
+
+
 def test_store_is_private_to_the_user(env, work):
     write(work, "analysis.py", ANALYSIS)
     python(["analysis.py"], env, work)

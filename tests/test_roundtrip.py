@@ -252,7 +252,7 @@ def test_polars_pyarrow_and_scipy_sparse_come_back_equal(env, work):
     checkpoint = roundtrip(env, work, OTHERS)
     types = {v["name"]: v["type"] for v in checkpoint["variables"]}
     assert types["pl_frame"] == "polars.DataFrame" and types["table"] == "pyarrow.Table"
-    assert types["csr"] == "scipy.csr_matrix"
+    assert types["csr"] == "scipy.sparse.csr_matrix"
 
 
 BUILTINS = '''

@@ -87,7 +87,8 @@ def test_a_library_object_is_saved_whole_not_walked_into():
     assert names(result) == ["model", "pair", "pair['X']", "scaler"]
     assert result.aliases == {"pair['model']": "model"}
     kinds = {item.name: item.type for item in result.items}
-    assert kinds["scaler"] == "sklearn.StandardScaler" and kinds["model"] == "sklearn.LinearRegression"
+    assert kinds["scaler"] == "sklearn.preprocessing.StandardScaler"
+    assert kinds["model"] == "sklearn.linear_model.LinearRegression"  # where they are imported from
 
 
 def test_dunder_attributes_of_user_objects_are_not_data():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from chkpt.usercode import UserCode
-from conftest import PYTHON, chkpt_json, python, run, runs, write
+from conftest import CHKPT, PYTHON, chkpt_json, python, run, runs, write
 
 TRAINER = """
     import time
@@ -381,3 +381,28 @@ def test_a_module_function_it_cannot_vouch_for_runs_again_from_its_start(decorat
     assert f"chkpt: mylib.trainer.fit() runs again from its start: {why}\n" in resumed.stderr
     assert "continuing at line 7 in main(), called by line 10" in resumed.stderr
     assert epochs_run(work)[before:] == list(range(40))
+
+
+def test_show_export_and_the_type_label_find_the_projects_own_classes(env, work):
+    """The `chkpt` command runs from its own bin directory: the run says where its code was."""
+    write(work, "mylib/__init__.py", "")
+    write(work, "mylib/model.py", """
+        import numpy as np
+
+        class MLP:
+            def __init__(self):
+                self.w = np.arange(4000.0)
+            def __repr__(self):
+                return f"MLP(w.sum()={self.w.sum()})"
+    """)
+    write(work, "train.py", "from mylib.model import MLP\nmodel = MLP()\nprint(1 // 0)\n")
+    assert python(["train.py"], env, work).returncode == 1
+    [listed] = runs(env, work)
+    rows = chkpt_json(["show", listed["id"]], env, work)["checkpoints"][-1]["variables"]
+    assert [(v["name"], v["type"]) for v in rows] == [("model", "mylib.model.MLP"), ("model.w", "numpy.ndarray")]
+    shown = run([CHKPT, "show", listed["id"], "model"], env, work)
+    assert shown.returncode == 0, shown.stderr
+    assert "MLP(w.sum()=7998000.0)" in shown.stdout
+    exported = run([CHKPT, "export", listed["id"], "model",
+                    "--to", str(work / "out")], env, work)
+    assert exported.returncode == 0, exported.stderr

@@ -22,6 +22,7 @@ import datetime
 import math
 import os
 import shlex
+import sys
 import time
 
 from chkpt import config as config_module
@@ -122,7 +123,12 @@ class Variable:
             return parts[name]
 
         try:
-            return serialize.loads(stream, buffers, resolve)
+            try:
+                return serialize.loads(stream, buffers, resolve)
+            except ModuleNotFoundError as missing:  # a class of the project's own package
+                if not self.checkpoint.run.put_code_on_path(missing.name or ""):
+                    raise
+                return serialize.loads(stream, buffers, resolve)
         except Exception as exc:
             hint = ""
             if "__main__" in str(exc):
@@ -453,6 +459,20 @@ class Run:
         """The directory of its script."""
         return os.path.dirname(self.script)
 
+    def put_code_on_path(self, module: str) -> bool:
+        """Put the folder where the run's code found the package of `module` (its script's
+        folder, or the directory it ran in: `python -m`) at the end of sys.path, so that
+        objects of the project's own classes load here as they did there; False when neither
+        holds it (or it is on the path already)."""
+        top = module.partition(".")[0]
+        for folder in (self.folder, self.meta.get("cwd")):
+            if not isinstance(folder, str) or not top or folder in sys.path:
+                continue
+            if os.path.isdir(os.path.join(folder, top)) or os.path.isfile(os.path.join(folder, f"{top}.py")):
+                sys.path.append(folder)
+                return True
+        return False
+
     @property
     def notebook(self) -> bool:
         """Whether it is a notebook kernel's run (its `script` is the notebook's path)."""
@@ -627,9 +647,9 @@ def _read_run(store: Store, run_id: str) -> Run | None:
 
 def matches_script(run: Run, script: str) -> bool:
     """Whether `run` is of `script`: its path (relative to the cwd, "~" allowed), its file name,
-    or a folder it is in (at any depth)."""
+    a folder it is in (at any depth), or for a run of `python -m pkg.mod`, `pkg.mod`."""
     wanted = os.path.expanduser(script)
-    if is_script(run.script, wanted):
+    if is_script(run.script, wanted) or (run.module is not None and run.module == script):
         return True
     folder = os.path.abspath(wanted)
     return os.path.isdir(folder) and run.script.startswith(folder.rstrip(os.sep) + os.sep)

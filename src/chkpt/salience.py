@@ -74,12 +74,28 @@ def type_module(obj: Any) -> str:
 
 
 def type_label(obj: Any) -> str:
-    """A short, public-looking type name: "numpy.ndarray", "pandas.DataFrame", "dict"."""
+    """A public-looking type name: "numpy.ndarray", "pandas.DataFrame", "dict",
+    "mylib.model.MLP": the class under the shortest of its module's parent packages that
+    holds it (as `pandas` holds DataFrame), else under its full module path."""
     cls = type(obj)
     module = type_module(obj)
+    qualname = plain.class_qualname(cls)
     if module in ("builtins", ""):
-        return plain.class_qualname(cls)
-    return f"{module.split('.')[0]}.{plain.class_qualname(cls)}"
+        return qualname
+    first = qualname.split(".")[0]
+    outer = _imported_dict(module).get(first)
+    parts = module.split(".")
+    for k in range(1, len(parts)):
+        prefix = ".".join(parts[:k])
+        if outer is not None and _imported_dict(prefix).get(first) is outer:
+            return f"{prefix}.{qualname}"
+    return f"{module}.{qualname}"
+
+
+def _imported_dict(name: str) -> dict[str, Any]:
+    """The namespace of module `name` if it is imported, read without running its code."""
+    module = sys.modules.get(name)
+    return _module_dict(module) if isinstance(module, types.ModuleType) else {}
 
 
 def _type_reason(cls: type) -> str | None:

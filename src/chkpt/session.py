@@ -195,8 +195,10 @@ class Session:
         running top-level statement there, and the module function main() was calling)."""
         main_globals = self.watch.main_globals
         at_top = bool(frames) and frames[0].f_code.co_name == "<module>" and frames[0].f_globals is main_globals
-        # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it)
-        resumable = boundary is not None or (at_top and trigger == "explicit")
+        # a periodic checkpoint at a boundary is a resume point; so is a top-level snapshot() (right after it);
+        # and one taken in a function of the user's modules, which resume can continue inside (before its line)
+        in_module = bool(frames) and frames[0].f_globals is not main_globals
+        resumable = boundary is not None or (at_top and trigger == "explicit") or (in_module and trigger == "periodic")
         stack = [records.frame_entry(f.f_code.co_name, f.f_lineno) if f.f_globals is main_globals
                  else records.frame_entry(f.f_code.co_qualname, f.f_lineno, f.f_code.co_filename,
                                           str(f.f_globals.get("__name__", "")))

@@ -337,8 +337,9 @@ class Writer:
         keep_small = (trigger in ("crash", "signal") or self.facts.kind == "notebook"
                       or bool(position and position.get("resumable")))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
+        # a run that saved nothing leaves no run, unless it died: that is listed, data or not
         if not captured.items and not captured.skipped and self.run is None \
-                and not (position and position.get("definitions")):
+                and not (position and position.get("definitions")) and trigger not in ("crash", "signal"):
             return None
         lock = self.store.lock(exclusive=False, blocking=trigger != "periodic")
         try:

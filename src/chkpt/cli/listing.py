@@ -193,6 +193,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                         f"{fmt.human_size(run.stored)} stored")]
     if isinstance(run.meta.get("restored_from"), str):
         details.append(("restored", f"from {run.meta['restored_from']} (%chkpt restore)"))
+    if isinstance(run.meta.get("resumed_from"), str):
+        details.append(("resumed", f"from {run.meta['resumed_from']} (chkpt resume)"))
     for key, value in details:
         print(f"  {paint(key.ljust(8), 'dim')} {text(value)}")
     if chosen is None:

@@ -89,9 +89,13 @@ def choose(script: str, ref: str | None, new: Module, force: bool, module: str |
             continue
         for checkpoint in checkpoints:
             try:
-                return Plan(checkpoint, old, new, force, args)
+                plan = Plan(checkpoint, old, new, force, args)
             except Refusal as refusal:
                 refusals.append((checkpoint.ref, refusal))
+                continue
+            if refusals and refusals[-1][1].forceable:  # why a later checkpoint of this run was not used
+                plan.passed_over = f"not from {refusals[-1][0]}: {refusals[-1][1]}"
+            return plan
     if not refusals:
         raise api.NotFound(f"no checkpoint of {script} to resume from")
     where, refusal = next(((w, r) for w, r in refusals if r.forceable), refusals[0])

@@ -305,3 +305,98 @@ def function_locals(function: ast.FunctionDef) -> set[str]:
     child = next(t for t in table.get_children() if t.get_name() == function.name)
     assert isinstance(child, symtable.Function)
     return set(child.get_locals())
+
+
+# Methods that return a new value and change nothing (numpy's, pandas', the builtin types').
+KEEPING_METHODS = {
+    "sum", "mean", "max", "min", "std", "var", "prod", "cumsum", "cumprod", "argmax", "argmin", "any", "all",
+    "copy", "astype", "reshape", "ravel", "flatten", "transpose", "tolist", "item", "dot", "round", "clip",
+    "nonzero", "count", "index", "get", "keys", "values", "items", "format", "join", "split", "strip",
+    "lower", "upper", "startswith", "endswith", "head", "tail", "describe", "to_numpy", "isna", "notna",
+    "isnull", "groupby", "agg", "mode", "median", "quantile", "unique", "nunique", "value_counts",
+}
+KEEPING_BUILTINS = {
+    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "float", "format", "frozenset", "hash",
+    "int", "isinstance", "issubclass", "len", "list", "max", "min", "pow", "print", "range", "repr",
+    "reversed", "round", "set", "sorted", "str", "sum", "tuple", "type", "zip", "id", "bytes", "complex",
+}
+
+
+def keeps(call: ast.Call, block: Block, functions: dict[str, ast.FunctionDef], ours: frozenset[str] = frozenset(),
+          seen: frozenset[str] = frozenset()) -> bool:
+    """Whether `call` cannot change what it is given nor a global: a function of the script
+    that changes neither (`keeps_what_it_is_given`), a builtin or a method that only computes,
+    or a function of a library module (the analysis's rule: `np.mean(x)` changes no value),
+    not one of `ours` (the user's own packages, whose functions are what changes things)."""
+    name = dotted(call.func)
+    if name is None:
+        return False
+    root, _, rest = name.partition(".")
+    if rest:
+        if root in block.modules:
+            return block.modules[root].partition(".")[0] not in ours
+        return rest.rpartition(".")[2] in KEEPING_METHODS
+    if root in functions:
+        return root not in seen and keeps_what_it_is_given(functions[root], block, functions, ours, seen | {root})
+    return root in KEEPING_BUILTINS
+
+
+def keeps_what_it_is_given(function: ast.FunctionDef, block: Block, functions: dict[str, ast.FunctionDef],
+                           ours: frozenset[str] = frozenset(), seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the script's function `function` changes neither an object it is given nor a
+    global: no `global`/`nonlocal`, no `+=` on a parameter, and what it changes in place
+    (`x[k] = …`, `x.attr = …`, a method called) a value it made itself; every call it makes
+    one that `keeps`. (A local bound to a parameter or to an item of one is the parameter.)"""
+    arguments = function.args
+    given = {a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                             arguments.vararg, arguments.kwarg) if a is not None}
+    nodes = [n for stmt in function.body for n in ast.walk(stmt)]
+    for node in nodes:  # aliases of what it was given count as given
+        if isinstance(node, ast.For | ast.comprehension | ast.withitem):
+            target = node.target if not isinstance(node, ast.withitem) else node.optional_vars
+            given |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)} if target is not None else set()
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.NamedExpr) and isinstance(
+                node.value, ast.Name | ast.Attribute | ast.Subscript | ast.Starred | ast.IfExp | ast.BoolOp):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            given |= {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
+    for node in nodes:
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            return False
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id in given:
+            return False
+        if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            root = root_name(node)
+            if root is None or root in given or not _bound_in(root, nodes):
+                return False
+        if isinstance(node, ast.Call) and not keeps(node, block, functions, ours, seen):
+            receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+            root = root_name(receiver) if receiver is not None else None
+            passed = set().union(*(held(part) for part in (*node.args, *(k.value for k in node.keywords))))
+            passed -= set(block.modules)
+            # a function given only values it made (`open("log")`), or a method of a value it
+            # made, given only such values: changes only what it made
+            if receiver is not None and (root is None or root in given or not _bound_in(root, nodes)):
+                return False
+            if passed & given or any(not _bound_in(n, nodes) for n in passed):
+                return False
+    return True
+
+
+def held(node: ast.expr) -> set[str]:
+    """The names whose objects the value of `node` is or holds (`w`, `w.x`, `[w, v]`); none for
+    what a call or an operator computes."""
+    if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Starred):
+        inner = node.value if isinstance(node, ast.Starred) else node
+        root = root_name(inner)
+        return {root} if root else set()
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return set().union(*(held(e) for e in node.elts))
+    if isinstance(node, ast.Dict):
+        return set().union(*(held(v) for v in node.values))
+    if isinstance(node, ast.IfExp):
+        return held(node.body) | held(node.orelse)
+    return set()
+
+
+def _bound_in(name: str, nodes: list[ast.AST]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in nodes)

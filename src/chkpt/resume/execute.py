@@ -47,15 +47,20 @@ class Resumer:
                  values: dict[str, Any] | None = None) -> None:
         self._remaining = remaining
         self._partial = True
-        self._restore = restore  # (globals, name, the script's own function)
+        # (namespace, name, the function it held): the module's or script's own, and the
+        # script's names imported from the module (`from mylib.trainer import fit`)
+        self._restore = [restore] if restore is not None else []
         self._values = values or {}
+
+    def also(self, namespace: dict[str, Any], name: str, function: Any) -> None:
+        """Put `function` back as `name` in `namespace` too when the rewritten one is entered."""
+        self._restore.append((namespace, name, function))
 
     def enter(self) -> None:
         """The rewritten main() has been called: the script's own is main() again."""
-        if self._restore is not None:
-            namespace, name, function = self._restore
+        for namespace, name, function in self._restore:
             namespace[name] = function
-            self._restore = None
+        self._restore = []
 
     def values(self, names: list[str], last: bool = False) -> tuple[Any, ...]:
         """The saved locals `names`; with `last`, chkpt lets go of all of them."""
@@ -257,6 +262,10 @@ def resumed_function(inner: Inner, helper: str = HELPER) -> ast.FunctionDef:
 def where(plan: Plan, globals_: dict[str, Any]) -> str:
     """Where the run continues, with the loop variable's restored value."""
     inner = plan.inner
+    if inner is None and plan.callee is not None:
+        caller = plan.running_statements()[1]
+        return (f"{_where(plan.callee, globals_, f'{plan.callee.name}()', named=True)}, called by line "
+                f"{caller.lineno}{_skipped(plan.callee)}")
     if inner is None:
         return _where(plan, globals_, "the script")
     caller = f", called by line {plan.new.body[plan.index].lineno}"
@@ -304,26 +313,35 @@ def _prepare_inner(inner: Inner, values: Values, namespace: dict[str, Any], name
     return {**namespace, **locals_}
 
 
-def _prepare_callee(plan: Plan, values: Values) -> dict[str, Any] | None:
+def _prepare_callee(plan: Plan, values: Values, script: dict[str, Any]) -> dict[str, Any] | None:
     """Patch the module function main() calls for its first call (it puts the module's own
-    back first); None, with the note saying why, when its module was not imported by then or
-    its loop cannot be continued."""
-    assert plan.callee is not None and plan.inner is not None
+    back first), in its module and where the script's globals hold it (`from m import f`);
+    None, with the note saying why, when its module was not imported by then or its loop
+    cannot be continued."""
+    assert plan.callee is not None
     call = plan.callee.call
+    caller = plan.inner or plan
     module = sys.modules.get(call.module)
     code = getattr(getattr(module, call.function, None), "__code__", None)
     namespace = vars(module) if module is not None else {}
     if (code is None or not isinstance(namespace.get("__file__"), str)
             or os.path.realpath(code.co_filename) != os.path.realpath(call.file)):
-        why = f"its module was not imported before {plan.inner.name}() ran"
+        why = f"its module was not imported before {f'{plan.inner.name}()' if plan.inner else 'the call'} ran"
     else:
         try:
-            return _prepare_inner(plan.callee, values, namespace, call.function,
-                                  future_flags(plan.callee.module_new.tree), CALL_HELPER)
+            own = namespace[call.function]
+            shown = _prepare_inner(plan.callee, values, namespace, call.function,
+                                   future_flags(plan.callee.module_new.tree), CALL_HELPER)
+            for name, value in list(script.items()):
+                if value is own:
+                    script[name] = namespace[call.function]
+                    builtins.__dict__[CALL_HELPER].also(script, name, own)
+            return shown
         except Refusal as refusal:  # its loop cannot be continued: nothing was patched
             why = str(refusal)
     plan.callee = None
     plan.callee_note = f"{call.qualifier}() runs again from its start: {why}"
+    caller.vouch_rerun()  # the statement that calls it runs again
     return None
 
 
@@ -344,11 +362,12 @@ def execute(plan: Plan, path: str, args: list[str], module: str | None = None) -
             body[0] = rewrite_loop(plan.loop, plan.point)
         elif plan.inner is not None:
             shown = _prepare_inner(plan.inner, values, globals_, plan.inner.name, flags)
-            if plan.callee is not None:
-                shown = _prepare_callee(plan, values) or shown
+        if plan.callee is not None:
+            shown = _prepare_callee(plan, values, globals_) or shown
         del values
     except (Refusal, api.NotFound, api.LoadError) as exc:
-        warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}"))
+        hint = " (--force resumes anyway)" if isinstance(exc, Refusal) and exc.forceable else ""
+        warn(fmt.printable(f"cannot resume from {plan.ref}: {exc}{hint}"))
         return 2
     except SystemExit:
         raise

@@ -32,14 +32,20 @@ class Point:
     in a top-level loop, before body statement `body` of the running iteration; or (`body` ==
     NEXT) between two iterations of the loop. With `function`, statement `index` calls that
     top-level function and `inner` is the position in its body (index, body as above).
-    `note` says why a function the checkpoint was taken in runs again from its start."""
+    `note` says why a function the checkpoint was taken in runs again from its start.
+    `started` says whether the statement at the point had started and so runs again from its
+    start: "" (a boundary before it), HERE (its own code was running in this frame) or BELOW
+    (a function it called was running)."""
 
     index: int
     body: int | None = None
     function: str | None = None
     inner: Point | None = None
     note: str = field(default="", compare=False)
+    started: str = field(default="", compare=False)
     NEXT = -1  # not a field: unannotated
+    HERE = "here"
+    BELOW = "below"
 
     @property
     def in_loop(self) -> bool:
@@ -64,6 +70,7 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
     if checkpoint.label.startswith("thread"):
         raise Refusal("it was taken when a thread crashed, not the script's main flow", False)
     line = module_line(manifest)
+    innermost = manifest.get("function") == "<module>" and not elsewhere
     index = old.statement_at(line)
     if index is None:
         raise Refusal(f"line {line} is not inside a top-level statement of the script", False)
@@ -72,16 +79,19 @@ def locate(old: Module, checkpoint: api.Checkpoint) -> Point:
         function, entry_line, innermost = called
         innermost = innermost and not elsewhere
         inner = position(function.body, entry_line, manifest.get("boundary") if innermost else None,
-                         innermost and trigger == "explicit", f"{function.name}()")
-        return Point(index, function=function.name, inner=inner)
-    explicit = trigger == "explicit" and manifest.get("function") == "<module>"
-    point = position(old.body, line, manifest.get("boundary"), explicit, "")
-    return Point(point.index, point.body, note=note)
+                         innermost and trigger == "explicit", f"{function.name}()", innermost)
+        return Point(index, function=function.name, inner=inner, started=Point.BELOW)
+    explicit = trigger == "explicit" and innermost
+    point = position(old.body, line, manifest.get("boundary") if innermost else None, explicit, "", innermost)
+    return Point(point.index, point.body, note=note, started=point.started)
 
 
-def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str) -> Point:
+def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bool, where: str,
+             innermost: bool = True) -> Point:
     """The position in `body` (the module's, or that of function `where`) at `line`: its own
-    frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling."""
+    frame's at a `boundary` or `explicit` snapshot(), else that of a frame it was calling
+    (`innermost` False: the checkpoint was taken below this frame)."""
+    started = Point.HERE if innermost else Point.BELOW
     index = statement_at(body, line)
     of = f" of {where}" if where else " of the script"
     if index is None:
@@ -97,14 +107,14 @@ def position(body: list[ast.stmt], line: int, boundary: str | None, explicit: bo
             raise Refusal(f"line {line} is not inside a statement of the loop's body", False)
         if explicit:
             return next_in_loop(stmt, index, inside) if is_bare_call(stmt.body[inside]) else _in_block(line, of)
-        return Point(index, inside)
+        return Point(index, inside, started=started)
     if isinstance(stmt, ast.While) and line < stmt.body[0].lineno:
         return Point(index, Point.NEXT)  # re-testing the condition is what comes next anyway
     if isinstance(stmt, ast.For) and line < stmt.body[0].lineno:
         raise Refusal(f"it was taken while the loop at line {stmt.lineno} fetched its next item", False)
     if explicit:
         return Point(index + 1) if is_bare_call(stmt) else _in_block(line, of)
-    return Point(index)
+    return Point(index, started=started)
 
 
 def called_function(old: Module, index: int, line: int, stack: list[dict[str, Any]],
@@ -123,6 +133,9 @@ def called_function(old: Module, index: int, line: int, stack: list[dict[str, An
             or not function.body[0].lineno <= entry_line <= (function.end_lineno or function.lineno)):
         if name.startswith("<"):  # a lambda or generator expression: part of the statement anyway
             return None, ""
+        if any(isinstance(s, ast.AsyncFunctionDef) and s.name == name for s in old.body):
+            return None, (f"{name}() runs again from its start: it is a coroutine (`async def`), which "
+                          "resume does not continue inside")
         return None, (f"{name}() runs again from its start: resume continues inside a function only "
                       "when it is defined at the top level of the script")
     why = call_site_problem(old.body[index], line, name)
@@ -145,7 +158,7 @@ def call_site_problem(stmt: ast.stmt, line: int, name: str) -> str | None:
         site = stmt.body[0]
         if not first_line(site) <= line <= (site.end_lineno or site.lineno):
             return f"the call at line {line} is not the first statement of the `if` block"
-    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
+    if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign | ast.Raise):
         return f"it is called inside a `{type(site).__name__.lower()}` statement"
     calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
              and n.func.id == name]
@@ -172,31 +185,34 @@ class Call:
         return f"{self.module}.{self.function}"
 
 
-def module_call(script: Module, main: ast.FunctionDef, stack: list[dict[str, Any]]) -> tuple[Call, str] | None:
-    """The user-module function main() (`stack[1]`) was calling when the checkpoint was taken
-    below it, when its running statement calls that function once through its module
-    (`mylib.trainer.fit(…)`, `trainer.fit(…)`); None when the checkpoint was taken in main()
-    or in a function of the script. With the Call, why resume does not continue inside it ("" when
-    nothing in the script stands in the way)."""
-    if len(stack) < 3 or "file" not in stack[2] or stack[2]["function"].startswith("<"):
+def module_call(script: Module, body: list[ast.stmt], caller: str, stack: list[dict[str, Any]],
+                depth: int = 1) -> tuple[Call, str] | None:
+    """The user-module function that `body` (main()'s, `stack[depth]`; the script's top level
+    at depth 0) was calling when the checkpoint was taken in or below it, when its running
+    statement calls that function once through its module (`mylib.trainer.fit(…)`,
+    `trainer.fit(…)`) or a name imported from it (`fit(…)`); None when the checkpoint was taken
+    in that frame or in a function of the script. With the Call, why resume does not continue
+    inside it ("" when nothing in the script stands in the way); `caller` names the frame."""
+    below = depth + 1
+    if len(stack) <= below or "file" not in stack[below] or stack[below]["function"].startswith("<"):
         return None
-    entry, line = stack[2], stack[1]["line"]
+    entry, line = stack[below], stack[depth]["line"]
     module, function = str(entry.get("module")), entry["function"]
-    call = Call(entry["file"], module, function, entry["line"], len(stack) == 3)
+    call = Call(entry["file"], module, function, entry["line"], len(stack) == below + 1)
     if "." in function:
         return call, "it is not a top-level function of its module"
-    index = statement_at(main.body, line)
-    site = main.body[index] if index is not None else None
+    index = statement_at(body, line)
+    site = body[index] if index is not None else None
     if isinstance(site, ast.For | ast.While) and site.body[0].lineno <= line:
         inside = statement_at(site.body, line)
         site = site.body[inside] if inside is not None else None
     if not isinstance(site, ast.Expr | ast.Assign | ast.AnnAssign | ast.AugAssign):
-        return call, f"line {line} of {main.name}() is not a statement that calls it"
+        return call, f"line {line} of {caller} is not a statement that calls it"
     imported = imported_modules(script.tree)
     calls = [n for n in walk_own(site) if isinstance(n, ast.Call) and resolved(n.func, imported) == call.qualifier]
     if len(calls) != 1:
-        return call, (f"line {first_line(site)} of {main.name}() calls it "
-                      f"{'more than once' if calls else 'otherwise than through its module (`module.function(…)`)'}")
+        how = "more than once" if calls else "otherwise than through its module or a name imported from it"
+        return call, f"line {first_line(site)} of {caller} calls it {how}"
     return call, ""
 
 
@@ -211,11 +227,13 @@ def imported_modules(tree: ast.Module) -> dict[str, str]:
 
 
 def resolved(node: ast.expr, imported: dict[str, str]) -> str | None:
-    """The dotted name `node` (`trainer.fit`) stands for through the script's imports
-    (`mylib.trainer.fit`); None for a plain name or anything else."""
-    name = dotted(node) if isinstance(node, ast.Attribute) else None
+    """The dotted name `node` (`trainer.fit`, or `fit` after `from mylib.trainer import fit`)
+    stands for through the script's imports (`mylib.trainer.fit`); None for anything else."""
+    name = dotted(node) if isinstance(node, ast.Attribute | ast.Name) else None
     root, _, rest = (name or "").partition(".")
-    return f"{imported[root]}.{rest}" if name and root in imported else None
+    if not name or root not in imported:
+        return None
+    return f"{imported[root]}.{rest}" if rest else imported[root]
 
 
 def walk_own(node: ast.AST) -> list[ast.AST]:

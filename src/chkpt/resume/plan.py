@@ -24,13 +24,17 @@ from chkpt.resume.analysis import (
     Module,
     dotted,
     enumerate_counter,
+    first_line,
     function_locals,
     is_definition,
+    keeps,
+    keeps_what_it_is_given,
     reads_arguments,
+    root_name,
     target_names,
 )
 from chkpt.resume.errors import Refusal
-from chkpt.resume.locate import Call, Point, locate, module_call, position, walk_own
+from chkpt.resume.locate import Call, Point, is_script_module, locate, module_call, position, walk_own
 
 
 class Frame:
@@ -43,6 +47,7 @@ class Frame:
     new: Block
     point: Point
     scope: set[str] | None = None
+    depth = 0  # its frame's place on the manifest's stack below the script's module frame
 
     def __init__(self, plan: Plan, alignment: Alignment, edited: set[str]) -> None:
         self.plan = plan
@@ -163,6 +168,106 @@ class Frame:
         """What the code reading `names` uses, transitively."""
         return self.old.closure(names)
 
+    def running_statements(self) -> tuple[ast.stmt, ast.stmt]:
+        """The statement of the body (or of its loop's) the point is at: the run's, the edited one."""
+        old, new = self.old.body[self.point.index], self.new.body[self.index]
+        if self.loop is not None and self.point.body not in (None, Point.NEXT):
+            assert isinstance(old, ast.For | ast.While) and self.point.body is not None
+            return old.body[self.point.body], self.loop.body[self.point.body]
+        return old, new
+
+    def _outer(self) -> tuple[Block, dict[str, str]] | None:
+        """The script's module block and its restored globals, for a frame of a function of the
+        script (None for the module frame itself and for a user module's function)."""
+        return None
+
+    def vouch_rerun(self) -> None:
+        """The statement at the point had started before the stop and runs again from its
+        start: what it reads must be what it read when it first ran. A value restored as it was
+        at the stop may have been changed by the part that ran (an array changed in place, a
+        list appended to, an attribute set, a global reassigned) unless it cannot change (a
+        number, a string) or that part could not reach it: a simple statement stopped in its
+        own code (it binds only when it completes; the libraries it calls count as its code),
+        or in a function of the user's it calls, which reached only what was passed to the
+        calls that ran. Else a forceable refusal naming the value and the line."""
+        if not self.point.started or self.point.body == Point.NEXT or self.index >= len(self.new.body):
+            return
+        old_stmt, new_stmt = self.running_statements()
+        compound = any(isinstance(n, ast.stmt) for n in ast.walk(old_stmt) if n is not old_stmt)
+        if self.point.started == Point.HERE and not compound:
+            return  # a simple statement binds when it completes
+        before, at = ran_parts(old_stmt, self.stop_line()) if compound else ([], old_stmt)
+        if at is None:
+            before = [old_stmt]
+        script, ours = self.script(), self.plan.user_packages()
+        loads = {n for part in before for n in _given(part, script, ours)}
+        changed = {n for part in before for n in _changed(part)}
+        if at is not None and self.point.started == Point.BELOW:
+            loads |= ran_loads(at, self.called_below(), script, ours, self._below_keeps(ours))
+        types = {v.name: v.type for v in self.plan.checkpoint.variables}
+        types.update({alias: types.get(target, "") for alias, target in self.plan.checkpoint.aliases.items()})
+        frames: list[tuple[Block, dict[str, str]]] = [(self.new, self.restored)]
+        outer = self._outer()
+        if outer is not None:
+            frames.append(outer)
+        for block, restored in frames:
+            reads = block.closure(loads)
+            touched = changed.union(*(block.global_writers.get(n, set()) for n in reads))
+            for name in sorted((reads | touched) & set(restored)):
+                if name in touched or types.get(restored[name]) not in IMMUTABLE:
+                    self._refuse_rerun(new_stmt, name)
+
+    def script(self) -> Module | None:
+        """The old script, whose functions' code tells what they change (None for a user module's
+        function: its calls count as changing what they are given)."""
+        return self.plan.old
+
+    def stop_line(self) -> int | None:
+        """The line this frame was at when the checkpoint was taken."""
+        stack = self.plan.checkpoint.manifest.get("stack") or []
+        top = next((k for k, entry in enumerate(stack) if is_script_module(entry)), None)
+        line = stack[top + self.depth].get("line") if top is not None and top + self.depth < len(stack) else None
+        return line if isinstance(line, int) else None
+
+    def _below_keeps(self, ours: frozenset[str]) -> bool:
+        """Whether the function of a user module this frame was calling changes neither what
+        it was given nor a global, by its source as the checkpoint kept it."""
+        stack = self.plan.checkpoint.manifest.get("stack") or []
+        top = next((k for k, entry in enumerate(stack) if is_script_module(entry)), None)
+        if top is None or top + self.depth + 1 >= len(stack):
+            return False
+        entry = stack[top + self.depth + 1]
+        file, name = entry.get("file"), str(entry.get("function", ""))
+        sources = self.plan.checkpoint.manifest.get("sources") or {}
+        if not file or file not in sources or "." in name:
+            return False
+        try:
+            module = Module(bytes(self.plan.run.store.read_ref(sources[file])), file)
+        except (SyntaxError, ValueError, OSError, api.StoreError):
+            return False
+        function = module.function(name)
+        functions = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
+        return function is not None and keeps_what_it_is_given(function, module, functions, ours)
+
+    def called_below(self) -> str | None:
+        """The name of the function this frame was calling when the checkpoint was taken (a
+        method's without its class), from the manifest's stack."""
+        stack = self.plan.checkpoint.manifest.get("stack") or []
+        top = next((k for k, entry in enumerate(stack) if is_script_module(entry)), None)
+        if top is None or top + self.depth + 1 >= len(stack):
+            return None
+        return str(stack[top + self.depth + 1].get("function", "")).rpartition(".")[2] or None
+
+    def _refuse_rerun(self, stmt: ast.stmt, name: str) -> None:
+        where = os.path.relpath(self.filename())
+        self.plan.check(f"{where}:{stmt.lineno} (`{describe(stmt)}`) would run again from its start with {name} "
+                        "as it was at the stop, which the part of it that ran may have changed already; "
+                        "a checkpoint taken before that line would do")
+
+    def filename(self) -> str:
+        """The file of the frame's code."""
+        return self.plan.run.script
+
     def _check_edits(self, edited: set[str]) -> None:
         """A definition edited since the run must not have fed a result that is kept."""
         rerun_keys = {statement_key(self.new.body[i]) for i in self.rerun}
@@ -220,32 +325,54 @@ class Plan(Frame):
             except Refusal as refusal:  # running the function again from its start is always right
                 hint = " (--force continues inside it anyway)" if refusal.forceable else ""
                 self.point = Point(self.point.index, note=f"{self.point.function}() runs again from its start: "
-                                   f"{refusal}{hint}")
+                                   f"{refusal}{hint}", started=Point.BELOW)
+        self.passed_over = ""  # why a later checkpoint was not resumed from (set by resume.choose)
         self.callee: Callee | None = None
         self.callee_note = ""  # why the module function main() was calling runs again from its start
-        if self.inner is not None:
-            self._go_deeper()
+        self._go_deeper()
+        (self.callee or self.inner or self).vouch_rerun()
 
     def _go_deeper(self) -> None:
-        """Continue inside the user-module function main() was calling, where the rules vouch."""
-        assert self.inner is not None
-        main = self.old.function(self.inner.name)
-        assert main is not None
-        found = module_call(self.old, main, self.checkpoint.manifest.get("stack") or [])
+        """Continue inside the user-module function main() (or the top-level statement) was
+        calling, where the rules vouch."""
+        caller: Frame = self.inner or self
+        if self.inner is not None:
+            main = self.old.function(self.inner.name)
+            assert main is not None
+            body, name, depth = main.body, f"{self.inner.name}()", 1
+        elif not self.point.function:
+            body, name, depth = self.old.body, "the script", 0
+        else:
+            return
+        found = module_call(self.old, body, name, self.checkpoint.manifest.get("stack") or [], depth)
         if found is None:
             return
         call, why = found
+        if self.inner is None:  # the note locate made for it is this one's to make
+            self.point = Point(self.point.index, self.point.body, started=self.point.started)
         try:
             if why:
                 raise Refusal(why, False)
-            old_site, new_site = self.inner.running_statements()
+            old_site, new_site = caller.running_statements()
             if statement_key(old_site) != statement_key(new_site):
-                self.check(f"line {new_site.lineno} of {self.inner.name}(), which calls it, was changed since "
+                self.check(f"line {new_site.lineno} of {name}, which calls it, was changed since "
                            "the run, and its saved locals are those of the old call")
             self.callee = Callee(self, call)
         except Refusal as refusal:
             hint = " (--force continues inside it anyway)" if refusal.forceable else ""
             self.callee_note = f"{call.qualifier}() runs again from its start: {refusal}{hint}"
+
+    def user_packages(self) -> frozenset[str]:
+        """The top-level names of the user's own modules: those with a frame on the stack, and
+        those beside the script (`pkg/`, `pkg.py`)."""
+        stack = self.checkpoint.manifest.get("stack") or []
+        found = {str(e["module"]).partition(".")[0] for e in stack if e.get("module")}
+        folder = os.path.dirname(self.run.script)
+        for name in set(self.new.modules.values()) | set(self.old.modules.values()):
+            root = name.partition(".")[0]
+            if os.path.exists(os.path.join(folder, root)) or os.path.exists(os.path.join(folder, f"{root}.py")):
+                found.add(root)
+        return frozenset(found)
 
     def check(self, message: str) -> None:
         """A forceable refusal, unless --force."""
@@ -283,8 +410,8 @@ class Plan(Frame):
         checkpoint = self.checkpoint
         where = (f" at {checkpoint.where}" if checkpoint.outside_script
                  else f" at line {checkpoint.line}" if checkpoint.line else "")
-        lines = [f"resuming {os.path.basename(self.run.script)} from {self.ref} "
-                 f"({checkpoint.trigger}{where})"]
+        lines = [self.passed_over] if self.passed_over else []
+        lines.append(f"resuming {os.path.basename(self.run.script)} from {self.ref} ({checkpoint.trigger}{where})")
         inner = self.inner
         names = sorted(self.restored) + sorted(self.overlays)
         frames = [f for f in (inner, self.callee) if f is not None]
@@ -293,20 +420,95 @@ class Plan(Frame):
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
         lines.append(f"restored {len(names)} value{'s' if len(names) != 1 else ''}"
                      + (f": {shown}" if names else ""))
+        # the statements re-run because the arguments changed are listed once, with that reason
         definitions = [i for i in self.rerun if is_definition(self.new.body[i])]
         parts = ([f"{len(definitions)} import/definition statement{'s' if len(definitions) != 1 else ''}"]
-                 if definitions else []) + [_line(self.new, i) for i in self.rerun if i not in definitions]
+                 if definitions else []) + [_line(self.new, i) for i in self.rerun
+                                            if i not in definitions and i not in self.stale]
         for frame in frames:
-            if frame.rerun:
-                parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in frame.rerun))
-        lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
+            others = [i for i in frame.rerun if i not in frame.stale]
+            if others:
+                parts.append(f"in {frame.name}(): " + ", ".join(_line(frame.new, i) for i in others))
         stale = [_line(self.new, i) for i in self.stale if i in self.rerun]
         stale += [f"in {f.name}(): " + ", ".join(_line(f.new, i) for i in f.stale if i in f.rerun)
                   for f in frames if set(f.stale) & set(f.rerun)]
+        if parts or not stale:
+            lines.append("re-ran " + (", ".join(parts) if parts else "nothing"))
         if stale:
             lines.append("re-ran " + ", ".join(stale) + ": the arguments changed")
         lines += [note for note in (self.point.note, self.callee_note) if note]
         return lines
+
+
+# The types of saved values that cannot be changed in place (type labels as saved).
+IMMUTABLE = {"int", "float", "complex", "bool", "str", "bytes", "NoneType", "range", "numpy.float64",
+             "numpy.float32", "numpy.int64", "numpy.int32", "numpy.bool_", "numpy.bool"}
+
+
+def ran_parts(stmt: ast.stmt, line: int | None) -> tuple[list[ast.AST], ast.stmt | None]:
+    """What of compound statement `stmt` had run when it stopped at `line`: its headers and
+    the statements before the line (a loop around the line: all of it, for its earlier
+    iterations), and the simple statement at the line (None when it cannot be told)."""
+    if line is None or not first_line(stmt) <= line <= (stmt.end_lineno or stmt.lineno):
+        return [], None
+    nested = [getattr(stmt, f) for f in ("body", "handlers", "orelse", "finalbody") if getattr(stmt, f, None)]
+    if not nested:
+        return [], stmt
+    if isinstance(stmt, ast.For | ast.While | ast.AsyncFor):
+        return [stmt], None
+    before: list[ast.AST] = [n for f in ("test", "items", "subject") for n in _as_list(getattr(stmt, f, None))]
+    for body in nested:
+        for child in body:
+            if (child.end_lineno or child.lineno) < line:
+                before.append(child)
+            elif first_line(child) <= line:
+                inside, at = ran_parts(child, line) if not isinstance(child, ast.ExceptHandler) else ([child], None)
+                return before + inside, at
+            else:
+                return before, None
+    return before, None
+
+
+def _as_list(value: object) -> list[ast.AST]:
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, ast.AST)]
+
+
+def _changed(node: ast.AST) -> set[str]:
+    """Names `node` binds or may change in place (stores through them, methods called on them)."""
+    found = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del)}
+    for n in ast.walk(node):
+        if (isinstance(n, ast.Attribute | ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del)) \
+                or (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+            root = root_name(n.func.value if isinstance(n, ast.Call) else n)  # type: ignore[union-attr]
+            found |= {root} if root else set()
+    return found
+
+
+def ran_loads(stmt: ast.stmt, called: str | None, script: Module | None, ours: frozenset[str],
+              stopped_keeps: bool = False) -> set[str]:
+    """The names the calls of simple statement `stmt` that ran were given (their arguments,
+    the object a method was called on) when it stopped in a call of `called`: that call and
+    the calls not waiting for it (an enclosing call had not been made yet), except those that
+    change nothing they are given (`_given`). Every name it loads when that call is not found once."""
+    calls = [n for n in walk_own(stmt) if isinstance(n, ast.Call)]
+    stopped = [c for c in calls if (dotted(c.func) or "").rpartition(".")[2] == called]
+    if len(stopped) != 1:
+        return {n.id for n in walk_own(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    waiting = {id(c) for c in calls if any(n is stopped[0] for n in ast.walk(c)) and c is not stopped[0]}
+    if stopped_keeps:  # a function of the user's that changes nothing it is given
+        waiting.add(id(stopped[0]))
+    return _given(stmt, script, ours, waiting)
+
+
+def _given(node: ast.AST, script: Module | None, ours: frozenset[str], waiting: set[int] | None = None) -> set[str]:
+    """The names given to the calls in `node` (but those in `waiting`) that may change what
+    they are given: all calls but those that `keep` (with the functions of `script`, and the
+    user's packages `ours`)."""
+    functions = {s.name: s for s in script.body if isinstance(s, ast.FunctionDef)} if script else {}
+    return {n.id for call in ast.walk(node) if isinstance(call, ast.Call) and id(call) not in (waiting or ())
+            and not (script is not None and keeps(call, script, functions, ours))
+            for part in (call.func, *call.args, *call.keywords)
+            for n in ast.walk(part) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def _line(block: Block, index: int) -> str:
@@ -366,13 +568,10 @@ class Inner(Frame):
         incomplete = {n for n in partial if n is not None} & self.scope
         return {n: saved for n, saved in restored.items() if n not in incomplete and n in self.scope}, {}, incomplete
 
-    def running_statements(self) -> tuple[ast.stmt, ast.stmt]:
-        """The statement of the body (or of its loop's) the point is at: the run's, the edited one."""
-        old, new = self.old.body[self.point.index], self.new.body[self.index]
-        if self.loop is not None and self.point.body not in (None, Point.NEXT):
-            assert isinstance(old, ast.For | ast.While) and self.point.body is not None
-            return old.body[self.point.body], self.loop.body[self.point.body]
-        return old, new
+    depth = 1
+
+    def _outer(self) -> tuple[Block, dict[str, str]] | None:
+        return self.module_new, self.plan.restored
 
     def local_name(self, saved: str, plain_is_local: bool) -> str | None:
         """The local of main() a saved name is (`x` or `main:x`), else None."""
@@ -400,6 +599,7 @@ class Callee(Inner):
 
     def __init__(self, plan: Plan, call: Call) -> None:
         self.call = call
+        self.depth = 2 if plan.inner is not None else 1
         where = os.path.relpath(call.file)
         sources = plan.checkpoint.manifest.get("sources", {})
         if call.file not in sources:
@@ -424,7 +624,16 @@ class Callee(Inner):
         if any(isinstance(n, ast.Yield | ast.YieldFrom) for n in walk_own(function)):
             raise Refusal("it is a generator", False)
         boundary = plan.checkpoint.manifest.get("boundary") if call.innermost else None
-        point = position(function.body, call.line, boundary, False, f"{call.qualifier}()")
+        point = position(function.body, call.line, boundary, False, f"{call.qualifier}()", call.innermost)
         old_defs, new_defs = definitions(old.body), definitions(new.body)
         edited = {n for n in old_defs.keys() | new_defs.keys() if old_defs.get(n) != new_defs.get(n)}
         super().__init__(plan, call.qualifier, point, (old, new), edited, where)
+
+    def _outer(self) -> tuple[Block, dict[str, str]] | None:
+        return None  # its module's globals are not restored: it is imported afresh
+
+    def script(self) -> Module | None:
+        return None
+
+    def filename(self) -> str:
+        return self.call.file

@@ -17,7 +17,7 @@ MAKES_DATA = """\
 import sys
 import numpy as np
 big = np.ones(200_000)
-print(any(m.startswith('chkpt') for m in sys.modules))
+print('chkpt' in sys.modules)
 """
 
 
@@ -47,6 +47,15 @@ def test_dash_c_is_not_traced_and_imports_nothing(env, work):
     result = python(["-c", MAKES_DATA], env, work)
     assert result.stdout == "False\n"
     assert runs(env, work) == []
+
+
+def test_dash_c_and_the_off_switch_load_only_the_start_up_hook(env, work):
+    # on Python 3.15+ through the .start entry point, before that through the .pth line
+    listing = "import sys\nprint(sorted(m for m in sys.modules if m.startswith('chkpt')))\n"
+    write(work, "job.py", listing)
+    assert python(["-c", listing], env, work).stdout == "['chkpt_autoload']\n"
+    env["CHKPT"] = "0"
+    assert python(["job.py"], env, work).stdout == "['chkpt_autoload']\n"
 
 
 def test_stdin_is_not_traced(env, work):
@@ -118,7 +127,7 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     assert result.stdout == "10\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert sorted(m for m in imported if m.startswith("chkpt")) == [
-        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch", "chkpt_autoload"]
     assert "__future__" not in imported
     assert runs(env, work) == []
 

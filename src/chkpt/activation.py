@@ -1,11 +1,12 @@
 """Start-up: which processes chkpt watches, and starting the watch of each one.
 
-`autoload()` is what chkpt_autoload.pth (and chkpt_autoload.start on Python 3.15+) calls
-while site.py processes .pth files, in every interpreter of the environment. At that point
-sys.argv is set, __main__ exists but is empty, and sys.path[0] is not yet the script's dir.
+`autoload()` is what the start-up hook (chkpt_autoload.start, called by chkpt_autoload.pth
+and on Python 3.15+ by chkpt_autoload.start) calls while site.py processes .pth files, in every
+interpreter of the environment. At that point sys.argv is set, __main__ exists but is empty,
+and sys.path[0] is not yet the script's dir.
 
-The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the .pth line
-itself checks these before importing chkpt); a script matching an `exclude` glob is not
+The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the hook checks
+these before importing chkpt); a script matching an `exclude` glob is not
 watched; one matching an `include` glob is, even inside the interpreter's prefix; any other
 script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages directory
 (pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that
@@ -25,6 +26,7 @@ import os
 import sys
 
 from chkpt import paths
+from chkpt_autoload import never_watched
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,15 +35,9 @@ if TYPE_CHECKING:
     from chkpt.config import Config
     from chkpt.watch import Watch
 
-OFF_VALUES = ("0", "false", "off", "no")
 # `python -m NAME` that starts an IPython kernel (Jupyter's kernel spec runs ipykernel_launcher)
 KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 _called = False  # site.py processes a venv's .pth files twice on some Pythons
-
-
-def disabled_by_env() -> bool:
-    """True when CHKPT=0 (or false/off/no): chkpt must not even be imported."""
-    return os.environ.get("CHKPT", "").strip().lower() in OFF_VALUES
 
 
 def module_from_orig_argv(orig_argv: list[str]) -> str | None:
@@ -164,11 +160,9 @@ def autoload() -> None:
         return
     _called = True
     try:
-        if disabled_by_env():
+        if never_watched():
             return
-        argv0 = (sys.argv or [""])[0]
-        if argv0 in ("", "-c", "-"):
-            return
+        argv0 = sys.argv[0]
         if argv0 == "-m":
             module = module_from_orig_argv(getattr(sys, "orig_argv", []))
             if module is None or module == "chkpt" or module.startswith("chkpt."):

@@ -466,7 +466,8 @@ CASES = {
     # -- warnings as errors and fork -----------------------------------------------------
     "fork_with_user_thread": (
         "import os, threading\nev = threading.Event()\n"
-        "t = threading.Thread(target=ev.wait)\nt.start()\nbusy(0.2)\n"
+        # a daemon: on 3.15 -W error::DeprecationWarning makes fork() raise, and the script ends
+        "t = threading.Thread(target=ev.wait, daemon=True)\nt.start()\nbusy(0.2)\n"
         "pid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
         "print(os.waitpid(pid, 0)[1])\nev.set()\nt.join()\nprint('done')\n"
     ),

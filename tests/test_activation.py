@@ -126,8 +126,10 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     result = python(["-X", "importtime", "small.py"], env, work)
     assert result.stdout == "10\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
-    assert sorted(m for m in imported if m.startswith("chkpt")) == [
-        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch", "chkpt_autoload"]
+    # (the hook module chkpt_autoload is left out: 3.15 imports a .start entry point through
+    # importlib, which -X importtime does not list)
+    assert sorted(m for m in imported if m == "chkpt" or m.startswith("chkpt.")) == [
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
     assert "__future__" not in imported
     assert runs(env, work) == []
 

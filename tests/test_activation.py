@@ -192,3 +192,13 @@ def test_nothing_to_save():
     assert not watch.nothing_to_save({"text": "x" * 2000}, 1024)
     assert not watch.nothing_to_save({"many": list(range(101))}, 1024)
     assert not watch.nothing_to_save({"nested": [[1]]}, 1024)
+
+
+def test_a_free_threaded_python_without_its_gil_is_refused_in_one_line(monkeypatch):
+    # no free-threaded build reaches the test machines: its one observable fact is stood in for
+    import sys
+
+    assert activation.unsupported() is None
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    reason = activation.unsupported()
+    assert reason is not None and "free-threaded" in reason and "\n" not in reason

@@ -63,6 +63,21 @@ def module_from_orig_argv(orig_argv: list[str]) -> str | None:
     return None
 
 
+def unsupported() -> str | None:
+    """Why chkpt cannot watch this interpreter, None when it can.
+
+    A free-threaded build running without its GIL (3.13t, 3.14t) is refused: a checkpoint
+    reads the program's objects while its other threads would run truly in parallel, which
+    records kept between checkpoints are judged by (reference counts, marshal dumps) and
+    unseen.py's finding of chkpt's own thread states (the interpreter's newest, between two C
+    calls made under the GIL) assume cannot happen.
+    """
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is not None and not gil_enabled():
+        return "free-threaded Python without its GIL is not supported: no checkpoints are taken"
+    return None
+
+
 def decide(path: str, include: list[str], exclude: list[str]) -> str | None:
     """None when the script at `path` is to be watched, else the reason it is not."""
     if paths.matches(path, exclude):
@@ -161,6 +176,12 @@ def autoload() -> None:
     _called = True
     try:
         if never_watched():
+            return
+        reason = unsupported()
+        if reason is not None:
+            from chkpt import guard
+
+            guard.warn(reason)
             return
         argv0 = sys.argv[0]
         if argv0 == "-m":

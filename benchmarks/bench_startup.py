@@ -4,7 +4,8 @@ Two fresh venvs of the running Python: one plain, one with only chkpt installed 
 --no-deps .`: its .pth, .start and chkpt_autoload.py at the root of site-packages). On Python
 3.15+ a third has chkpt without the .start file, so that site.py runs the .pth's import line
 instead of resolving an entry point (which imports pkgutil and re). `python -c pass` and
-`CHKPT=0 python empty.py` run alternately in each, and the medians are compared.
+`CHKPT=0 python empty.py` run alternately in each, and the medians are compared: wall time,
+and CPU time (user + system of the child, which other jobs on the machine disturb less).
 
     python benchmarks/bench_startup.py [--repeat 200]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,15 +54,20 @@ def main() -> None:
         print(f"Python {sys.version.split()[0]}, medians of {args.repeat} alternated runs")
         for label, (argv, case_env) in cases.items():
             times: dict[str, list[float]] = {name: [] for name in venvs}
+            cpu: dict[str, list[float]] = {name: [] for name in venvs}
             for _ in range(args.repeat):
                 for name, python in venvs.items():
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     start = time.perf_counter()
                     subprocess.run([python, *argv], env=case_env, cwd=work, check=True)
                     times[name].append(time.perf_counter() - start)
-            base = statistics.median(times["plain"])
-            cells = ", ".join(f"{name} {statistics.median(t) * 1000:.2f} ms ({statistics.median(t) / base:.3f}x)"
-                              for name, t in times.items())
-            print(f"{label}: {cells}")
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            for kind, found in (("wall", times), ("CPU", cpu)):
+                base = statistics.median(found["plain"])
+                cells = ", ".join(f"{name} {statistics.median(t) * 1000:.2f} ms ({statistics.median(t) / base:.3f}x)"
+                                  for name, t in found.items())
+                print(f"{label}, {kind}: {cells}")
 
 
 if __name__ == "__main__":

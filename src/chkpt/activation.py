@@ -1,12 +1,13 @@
 """Start-up: which processes chkpt watches, and starting the watch of each one.
 
-`autoload()` is what the start-up hook (chkpt_autoload.start, called by chkpt_autoload.pth
-and on Python 3.15+ by chkpt_autoload.start) calls while site.py processes .pth files, in every
-interpreter of the environment. At that point sys.argv is set, __main__ exists but is empty,
-and sys.path[0] is not yet the script's dir.
+`autoload()` is what the start-up hook `chkpt_autoload.start()` calls (the chkpt_autoload.pth
+line runs that hook, and on Python 3.15+ the chkpt_autoload.start entry point names it) while
+site.py processes .pth files, in every interpreter of the environment. At that point
+sys.argv is set, __main__ exists but is empty, and sys.path[0] is not yet the script's dir.
 
 The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the hook checks
-these before importing chkpt); a script matching an `exclude` glob is not
+these before importing chkpt); a free-threaded Python running without its GIL is refused
+with one warning (`unsupported`); a script matching an `exclude` glob is not
 watched; one matching an `include` glob is, even inside the interpreter's prefix; any other
 script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages directory
 (pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that

@@ -129,7 +129,7 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     # (the hook module chkpt_autoload is left out: 3.15 imports a .start entry point through
     # importlib, which -X importtime does not list)
     assert sorted(m for m in imported if m == "chkpt" or m.startswith("chkpt.")) == [
-        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.unseen", "chkpt.watch"]
     assert "__future__" not in imported
     assert runs(env, work) == []
 

@@ -77,10 +77,11 @@ def library() -> Zstd:
     return _zstd
 
 
-def compress(data: Any) -> bytes | None:
+def compress(data: Any, zstd: Zstd | None = None) -> bytes | None:
     """`data` compressed with its header, None when that would save less than a tenth of it
-    (random floats, compressed data): a sample tells first, so incompressible data costs little."""
-    zstd = library()
+    (random floats, compressed data): a sample tells first, so incompressible data costs little.
+    `zstd`: the library to use (default: this Python's)."""
+    zstd = zstd or library()
     size = memoryview(data).nbytes
     sample = data[:SAMPLE]
     if size > SAMPLE and len(zstd.compress(sample)) > len(sample) * MIN_SAVING:
@@ -99,10 +100,10 @@ def declared_length(header: bytes) -> int | None:
     return length if (magic, frame_size) == (SKIPPABLE_MAGIC, 8) else None
 
 
-def decompress(packed: Any, size: int) -> bytes:
+def decompress(packed: Any, size: int, zstd: Zstd | None = None) -> bytes:
     """The `size` bytes of a compressed blob's file content `packed` (header included);
-    ValueError when it is not that."""
-    zstd = library()
+    ValueError when it is not that. `zstd`: the library to use (default: this Python's)."""
+    zstd = zstd or library()
     if declared_length(bytes(packed[:HEADER.size])) != len(packed):
         raise ValueError("its header does not give its length")
     frame = packed[HEADER.size:]

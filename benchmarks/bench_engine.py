@@ -102,7 +102,8 @@ def make_venvs() -> tuple[Path, Path]:
     """(plain, with_chkpt) interpreters, built once per Python version."""
     plain, traced = VENVS / "plain", VENVS / "chkpt"
     stamp = VENVS / "stamp"
-    want = "".join((REPO / name).read_text() for name in ("pyproject.toml", "chkpt_autoload.pth")) + "".join(
+    want = "".join((REPO / name).read_text() for name in (
+        "pyproject.toml", "chkpt_autoload.pth", "chkpt_autoload.start", "src/chkpt_autoload.py")) + "".join(
         p.read_text() for p in sorted((REPO / "src" / "chkpt").glob("*.py")))
     if stamp.exists() and stamp.read_text() == want:
         return plain / "bin" / "python", traced / "bin" / "python"

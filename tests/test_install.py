@@ -1,6 +1,7 @@
 """Packaging: `pip install .` and `pip install -e .` each put the autoload .pth (and the
-PEP 829 .start file) at the root of site-packages, with working console scripts, and a
-script run in that fresh venv is traced."""
+PEP 829 .start file) at the root of site-packages, both calling the start-up hook
+chkpt_autoload.start, with working console scripts, and a script run in that fresh venv is
+traced."""
 
 from __future__ import annotations
 
@@ -41,7 +42,24 @@ def installed(request, tmp_path_factory) -> tuple[str, Path, Path]:
 def test_pth_and_start_files_sit_at_the_root_of_site_packages(installed):
     _, _, site = installed
     assert (site / "chkpt_autoload.pth").read_text() == (REPO / "chkpt_autoload.pth").read_text()
-    assert (site / "chkpt_autoload.start").read_text().strip() == "chkpt.activation:autoload"
+    assert (site / "chkpt_autoload.start").read_text().strip() == "chkpt_autoload:start"
+    assert (site / "chkpt_autoload.pth").read_text().strip() == "import chkpt_autoload; chkpt_autoload.start()"
+
+
+def test_the_hook_module_is_importable_and_not_a_stale_copy(installed, env, work):
+    mode, venv, site = installed
+    found = run([str(venv / "bin" / "python"), "-c", "import chkpt_autoload; print(chkpt_autoload.__file__)"],
+                env, work).stdout.strip()
+    # a regular install has it at the root of site-packages; an editable one reads it from src/
+    assert Path(found) == (site / "chkpt_autoload.py" if mode == "regular" else REPO / "src" / "chkpt_autoload.py")
+
+
+def test_the_hook_imports_nothing_of_chkpt_when_off(installed, env, work):
+    _, venv, _ = installed
+    code = ("import sys; sys.argv[0] = 'job.py'; import chkpt_autoload; chkpt_autoload.start(); "
+            "print(sorted(m for m in sys.modules if m.startswith('chkpt')))")
+    env["CHKPT"] = "0"
+    assert run([str(venv / "bin" / "python"), "-c", code], env, work).stdout == "['chkpt_autoload']\n"
 
 
 def test_the_start_entry_names_a_callable(installed, env, work):

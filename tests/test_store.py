@@ -9,11 +9,16 @@ import pickle
 import stat
 from pathlib import Path
 
-import zstandard
+import pytest
 
 from chkpt import records, serialize
-from chkpt.store import CHUNK_SIZE, Store
+from chkpt.store import CHUNK_SIZE, Store, codec
 from conftest import chkpt, python, write
+
+try:  # any zstd library reads the blobs: the standard library's (3.14+) or zstandard
+    from compression.zstd import decompress as zstd_decompress
+except ImportError:
+    from zstandard import decompress as zstd_decompress
 
 
 def read_variable(root: str, manifest: dict, name: str):
@@ -27,7 +32,7 @@ def read_variable(root: str, manifest: dict, name: str):
         data = Path(root, "blobs", key[:2], key[2:]).read_bytes()
         assert len(data) == ref.get("stored", ref["size"])
         if "codec" in ref:
-            data = zstandard.ZstdDecompressor().decompress(data[16:])  # after the length header
+            data = zstd_decompress(data[16:])  # after the length header
         assert len(data) == ref["size"]
         return data
 
@@ -333,6 +338,27 @@ def test_data_that_compresses_is_stored_compressed_and_the_rest_raw(env, work):
     rng = np.random.default_rng(0)
     assert (read_variable(env["CHKPT_DIR"], both, "codes") == rng.integers(0, 50, 2_000_000)).all()
     assert (read_variable(env["CHKPT_DIR"], both, "noise") == rng.random(2_000_000)).all()
+
+
+ZSTD_LIBRARIES = [found for found in (codec.stdlib_zstd(), codec.zstandard_zstd()) if found is not None]
+
+
+def test_this_python_uses_the_standard_librarys_zstd_where_there_is_one():
+    import sys
+
+    assert codec.library().name == ("compression.zstd" if sys.version_info >= (3, 14) else "zstandard")
+
+
+@pytest.mark.parametrize("writer", ZSTD_LIBRARIES, ids=operator.attrgetter("name"))
+@pytest.mark.parametrize("reader", ZSTD_LIBRARIES, ids=operator.attrgetter("name"))
+def test_each_zstd_library_reads_what_the_other_wrote(writer, reader):
+    # both available only where zstandard is installed beside Python 3.14+: the same frames both ways
+    data = b"".join(i.to_bytes(4, "little") for i in range(100_000)) + bytes(1000)
+    packed = codec.compress(memoryview(data), writer)
+    assert packed is not None and codec.declared_length(packed[:codec.HEADER.size]) == len(packed)
+    assert codec.decompress(packed, len(data), reader) == data
+    with pytest.raises(ValueError, match="not 5"):
+        codec.decompress(packed, 5, reader)
 
 
 def test_a_format_1_store_is_read_and_a_newer_format_is_refused_in_one_line(env, work):

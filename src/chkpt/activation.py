@@ -1,11 +1,13 @@
 """Start-up: which processes chkpt watches, and starting the watch of each one.
 
-`autoload()` is what chkpt_autoload.pth (and chkpt_autoload.start on Python 3.15+) calls
-while site.py processes .pth files, in every interpreter of the environment. At that point
+`autoload()` is what the start-up hook `chkpt_autoload.start()` calls (the chkpt_autoload.pth
+line runs that hook, and on Python 3.15+ the chkpt_autoload.start entry point names it) while
+site.py processes .pth files, in every interpreter of the environment. At that point
 sys.argv is set, __main__ exists but is empty, and sys.path[0] is not yet the script's dir.
 
-The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the .pth line
-itself checks these before importing chkpt); a script matching an `exclude` glob is not
+The rules, in order: CHKPT=0, `-c`, stdin and the REPL are never watched (the hook checks
+these before importing chkpt); a free-threaded Python running without its GIL is refused
+with one warning (`unsupported`); a script matching an `exclude` glob is not
 watched; one matching an `include` glob is, even inside the interpreter's prefix; any other
 script inside sys.prefix, sys.base_prefix, sys.exec_prefix or a site-packages directory
 (pip, pytest, console scripts, the stdlib) is not; everything else is. Glob patterns that
@@ -25,6 +27,7 @@ import os
 import sys
 
 from chkpt import paths
+from chkpt_autoload import never_watched
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,15 +36,9 @@ if TYPE_CHECKING:
     from chkpt.config import Config
     from chkpt.watch import Watch
 
-OFF_VALUES = ("0", "false", "off", "no")
 # `python -m NAME` that starts an IPython kernel (Jupyter's kernel spec runs ipykernel_launcher)
 KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
 _called = False  # site.py processes a venv's .pth files twice on some Pythons
-
-
-def disabled_by_env() -> bool:
-    """True when CHKPT=0 (or false/off/no): chkpt must not even be imported."""
-    return os.environ.get("CHKPT", "").strip().lower() in OFF_VALUES
 
 
 def module_from_orig_argv(orig_argv: list[str]) -> str | None:
@@ -64,6 +61,21 @@ def module_from_orig_argv(orig_argv: list[str]) -> str | None:
                 return rest
             return orig_argv[i + 1] if i + 1 < len(orig_argv) else None
         i += 1
+    return None
+
+
+def unsupported() -> str | None:
+    """Why chkpt cannot watch this interpreter, None when it can.
+
+    A free-threaded build running without its GIL (3.13t, 3.14t) is refused: a checkpoint
+    reads the program's objects while its other threads would run truly in parallel, which
+    records kept between checkpoints are judged by (reference counts, marshal dumps) and
+    unseen.py's finding of chkpt's own thread states (the interpreter's newest, between two C
+    calls made under the GIL) assume cannot happen.
+    """
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is not None and not gil_enabled():
+        return "free-threaded Python without its GIL is not supported: no checkpoints are taken"
     return None
 
 
@@ -164,11 +176,15 @@ def autoload() -> None:
         return
     _called = True
     try:
-        if disabled_by_env():
+        if never_watched():
             return
-        argv0 = (sys.argv or [""])[0]
-        if argv0 in ("", "-c", "-"):
+        reason = unsupported()
+        if reason is not None:
+            from chkpt import guard
+
+            guard.warn(reason)
             return
+        argv0 = sys.argv[0]
         if argv0 == "-m":
             module = module_from_orig_argv(getattr(sys, "orig_argv", []))
             if module is None or module == "chkpt" or module.startswith("chkpt."):

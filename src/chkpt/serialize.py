@@ -212,7 +212,9 @@ class RecordRuns(Generations):
             if _referred_containers(run[:1]) is None:
                 return self._whole(items)
             try:
-                key = xxhash.xxh3_128_digest(marshal.dumps(run, 4))
+                # in a tuple: marshal marks an object referred to more than once, and on 3.14+
+                # `run`'s own count differs between two calls (a borrowed reference on the stack)
+                key = xxhash.xxh3_128_digest(marshal.dumps((run,), 4))
             except ValueError:  # an object marshal cannot write, or nested too deeply
                 return self._whole(items)
             # (pickle, whether an item is referred to from elsewhere, whether a deeper container is)
@@ -224,7 +226,7 @@ class RecordRuns(Generations):
                 nested += referred[1]
                 if entry is None:
                     entry = (pickle.dumps(run, protocol=5), bool(referred[0]), bool(referred[1]))
-                    if xxhash.xxh3_128_digest(marshal.dumps(run, 4)) == key:  # not changed meanwhile by a thread
+                    if xxhash.xxh3_128_digest(marshal.dumps((run,), 4)) == key:  # not changed meanwhile by a thread
                         self.keep(key, entry)
             referred_items = referred_items or entry[1]
             pickles.append(entry[0])

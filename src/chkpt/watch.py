@@ -84,13 +84,35 @@ def nothing_to_save(main_globals: dict, min_size: int) -> bool:
 
 def keep_dying_of_sigint() -> None:
     """Have CPython end the process by SIGINT after finalizing, as after an unhandled
-    KeyboardInterrupt: any exec of a string (namedtuple and dataclasses do one, so importing
-    the checkpoint machinery does) clears CPython's flag for it, and sets it again when the
-    executed code raises KeyboardInterrupt."""
+    KeyboardInterrupt.
+
+    Up to 3.13, any exec of a string (namedtuple and dataclasses do one, so importing the
+    checkpoint machinery does) clears CPython's flag for it, and sets it again when the
+    executed code raises KeyboardInterrupt. From 3.14 only printing an unhandled
+    KeyboardInterrupt sets it (and nothing clears it): the C API's PyRun_SimpleString does
+    that print, through a silenced sys.excepthook, and sys.last_* are put back after it.
+    """
+    if sys.version_info < (3, 14):
+        try:
+            exec("raise KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
+        return
     try:
-        exec("raise KeyboardInterrupt")
-    except KeyboardInterrupt:
-        pass
+        import ctypes
+    except ImportError:  # a Python built without ctypes: the status stays 1
+        return
+    names = ("last_exc", "last_type", "last_value", "last_traceback", "excepthook")
+    saved = {name: getattr(sys, name) for name in names if hasattr(sys, name)}
+    sys.excepthook = lambda *args: None
+    try:
+        ctypes.pythonapi.PyRun_SimpleString(b"raise KeyboardInterrupt")
+    finally:
+        for name in names:
+            if name in saved:
+                setattr(sys, name, saved[name])
+            elif hasattr(sys, name):
+                delattr(sys, name)
 
 
 class Watch:

@@ -26,13 +26,16 @@ if TYPE_CHECKING:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the script (or `-m` module) as `python` would; a `sys.exit` in it passes through."""
-    from chkpt import runner
+    from chkpt import activation, runner
 
     target = args.target[1:] if args.target[:1] == ["--"] else args.target
     if not target:
         raise CliError("-m needs a module name" if args.module
                        else "run needs a script or -m module (see chkpt run --help)")
     name, script_args = target[0], target[1:]
+    reason = activation.unsupported()
+    if reason is not None:
+        raise CliError(reason)
     try:
         if args.module:
             runner.run_module(name, script_args, config_module.load(os.getcwd(), args.overrides))
@@ -45,8 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from chkpt import resume
+    from chkpt import activation, resume
 
+    reason = activation.unsupported()
+    if reason is not None:
+        raise CliError(reason)
     if (args.script is None) == (args.module is None):
         raise CliError("resume needs either a script or -m MODULE (see chkpt resume --help)")
     return resume.resume_script(args.script, args.ref, args.force, args.args, args.module)

@@ -13,11 +13,11 @@ import sys
 
 from chkpt import api, fmt
 from chkpt import config as config_module
-from chkpt.activation import disabled_by_env
 from chkpt.cli import export
 from chkpt.cli.parsing import CliError
 from chkpt.guard import warn
 from chkpt.store import Store, StoreError
+from chkpt_autoload import disabled_by_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

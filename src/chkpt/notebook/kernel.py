@@ -78,10 +78,11 @@ def load(shell: Any) -> KernelSession | None:
     global _current
     if _current is not None and not _current.closed:
         return _current
-    from chkpt import activation, paths
     from chkpt import config as config_module
+    from chkpt import paths
+    from chkpt_autoload import disabled_by_env
 
-    if activation.disabled_by_env():
+    if disabled_by_env():
         guard.warn("checkpoints are off in this kernel (CHKPT=0); %chkpt restore and checkout work")
         return None
     cwd = os.getcwd()

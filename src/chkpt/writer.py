@@ -323,13 +323,15 @@ class Writer:
         """
         if self.problem is not None:
             return None
+        # the program is stopped from here: waiting for the last checkpoint's background part is
+        # part of its pause, and is recorded so (`pause`, shown by `chkpt show`)
+        started = time.time()
         if self._job is not None:
             if trigger == "periodic" and self._job.running():
                 return None
             self._wait()
             if self.problem is not None:
                 return None
-        started = time.time()
         roots = capture.named_roots(namespace, frames, tracked)
         # where the program died or was stopped (a crash, SIGTERM), and at resume points, the small
         # values (loop counters, flags) are what explains it and what a resume needs; after a

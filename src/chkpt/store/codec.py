@@ -15,22 +15,28 @@ if TYPE_CHECKING:
 CODEC = "zstd"  # level 1: see benchmarks/bench_chunks.py
 SAMPLE = 64 << 10
 MIN_SAVING = 0.9  # a compressed blob must be at most this fraction of the raw bytes
+# during a pause (an exit, crash or signal checkpoint), only data that compresses to at most this
+# fraction is compressed: compressing costs about 1.4x the CPU time of writing the raw bytes here
+# (docs/benchmarks.md), which the bytes not written and not uploaded later pay back
+PAUSE_SAVING = 0.5
 HEADER = struct.Struct("<IIQ")
 SKIPPABLE_MAGIC = 0x184D2A50
 
 
-def compress(data: Any) -> bytes | None:
-    """`data` compressed with its header, None when that would save less than a tenth of it
-    (random floats, compressed data): a sample tells first, so incompressible data costs little."""
+def compress(data: Any, saving: float = MIN_SAVING) -> bytes | None:
+    """`data` compressed with its header, None when that would take more than `saving` of its
+    size (random floats, compressed data): a sample tells first, so incompressible data costs
+    little."""
     import zstandard
 
     compressor = zstandard.ZstdCompressor(level=1)
-    size = memoryview(data).nbytes
-    sample = data[:SAMPLE]
-    if size > SAMPLE and len(compressor.compress(sample)) > len(sample) * MIN_SAVING:
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    sample = view[:SAMPLE]
+    if size > SAMPLE and len(compressor.compress(sample)) > sample.nbytes * saving:
         return None
-    packed = compressor.compress(data)
-    if len(packed) + HEADER.size > size * MIN_SAVING:
+    packed = compressor.compress(view)
+    if len(packed) + HEADER.size > size * saving:
         return None
     return HEADER.pack(SKIPPABLE_MAGIC, 8, HEADER.size + len(packed)) + packed
 
@@ -43,18 +49,24 @@ def declared_length(header: bytes) -> int | None:
     return length if (magic, frame_size) == (SKIPPABLE_MAGIC, 8) else None
 
 
-def decompress(packed: Any, size: int) -> bytes:
-    """The `size` bytes of a compressed blob's file content `packed` (header included);
-    ValueError when it is not that."""
+def decompress_into(packed: Any, target: memoryview) -> None:
+    """Decompress a compressed blob's file content `packed` (header included) straight into
+    `target`, which it must fill exactly; ValueError when it is not that."""
     import zstandard
 
     if declared_length(bytes(packed[:HEADER.size])) != len(packed):
         raise ValueError("its header does not give its length")
-    frame = packed[HEADER.size:]
+    frame = memoryview(packed)[HEADER.size:]
     declared = zstandard.get_frame_parameters(frame).content_size
-    if declared != size:  # checked before anything is allocated for it
-        raise ValueError(f"it holds {declared} bytes, not {size}")
-    data = zstandard.ZstdDecompressor().decompress(frame)
-    if len(data) != size:
-        raise ValueError(f"it holds {len(data)} bytes, not {size}")
-    return data
+    if declared != target.nbytes:
+        raise ValueError(f"it holds {declared} bytes, not {target.nbytes}")
+    done = 0
+    with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+        while done < target.nbytes:
+            count = reader.readinto(target[done:])
+            if not count:
+                break
+            done += count
+        extra = reader.read(1)
+    if done != target.nbytes or extra:
+        raise ValueError(f"it does not hold {target.nbytes} bytes")

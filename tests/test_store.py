@@ -9,6 +9,7 @@ import pickle
 import stat
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from chkpt import records, serialize
@@ -322,6 +323,40 @@ def test_data_that_compresses_is_stored_compressed_and_the_rest_raw(env, work):
     rng = np.random.default_rng(0)
     assert (read_variable(env["CHKPT_DIR"], both, "codes") == rng.integers(0, 50, 2_000_000)).all()
     assert (read_variable(env["CHKPT_DIR"], both, "noise") == rng.random(2_000_000)).all()
+
+
+@pytest.mark.parametrize("ending", ["snapshot past the memory budget", "exit", "crash"])
+def test_compressible_data_is_stored_compressed_whatever_checkpoint_wrote_it(env, work, ending):
+    # past memory_budget a snapshot writes chunks raw during the pause, then compresses them
+    # from the page cache before it commits; exit and crash checkpoints compress during the pause
+    write(work, "codes.py", f"""
+        import numpy as np, chkpt
+        rng = np.random.default_rng(0)
+        codes = rng.integers(0, 10, 5_000_000)          # 40 MB of category codes: 10 chunks
+        noise = rng.random(1_000_000)                   # 8 MB of random floats
+        {'chkpt.snapshot("codes")' if ending.startswith("snapshot") else ""}
+        {'raise SystemError("boom")' if ending == "crash" else ""}
+    """)
+    env["CHKPT_MEMORY_BUDGET"] = "1MiB"
+    result = python(["codes.py"], env, work)
+    assert result.returncode == (1 if ending == "crash" else 0), result.stderr
+    trigger = "explicit" if ending.startswith("snapshot") else ending
+    [taken] = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == trigger]
+    saved = {v["name"]: v for v in taken["variables"]}
+    assert records.variable_stored(saved["codes"]) < 0.5 * saved["codes"]["size"]
+    assert records.variable_stored(saved["noise"]) >= saved["noise"]["size"]  # random: raw
+    assert taken["new_bytes"] < 0.5 * 40_000_000 + 8_100_000
+    on_disk = sum(path.stat().st_size for path in Path(env["CHKPT_DIR"], "blobs").rglob("*") if path.is_file())
+    assert on_disk < 0.5 * 40_000_000 + 8_100_000  # no raw copy of a compressed chunk left behind
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    assert (read_variable(env["CHKPT_DIR"], taken, "codes") == rng.integers(0, 10, 5_000_000)).all()
+    assert (read_variable(env["CHKPT_DIR"], taken, "noise") == rng.random(1_000_000)).all()
+    store = Store(env["CHKPT_DIR"])  # and through chkpt's reader, chunks read by several threads
+    loaded = serialize.loads(store.read_ref(saved["codes"]["pickle"]),
+                             [store.read_buffer(b) for b in saved["codes"]["buffers"]])
+    assert (loaded == np.random.default_rng(0).integers(0, 10, 5_000_000)).all()
 
 
 def test_a_format_1_store_is_read_and_a_newer_format_is_refused_in_one_line(env, work):

@@ -289,6 +289,35 @@ def test_a_crash_on_one_machine_resumes_on_another(tmp_path, server, bucket, wor
     assert statuses == ["crashed", "finished"]
 
 
+def test_a_crash_checkpoint_of_compressible_data_is_uploaded_compressed(tmp_path, server, bucket, work):
+    write(work, "codes.py", """
+        import numpy as np
+        codes = np.random.default_rng(0).integers(0, 10, 3_000_000)   # 24 MB of category codes
+        raise SystemError("preempted")
+    """)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
+    crashed = python(["codes.py"], node, work)
+    assert crashed.returncode == 1 and "SystemError: preempted" in crashed.stderr
+    [run] = ls(node, work)
+    assert run["size"] > 24_000_000 and run["stored"] < 0.5 * 24_000_000
+    measure = write(work, "measure.py", f"""
+        from chkpt.store.objects import ObjectBackend
+        print(sum(entry.size for entry in ObjectBackend("{bucket}").list("blobs")))
+    """)
+    measured = subprocess.run([PYTHON, str(measure)], env=dict(node, CHKPT="0"), cwd=work,
+                              capture_output=True, text=True, timeout=120)
+    assert measured.returncode == 0, measured.stderr
+    assert 0 < int(measured.stdout) < 0.5 * 24_000_000  # the bucket holds compressed bytes
+    check = write(work, "check.py", """
+        import chkpt, numpy as np
+        print((chkpt.load("codes") == np.random.default_rng(0).integers(0, 10, 3_000_000)).all())
+    """)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
+    loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout == "True\n", loaded.stderr
+
+
 WRITER = """
 import sys, time
 import numpy as np

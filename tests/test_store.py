@@ -642,3 +642,36 @@ def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_element_co
     assert len(arrays.current) == entries
     arrays.clear()
     assert arrays.current == arrays.previous == {}
+
+
+def test_a_chunk_written_raw_then_recompressed_reads_back_equal_and_a_reused_raw_file_stays(tmp_path):
+    import os
+
+    import numpy as np
+
+    from chkpt.store import hash_buffer
+
+    store = Store(str(tmp_path / "store"))
+    store.create()
+    codes = np.random.default_rng(0).integers(0, 10, 3 * CHUNK_SIZE // 8)   # three chunks that compress
+    chunks = [memoryview(codes).cast("B")[start:start + CHUNK_SIZE] for start in range(0, codes.nbytes, CHUNK_SIZE)]
+    refs = []
+    for chunk in chunks:
+        digest = hash_buffer(chunk)
+        assert store.write_blob(digest, [chunk])
+        refs.append(records.blob_ref(digest, CHUNK_SIZE))
+    os.utime(store.path(f"blobs/{refs[2]['hash'][:2]}/{refs[2]['hash'][2:]}"), ns=(1, 1))  # another process reused it
+    for ref in refs:
+        store.recompress(ref)
+    assert all(ref["codec"] == "zstd" and ref["stored"] < CHUNK_SIZE // 2 for ref in refs)
+    raw_left = [Path(store.path(f"blobs/{ref['hash'][:2]}/{ref['hash'][2:]}")).exists() for ref in refs]
+    assert raw_left == [False, False, True]
+    loaded = store.read_buffer({"size": codes.nbytes, "chunks": refs})
+    assert bytes(loaded) == codes.tobytes()
+    assert store.has_blob(refs[0]["hash"], CHUNK_SIZE) == refs[0]   # found compressed, as written
+    noise = np.random.default_rng(1).random(CHUNK_SIZE // 8)
+    digest = hash_buffer(noise)
+    store.write_blob(digest, [noise])
+    ref = records.blob_ref(digest, CHUNK_SIZE)
+    store.recompress(ref)  # random floats do not compress: the raw blob stays as it is
+    assert ref == records.blob_ref(digest, CHUNK_SIZE) and bytes(store.read_ref(ref)) == noise.tobytes()

@@ -675,3 +675,27 @@ def test_a_chunk_written_raw_then_recompressed_reads_back_equal_and_a_reused_raw
     ref = records.blob_ref(digest, CHUNK_SIZE)
     store.recompress(ref)  # random floats do not compress: the raw blob stays as it is
     assert ref == records.blob_ref(digest, CHUNK_SIZE) and bytes(store.read_ref(ref)) == noise.tobytes()
+
+
+def test_a_list_of_large_byte_strings_stores_only_the_items_replaced_and_each_checkpoint_loads_as_it_was(env, work):
+    taken = checkpoints_of(work, "items.py", """
+        import os, chkpt
+        items = [os.urandom(100_000) for _ in range(200)]     # 20 MB of large immutable items
+        by_name = {"a": os.urandom(200_000), "b": b"small"}
+        blob = os.urandom(10_000_000)
+        chkpt.snapshot("first")
+        before = list(items)
+        for i in (3, 50, 199):
+            items[i] = os.urandom(100_000)
+        chkpt.snapshot("replaced")
+        open("expected.bin", "wb").write(b"".join(before) + b"|" + b"".join(items) + by_name["a"] + blob)
+    """, env)
+    assert taken["first"]["new_bytes"] > 30_000_000
+    assert taken["replaced"]["new_bytes"] < 3 * 100_000 + 100_000   # the new items, not the list again
+    expected = Path(work, "expected.bin").read_bytes()
+    first = read_variable(env["CHKPT_DIR"], taken["first"], "items")
+    replaced = read_variable(env["CHKPT_DIR"], taken["replaced"], "items")
+    by_name = read_variable(env["CHKPT_DIR"], taken["replaced"], "by_name")
+    blob = read_variable(env["CHKPT_DIR"], taken["replaced"], "blob")
+    assert [type(item) for item in replaced] == [bytes] * 200 and by_name["b"] == b"small"
+    assert b"".join(first) + b"|" + b"".join(replaced) + by_name["a"] + blob == expected

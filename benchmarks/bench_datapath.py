@@ -14,9 +14,12 @@ and `numpy.save` then the `zstd -1` CLI. Printed: stored bytes (as a ratio to th
 the pause (as recorded in the manifest: what the program felt, waits included), as a ratio to the
 raw write; for exit and crash also the time from the end of the script to the end of the process.
 Then the first load in a new process right after the run (`chkpt.load`) against `numpy.load` of
-the same bytes. Each figure is the least of `--repeat` rounds (this machine is shared).
+the same bytes. Last, the rmlist shape (a list of 2,000 byte strings of 100 KB beside a 100 MB
+blob, 10 items replaced between 11 save points): bytes stored and saving time against
+`pickle.dump` of the namespace at each save point to the same disk. Each figure is the least of
+`--repeat` rounds (this machine is shared).
 
-    python benchmarks/bench_datapath.py [--mb 400] [--repeat 2] [--dir /tmp]
+    python benchmarks/bench_datapath.py [--mb 400] [--repeat 2] [--dir /tmp] [--no-rmlist]
 """
 
 from __future__ import annotations
@@ -107,6 +110,39 @@ print(raw, save, save + zstd, os.path.getsize(os.path.join(where, "data.npy.zst"
 os.unlink(os.path.join(where, "data.npy.zst"))
 """
 
+RMLIST = """
+import json, os, pickle, sys, time
+import numpy as np
+import chkpt
+from chkpt import watch
+
+where = sys.argv[1]
+rng = np.random.default_rng(0)
+items = [rng.bytes(100_000) for _ in range(2000)]   # 2,000 byte strings of 100 KB
+blob = rng.bytes(100_000_000)                       # and a 100 MB blob beside them
+saving = pickling = 0.0
+pickled = 0
+for point in range(11):
+    if point:
+        for i in rng.choice(2000, 10, replace=False):
+            items[i] = rng.bytes(100_000)           # 10 items replaced between save points
+    os.sync()
+    start = time.perf_counter()
+    chkpt.snapshot(f"point {point}")
+    job = watch.active()._writer._job
+    if job is not None:
+        job.wait()                                  # committed: saving time, background included
+    saving += time.perf_counter() - start
+    os.sync()
+    start = time.perf_counter()
+    with open(os.path.join(where, "namespace.pkl"), "wb") as handle:
+        pickle.dump({"items": items, "blob": blob}, handle, protocol=5)
+    pickling += time.perf_counter() - start
+    pickled += os.path.getsize(os.path.join(where, "namespace.pkl"))
+os.unlink(os.path.join(where, "namespace.pkl"))
+print(json.dumps({"saving": saving, "pickling": pickling, "pickled": pickled}))
+"""
+
 MODES = ("first", "changed", "exit", "crash")
 
 
@@ -152,17 +188,38 @@ def one_run(base: str, kind: str, mode: str, count: int) -> dict[str, float]:
     return result
 
 
+def rmlist(base: str, rounds: int) -> None:
+    """The rmlist shape: what 11 save points store and take, against pickling each to the same disk."""
+    results = []
+    for _ in range(rounds):
+        store = os.path.join(base, "store")
+        shutil.rmtree(store, ignore_errors=True)
+        env = dict(os.environ, CHKPT_DIR=store, CHKPT_INTERVAL="1h", CHKPT_KEEP="0")
+        done = subprocess.run([sys.executable, "rmlist.py", base], cwd=base, env=env, capture_output=True,
+                              text=True, timeout=900)
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        results.append(dict(json.loads(done.stdout), stored=blobs_size(store)))
+    best = {key: min(r[key] for r in results) for key in results[0]}
+    print(f"\nrmlist (2,000 x 100 KB + 100 MB, 10 items replaced between 11 save points), least of {rounds}:")
+    print(f"  chkpt: {best['stored'] / 2**20:,.0f} MiB stored in {best['saving']:.2f} s; pickle.dump of each save "
+          f"point: {best['pickled'] / 2**20:,.0f} MiB in {best['pickling']:.2f} s "
+          f"({best['stored'] / best['pickled']:.3f}x the bytes, {best['saving'] / best['pickling']:.2f}x the time)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--no-rmlist", action="store_true", help="leave out the rmlist shape")
     parser.add_argument("--dir", default=None, help="where the stores and files go (default: a temporary dir)")
     args = parser.parse_args()
     count = args.mb * 1_000_000 // 8
     size = count * 8
     base = tempfile.mkdtemp(prefix="chkpt-datapath-", dir=args.dir)
     try:
-        for name, text in (("workload.py", WORKLOAD), ("loader.py", LOADER), ("baseline.py", BASELINE)):
+        for name, text in (("workload.py", WORKLOAD), ("loader.py", LOADER), ("baseline.py", BASELINE),
+                           ("rmlist.py", RMLIST)):
             with open(os.path.join(base, name), "w") as handle:
                 handle.write(textwrap.dedent(text))
         print(f"{args.mb} MB, least of {args.repeat} rounds; ratios: stored/raw size, pause/raw write")
@@ -194,6 +251,8 @@ def main() -> int:
                 print(f"{kind:7s} first load after the run: chkpt.load {ours:.3f} s, numpy.load {numpy:.3f} s "
                       f"({ours / numpy:.2f}x)")
             os.unlink(os.path.join(base, "data.npy"))
+        if not args.no_rmlist:
+            rmlist(base, args.repeat)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

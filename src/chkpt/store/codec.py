@@ -16,8 +16,9 @@ CODEC = "zstd"  # level 1: see benchmarks/bench_chunks.py
 SAMPLE = 64 << 10
 MIN_SAVING = 0.9  # a compressed blob must be at most this fraction of the raw bytes
 # during a pause (an exit, crash or signal checkpoint), only data that compresses to at most this
-# fraction is compressed: compressing costs about 1.4x the CPU time of writing the raw bytes here
-# (docs/benchmarks.md), which the bytes not written and not uploaded later pay back
+# fraction is compressed: zstd level 1 runs at about 400 MB/s a core here, slower than writing to
+# the page cache, so the pause is longer than a raw write (docs/benchmarks.md); what pays it back
+# is the bytes not flushed to disk nor uploaded afterwards
 PAUSE_SAVING = 0.5
 HEADER = struct.Struct("<IIQ")
 SKIPPABLE_MAGIC = 0x184D2A50

@@ -203,7 +203,8 @@ class Store:
         (`during_pause`: when it saves less than half, codec.PAUSE_SAVING); returns its
         reference, None when `verify()` (as `write_blob`) says it changed meanwhile."""
         size = memoryview(data).nbytes
-        packed = codec.compress(data, codec.PAUSE_SAVING if during_pause else codec.MIN_SAVING)
+        packed = (codec.compress(data, codec.PAUSE_SAVING, codec.PAUSE_SAMPLE) if during_pause
+                  else codec.compress(data))
         if packed is None:
             return records.blob_ref(digest, size) if self.write_blob(digest, [data], verify) else None
         ref = records.blob_ref(digest, size, codec.CODEC, len(packed))

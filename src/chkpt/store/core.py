@@ -178,6 +178,8 @@ class Store:
                     self.backend.delete(key)
                     continue
             self.backend.touch(key)
+            if not self.shared and self.backend.stat(key) is None:
+                continue  # a raw chunk its writer replaced by its compressed form meanwhile (`recompress`)
             return ref
         return None
 

@@ -190,7 +190,9 @@ class _Job:
         try:
             try:
                 for digest, (data, ref) in self.held.items():
-                    ref.update(self.writer.store.write_compressed(digest, data) or {})
+                    stored = self.writer.store.write_compressed(digest, data)
+                    assert stored is not None  # no `verify`: it is always written
+                    ref.update(stored)
                     self.new_bytes -= ref["size"] - records.stored_size(ref)
                 self.held = {}
                 for ref in self.raw:
@@ -420,12 +422,11 @@ class Writer:
         bounded by the budget: past it, chunks are written from the program's memory (page-cache
         speed, no copy), uncompressed, to be compressed after the pause. Without a budget (an
         exit, crash or signal checkpoint: there is no after) each chunk that compresses well
-        (a sample tells) is compressed by the writing threads, the others
-        are written raw. Chunks of memory that cannot change (Arrow string
-        buffers, the pickles kept for the next checkpoint) are held as they are, beside the
-        budget: holding them costs no memory. Buffers of objects that can change size (a
-        bytearray) are copied first: holding their buffer while another thread of the program
-        resizes them would make that resize fail.
+        (a sample tells) is compressed by the writing threads, the others are written raw.
+        Chunks of memory that cannot change (Arrow string buffers, the pickles kept for the
+        next checkpoint) are held as they are, beside the budget: holding them costs no memory.
+        Buffers of objects that can change size (a bytearray) are copied first: holding their
+        buffer while another thread of the program resizes them would make that resize fail.
         """
         held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0

@@ -118,7 +118,7 @@ def test_a_watched_script_that_makes_no_data_loads_only_the_start_up_hooks(env, 
     assert result.stdout == "10\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert sorted(m for m in imported if m.startswith("chkpt")) == [
-        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.watch"]
+        "chkpt", "chkpt.activation", "chkpt.defaults", "chkpt.paths", "chkpt.unseen", "chkpt.watch"]
     assert "__future__" not in imported
     assert runs(env, work) == []
 

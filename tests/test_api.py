@@ -155,3 +155,19 @@ def test_progress_draws_on_a_terminal_and_erases_itself():
     with fmt.Progress("exporting", 1, 1, stream=quiet, delay=0) as progress:
         progress.step("df", 1)
     assert quiet.getvalue() == ""
+
+
+def test_repeat_loads_by_name_see_a_manifest_changed_or_damaged_on_disk(trained):
+    run = chkpt.runs()[0]
+    ref = run.checkpoint(1).ref
+    assert chkpt.load("weights", run=ref)[0] == 0.0 and chkpt.load("weights", run=ref)[0] == 0.0
+    [path] = [p for p in (trained.parent / "store").rglob("000001.json") if "checkpoints" in p.parts]
+    text = path.read_text()
+    path.write_text(text.replace('"label":"epoch 0"', '"label":"renamed"'))
+    assert api.checkpoint_at(ref).label == "renamed"  # read again: its bytes changed
+    path.write_text(text[:-5])
+    with pytest.raises(api.StoreError, match="damaged"):
+        chkpt.load("weights", run=ref)
+    path.write_text(text)
+    assert api.checkpoint_at(ref).label == "epoch 0"
+    assert chkpt.load("weights", run=run.id[:4] + "@1")[0] == 0.0  # a prefix, as before

@@ -8,12 +8,12 @@ never changes the store). A run whose record cannot be read is listed with statu
 checkpoint is left out and described in its run's `problems`. Times are local `datetime`s;
 `Run`, `Checkpoint`, `Variable` and the lists of them show as tables in notebooks.
 
-References: `latest`, `latest:analysis.py`, a run id or id prefix, or a script name (its
-latest run), each optionally followed by `@N` (checkpoint index; negative counts from the
-end), `@crash`, `@exit`, `@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the
-default). A bare script name that names scripts in several folders is ambiguous: the one in
-the current folder is taken (and named), else the error names them all. Variable names follow
-naming.py.
+References: `latest`, `latest:analysis.py`, a run id or id prefix (a whole id names its run
+even where it begins a longer one), or a script name (its latest run), each optionally
+followed by `@N` (checkpoint index; negative counts from the end), `@crash`, `@exit`,
+`@signal`, `@periodic`, `@explicit`, `@first` or `@last` (the default). A bare script name
+that names scripts in several folders is ambiguous: the one in the current folder is taken
+(and named), else the error names them all. Variable names follow naming.py.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def nonblank(text: Any, what: str, example: str) -> str:
     return stripped
 
 
+_local_stores: dict[str, Store] = {}  # by root: one Store per local store, reused by every call
+
+
 def default_store() -> Store:
     """The configured store: a local one, or the read cache of a bucket store brought up to date."""
     config = config_module.load(os.getcwd())
@@ -69,7 +72,10 @@ def default_store() -> Store:
         from chkpt import shared
 
         return shared.reading_store(config.remote, config.cache_size, warn=guard.warn)
-    return Store(config.store_dir)
+    found = _local_stores.get(config.store_dir)
+    if found is None:
+        found = _local_stores[config.store_dir] = Store(config.store_dir)
+    return found
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -121,6 +127,8 @@ class Variable:
             hint = ""
             if "__main__" in str(exc):
                 hint = " (its class is defined in the script, which is not imported here)"
+            elif "cloudpickle" in str(exc):
+                hint = " (it was saved by cloudpickle: pip install 'chkpt[cloudpickle]')"
             raise LoadError(f"cannot load {self.name} from {self.checkpoint.ref}: "
                             f"{type(exc).__name__}: {exc}{hint}") from None
 
@@ -160,6 +168,9 @@ def _local(when: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(when)
 
 
+_NOTHING = object()  # no value at a path
+
+
 class Checkpoint:
     """One checkpoint's manifest: when and where it was taken, what it saved and skipped."""
 
@@ -177,8 +188,7 @@ class Checkpoint:
         self.exception: str | None = manifest.get("exception")
         self.skipped: list[dict[str, str]] = manifest["skipped"]
         self.aliases: dict[str, str] = manifest["aliases"]
-        self.variables = sorted((Variable(self, v) for v in manifest["variables"]),
-                                key=lambda v: fmt.natural_key(v.name))
+        self._variables: list[Variable] | None = None
         # a notebook's: the cells run since the checkpoint before, the last being the one it follows
         self.cells: list[dict[str, Any]] = manifest.get("cells") or []
         self.cell: int | None = self.cells[-1]["count"] if self.cells and self.cells[-1]["state"] == "this" else None
@@ -211,6 +221,15 @@ class Checkpoint:
         return f"{self.trigger}{label}{where}"
 
     @property
+    def variables(self) -> list[Variable]:
+        """Its saved values, in natural order of their names (made on first use: loading one
+        value by name needs only its own)."""
+        if self._variables is None:
+            self._variables = sorted((Variable(self, v) for v in self.manifest["variables"]),
+                                     key=lambda v: fmt.natural_key(v.name))
+        return self._variables
+
+    @property
     def size(self) -> int:
         """Bytes of the values saved (shared or unchanged data counted in full)."""
         return sum(v.size for v in self.variables)
@@ -222,10 +241,13 @@ class Checkpoint:
 
     def variable(self, name: str) -> Variable:
         name = naming.canonical(nonblank(name, "a variable name", "df or results['train']"))
-        name = self.aliases.get(name, name)
-        for variable in self.variables:
-            if variable.name == name:
-                return variable
+        target = self.aliases.get(name, name)
+        for entry in self.manifest["variables"]:
+            if entry["name"] == target:
+                return Variable(self, entry)
+        if target != name:  # an alias of a path inside a saved value (`l2` → `l[3]`)
+            raise NotFound(f"{name!r} of {self.ref} is {target}, saved inside {naming.root_of(target)}: "
+                           f"load it with chkpt.load({name!r}), or take {naming.root_of(target)}")
         hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 
@@ -234,10 +256,36 @@ class Checkpoint:
         try:
             return self.variable(name).load()
         except NotFound:
-            for prefix, steps in naming.prefixes(name):
-                if prefix in self:
-                    return naming.follow(self.variable(prefix).load(), steps)
+            found = self._inside(self.aliases.get(naming.canonical(name), name), {}, None)
+            if found is not _NOTHING:
+                return found
             raise
+
+    def part(self, name: str, parts: dict[str, Any], read: dict[tuple[str, int], Any] | None = None) -> Any:
+        """The value saved as `name`, or at path `name` inside a saved value (what an alias may
+        name), loaded once into `parts`, which every value loaded with it shares; NotFound when
+        there is none."""
+        if name in parts:
+            return parts[name]
+        if name in self.aliases:
+            return self.part(self.aliases[name], parts, read)
+        if any(entry["name"] == name for entry in self.manifest["variables"]):
+            parts[name] = self.variable(name).load(parts, read)
+            return parts[name]
+        found = self._inside(name, parts, read)
+        if found is _NOTHING:
+            raise NotFound(f"no variable {name!r} in {self.ref}")
+        return found
+
+    def _inside(self, path: str, parts: dict[str, Any], read: dict[tuple[str, int], Any] | None) -> Any:
+        """The value at `path` inside a saved value (an alias may name one: a value that holds a
+        value it is in, kept in its pickle); _NOTHING when no saved value is above `path`."""
+        for prefix, steps in naming.prefixes(path):
+            if prefix in self:
+                if prefix not in parts:
+                    parts[prefix] = self.variable(prefix).load(parts, read)
+                return naming.follow(parts[prefix], steps)
+        return _NOTHING
 
     def load_all(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Every saved value of the checkpoint that has a name of its own (not a path below
@@ -261,8 +309,8 @@ class Checkpoint:
         for alias, target in self.aliases.items():
             if naming.root_of(alias) is None and target not in failed:
                 try:
-                    values[alias] = parts[target] if target in parts else self.variable(target).load(parts, read)
-                except (LoadError, NotFound, StoreError) as exc:
+                    values[alias] = self.part(target, parts, read)
+                except (LoadError, LookupError, StoreError) as exc:
                     failed[alias] = str(exc)
         return values, failed
 
@@ -558,16 +606,23 @@ def all_runs(store: Store) -> list[Run]:
     found = []
     when: dict[str, float] = {}
     for run_id in store.run_ids():
-        try:
-            run = Run(store, store.read_run(run_id))
-        except FileNotFoundError:
-            continue  # being created, or debris gc will remove
-        except StoreError as exc:
-            run = Run.damaged(store, run_id, str(exc))
+        run = _read_run(store, run_id)
+        if run is None:
+            continue
         found.append(run)
         when[run_id] = run.start_time or store.run_last_used(run_id) or 0.0
     found.sort(key=lambda r: when[r.id], reverse=True)
     return found
+
+
+def _read_run(store: Store, run_id: str) -> Run | None:
+    """The run `run_id` (damaged when its record cannot be read); None when it has no record."""
+    try:
+        return Run(store, store.read_run(run_id))
+    except FileNotFoundError:
+        return None  # being created, or debris gc will remove
+    except StoreError as exc:
+        return Run.damaged(store, run_id, str(exc))
 
 
 def matches_script(run: Run, script: str) -> bool:
@@ -708,6 +763,11 @@ def reference_parts(ref: str | None) -> tuple[str, str | None]:
 
 def _resolve(ref: str | None, store: Store, script: str | None) -> tuple[Run, str | None]:
     run_part, selector = reference_parts(ref)
+    if script is None and run_part != "latest" and not run_part.startswith("latest:"):
+        ids = store.find_run_ids(run_part)
+        run = _read_run(store, ids[0]) if len(ids) == 1 else None
+        if run is not None:  # the one run of that id (prefix): the others' records need not be read
+            return run, selector
     found = all_runs(store)
     if script is not None:
         found = _script_runs(found, script)

@@ -11,7 +11,9 @@ too, as a *skeleton*: its own pickle, holding its small values inline and refere
 separately saved ones (and a placeholder for each unsaveable one, e.g. `model.lock`), so
 `chkpt.load("model")` gives the whole object back and `chkpt.load("model.weights")` just the
 array. One object reachable by two paths is saved once: the first path names it, later ones
-are aliases.
+are aliases. That holds for builtin containers and long strings too (found among the nests of
+builtins in one pass, `_shared`); one that holds a container it is in stays in that one's
+pickle, which keeps the cycle, and its other names alias the path to it (`l2` → `l[3]`).
 
 Names follow the grammar of naming.py: globals keep their name, a local of the script that
 clashes is qualified by its function (`step:batch`), a local of a function of the user's own
@@ -29,6 +31,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from types import FunctionType
 
 from chkpt import naming, plain, salience, serialize
 from chkpt.fmt import human_size
@@ -49,6 +52,7 @@ _size = salience.size
 _NESTING = frozenset({dict, list, tuple, set, frozenset})
 _BUILTIN_TYPES = salience.SCALAR_TYPES | _NESTING
 _SIZED = _NESTING | {str, bytes, bytearray}  # the builtins described by their length
+_LARGE_SCALARS = frozenset({str, bytes})  # the scalars large enough to be saved on their own, and shared
 _WALKED = frozenset({dict, list, tuple})  # the containers looked into (a set's items have no names)
 _SCALAR_SIZEOF = {cls: salience.SIZEOF[cls] for cls in salience.SCALAR_TYPES}  # their sys.getsizeof: no GC header
 _LEAST_SIZE = object().__sizeof__()  # every value is at least a bare object
@@ -247,6 +251,9 @@ class _Walker:
         self.ndarray = salience.array_class()
         self.linked = 0  # nested values saved or aliased so far
         self.pending: list[tuple[str, str]] = []  # unsaveable values inside the current root
+        self.shared: set[int] = set()  # builtin values several paths reach (`_shared`): each saved once
+        self.open: set[int] = set()  # the containers being walked, the current one's holders
+        self.inline_at: dict[int, str] = {}  # a shared container kept in a holder's pickle (a cycle): its path
 
     # -- roots ----------------------------------------------------------------------------------
 
@@ -276,8 +283,11 @@ class _Walker:
         if kind is CONTAINER and type(obj) in _NESTING and len(obj) <= MAX_CONTAINER_ITEMS:
             held = set(map(type, obj.values() if type(obj) is dict else obj))
             if held <= salience.SCALAR_TYPES:  # numbers and strings only: nothing to look for
-                self.consider(name, obj, scope, salience.builtin_size(obj), self.forced(name, scope))
-                return False
+                size = salience.builtin_size(obj)
+                if size < self.min_size or not held & _LARGE_SCALARS or not _holds_large(obj, self.min_size):
+                    self.consider(name, obj, scope, size, self.forced(name, scope))
+                    return False
+                return True  # a large string or bytes in it may be another value's too: decided with the rest
             if held <= _BUILTIN_TYPES:
                 return True  # builtins in builtins: rarely data, looked into once the rest is done
         self.walk_root(name, obj, scope)
@@ -330,7 +340,8 @@ class _Walker:
 
     def record(self, name: str, obj: Any, pid: tuple[str, ...]) -> None:
         cls = type(obj)
-        if cls not in salience.SCALAR_TYPES:
+        if cls not in salience.SCALAR_TYPES or id(obj) in self.shared or (
+                cls in _LARGE_SCALARS and _SCALAR_SIZEOF[cls](obj) >= self.min_size):  # a path to it aliases it
             self.saved_as[id(obj)] = name
             if cls is self.ndarray and not obj.dtype.hasobject and (obj.flags.c_contiguous or obj.flags.f_contiguous):
                 # an array views of the same memory may be saved as views of (see `viewed`)
@@ -382,25 +393,30 @@ class _Walker:
                 return None
             size = _size(obj) + (_getsizeof(attributes) if attributes is not None else 0)
             values = [value for _, value in entries]
-        if salience.SCALAR_TYPES.issuperset(map(type, values)):
-            return None  # only numbers and strings: nothing to find
+        if salience.SCALAR_TYPES.issuperset(map(type, values)) and not (
+                self.shared and self.shared.intersection(map(id, values))):
+            return None  # only numbers and strings (none that another path reaches): nothing to find
         self.walked.add(id(obj))
-        if kind is CONTAINER and base is dict:
-            for key, value in list(dict.items(obj)):
-                text = naming.key_text(key)
-                if text is None:
-                    size += self.whole_size(value, self.rules.kind(value)[0])
-                else:
-                    size += self.nested(naming.item(name, text), value, scope, depth - 1)
-        elif kind is CONTAINER:
-            for index, value in enumerate(list(values)):
-                size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
-        else:  # dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
-            for key, value in entries:
-                if type(key) is str and key.isidentifier() and not key.startswith("__"):
-                    size += self.nested(naming.attribute(name, key), value, scope, depth - 1)
-                else:
-                    size += _size(value)
+        self.open.add(id(obj))
+        try:
+            if kind is CONTAINER and base is dict:
+                for key, value in list(dict.items(obj)):
+                    text = naming.key_text(key)
+                    if text is None:
+                        size += self.whole_size(value, self.rules.kind(value)[0])
+                    else:
+                        size += self.nested(naming.item(name, text), value, scope, depth - 1)
+            elif kind is CONTAINER:
+                for index, value in enumerate(list(values)):
+                    size += self.nested(naming.item(name, str(index)), value, scope, depth - 1)
+            else:  # dunder attributes (`__doc__`, `__wrapped__`) are Python's, not data
+                for key, value in entries:
+                    if type(key) is str and key.isidentifier() and not key.startswith("__"):
+                        size += self.nested(naming.attribute(name, key), value, scope, depth - 1)
+                    else:
+                        size += _size(value)
+        finally:
+            self.open.discard(id(obj))
         return size
 
     def nested(self, name: str, obj: Any, scope: str, depth: int) -> int:
@@ -412,6 +428,11 @@ class _Walker:
             size = _SCALAR_SIZEOF.get(type(obj), _size)(obj)
             if size < self.min_size:
                 return size
+            known = self.saved_as.get(id(obj))  # a string or bytes that another path reached first
+            if known is not None:
+                self.capture.aliases[name] = known
+                self.linked += 1
+                return 0
             self.linked += self.consider(name, obj, scope, size, False)
             return 0
         if kind is DEFINITION:
@@ -440,6 +461,12 @@ class _Walker:
             return 0
         if kind is OTHER:
             return _size(obj)
+        if kind is CONTAINER and id(obj) in self.shared:
+            if not self.open.intersection(_below(obj, self.min_size)):
+                self.shared_part(name, obj, scope, depth)
+                self.linked += 1
+                return 0
+            self.inline_at.setdefault(id(obj), name)  # it holds a container it is in: it stays in that one's pickle
         inline = None if kind is LIBRARY_OBJECT else self.inside(name, obj, scope, kind, depth)
         if inline is not None:
             return inline
@@ -448,6 +475,28 @@ class _Walker:
             self.linked += self.consider(name, obj, scope, size, False)
             return 0
         return size
+
+    def saved_path(self, obj: Any) -> str | None:
+        """The name `obj` is saved under, or the path to it inside a saved value; None if neither."""
+        known = self.saved_as.get(id(obj))
+        path = self.inline_at.get(id(obj)) if known is None else None
+        if path is not None:
+            saved = {item.name for item in self.capture.items}
+            if any(prefix in saved for prefix, _ in naming.prefixes(path)):
+                return path
+        return known
+
+    def shared_part(self, name: str, obj: Any, scope: str, depth: int) -> None:
+        """Save a builtin container that several paths reach on its own, whatever its size (a
+        skeleton if parts of it are saved on their own): every path then loads the same object."""
+        linked, pending = self.linked, self.pending
+        self.pending = []
+        inline = self.inside(name, obj, scope, CONTAINER, depth)
+        if inline is not None and (self.linked > linked or self.pending):
+            self.skeleton(name, obj, scope, inline)
+        else:
+            self.consider(name, obj, scope, self.whole_size(obj, CONTAINER) if inline is None else inline, True)
+        self.linked, self.pending = linked, pending
 
     def whole_size(self, obj: Any, kind: str) -> int:
         """Estimated bytes of `obj` saved as one value."""
@@ -461,6 +510,8 @@ class _Walker:
             if kind is USER_OBJECT:
                 extra += sum(map(self.element_size, plain.slots(obj).values()))
             return _size(obj) + extra
+        if type(obj) is FunctionType and obj.__closure__:  # saved by cloudpickle with what it holds
+            return _size(obj) + sum(self.element_size(value) for value in salience.closure_values(obj).values())
         return _size(obj)
 
     def element_size(self, obj: Any) -> int:
@@ -498,13 +549,71 @@ def collect(roots: Roots, rules: salience.Rules, *, keep_small: bool = False) ->
         found = [root for root in found if root[0] in kept]
     later += [root for root in found if walker.root(*root)]
     pure = salience.held_builtins([value for _, value, _ in later], MAX_DEPTH) is not None
+    walker.shared = _shared([value for _, value, _ in later], walker.saved_as, min_size)
     for name, value, scope in later:
-        if pure or salience.held_builtins([value], MAX_DEPTH) is not None:
+        known = walker.saved_path(value)
+        if known is not None:  # saved as (or inside) a part of a root before it
+            capture.aliases[name] = known
+        elif walker.shared and walker.shared.intersection(_below(value, min_size)):
+            walker.walk_root(name, value, scope)  # what it shares with others is saved once
+        elif pure or salience.held_builtins([value], MAX_DEPTH) is not None:
             walker.consider(name, value, scope, salience.builtin_size(value), walker.forced(name, scope))
         else:
             walker.walk_root(name, value, scope)
     walker.note_views()
     return capture
+
+
+SHARING_LOOKS = 50_000  # values `_shared` looks at, at most: past that, nests are saved as before
+
+
+def _reached(values: list[Any], min_size: int) -> list[Any] | None:
+    """The containers, and the strings and bytes of `min_size` or more, that `values` hold, to
+    MAX_DEPTH levels (each container looked into once, so a cycle ends): one entry per path from
+    a value into them. Level by level with gc.get_referents, in C; None past SHARING_LOOKS."""
+    found: list[Any] = []
+    looked = set(map(id, values))
+    layer, budget = values, SHARING_LOOKS
+    for _ in range(MAX_DEPTH):
+        held = gc.get_referents(*layer)
+        budget -= len(held)
+        if budget < 0:
+            return None
+        held = [value for value in held if type(value) in _NESTING
+                or (type(value) in _LARGE_SCALARS and _SCALAR_SIZEOF[type(value)](value) >= min_size)]
+        found += held
+        layer = [value for value in held if type(value) in _NESTING and id(value) not in looked]
+        looked.update(map(id, layer))
+        if not layer:
+            break
+    return found
+
+
+def _shared(nests: list[Any], saved: dict[int, str], min_size: int) -> set[int]:
+    """The ids of what several paths from `nests` (builtin values the walk left for last) reach,
+    or what they reach and a saved value is: each is saved once, the other paths alias it
+    (`holder = [big]; d = {"x": big}`, an index dict over a list's records, `l2 = [l]`)."""
+    nests = list({id(nest): nest for nest in nests}.values())  # one value under two names is one
+    if not nests:
+        return set()
+    reached = _reached(nests, min_size)
+    if reached is None:
+        return set()
+    counts = dict.fromkeys(map(id, nests), 1)
+    for value in reached:
+        counts[id(value)] = counts.get(id(value), 0) + 1
+    return {key for key, count in counts.items() if count > 1 or key in saved}
+
+
+def _holds_large(container: Any, min_size: int) -> bool:
+    """Whether a builtin container holds a string or bytes of `min_size` or more."""
+    values = container.values() if type(container) is dict else container
+    return any(type(value) in _LARGE_SCALARS and _SCALAR_SIZEOF[type(value)](value) >= min_size for value in values)
+
+
+def _below(value: Any, min_size: int) -> set[int]:
+    """The ids of what `_reached` finds in `value`."""
+    return set(map(id, _reached([value], min_size) or ()))
 
 
 def _sizeable(values: dict[str, Any], min_size: int, saved: dict[int, str]) -> list[str]:

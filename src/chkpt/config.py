@@ -216,6 +216,9 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+_parsed_defaults: dict[str, Any] = {}  # every setting's default, parsed once (by the first Config)
+
+
 class Config:
     """Effective settings (attributes named as the keys) and the layer each came from."""
 
@@ -243,11 +246,12 @@ class Config:
     exclude_names: list[str]
 
     def __init__(self) -> None:
-        self.sources: dict[str, str] = {}
+        self.sources: dict[str, str] = dict.fromkeys(SETTINGS, "default")
         self.warnings: list[str] = []
-        for setting in SETTINGS.values():
-            setattr(self, setting.key, setting.parse(setting.default))
-            self.sources[setting.key] = "default"
+        if not _parsed_defaults:
+            _parsed_defaults.update((s.key, s.parse(s.default)) for s in SETTINGS.values())
+        for key, value in _parsed_defaults.items():  # a list of its own for each config
+            setattr(self, key, list(value) if type(value) is list else value)
 
     def apply(self, values: Mapping[str, Any], source: str, origin: str | None = None) -> None:
         """Lay `values` over the current ones; bad keys/values become warnings."""
@@ -411,9 +415,11 @@ def load(
     for layer, path in paths.config_files(start_dir or os.getcwd()):
         _layer_file(config, path, f"{layer} file {path}")
     env = os.environ if environ is None else environ
+    # one pass over the names: each look-up in os.environ encodes and decodes
+    present = {variable for variable in env if variable.startswith("CHKPT_")}
     for key in SETTINGS:
         variable = f"CHKPT_{key.upper()}"
-        if variable in env:
+        if variable in present:
             config.apply({key: env[variable]}, f"env {variable}")
     if overrides:
         config.apply(overrides, "command line")

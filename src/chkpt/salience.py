@@ -22,6 +22,7 @@ thousands of values and must stay in the low milliseconds.
 
 from __future__ import annotations
 
+import _io
 import _weakref
 import gc
 import sys
@@ -50,6 +51,7 @@ _DEFINITIONS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
 _FUNCTION_TYPE_NAMES = frozenset({"cython_function_or_method", "fused_cython_function"})
 _FILE_TYPES = frozenset({"TextIOWrapper", "BufferedReader", "BufferedWriter", "BufferedRandom",
                          "FileIO"})
+_FILE_CLASSES = frozenset({_io.TextIOWrapper, _io.BufferedReader, _io.BufferedWriter, _io.BufferedRandom, _io.FileIO})
 _LOCK_TYPES = frozenset({"lock", "RLock", "_RLock", "Condition", "Semaphore", "BoundedSemaphore",
                          "Event", "Barrier"})
 _PROXIES = (_weakref.ProxyType, _weakref.CallableProxyType)
@@ -88,14 +90,15 @@ def _type_reason(cls: type) -> str | None:
     if issubclass(cls, types.FrameType | types.TracebackType):
         return f"a {name} cannot be saved (it is interpreter state)"
     if module in ("_io", "io") and name in _FILE_TYPES:
-        return f"an open file ({name}) cannot be saved"
+        return f"a file object ({name}) cannot be saved"  # Rules.kind says whether it is open
     if module == "socket" or name == "socket":
         return "a socket cannot be saved"
     if module in ("_thread", "threading") and name in _LOCK_TYPES:
-        return f"a {name} (thread synchronisation) cannot be saved"
+        return f"{_a(name)} {name} (thread synchronisation) cannot be saved"
     if module in ("mmap", "subprocess", "selectors", "ssl") or module.startswith(
             ("multiprocessing", "concurrent", "asyncio", "sqlite3")):
-        return f"a {module.split('.')[0]}.{plain.class_qualname(cls)} holds live system resources and cannot be saved"
+        return (f"{_a(module)} {module.split('.')[0]}.{plain.class_qualname(cls)} belongs to the running process "
+                "(its files, processes, connections, threads or event loop) and cannot be saved")
     if module == "unittest.mock":  # each mock has a class of its own, named after its base
         base = next((plain.class_name(klass) for klass in plain.mro(cls)[1:] if class_module(klass) == "unittest.mock"),
                     name)
@@ -103,6 +106,27 @@ def _type_reason(cls: type) -> str | None:
     if issubclass(cls, _PROXIES):
         return "a weak reference proxy cannot be saved (it stands for another object)"
     return None
+
+
+def _a(word: str) -> str:
+    """"a" or "an", as said before `word` (by its first letter)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _file_reason(obj: Any) -> str:
+    """Why a file object of io's own classes is skipped, open or closed: whether it is closed is
+    read from the OS file under it (io's C code, never a method of the program's)."""
+    name = plain.class_name(type(obj))
+    inner = obj
+    for holder, member in ((_io.TextIOWrapper, "buffer"), (_io.BufferedReader, "raw"), (_io.BufferedWriter, "raw"),
+                           (_io.BufferedRandom, "raw")):
+        if isinstance(inner, holder):
+            inner = holder.__dict__[member].__get__(inner)
+    if type(inner) is not _io.FileIO:
+        return f"a file object ({name}) cannot be saved"
+    if _io.FileIO.__dict__["closed"].__get__(inner):
+        return f"a closed file ({name}) cannot be saved (a file object, not data)"
+    return f"an open file ({name}) cannot be saved"
 
 
 def _is_stdlib(module: str) -> bool:
@@ -129,19 +153,42 @@ def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def _closure_reason(function: types.FunctionType, kind: Callable[[Any], tuple[str, str | None]]) -> str | None:
-    """Why a closure holding data is listed as skipped (None for one holding only code)."""
-    held = []
+NO_FALLBACK = "pickle refuses it; with cloudpickle installed, pip install 'chkpt[cloudpickle]', it is saved"
+_fallback: list[bool] = []  # whether cloudpickle is installed, once looked up
+
+
+def fallback_available() -> bool:
+    """Whether cloudpickle is installed: what pickle refuses (a lambda, a closure, a function or
+    class defined inside another) is then saved by it. Looked up once, without importing it."""
+    if not _fallback:
+        import importlib.util
+
+        try:
+            _fallback.append(importlib.util.find_spec("cloudpickle") is not None)
+        except (ImportError, ValueError):
+            _fallback.append(False)
+    return _fallback[0]
+
+
+def closure_values(function: types.FunctionType) -> dict[str, Any]:
+    """The values a closure holds, by the names its code gives them (an empty cell holds none)."""
+    held = {}
     for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=False):
         try:
-            value = cell.cell_contents
+            held[name] = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        if kind(value)[0] not in (DEFINITION, SCALAR):
-            held.append(f"{name}: {type_label(value)}")
+    return held
+
+
+def _closure_reason(function: types.FunctionType, kind: Callable[[Any], tuple[str, str | None]]) -> str | None:
+    """Why a closure holding data is listed as skipped without cloudpickle (None for one holding
+    only code)."""
+    held = [f"{name}: {type_label(value)}" for name, value in closure_values(function).items()
+            if kind(value)[0] not in (DEFINITION, SCALAR)]
     if not held:
         return None
-    return f"a closure cannot be saved (functions are code), nor the data it holds ({', '.join(held)})"
+    return f"a closure cannot be saved, nor the data it holds ({', '.join(held)}): {NO_FALLBACK}"
 
 
 class Rules:
@@ -166,20 +213,23 @@ class Rules:
         self._kinds: dict[type, tuple[str, str | None]] = {}
         self._program: dict[type, bool] = {}
         self.pickling = plain.Pickling(self.is_program)  # how objects of each class are pickled
+        self.fallback = fallback_available()
 
     def kind(self, obj: Any) -> tuple[str, str | None]:
         """(kind, reason it cannot be saved or None); decided once per type."""
         cls = type(obj)
-        if cls is types.FunctionType:
+        if cls is types.FunctionType:  # saved by value by cloudpickle, when it is installed
             if obj.__name__ == "<lambda>":
-                return UNSAVEABLE, "a lambda cannot be saved (code, not data)"
+                return (OTHER, None) if self.fallback else (UNSAVEABLE, f"a lambda cannot be saved: {NO_FALLBACK}")
             if obj.__closure__:
                 reason = _closure_reason(obj, self.kind)
                 if reason is not None:
-                    return UNSAVEABLE, reason
+                    return (OTHER, None) if self.fallback else (UNSAVEABLE, reason)
         known = self._kinds.get(cls)
         if known is None:
             known = self._kinds[cls] = self._classify(cls)
+        if known[0] is UNSAVEABLE and cls in _FILE_CLASSES:
+            return UNSAVEABLE, _file_reason(obj)
         return known
 
     def _classify(self, cls: type) -> tuple[str, str | None]:

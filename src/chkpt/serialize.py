@@ -23,6 +23,10 @@ loads sharing that array's memory); a view whose elements overlap (`broadcast_to
 windows) as the memory it spans and its strides; a masked array's hard mask and other flags;
 a read-only array stays read-only.
 
+What pickle refuses (a lambda, a closure, a function or class defined inside another) is pickled
+again by cloudpickle, when it is installed: by value, with the same rules for everything else.
+Loading it needs cloudpickle too.
+
 Classes defined in the saving script live in its `__main__`. Loading elsewhere (a notebook,
 `chkpt shell`), the class is taken from the current `__main__` if it defines it; otherwise
 the object loads as a `StandIn` of that class name with all its attributes, and no methods.
@@ -55,6 +59,7 @@ _ARRAY_MODULES = ("numpy", "pandas", "pyarrow")  # see _Pickler
 # Arrow arrays are immutable; these types' buffers are always Arrow's own memory (numeric ones
 # can be a numpy array's, which the program may change in place)
 _FIXED_ARROW_TYPES = frozenset({"string", "large_string", "binary", "large_binary"})
+REFUSED = (pickle.PicklingError, TypeError, AttributeError)  # what pickle raises for what it cannot save
 OBJECT_ARRAY_MIN = 4096  # object arrays with this many elements are pickled apart
 RECORDS_MIN = 4096  # lists of plain builtin values with this many items are pickled by runs
 RUN_ITEMS = 8192
@@ -681,9 +686,29 @@ def _is_large_object_array(obj: Any) -> bool:
             and obj.size >= OBJECT_ARRAY_MIN and obj.flags.c_contiguous and obj.dtype.fields is None)
 
 
+_cloud_classes: dict[type, type] = {}
+
+
+def _cloud(base: type) -> type:
+    """`base` with cloudpickle's reductions after its own: functions and classes that pickle
+    cannot name (lambdas, closures, those defined inside a function) pickled by value."""
+    found = _cloud_classes.get(base)
+    if found is None:
+        import cloudpickle
+
+        def reducer_override(self: Any, obj: Any) -> Any:
+            reduced = base.reducer_override(self, obj)
+            return cloudpickle.Pickler.reducer_override(self, obj) if reduced is NotImplemented else reduced
+
+        found = _cloud_classes[base] = type(f"Cloud{base.__name__}", (base, cloudpickle.Pickler),
+                                            {"__slots__": (), "reducer_override": reducer_override})
+    return found
+
+
 def _pickler(file: io.BytesIO, buffer_callback: Callable[[Any], None] | None, skeleton: Skeleton | None,
-             arrays: ObjectArrays | None, how: Mapping[type, str | None]) -> _Pickler:
-    pickler = (_Pickler if skeleton is None else _SkeletonPickler)(file, 5, buffer_callback=buffer_callback)
+             arrays: ObjectArrays | None, how: Mapping[type, str | None], cloud: bool = False) -> _Pickler:
+    base = _Pickler if skeleton is None else _SkeletonPickler
+    pickler = (_cloud(base) if cloud else base)(file, 5, buffer_callback=buffer_callback)
     pickler.skeleton, pickler.arrays, pickler.how, pickler.fixed = skeleton, arrays, how, {}
     return pickler
 
@@ -696,7 +721,7 @@ def _dumps_plainly(obj: Any, how: Mapping[type, str | None]) -> bytes:
 
 
 def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept | None,
-            how: Mapping[type, str | None]) -> tuple[bytes, dict[tuple[int, int], Any]]:
+            how: Mapping[type, str | None], cloud: bool = False) -> tuple[bytes, dict[tuple[int, int], Any]]:
     if kept is not None and type(obj) is list and len(obj) >= RECORDS_MIN:
         runs = kept.records.runs(obj)
         if runs is not None:
@@ -713,7 +738,7 @@ def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept 
     # object arrays and Arrow buffers are kept apart for the values of numpy, pandas and pyarrow;
     # a skeleton's object arrays stay in its stream: their elements may be its references
     arrays = kept.arrays if kept is not None and _module_of(cls).startswith(_ARRAY_MODULES) else None
-    pickler = _pickler(file, buffer_callback, skeleton, arrays, how)
+    pickler = _pickler(file, buffer_callback, skeleton, arrays, how, cloud)
     pickler.dump(skeleton.root if skeleton else obj)
     return file.getvalue(), pickler.fixed
 
@@ -727,7 +752,17 @@ def dumps(obj: Any, kept: Kept | None = None, how: Mapping[type, str | None] | N
     (salience's `Rules.pickling`); by default the classes of `__main__` are the program's.
     """
     buffers: list[pickle.PickleBuffer] = []
-    stream, fixed = _pickle(obj, buffers.append, kept, plain.Pickling(_in_main) if how is None else how)
+    how = plain.Pickling(_in_main) if how is None else how
+    try:
+        stream, fixed = _pickle(obj, buffers.append, kept, how)
+    except REFUSED as refused:  # a lambda, a closure: cloudpickle saves them by value, when installed
+        if not salience.fallback_available():
+            raise
+        buffers.clear()
+        try:
+            stream, fixed = _pickle(obj, buffers.append, None, how, cloud=True)
+        except Exception:
+            raise refused from None
     # pickle refuses non-contiguous buffers itself, so every one here has a raw view
     raw = [buffer.raw() for buffer in buffers]
     return Serialized(stream, raw, [_fixed(view, fixed) for view in raw])

@@ -12,11 +12,10 @@ code. A periodic checkpoint, taken in chkpt's own monitoring callback, is out of
 
 A signal handler of the program that runs during a checkpoint is out of sight too. Where no
 tool is on (no trace or profile function, no `sys.monitoring` tool but chkpt's), nothing is
-done; chkpt's timer thread is hidden at its first tick whatever the tools, since one may come
-later. ctypes is imported the first time it is needed.
+done; chkpt's timer thread is hidden from its first instruction whatever the tools, since the
+program may turn one on before the thread first runs. The C functions are reached through
+`_ctypes` alone, the first time they are needed (ctypes' own module costs four times as much).
 """
-
-from __future__ import annotations
 
 import _thread
 import functools
@@ -29,31 +28,40 @@ if TYPE_CHECKING:
     from typing import Any
 
 _call_each = functools.partial(map, operator.call)
-_api: tuple[Any, ...] | None = None
+_api: "tuple[Any, ...] | None" = None
 
 
-def _functions() -> tuple[Any, ...] | None:
+def _functions() -> "tuple[Any, ...] | None":
     """(the current thread's state, enter, leave, the interpreter's newest thread state): C
-    functions of this private handle (ctypes.pythonapi's are the program's to configure); None
+    functions of this module's own (ctypes.pythonapi's are the program's to configure); None
     where this Python does not offer them."""
     global _api
     if _api is None:
         try:
-            import ctypes
+            import _ctypes
 
-            library = ctypes.PyDLL(None)
-            get, enter, leave = (library.PyThreadState_Get, library.PyThreadState_EnterTracing,
-                                 library.PyThreadState_LeaveTracing)
-            interpreter, newest = library.PyInterpreterState_Get, library.PyInterpreterState_ThreadHead
+            class Pointer(_ctypes._SimpleCData):  # ctypes.c_void_p: returned as an int
+                _type_ = "P"
+
+            class Library:  # ctypes.PyDLL(None): the interpreter's own symbols
+                _handle = _ctypes.dlopen(None, 0)
+
+            class Function(_ctypes.CFuncPtr):  # called with the GIL held, errors checked
+                _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
+
+            def function(name: str, restype: "Any", *argtypes: "Any") -> "Any":
+                found = Function((name, Library))
+                found.restype, found.argtypes = restype, argtypes
+                return found
+
+            get = function("PyThreadState_Get", Pointer)
+            enter = function("PyThreadState_EnterTracing", None, Pointer)
+            leave = function("PyThreadState_LeaveTracing", None, Pointer)
+            newest = function("PyInterpreterState_ThreadHead", Pointer, Pointer)
+            interpreter = function("PyInterpreterState_Get", Pointer)
         except (ImportError, AttributeError, OSError):
             _api = ()
             return None
-        for function in (get, interpreter, newest):
-            function.restype = ctypes.c_void_p
-        get.argtypes = interpreter.argtypes = []
-        newest.argtypes = [ctypes.c_void_p]
-        for function in (enter, leave):
-            function.restype, function.argtypes = None, [ctypes.c_void_p]
         _api = get, enter, leave, functools.partial(newest, interpreter())
     return _api or None
 
@@ -66,7 +74,7 @@ def _watched() -> bool:
         monitoring.get_tool(tool) not in (None, "chkpt") for tool in range(6)))
 
 
-def run(work: Callable[[], Any]) -> Any:
+def run(work: "Callable[[], Any]") -> "Any":
     """work() on the calling thread, with no event of it reaching any tool; its exception is
     raised here."""
     api = _functions() if _watched() else None
@@ -96,21 +104,14 @@ def run(work: Callable[[], Any]) -> Any:
     return result
 
 
-def hide_this_thread() -> None:
-    """No event of the calling thread (one of chkpt's own) reaches any tool from now on."""
-    api = _functions()
-    if api is not None:
-        get, enter, _, _ = api
-        list(_call_each((functools.partial(enter, get()),)))
-
-
-def start_thread(work: Callable[[], None]) -> None:
+def start_thread(work: "Callable[[], None]", *, whatever_the_tools: bool = False) -> None:
     """_thread.start_new_thread(work): a thread of chkpt's own, out of sight from its first
-    instruction. `work` must not raise (its exception would be printed as unhandled).
+    instruction where a tool is on (or, `whatever_the_tools`, for good: a tool may come later).
+    `work` must not raise (its exception would be printed as unhandled).
 
     The new thread's state is made by `start_new_thread` in this thread, as the interpreter's
     newest, and the new thread first waits (in C) for this one to have raised its tracing count."""
-    api = _functions() if _watched() else None
+    api = _functions() if whatever_the_tools or _watched() else None
     if api is None:
         _thread.start_new_thread(work, ())
         return

@@ -20,6 +20,7 @@ flushed, `__del__` and `weakref.finalize` run). The registrations that cannot be
 import _signal
 import _thread
 import atexit
+import functools
 import os
 import sys
 import time
@@ -291,7 +292,9 @@ class _Timer:
         self._ended = _thread.allocate_lock()
         self._ended.acquire()
         self.native_id: int | None = None
-        _thread.start_new_thread(_tick, (self, interval))
+        from chkpt import unseen
+
+        unseen.start_thread(functools.partial(_tick, self, interval), whatever_the_tools=True)
 
     def stop(self, wait_gone: bool = False) -> None:
         """End the thread; with `wait_gone`, return once its OS thread is gone (Linux shows
@@ -316,17 +319,11 @@ def _tick(timer: _Timer, interval: float) -> None:
         # through SIGINT (after an unhandled KeyboardInterrupt) races exit(1) otherwise.
         _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         wait = min(interval, FIRST_CHECKPOINT_AFTER)
-        hidden = False
         # a lock's timeout is at most TIMEOUT_MAX (an interval of 1e10 or inf would raise)
         while not timer._stop.acquire(timeout=min(wait, _thread.TIMEOUT_MAX)):
             watch = _current
             if watch is None or watch._timer is not timer:
                 return
-            if not hidden:  # from the first tick, the program's profilers and tools see nothing of it
-                from chkpt import unseen
-
-                unseen.hide_this_thread()
-                hidden = True
             try:
                 session = watch.session()
                 if session is None:

@@ -263,20 +263,25 @@ def shell_namespace(checkpoint: api.Checkpoint) -> tuple[dict[str, Any], str]:
     `step:batch`) is a key of the dict `ckpt` (`chkpt_vars` if the script had a `ckpt`).
     """
     values: dict[str, Any] = {}
+    parts: dict[str, Any] = {}  # every value loaded once: one object of the program is one here
     failed: list[str] = []
     variables = checkpoint.variables
     with fmt.Progress("loading", len(variables), sum(v.size for v in variables)) as progress:
         for variable in variables:
             progress.step(variable.name, variable.size)
             try:
-                values[variable.name] = variable.load()
+                values[variable.name] = checkpoint.part(variable.name, parts)
             except Untrusted:
                 raise  # another user could have written it: no shell on this checkpoint at all
             except (api.LoadError, StoreError) as exc:
                 failed.append(f"{variable.name} ({exc})")
     for alias, target in checkpoint.aliases.items():
-        if target in values:
-            values[alias] = values[target]
+        try:
+            values[alias] = checkpoint.part(target, parts)  # a saved value, or a path inside one
+        except Untrusted:
+            raise
+        except (api.LoadError, LookupError, StoreError):
+            continue
     namespace = {name: value for name, value in values.items() if name.isidentifier()}
     for name in values:  # containers rebuilt from their saved parts, where the API can
         root = name.replace("[", ".").split(".")[0]

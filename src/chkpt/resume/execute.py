@@ -178,9 +178,7 @@ class Values:
         self._parts: dict[str, Any] = {}
 
     def get(self, saved: str) -> Any:
-        if saved not in self._parts:
-            self._parts[saved] = self.checkpoint.variable(saved).load(self._parts)
-        return self._parts[saved]
+        return self.checkpoint.part(saved, self._parts)
 
 
 def future_flags(tree: ast.Module) -> int:

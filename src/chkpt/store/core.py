@@ -8,6 +8,10 @@ manifest last, so readers only see complete checkpoints. Writing runs needs a lo
 A stored file is used only once its content was verified in this process: every read checks
 the hash of what it read, and a blob found already stored is read back and checked the first
 time this process would reuse it (a damaged one is deleted and written again from the data).
+Run records and manifests are read whole at every call (with the trust checks), but decoded
+and checked once per content: a file whose bytes are those decoded before gives that record
+again, so loading many values of one checkpoint one by one reads its manifest each time but
+parses it once.
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ MARKER_TEXT = f"chkpt store {records.FORMAT}\n"
 CHUNK_SIZE = 4 << 20  # buffers are stored in chunks of this size (docs/store-format.md says why)
 PARALLEL_READ = 16 << 20  # from this many bytes, a buffer's chunks are read by several threads
 READ_THREADS = min(4, os.cpu_count() or 1)
+RECORDS_KEPT = 4 << 20  # bytes of run records and manifests kept decoded (`_decoded`), the newest
+
+# a record file (where it is) → (its bytes, the record decoded from them); process-wide, for
+# every Store over the same files
+_decoded: dict[str, tuple[bytes, dict[str, Any]]] = {}
+_decoded_bytes = [0]  # the bytes of the records in `_decoded`
+
+
+def _forget_decoded(where: str) -> None:
+    known = _decoded.pop(where, None)
+    if known is not None:
+        _decoded_bytes[0] -= len(known[0])
+# the pack read last by any Store of this process: (its reference, its bytes, checked against its
+# hash); content-addressed, so they are that pack's bytes wherever they were read
+_last_pack: list[tuple[dict[str, Any], Any]] = []
 
 
 def hash_buffer(data: Any) -> str:
@@ -78,7 +97,6 @@ class Store:
     def __init__(self, backend: Backend | str) -> None:
         self.backend: Any = LocalBackend(backend) if isinstance(backend, str) else backend
         self._format: int | None = None  # the marker's, once read
-        self._last_pack: tuple[dict[str, Any], Any] | None = None  # (reference, bytes) last read
         self._verified: set[str] = set()  # blob keys whose content this process wrote or checked
 
     @property
@@ -272,10 +290,11 @@ class Store:
         pack is read once for all the parts loaded after it)."""
         if "pack" in ref:
             pack = ref["pack"]
-            if self._last_pack is None or self._last_pack[0] != pack:
-                self._last_pack = (pack, self.read_ref(pack))
+            last = _last_pack[:1]
+            if not last or last[0][0] != pack:
+                last = _last_pack[:] = [(pack, self.read_ref(pack))]
             # writable, as every buffer chkpt loads: arrays loaded from it can be changed
-            part = bytearray(memoryview(self._last_pack[1])[ref["offset"]:ref["offset"] + ref["size"]])
+            part = bytearray(memoryview(last[0][1])[ref["offset"]:ref["offset"] + ref["size"]])
             if hash_buffer(part) != ref["hash"]:
                 raise Damaged(f"blob {records.blob_key(pack)} is corrupt (its part {ref['hash']} "
                               "does not match its hash)")
@@ -440,6 +459,13 @@ class Store:
             return []
         return sorted(entry.name for entry in entries)
 
+    def find_run_ids(self, prefix: str) -> list[str]:
+        """The ids of the runs whose id starts with `prefix`: `prefix` alone when it is a run's whole
+        id (looked up without listing every run)."""
+        if layout.valid_run_id(prefix) and self.backend.stat(layout.run_record(prefix)) is not None:
+            return [prefix]
+        return [run_id for run_id in self.run_ids() if run_id.startswith(prefix)]
+
     def create_run(self, meta: dict[str, Any]) -> RunWriter:
         self.create()
         while True:
@@ -458,15 +484,29 @@ class Store:
         Untrusted when it cannot be read safely.
         """
         self.check_readable()
-        key = layout.run_record(run_id)
-        try:
-            meta = records.decode_run(self.backend.get(key))
-        except ValueError as exc:
-            raise Damaged(f"{self.backend.where(key)} is damaged ({exc})") from None
+        meta = self._read_record(layout.run_record(run_id), records.decode_run)
         meta["id"] = run_id
         if meta["status"] == "running" and not self.is_live(run_id):
             meta["status"] = "killed"
         return meta
+
+    def _read_record(self, key: str, decode: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
+        """The record in file `key`, read now and decoded (a copy of its top level: the caller may
+        change that); decoded once while its bytes stay the same. Damaged when it cannot be."""
+        data = self.backend.get(key)
+        where = self.backend.where(key)
+        known = _decoded.get(where)
+        if known is None or known[0] != data:
+            try:
+                known = (data, decode(data))
+            except ValueError as exc:
+                raise Damaged(f"{where} is damaged ({exc})") from None
+            _forget_decoded(where)
+            _decoded[where] = known
+            _decoded_bytes[0] += len(data)
+            while _decoded_bytes[0] > RECORDS_KEPT and len(_decoded) > 1:
+                _forget_decoded(next(iter(_decoded), ""))  # the oldest
+        return dict(known[1])
 
     def run_last_used(self, run_id: str) -> float | None:
         """When the run was last written or loaded (its record's mtime; its folder's without one)."""
@@ -527,10 +567,7 @@ class Store:
         """A checkpoint's manifest, checked (FileNotFoundError once thinned away)."""
         self.check_readable()
         key = layout.manifest(run_id, index)
-        try:
-            manifest = records.decode_manifest(self.backend.get(key))
-        except ValueError as exc:
-            raise Damaged(f"{self.backend.where(key)} is damaged ({exc})") from None
+        manifest = self._read_record(key, records.decode_manifest)
         if manifest["index"] != index:
             raise Damaged(f"{self.backend.where(key)} is damaged (it says it is checkpoint {manifest['index']})")
         return manifest

@@ -113,6 +113,14 @@ import chkpt
 from chkpt import watch
 
 where = sys.argv[1]
+
+
+def settle():  # the checkpoint's background part, waited for (no global refers to chkpt's objects)
+    job = watch.active()._writer._job
+    if job is not None:
+        job.wait()
+
+
 rng = np.random.default_rng(0)
 items = [rng.bytes(100_000) for _ in range(2000)]   # 2,000 byte strings of 100 KB
 blob = rng.bytes(100_000_000)                       # and a 100 MB blob beside them
@@ -125,9 +133,7 @@ for point in range(11):
     os.sync()
     start = time.perf_counter()
     chkpt.snapshot(f"point {point}")
-    job = watch.active()._writer._job
-    if job is not None:
-        job.wait()                                  # committed: saving time, background included
+    settle()                                        # committed: saving time, background included
     saving += time.perf_counter() - start
     os.sync()
     start = time.perf_counter()

@@ -14,7 +14,7 @@ from conftest import PYTHON, chkpt, python, write
 
 JOB = """
     import sys, numpy as np
-    data = np.full(250_000, float(sys.argv[1]))   # 2 MB, different per argument
+    data = np.random.default_rng(int(sys.argv[1])).random(250_000)   # 2 MB, different per argument, stored raw
 """
 
 

@@ -168,6 +168,11 @@ def test_show_lists_checkpoints_variables_and_what_was_skipped(env, crashed):
     lines = out.splitlines()
     [crash_row] = [line for line in lines if line.startswith(">")]
     assert "crash" in crash_row and f"crash.py:{CRASH_LINE} in step()" in crash_row
+    # the last column: how long the checkpoint stopped the program, as its manifest records it
+    [header] = [line for line in lines if "TRIGGER" in line]
+    assert header.split()[-1] == "PAUSE"
+    pause = chkpt_json(["show", "latest"], env, crashed)["checkpoints"][-1]["pause"]
+    assert crash_row.split()[-1] == (f"{pause * 1000:.0f}ms" if pause < 1 else f"{pause:.1f}s")
     [arr_row] = [line for line in lines if line.startswith("arr ")]
     assert arr_row.split()[:4] == ["arr", "numpy.ndarray", "1000x10", "float64"]
     assert "78.1 KiB" in arr_row or "78.2 KiB" in arr_row

@@ -61,7 +61,7 @@ def normal(line: str, replacements: dict[str, str], parquet: bool = True) -> str
     line = re.sub(r"\b\d+(\.\d+)? (B|KiB|MiB|GiB)\b", "SIZE", line)
     line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "DATE", line)
     line = re.sub(r"\d\d:\d\d:\d\d", "TIME", line)
-    line = re.sub(r"\+?\d+\.\d+s\b", "SECONDS", line)
+    line = re.sub(r"\+?\d+\.\d+s\b|\b\d+ms\b", "SECONDS", line)  # durations, pauses
     return " ".join(line.replace(">>> ", "").split())
 
 

@@ -289,6 +289,35 @@ def test_a_crash_on_one_machine_resumes_on_another(tmp_path, server, bucket, wor
     assert statuses == ["crashed", "finished"]
 
 
+def test_a_crash_checkpoint_of_compressible_data_is_uploaded_compressed(tmp_path, server, bucket, work):
+    write(work, "codes.py", """
+        import numpy as np
+        codes = np.random.default_rng(0).integers(0, 10, 3_000_000)   # 24 MB of category codes
+        raise SystemError("preempted")
+    """)
+    node = machine(tmp_path, "node1", server.environment(), bucket)
+    crashed = python(["codes.py"], node, work)
+    assert crashed.returncode == 1 and "SystemError: preempted" in crashed.stderr
+    [run] = ls(node, work)
+    assert run["size"] > 24_000_000 and run["stored"] < 0.5 * 24_000_000
+    measure = write(work, "measure.py", f"""
+        from chkpt.store.objects import ObjectBackend
+        print(sum(entry.size for entry in ObjectBackend("{bucket}").list("blobs")))
+    """)
+    measured = subprocess.run([PYTHON, str(measure)], env=dict(node, CHKPT="0"), cwd=work,
+                              capture_output=True, text=True, timeout=120)
+    assert measured.returncode == 0, measured.stderr
+    assert 0 < int(measured.stdout) < 0.5 * 24_000_000  # the bucket holds compressed bytes
+    check = write(work, "check.py", """
+        import chkpt, numpy as np
+        print((chkpt.load("codes") == np.random.default_rng(0).integers(0, 10, 3_000_000)).all())
+    """)
+    laptop = machine(tmp_path, "laptop", server.environment(), bucket)
+    loaded = subprocess.run([PYTHON, str(check)], env=dict(laptop, CHKPT="0"), cwd=work,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout == "True\n", loaded.stderr
+
+
 # writer.py N STEPS [hold]: with "hold", the run then goes on until the file `release` exists
 # (at most 2 minutes), so that it is live for as long as the test needs, however slow the machine
 WRITER = """
@@ -451,7 +480,8 @@ def test_a_script_that_saves_nothing_imports_and_makes_nothing_of_the_shared_sto
 
 
 def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, server, bucket, work):
-    write(work, "job.py", "import sys, numpy as np\ndata = np.arange(200_000) * int(sys.argv[1])\n")
+    # random floats: stored raw (compressible data would be stored in a fraction of its size)
+    write(work, "job.py", "import sys, numpy as np\ndata = np.random.default_rng(int(sys.argv[1])).random(200_000)\n")
     node = machine(tmp_path, "node1", server.environment(), bucket)
     assert python(["job.py", "2"], node, work).returncode == 0
     assert python(["job.py", "3"], node, work).returncode == 0
@@ -474,16 +504,17 @@ def test_rm_deletes_a_run_from_the_bucket_and_pins_are_refused(tmp_path, server,
 def test_the_read_cache_stays_under_cache_size(tmp_path, server, bucket, work):
     write(work, "two.py", """
         import numpy as np
-        first = np.full(400_000, 1.0)   # 3.2 MB each
-        second = np.full(400_000, 2.0)
+        first = np.random.default_rng(1).random(400_000)    # 3.2 MB each, stored raw (random)
+        second = np.random.default_rng(2).random(400_000)
     """)
     node = machine(tmp_path, "node1", server.environment(), bucket)
     assert python(["two.py"], node, work).returncode == 0
     laptop = dict(machine(tmp_path, "laptop", server.environment(), bucket), CHKPT_CACHE_SIZE="4MB", CHKPT="0")
-    for name, value in (("first", "1.0"), ("second", "2.0")):
-        done = subprocess.run([PYTHON, "-c", f"import chkpt; print(chkpt.load({name!r})[7])"], env=laptop,
+    for name, seed in (("first", 1), ("second", 2)):
+        done = subprocess.run([PYTHON, "-c", f"import chkpt, numpy as np; print((chkpt.load({name!r}) == "
+                               f"np.random.default_rng({seed}).random(400_000)).all())"], env=laptop,
                               cwd=work, capture_output=True, text=True, timeout=120)
-        assert done.stdout == f"{value}\n", done.stderr
+        assert done.stdout == "True\n", done.stderr
     [cache] = (Path(laptop["XDG_CACHE_HOME"]) / "chkpt-remote").glob("*/*/cache")
     held = sum(p.stat().st_size for p in (cache / "blobs").rglob("*") if p.is_file())
     assert 3_200_000 <= held <= 4_000_000  # the second array's data; the first's made room for it

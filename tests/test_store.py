@@ -354,11 +354,47 @@ def test_this_python_uses_the_standard_librarys_zstd_where_there_is_one():
 def test_each_zstd_library_reads_what_the_other_wrote(writer, reader):
     # both available only where zstandard is installed beside Python 3.14+: the same frames both ways
     data = b"".join(i.to_bytes(4, "little") for i in range(100_000)) + bytes(1000)
-    packed = codec.compress(memoryview(data), writer)
+    packed = codec.compress(memoryview(data), zstd=writer)
     assert packed is not None and codec.declared_length(packed[:codec.HEADER.size]) == len(packed)
-    assert codec.decompress(packed, len(data), reader) == data
+    target = bytearray(len(data))
+    codec.decompress_into(packed, memoryview(target), reader)
+    assert target == data
     with pytest.raises(ValueError, match="not 5"):
-        codec.decompress(packed, 5, reader)
+        codec.decompress_into(packed, memoryview(bytearray(5)), reader)
+
+
+@pytest.mark.parametrize("ending", ["snapshot past the memory budget", "exit", "crash"])
+def test_compressible_data_is_stored_compressed_whatever_checkpoint_wrote_it(env, work, ending):
+    # past memory_budget a snapshot writes chunks raw during the pause, then compresses them
+    # from the page cache before it commits; exit and crash checkpoints compress during the pause
+    write(work, "codes.py", f"""
+        import numpy as np, chkpt
+        rng = np.random.default_rng(0)
+        codes = rng.integers(0, 10, 5_000_000)          # 40 MB of category codes: 10 chunks
+        noise = rng.random(1_000_000)                   # 8 MB of random floats
+        {'chkpt.snapshot("codes")' if ending.startswith("snapshot") else ""}
+        {'raise SystemError("boom")' if ending == "crash" else ""}
+    """)
+    env["CHKPT_MEMORY_BUDGET"] = "1MiB"
+    result = python(["codes.py"], env, work)
+    assert result.returncode == (1 if ending == "crash" else 0), result.stderr
+    trigger = "explicit" if ending.startswith("snapshot") else ending
+    [taken] = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == trigger]
+    saved = {v["name"]: v for v in taken["variables"]}
+    assert records.variable_stored(saved["codes"]) < 0.5 * saved["codes"]["size"]
+    assert records.variable_stored(saved["noise"]) >= saved["noise"]["size"]  # random: raw
+    assert taken["new_bytes"] < 0.5 * 40_000_000 + 8_100_000
+    on_disk = sum(path.stat().st_size for path in Path(env["CHKPT_DIR"], "blobs").rglob("*") if path.is_file())
+    assert on_disk < 0.5 * 40_000_000 + 8_100_000  # no raw copy of a compressed chunk left behind
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    assert (read_variable(env["CHKPT_DIR"], taken, "codes") == rng.integers(0, 10, 5_000_000)).all()
+    assert (read_variable(env["CHKPT_DIR"], taken, "noise") == rng.random(1_000_000)).all()
+    store = Store(env["CHKPT_DIR"])  # and through chkpt's reader, chunks read by several threads
+    loaded = serialize.loads(store.read_ref(saved["codes"]["pickle"]),
+                             [store.read_buffer(b) for b in saved["codes"]["buffers"]])
+    assert (loaded == np.random.default_rng(0).integers(0, 10, 5_000_000)).all()
 
 
 def test_a_format_1_store_is_read_and_a_newer_format_is_refused_in_one_line(env, work):
@@ -644,3 +680,62 @@ def test_an_unchanged_object_array_is_not_pickled_again_and_a_changed_element_co
     assert len(arrays.current) == entries
     arrays.clear()
     assert arrays.current == arrays.previous == {}
+
+
+def test_a_chunk_written_raw_then_recompressed_reads_back_equal_and_a_reused_raw_file_stays(tmp_path):
+    import os
+
+    import numpy as np
+
+    from chkpt.store import hash_buffer
+
+    store = Store(str(tmp_path / "store"))
+    store.create()
+    codes = np.random.default_rng(0).integers(0, 10, 3 * CHUNK_SIZE // 8)   # three chunks that compress
+    chunks = [memoryview(codes).cast("B")[start:start + CHUNK_SIZE] for start in range(0, codes.nbytes, CHUNK_SIZE)]
+    refs = []
+    for chunk in chunks:
+        digest = hash_buffer(chunk)
+        assert store.write_blob(digest, [chunk])
+        refs.append(records.blob_ref(digest, CHUNK_SIZE))
+    os.utime(store.path(f"blobs/{refs[2]['hash'][:2]}/{refs[2]['hash'][2:]}"), ns=(1, 1))  # another process reused it
+    for ref in refs:
+        store.recompress(ref)
+    assert all(ref["codec"] == "zstd" and ref["stored"] < CHUNK_SIZE // 2 for ref in refs)
+    raw_left = [Path(store.path(f"blobs/{ref['hash'][:2]}/{ref['hash'][2:]}")).exists() for ref in refs]
+    assert raw_left == [False, False, True]
+    loaded = store.read_buffer({"size": codes.nbytes, "chunks": refs})
+    assert bytes(loaded) == codes.tobytes()
+    assert store.has_blob(refs[0]["hash"], CHUNK_SIZE) == refs[0]   # found compressed, as written
+    noise = np.random.default_rng(1).random(CHUNK_SIZE // 8)
+    digest = hash_buffer(noise)
+    store.write_blob(digest, [noise])
+    ref = records.blob_ref(digest, CHUNK_SIZE)
+    store.recompress(ref)  # random floats do not compress: the raw blob stays as it is
+    assert ref == records.blob_ref(digest, CHUNK_SIZE) and bytes(store.read_ref(ref)) == noise.tobytes()
+
+
+def test_a_list_of_large_byte_strings_stores_only_the_items_replaced_and_each_checkpoint_loads_as_it_was(env, work):
+    taken = checkpoints_of(work, "items.py", """
+        import os, chkpt
+        items = [os.urandom(100_000) for _ in range(200)]     # 20 MB of large immutable items
+        by_name = {"a": os.urandom(200_000), "b": b"small"}
+        blob = os.urandom(10_000_000)
+        chkpt.snapshot("first")
+        with open("expected.bin", "wb") as out:   # (a list of the same items would share them)
+            out.write(b"".join(items) + b"|")
+        for i in (3, 50, 199):
+            items[i] = os.urandom(100_000)
+        chkpt.snapshot("replaced")
+        with open("expected.bin", "ab") as out:
+            out.write(b"".join(items) + by_name["a"] + blob)
+    """, env)
+    assert taken["first"]["new_bytes"] > 30_000_000
+    assert taken["replaced"]["new_bytes"] < 3 * 100_000 + 100_000   # the new items, not the list again
+    expected = Path(work, "expected.bin").read_bytes()
+    first = read_variable(env["CHKPT_DIR"], taken["first"], "items")
+    replaced = read_variable(env["CHKPT_DIR"], taken["replaced"], "items")
+    by_name = read_variable(env["CHKPT_DIR"], taken["replaced"], "by_name")
+    blob = read_variable(env["CHKPT_DIR"], taken["replaced"], "blob")
+    assert [type(item) for item in replaced] == [bytes] * 200 and by_name["b"] == b"small"
+    assert b"".join(first) + b"|" + b"".join(replaced) + by_name["a"] + blob == expected

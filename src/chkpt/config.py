@@ -179,7 +179,8 @@ SETTINGS: dict[str, Setting] = {
                 "the store's cap; least recently used runs are evicted past it"),
         Setting("memory_budget", "64MiB", parse_size,
                 "memory a checkpoint may hold beyond the program's own (copies of changed chunks, "
-                "to compress and write in the background); past it, data is written during the pause"),
+                "to compress and write in the background); past it, data is written during the pause, "
+                "then compressed in the background"),
         Setting("reuse_memory", "512MiB", parse_size,
                 "memory for pickles kept from one checkpoint to the next, so that unchanged object "
                 "columns and record lists are not pickled again; past it they are"),

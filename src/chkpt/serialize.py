@@ -461,6 +461,31 @@ class _OutOfBand:
         return bytes, (pickle.PickleBuffer(self.data),)
 
 
+def _is_large_bytes(value: Any) -> bool:
+    return type(value) is bytes and len(value) >= OUT_OF_BAND_STATE
+
+
+_BYTES_APART = frozenset({bytes, list, tuple, dict})
+
+
+def _large_bytes_apart(obj: Any, buffer_callback: Callable[[Any], None] | None
+                       ) -> tuple[bytes, dict[tuple[int, int], Any]]:
+    """The pickle of a large bytes value, or of a list, tuple or dict of plain values, with each
+    large bytes item a raw buffer of its own: an unchanged item is then found stored by its hash
+    (a changed list stores only its new items), and, as bytes never change, is not hashed again
+    while it lives (`fixed`)."""
+    cls = type(obj)
+    items = [obj] if cls is bytes else obj.values() if cls is dict else obj
+    fixed = {(id(item), len(item)): item for item in items if _is_large_bytes(item)}
+    if fixed:
+        def apart(value: Any) -> Any:
+            return _OutOfBand(value) if _is_large_bytes(value) else value
+
+        obj = apart(obj) if cls is bytes else {k: apart(v) for k, v in obj.items()} if cls is dict \
+            else cls(map(apart, obj))
+    return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), fixed
+
+
 def _large_bytes_out_of_band(obj: Any) -> Any:
     """The reduced form of an object of the `_STATE_MODULES`, with its large bytes state or
     arguments out of band, else NotImplemented."""
@@ -470,9 +495,7 @@ def _large_bytes_out_of_band(obj: Any) -> Any:
     if type(reduced) is not tuple or len(reduced) < 2:
         return NotImplemented
 
-    def big(value: Any) -> bool:
-        return type(value) is bytes and len(value) >= OUT_OF_BAND_STATE
-
+    big = _is_large_bytes
     args = reduced[1]
     state = reduced[2] if len(reduced) > 2 else None
     if not big(state) and not (type(args) is tuple and any(big(a) for a in args)):
@@ -709,6 +732,8 @@ def _pickle(obj: Any, buffer_callback: Callable[[Any], None] | None, kept: Kept 
     if cls in _NO_REFERENTS or (cls in _FLAT and _NO_REFERENTS.issuperset(map(type, obj)) and (
             cls is not dict or _NO_REFERENTS.issuperset(map(type, obj.values())))):
         # numbers and strings, or a container of only them: nothing for `_Pickler` to do, faster
+        if kept is not None and cls in _BYTES_APART:
+            return _large_bytes_apart(obj, buffer_callback)
         return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback), {}
     skeleton = obj if cls is Skeleton else None
     file = io.BytesIO()

@@ -155,11 +155,19 @@ def _upload_data(bucket: ObjectBackend, local: Local, confirmed: dict[str, float
     now = time.time()
     todo = [entry for entry in local.staging.data_files() if now - confirmed.get(entry.key, 0) > FRESH]
 
-    def upload(entry: Entry) -> str:
+    def upload(entry: Entry) -> str | None:
         if time.monotonic() > deadline:
             raise Unfinished(f"{bucket.url}: the upload did not finish in time")
         path = local.staging.path(entry.key)
-        if not bucket.upload(entry.key, path, create=True, mtime=entry.mtime):
+        try:
+            created = bucket.upload(entry.key, path, create=True, mtime=entry.mtime)
+        except FileNotFoundError:
+            if os.path.lexists(path):
+                raise
+            # gone since the listing: a raw chunk the checkpoint being written replaced by its
+            # compressed blob (which the next pass uploads), or data a failed checkpoint removed
+            return None
+        if not created:
             there = bucket.stat(entry.key)
             # an object about to reach gc's grace is rewritten: gc deletes only old unreferenced data
             if there is None or time.time() - there.mtime > FRESH:
@@ -167,7 +175,7 @@ def _upload_data(bucket: ObjectBackend, local: Local, confirmed: dict[str, float
         return entry.key
 
     for start in range(0, len(todo), 64):  # confirmed in batches: a killed upload keeps its progress
-        local.confirm(parallel(upload, todo[start:start + 64], WORKERS))
+        local.confirm([key for key in parallel(upload, todo[start:start + 64], WORKERS) if key is not None])
 
 
 def upload_pass(bucket: ObjectBackend, local: Local, deadline: float) -> list[str]:

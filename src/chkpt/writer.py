@@ -140,19 +140,22 @@ def drop_changed(manifest: dict[str, Any], changed: set[str]) -> None:
 
 class _Job:
     """The rest of one checkpoint, written by a background thread: data that cannot change
-    (pickle streams and copies, held in memory within the budget), then the manifest.
+    (pickle streams and copies, held in memory within the budget), compressed; then the chunks
+    written raw during the pause, compressed from the page cache where that pays; then the
+    manifest.
 
     It owns the shared gc lock until it ends.
     """
 
     def __init__(self, writer: Writer, lock: FileLock, index: int, manifest: dict[str, Any],
-                 held: dict[str, tuple[bytes, dict[str, Any]]], new_bytes: int) -> None:
+                 held: dict[str, tuple[bytes, dict[str, Any]]], raw: list[dict[str, Any]], new_bytes: int) -> None:
         self.writer = writer
         self.lock = lock
         self.index = index
         self.manifest = manifest
         self.new_bytes = new_bytes
         self.held = held
+        self.raw = raw  # references of chunks written raw during the pause, compressed here
         self.error: BaseException | None = None
         self.done = _thread.allocate_lock()
         self.done.acquire()
@@ -187,9 +190,14 @@ class _Job:
         try:
             try:
                 for digest, (data, ref) in self.held.items():
-                    ref.update(self.writer.store.write_compressed(digest, data))
+                    stored = self.writer.store.write_compressed(digest, data)
+                    assert stored is not None  # no `verify`: it is always written
+                    ref.update(stored)
                     self.new_bytes -= ref["size"] - records.stored_size(ref)
                 self.held = {}
+                for ref in self.raw:
+                    self.writer.store.recompress(ref)
+                    self.new_bytes -= ref["size"] - records.stored_size(ref)
                 self.manifest["new_bytes"] = self.new_bytes
                 self.writer.commit(self.index, self.manifest, self.new_bytes)
             finally:
@@ -203,6 +211,11 @@ class _Job:
 
 
 _jobs_in_flight: set[_Job] = set()
+
+
+def _verify(data: Any, digest: str) -> Callable[[], bool]:
+    """Whether the program's memory `data` still holds what hashed to `digest`."""
+    return lambda: hash_buffer(data) == digest
 
 
 def _threads_for(size: int) -> int:
@@ -323,13 +336,15 @@ class Writer:
         """
         if self.problem is not None:
             return None
+        # the program is stopped from here: waiting for the last checkpoint's background part is
+        # part of its pause, and is recorded so (`pause`, shown by `chkpt show`)
+        started = time.time()
         if self._job is not None:
             if trigger == "periodic" and self._job.running():
                 return None
             self._wait()
             if self.problem is not None:
                 return None
-        started = time.time()
         roots = capture.named_roots(namespace, frames, tracked)
         # where the program died or was stopped (a crash, SIGTERM), and at resume points, the small
         # values (loop counters, flags) are what explains it and what a resume needs; after a
@@ -367,13 +382,13 @@ class Writer:
             self._content = content
             index = self.run.reserve_index()
             final = trigger in records.FINAL_TRIGGERS
-            held = self._write_program_memory(plan, manifest, self.config.memory_budget if not final else 0)
+            held, raw = self._write_program_memory(plan, manifest, 0 if final else self.config.memory_budget)
             manifest["new_bytes"] = plan.new_bytes
             manifest["pause"] = time.time() - started
-            if not held:
+            if not held and not raw:
                 self.commit(index, manifest, plan.new_bytes)
             else:
-                job = self._job = _Job(self, lock, index, manifest, held, plan.new_bytes)
+                job = self._job = _Job(self, lock, index, manifest, held, raw, plan.new_bytes)
                 handed_over = True
                 job.start()
             return index
@@ -397,24 +412,28 @@ class Writer:
             self.run_bytes += written
         return {entry["file"]: self._sources[entry["file"]] for entry in stack if entry.get("file") in self._sources}
 
-    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any],
-                              budget: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
+    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int
+                              ) -> tuple[dict[str, tuple[bytes, dict[str, Any]]], list[dict[str, Any]]]:
         """Copy, during the pause, the new chunks of the program's memory within `budget`, and
         write the rest straight to the store; return what is held (copies and pickle streams,
-        which cannot change) for the background thread to compress and write.
+        which cannot change) for the background thread to compress and write, and the
+        references of the chunks written raw, which it compresses from the page cache.
 
         So every checkpoint holds each value as it was at its safe point, and its memory is
         bounded by the budget: past it, chunks are written from the program's memory (page-cache
-        speed, no copy), uncompressed. Chunks of memory that cannot change (Arrow string
-        buffers, the pickles kept for the next checkpoint) are held as they are, beside the
-        budget: holding them costs no memory. Buffers of objects that can change size (a
-        bytearray) are copied first: holding their buffer while another thread of the program
-        resizes them would make that resize fail.
+        speed, no copy), uncompressed, to be compressed after the pause. Without a budget (an
+        exit, crash or signal checkpoint: there is no after) each chunk that compresses well
+        (a sample tells) is compressed by the writing threads, the others are written raw.
+        Chunks of memory that cannot change (Arrow string buffers, the pickles kept for the
+        next checkpoint) are held as they are, beside the budget: holding them costs no memory.
+        Buffers of objects that can change size (a bytearray) are copied first: holding their
+        buffer while another thread of the program resizes them would make that resize fail.
         """
         held: dict[str, tuple[bytes, dict[str, Any]]] = {}
         held_bytes = 0
         changed: set[str] = set()
         direct: list[tuple[str, Any, bool]] = []  # written now: (hash, data, whether program memory)
+        refs: list[dict[str, Any]] = []
         for digest, (data, ref) in plan.new.items():
             size = ref["size"]
             if budget and digest in plan.fixed:  # held as it is (its owner is, for the next checkpoint)
@@ -434,22 +453,37 @@ class Writer:
                 held_bytes += size
                 continue
             direct.append((digest, data, program_memory))
-        written = parallel(self._write_now, direct, _threads_for(sum(memoryview(data).nbytes for _, data, _ in direct)))
-        for (digest, data, _), done in zip(direct, written, strict=True):
-            if not done:
+            refs.append(ref)
+        write = self._write_raw if budget else self._write_compressed
+        written = parallel(write, direct, _threads_for(sum(memoryview(data).nbytes for _, data, _ in direct)))
+        raw = []
+        for (digest, data, _), ref, stored in zip(direct, refs, written, strict=True):
+            if stored is None:
                 changed.add(digest)
                 plan.new_bytes -= memoryview(data).nbytes
+                continue
+            ref.update(stored)
+            plan.new_bytes -= ref["size"] - records.stored_size(ref)
+            if budget:
+                raw.append(ref)
         if changed:
             drop_changed(manifest, changed)
         plan.new.clear()  # let go of the program's memory
-        return held
+        return held, raw
 
-    def _write_now(self, part: tuple[str, Any, bool]) -> bool:
-        """Write one chunk during the pause; False when it is the program's memory and another
-        thread of the program changed it meanwhile (hashed again before it is renamed into place)."""
+    def _write_raw(self, part: tuple[str, Any, bool]) -> dict[str, Any] | None:
+        """Write one chunk raw during the pause; its reference, None when it is the program's
+        memory and another thread of the program changed it meanwhile (hashed again before it
+        is renamed into place)."""
         digest, data, program_memory = part
-        return self.store.write_blob(digest, [data], verify=(lambda: hash_buffer(data) == digest)
-                                     if program_memory else None)
+        written = self.store.write_blob(digest, [data], verify=_verify(data, digest) if program_memory else None)
+        return records.blob_ref(digest, memoryview(data).nbytes) if written else None
+
+    def _write_compressed(self, part: tuple[str, Any, bool]) -> dict[str, Any] | None:
+        """`_write_raw`, compressed where that pays even during a pause (Store.write_compressed)."""
+        digest, data, program_memory = part
+        return self.store.write_compressed(digest, data, _verify(data, digest) if program_memory else None,
+                                           during_pause=True)
 
     def commit(self, index: int, manifest: dict[str, Any], new_bytes: int) -> None:
         """Make a checkpoint whose blobs are all written visible (under the shared gc lock)."""

@@ -164,6 +164,13 @@ def _checkpoint_json(checkpoint: api.Checkpoint) -> dict[str, Any]:
     return manifest
 
 
+def _pause_text(seconds: Any) -> str:
+    """How long the checkpoint stopped the program (waiting for the one before included)."""
+    if not isinstance(seconds, int | float):
+        return "-"
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else fmt.human_duration(seconds)
+
+
 def _clock(when: float) -> str:
     return fmt.date_time(when)[11:]
 
@@ -209,9 +216,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                      paint(trigger, "red" if c.trigger == "crash" else ""), _clock(c.time),
                      "+" + fmt.human_duration(c.time - run.start_time), text(c.where),
                      str(len(c.variables)), fmt.human_size(c.size),
-                     fmt.human_size(int(c.manifest.get("new_bytes", 0)))])
-    print(fmt.table(["", "#", "TRIGGER", "TIME", "AFTER", "WHERE", "VARS", "SIZE", "WRITTEN"], rows,
-                    right={1, 4, 6, 7, 8}, paint=paint))
+                     fmt.human_size(int(c.manifest.get("new_bytes", 0))), _pause_text(c.manifest.get("pause"))])
+    print(fmt.table(["", "#", "TRIGGER", "TIME", "AFTER", "WHERE", "VARS", "SIZE", "WRITTEN", "PAUSE"], rows,
+                    right={1, 4, 6, 7, 8, 9}, paint=paint))
     exception = f": {chosen.exception}" if chosen.exception else ""
     where = f" at {chosen.where}" if chosen.line else ""
     what = chosen.description if chosen.trigger == "cell" else chosen.trigger + where

@@ -20,18 +20,28 @@ SAMPLE = 64 << 10
 MIN_SAVING = 0.9  # a compressed blob must be at most this fraction of the raw bytes
 HEADER = struct.Struct("<IIQ")
 SKIPPABLE_MAGIC = 0x184D2A50
+# during a pause (an exit, crash or signal checkpoint), only data that compresses to at most this
+# fraction is compressed: zstd level 1 runs at about 400 MB/s a core here, slower than writing to
+# the page cache, so the pause is longer than a raw write (docs/benchmarks.md); what pays it back
+# is the bytes not flushed to disk nor uploaded afterwards
+PAUSE_SAVING = 0.5
+# and the sample tried first is smaller: 16 KiB of random floats take 0.03 ms to try, 64 KiB
+# 0.09 ms, against about 0.9 ms of CPU time to write a 4 MiB chunk to the page cache
+PAUSE_SAMPLE = 16 << 10
 
 
 class Zstd:
-    """One zstd library's three calls: a level-1 frame that records its content size, that
-    size read from a frame's header (None when it is not recorded), and a frame decompressed."""
+    """One zstd library's calls: a level-1 frame that records its content size, that size read
+    from a frame's header (None when it is not recorded), and a frame decompressed into a buffer
+    it fills (returning how many bytes the frame held, up to the buffer's size plus one: more
+    than the buffer holds is an error)."""
 
     def __init__(self, name: str, compress: Callable[[Any], bytes], content_size: Callable[[Any], int | None],
-                 decompress: Callable[[Any], bytes]) -> None:
+                 decompress_into: Callable[[Any, memoryview], int]) -> None:
         self.name = name
         self.compress = compress
         self.content_size = content_size
-        self.decompress = decompress
+        self.decompress_into = decompress_into
 
 
 def stdlib_zstd() -> Zstd | None:
@@ -40,8 +50,14 @@ def stdlib_zstd() -> Zstd | None:
         from compression import zstd
     except ImportError:
         return None
+    def decompress_into(frame: Any, target: memoryview) -> int:
+        # one frame of a known size: the library's reader copies through a buffer of its own
+        data = zstd.ZstdDecompressor().decompress(frame, max_length=target.nbytes + 1)
+        target[:min(len(data), target.nbytes)] = data[:target.nbytes]
+        return len(data)
+
     return Zstd("compression.zstd", lambda data: zstd.compress(data, level=1),
-                lambda frame: zstd.get_frame_info(frame).decompressed_size, zstd.decompress)
+                lambda frame: zstd.get_frame_info(frame).decompressed_size, decompress_into)
 
 
 def zstandard_zstd() -> Zstd | None:
@@ -53,14 +69,21 @@ def zstandard_zstd() -> Zstd | None:
     def compress(data: Any) -> bytes:  # a compressor is not shared between threads
         return zstandard.ZstdCompressor(level=1).compress(data)
 
-    def decompress(frame: Any) -> bytes:
-        return zstandard.ZstdDecompressor().decompress(frame)
-
     def content_size(frame: Any) -> int | None:
         size = zstandard.get_frame_parameters(frame).content_size
         return None if size == zstandard.CONTENTSIZE_UNKNOWN else size
 
-    return Zstd("zstandard", compress, content_size, decompress)
+    def decompress_into(frame: Any, target: memoryview) -> int:  # straight into the target
+        done = 0
+        with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+            while done < target.nbytes:
+                count = reader.readinto(target[done:])
+                if not count:
+                    break
+                done += count
+            return done + len(reader.read(1))
+
+    return Zstd("zstandard", compress, content_size, decompress_into)
 
 
 _zstd: Zstd | None = None
@@ -77,17 +100,19 @@ def library() -> Zstd:
     return _zstd
 
 
-def compress(data: Any, zstd: Zstd | None = None) -> bytes | None:
-    """`data` compressed with its header, None when that would save less than a tenth of it
-    (random floats, compressed data): a sample tells first, so incompressible data costs little.
-    `zstd`: the library to use (default: this Python's)."""
+def compress(data: Any, saving: float = MIN_SAVING, sample_size: int = SAMPLE,
+             zstd: Zstd | None = None) -> bytes | None:
+    """`data` compressed with its header, None when that would take more than `saving` of its
+    size (random floats, compressed data): its first `sample_size` bytes tell first, so
+    incompressible data costs little. `zstd`: the library to use (default: this Python's)."""
     zstd = zstd or library()
-    size = memoryview(data).nbytes
-    sample = data[:SAMPLE]
-    if size > SAMPLE and len(zstd.compress(sample)) > len(sample) * MIN_SAVING:
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    sample = view[:sample_size]
+    if size > sample_size and len(zstd.compress(sample)) > sample.nbytes * saving:
         return None
-    packed = zstd.compress(data)
-    if len(packed) + HEADER.size > size * MIN_SAVING:
+    packed = zstd.compress(view)
+    if len(packed) + HEADER.size > size * saving:
         return None
     return HEADER.pack(SKIPPABLE_MAGIC, 8, HEADER.size + len(packed)) + packed
 
@@ -100,17 +125,16 @@ def declared_length(header: bytes) -> int | None:
     return length if (magic, frame_size) == (SKIPPABLE_MAGIC, 8) else None
 
 
-def decompress(packed: Any, size: int, zstd: Zstd | None = None) -> bytes:
-    """The `size` bytes of a compressed blob's file content `packed` (header included);
-    ValueError when it is not that. `zstd`: the library to use (default: this Python's)."""
+def decompress_into(packed: Any, target: memoryview, zstd: Zstd | None = None) -> None:
+    """Decompress a compressed blob's file content `packed` (header included) straight into
+    `target`, which it must fill exactly; ValueError when it is not that. `zstd`: the library
+    to use (default: this Python's)."""
     zstd = zstd or library()
     if declared_length(bytes(packed[:HEADER.size])) != len(packed):
         raise ValueError("its header does not give its length")
-    frame = packed[HEADER.size:]
+    frame = memoryview(packed)[HEADER.size:]
     declared = zstd.content_size(frame)
-    if declared != size:  # checked before anything is allocated for it
-        raise ValueError(f"it holds {declared} bytes, not {size}")
-    data = zstd.decompress(frame)
-    if len(data) != size:
-        raise ValueError(f"it holds {len(data)} bytes, not {size}")
-    return data
+    if declared != target.nbytes:  # checked before anything is written for it
+        raise ValueError(f"it holds {declared} bytes, not {target.nbytes}")
+    if zstd.decompress_into(frame, target) != target.nbytes:
+        raise ValueError(f"it does not hold {target.nbytes} bytes")

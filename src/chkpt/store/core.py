@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 MARKER_TEXT = f"chkpt store {records.FORMAT}\n"
 CHUNK_SIZE = 4 << 20  # buffers are stored in chunks of this size (docs/store-format.md says why)
+PARALLEL_READ = 16 << 20  # from this many bytes, a buffer's chunks are read by several threads
+READ_THREADS = min(4, os.cpu_count() or 1)
 RECORDS_KEPT = 4 << 20  # bytes of run records and manifests kept decoded (`_decoded`), the newest
 
 # a record file (where it is) → (its bytes, the record decoded from them); process-wide, for
@@ -194,6 +196,8 @@ class Store:
                     self.backend.delete(key)
                     continue
             self.backend.touch(key)
+            if not self.shared and self.backend.stat(key) is None:
+                continue  # a raw chunk its writer replaced by its compressed form meanwhile (`recompress`)
             return ref
         return None
 
@@ -213,16 +217,38 @@ class Store:
             self._verified.add(key)
         return written
 
-    def write_compressed(self, digest: str, data: bytes) -> dict[str, Any]:
-        """Store `data` (whose hash is `digest`) compressed, or raw when it does not compress;
-        returns its reference. Takes CPU time: meant for a background thread."""
-        packed = codec.compress(data)
+    def write_compressed(self, digest: str, data: Any, verify: Callable[[], bool] | None = None, *,
+                         during_pause: bool = False) -> dict[str, Any] | None:
+        """Store `data` (whose hash is `digest`) compressed, or raw when that does not pay
+        (`during_pause`: when it saves less than half, codec.PAUSE_SAVING); returns its
+        reference, None when `verify()` (as `write_blob`) says it changed meanwhile."""
+        size = memoryview(data).nbytes
+        packed = (codec.compress(data, codec.PAUSE_SAVING, codec.PAUSE_SAMPLE) if during_pause
+                  else codec.compress(data))
         if packed is None:
-            self.write_blob(digest, [data])
-            return records.blob_ref(digest, len(data))
-        ref = records.blob_ref(digest, len(data), codec.CODEC, len(packed))
-        self.write_blob(records.blob_key(ref), [packed])
-        return ref
+            return records.blob_ref(digest, size) if self.write_blob(digest, [data], verify) else None
+        ref = records.blob_ref(digest, size, codec.CODEC, len(packed))
+        return ref if self.write_blob(records.blob_key(ref), [packed], verify) else None
+
+    def recompress(self, ref: dict[str, Any]) -> None:
+        """Compress a raw blob this process has just written (from the page cache, into a file of
+        its own), where that pays: `ref` becomes the compressed blob's reference, and the raw
+        file goes unless another process reused it meanwhile (then both stay, either reads)."""
+        key = layout.blob(ref["hash"])
+        with self.backend.open(key) as opened:
+            if opened.size != ref["size"]:
+                return
+            mapped = opened.map()
+            try:
+                packed = codec.compress(mapped)
+            finally:
+                mapped.close()
+        if packed is None:
+            return
+        compressed = records.blob_ref(ref["hash"], ref["size"], codec.CODEC, len(packed))
+        self.write_blob(records.blob_key(compressed), [packed])
+        ref.update(compressed)
+        self.backend.delete_written(key)
 
     def put_blob(self, data: Any) -> tuple[dict[str, Any], int]:
         """Store bytes-like `data` raw; returns (its reference, bytes newly written: 0 when
@@ -280,24 +306,33 @@ class Store:
         return data
 
     def read_buffer(self, buffer: dict[str, Any]) -> Any:
-        """A buffer of a manifest's variable: its chunks read one after the other into one
-        block of memory (one raw blob is memory-mapped as `read_blob` does)."""
+        """A buffer of a manifest's variable: its chunks read (and decompressed) straight into
+        one block of memory, by several threads when it is large (one raw blob is
+        memory-mapped as `read_blob` does)."""
         chunks = records.chunks(buffer)
         if len(chunks) == 1:
             return self.read_ref(chunks[0])
-        data = _allocate(sum(ref["size"] for ref in chunks))
+        total = sum(ref["size"] for ref in chunks)
+        data = _allocate(total)
         view = memoryview(data)
+        places = []
         offset = 0
         for ref in chunks:
-            target = view[offset:offset + ref["size"]]
-            if "pack" in ref:  # a short last chunk, stored with the checkpoint's small parts
-                target[:] = self.read_ref(ref)
-            elif "codec" in ref:
-                self._read_compressed(ref, target)
-            else:
-                self._read_raw_into(ref, target)
+            places.append((ref, view[offset:offset + ref["size"]]))
             offset += ref["size"]
+        packed = [place for place in places if "pack" in place[0]]
+        for ref, target in packed:  # a short last chunk, stored with the checkpoint's small parts
+            target[:] = self.read_ref(ref)
+        parallel(self._read_into, [place for place in places if "pack" not in place[0]],
+                 READ_THREADS if total >= PARALLEL_READ else 1)
         return data
+
+    def _read_into(self, place: tuple[dict[str, Any], memoryview]) -> None:
+        ref, target = place
+        if "codec" in ref:
+            self._read_compressed(ref, target)
+        else:
+            self._read_raw_into(ref, target)
 
     def _read_raw_into(self, ref: dict[str, Any], target: memoryview) -> None:
         with self._open_blob(ref["hash"]) as opened:
@@ -315,7 +350,7 @@ class Store:
         if len(packed) != ref["stored"]:
             raise Damaged(f"blob {key} is truncated ({len(packed)} of {ref['stored']} bytes)")
         try:
-            target[:] = codec.decompress(packed, ref["size"])
+            codec.decompress_into(packed, target)
         except Exception as exc:  # the header, zstd's errors, a frame of another size
             raise Damaged(f"blob {key} is corrupt ({exc})") from None
         self._checked(ref, target)

@@ -336,18 +336,23 @@ class LocalBackend:
         """The files written so far are referred to by a record now: never undone."""
         self.written = {}
 
+    def delete_written(self, key: str) -> None:
+        """Delete the file `key` this process wrote, only while it is still the one written
+        (another process that reused it since touched it: then it stays)."""
+        inode_mtime = self.written.pop(key, None)
+        path = self.path(key)
+        try:
+            info = os.lstat(path)
+            if inode_mtime is not None and (info.st_ino, info.st_mtime_ns) == inode_mtime:
+                os.unlink(path)
+        except OSError:
+            pass
+
     def undo_written(self) -> None:
         """Delete the files written since `forget_written`, each only while it is still the one
         written (another process that wrote or reused the same blob since changed it)."""
-        written, self.written = self.written, {}
-        for key, (inode, mtime_ns) in written.items():
-            path = self.path(key)
-            try:
-                info = os.lstat(path)
-                if (info.st_ino, info.st_mtime_ns) == (inode, mtime_ns):
-                    os.unlink(path)
-            except OSError:
-                continue
+        for key in list(self.written):
+            self.delete_written(key)
 
     # -- locks ----------------------------------------------------------------------------------
 

@@ -397,6 +397,26 @@ def test_compressible_data_is_stored_compressed_whatever_checkpoint_wrote_it(env
     assert (loaded == np.random.default_rng(0).integers(0, 10, 5_000_000)).all()
 
 
+def test_a_sigterm_checkpoint_writes_raw_and_loads_equal(env, work):
+    # it races the scheduler's SIGKILL: no compression lengthens its pause
+    write(work, "codes.py", """
+        import os, signal, time
+        import numpy as np
+        codes = np.random.default_rng(0).integers(0, 10, 5_000_000)   # 40 MB of category codes
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+    """)
+    result = python(["codes.py"], env, work)
+    assert result.returncode == -15, result.stderr
+    [taken] = [m for m in manifests(env["CHKPT_DIR"]) if m["trigger"] == "signal"]
+    [saved] = [v for v in taken["variables"] if v["name"] == "codes"]
+    assert records.variable_stored(saved) >= saved["size"]
+    import numpy as np
+
+    expected = np.random.default_rng(0).integers(0, 10, 5_000_000)
+    assert (read_variable(env["CHKPT_DIR"], taken, "codes") == expected).all()
+
+
 def test_a_format_1_store_is_read_and_a_newer_format_is_refused_in_one_line(env, work):
     import numpy as np
 

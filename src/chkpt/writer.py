@@ -382,7 +382,10 @@ class Writer:
             self._content = content
             index = self.run.reserve_index()
             final = trigger in records.FINAL_TRIGGERS
-            held, raw = self._write_program_memory(plan, manifest, 0 if final else self.config.memory_budget)
+            # a SIGTERM's checkpoint races the scheduler's SIGKILL: its chunks are written raw,
+            # at page-cache speed, where compressing them would make the pause several times longer
+            held, raw = self._write_program_memory(plan, manifest, 0 if final else self.config.memory_budget,
+                                                   compress=trigger != "signal")
             manifest["new_bytes"] = plan.new_bytes
             manifest["pause"] = time.time() - started
             if not held and not raw:
@@ -412,7 +415,7 @@ class Writer:
             self.run_bytes += written
         return {entry["file"]: self._sources[entry["file"]] for entry in stack if entry.get("file") in self._sources}
 
-    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int
+    def _write_program_memory(self, plan: _Plan, manifest: dict[str, Any], budget: int, compress: bool = True
                               ) -> tuple[dict[str, tuple[bytes, dict[str, Any]]], list[dict[str, Any]]]:
         """Copy, during the pause, the new chunks of the program's memory within `budget`, and
         write the rest straight to the store; return what is held (copies and pickle streams,
@@ -422,8 +425,9 @@ class Writer:
         So every checkpoint holds each value as it was at its safe point, and its memory is
         bounded by the budget: past it, chunks are written from the program's memory (page-cache
         speed, no copy), uncompressed, to be compressed after the pause. Without a budget (an
-        exit, crash or signal checkpoint: there is no after) each chunk that compresses well
-        (a sample tells) is compressed by the writing threads, the others are written raw.
+        exit or crash checkpoint: there is no after) each chunk that compresses well (a sample
+        tells) is compressed by the writing threads, the others are written raw; without
+        `compress` (a signal's checkpoint, which must be done before the SIGKILL) all are raw.
         Chunks of memory that cannot change (Arrow string buffers, the pickles kept for the
         next checkpoint) are held as they are, beside the budget: holding them costs no memory.
         Buffers of objects that can change size (a bytearray) are copied first: holding their
@@ -454,7 +458,7 @@ class Writer:
                 continue
             direct.append((digest, data, program_memory))
             refs.append(ref)
-        write = self._write_raw if budget else self._write_compressed
+        write = self._write_compressed if compress and not budget else self._write_raw
         written = parallel(write, direct, _threads_for(sum(memoryview(data).nbytes for _, data, _ in direct)))
         raw = []
         for (digest, data, _), ref, stored in zip(direct, refs, written, strict=True):

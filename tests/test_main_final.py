@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chkpt import api
-from conftest import python, write
+from conftest import chkpt, python, write
 
 SCRIPT = """
     import glob, os, sys, time
@@ -79,3 +79,6 @@ def test_with_every_tool_id_taken_the_value_is_said_not_to_be_final(env, work):
     assert f"'w' of run {run.id} is saved only as it was at checkpoint 1 inside main(), not as main() ended" in last
     assert last.endswith(f"load that value with chkpt.load('w', run='{run.id}@1')")
     assert api.load("w", run=f"{run.id}@1").tolist() == [10.0] * 3
+    shown = chkpt(["show", run.id, "w"], env, work)
+    assert shown.returncode != 0 and shown.stdout == ""
+    assert f"'w' of run {run.id} is saved only as it was at checkpoint 1 inside main()" in shown.stderr

@@ -254,6 +254,11 @@ class Checkpoint:
         if target != name:  # an alias of a path inside a saved value (`l2` → `l[3]`)
             raise NotFound(f"{name!r} of {self.ref} is {target}, saved inside {naming.root_of(target)}: "
                            f"load it with chkpt.load({name!r}), or take {naming.root_of(target)}")
+        if self.manifest.get("not_final"):  # a main() local whose final value was not saved
+            earlier = next((c for c in reversed(self.run.checkpoints) if c is not self and name in c), None)
+            stale = _not_final(self.run, earlier, name) if earlier is not None else None
+            if stale is not None:
+                raise stale
         hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 

@@ -18,6 +18,10 @@ a line until the next tick (an interval later; while nothing is saved yet the se
 asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
 own or one of the user's modules', that tick also arms every user-code function on the
 stack and the checkpoint is taken in one.
+
+main()'s return: `call_at_return` sets one local PY_RETURN event on the code of the script's
+main() (`main_call`, `main_frame`), with a tool id claimed at a tick inside it and freed at
+its return to the module frame, where the session takes the "return" checkpoint.
 """
 
 from __future__ import annotations

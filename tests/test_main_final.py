@@ -61,6 +61,12 @@ def test_a_finished_main_gives_its_final_values(env, work, idiom):
     # a fresh process
     loaded = python(["-c", "import chkpt; print(chkpt.load('w', script='fin.py').tolist())"], env, work)
     assert (loaded.returncode, loaded.stdout) == (0, "[20.0, 20.0, 20.0]\n"), loaded.stderr
+    run = api.resolve("latest")[0]
+    shown = chkpt(["show", run.id, "w"], env, work)  # the exit checkpoint has no local of main()
+    returned = checkpoints[-2]
+    assert f"no variable 'w' in {run.id}@{returned.index + 1}; {returned.ref} has it, as main() returned" \
+        in shown.stderr
+    assert chkpt(["show", returned.ref, "w"], env, work).stdout.endswith("array([20., 20., 20.])\n")
 
 
 def test_with_every_tool_id_taken_the_value_is_said_not_to_be_final(env, work):

@@ -259,7 +259,10 @@ class Checkpoint:
             stale = _not_final(self.run, earlier, name) if earlier is not None else None
             if stale is not None:
                 raise stale
-        hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
+        returned = next((c for c in self.run.checkpoints if c.trigger == "return" and c.index < self.index
+                         and name in c), None) if self.trigger in records.FINAL_TRIGGERS else None
+        hint = (f"; {returned.ref} has it, as {returned.function}() returned" if returned is not None
+                else _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}")
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 
     def load(self, name: str) -> Any:

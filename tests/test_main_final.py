@@ -88,3 +88,35 @@ def test_with_every_tool_id_taken_the_value_is_said_not_to_be_final(env, work):
     shown = chkpt(["show", run.id, "w"], env, work)
     assert shown.returncode != 0 and shown.stdout == ""
     assert f"'w' of run {run.id} is saved only as it was at checkpoint 1 inside main()" in shown.stderr
+
+
+def test_main_ended_by_sys_exit_inside_it_is_not_final(env, work):
+    """main() never returns (sys.exit inside it): its locals at the snapshot are not passed off as final."""
+    scenario(work, "main()", "chkpt.snapshot('half way')")
+    write(work, "fin.py", (work / "fin.py").read_text().replace("    return 0\n", "    sys.exit(0)\n"))
+    env = dict(env, CHKPT_INTERVAL="1h", CHKPT_MIN_SIZE="0")
+    finished = python(["fin.py"], env, work)
+    plain = python(["fin.py"], dict(env, CHKPT="0"), work)
+    assert (finished.returncode, finished.stdout, finished.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    run = api.resolve("latest")[0]
+    assert run.checkpoints[-1].manifest.get("not_final") == "main"
+    with pytest.raises(api.NotFound, match=r"load that value with chkpt.load\('w', run='.*@1'\)"):
+        api.load("w", script=str(work / "fin.py"))
+
+
+@pytest.mark.parametrize(("ending", "found"), [
+    ("main()", ("main", 4, 4)),
+    ("sys.exit(main())", ("main", 4, 4)),
+    ("raise SystemExit(main())", ("main", 4, 4)),
+    ("exit(main())", ("main", 4, 4)),
+    ("result = main()", ("main", 4, 4)),
+    ("if __name__ == '__main__':\n    args = 1\n    sys.exit(\n        main())", ("main", 6, 7)),
+    ("for k in range(2):\n    main()", None),
+    ("main()\nprint('done')", None),
+    ("main(main())", None),
+    ("helper()", None),
+])
+def test_main_call_is_the_last_statement_calling_a_script_function_once(ending, found):
+    from chkpt.monitor import main_call
+
+    assert main_call(f"import sys\ndef main():\n    return 0\n{ending}\n".encode()) == found

@@ -142,7 +142,7 @@ class Session:
         BOUNDARY_PATIENCE while nothing is saved yet and the checkpoint waits for a module
         frame that runs no line (the script sits in `main()`), so a run has data within seconds."""
         interval = self.config.interval
-        self._follow_main(frame)
+        self._let_go_of_main(frame)
         since = time.monotonic() - self._last_checkpoint
         if (periodic_due(since, interval, self._last_pause) and not self._busy
                 and not self._pause_depth and not self.closed):
@@ -160,17 +160,14 @@ class Session:
             self._boundary_lines = top_level_boundaries(self.watch.source) if self.watch.source else {}
         return self._boundary_lines
 
-    def _follow_main(self, frame: FrameType | None) -> None:
-        """When `frame`'s stack (the main thread's) is inside the script's main(), have its
-        return to the module frame take the "return" checkpoint (its locals, final); a tool id
-        is claimed for that only now, when one of chkpt's is free, and freed at that return, or
-        at a later tick that finds main() gone (it raised). Called at ticks and checkpoints."""
+    def _follow_main(self, frame: FrameType) -> None:
+        """At a checkpoint taken inside the script's main() (its locals saved as they are now,
+        not final), have main()'s return to the module frame take the "return" checkpoint (its
+        final locals). A tool id is claimed for that only now, when one of chkpt's is free, and
+        freed at that return, or at a tick that finds main() gone (it raised)."""
         with self._main_lock:
-            if self.closed or self._main_returned or self.watch.main_globals is None:
-                return
-            if self._cancel_return is not None:
-                if not _running(frame, self._main_code):
-                    self._stop_following_main()
+            if self.closed or self._main_returned or self._cancel_return is not None \
+                    or self.watch.main_globals is None:
                 return
             if self._main_call is None:
                 source = self.watch.source
@@ -183,6 +180,12 @@ class Session:
             self._main_code = found.f_code
             self._cancel_return = _monitor.call_at_return(found.f_code, self.watch.main_thread,
                                                           self.watch.main_globals, self._on_main_return)
+
+    def _let_go_of_main(self, frame: FrameType | None) -> None:
+        """At a tick (the main thread's stack): free the return hook's id if main() is gone."""
+        with self._main_lock:
+            if self._cancel_return is not None and frame is not None and not _running(frame, self._main_code):
+                self._stop_following_main()
 
     def _stop_following_main(self) -> None:
         if self._cancel_return is not None:

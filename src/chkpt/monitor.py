@@ -130,7 +130,8 @@ def call_at_return(code: CodeType, main_thread: int, main_globals: dict,
                    callback: Callable[[FrameType], None]) -> Callable[[], None] | None:
     """Call `callback(frame)` once, on the main thread, when a call of `code` returns to the
     script's module frame, with the returning frame (a PY_RETURN event of `code` alone; the
-    tool id is freed before the call). Returns what cancels it, or None when no tool id is free."""
+    tool id is freed before the call). Returns what cancels it, or None when no tool id is free
+    or the event could not be set."""
     tool = claim_tool_id()
     if tool is None:
         return None
@@ -152,8 +153,12 @@ def call_at_return(code: CodeType, main_thread: int, main_globals: dict,
             callback(frame)
         return None
 
-    _mon.register_callback(tool, _PY_RETURN, on_return)
-    _mon.set_local_events(tool, code, _PY_RETURN)
+    try:
+        _mon.register_callback(tool, _PY_RETURN, on_return)
+        _mon.set_local_events(tool, code, _PY_RETURN)
+    except (ValueError, TypeError):  # not a code object it can instrument
+        cancel()
+        return None
     return cancel
 
 

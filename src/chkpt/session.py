@@ -92,7 +92,7 @@ class Session:
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
         # the script's main(): (name, lines of the statement calling it), or () when it has none;
-        # its code once a tick or checkpoint saw it running, the PY_RETURN hook's cancel while set
+        # its code once a checkpoint was taken inside it, the PY_RETURN hook's cancel while set
         self._main_call: tuple[str, int, int] | tuple[()] | None = None
         self._main_code: CodeType | None = None
         self._cancel_return: Callable[[], None] | None = None
@@ -290,8 +290,6 @@ class Session:
     ) -> None:
         if self.closed or self._busy:
             return
-        if frame is not None and trigger in ("periodic", "explicit"):
-            self._follow_main(frame)
         if (trigger == "exit" and self._writer is None and not self.tracked
                 and self.watch.nothing_to_save()):
             return
@@ -306,6 +304,8 @@ class Session:
                                  main_thread=watch.main_thread, source=watch.source, extra=watch.run_meta)
                 self._writer = Writer(self.config, facts, self.user_code.file)
             started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
+            if frame is not None and trigger in ("periodic", "explicit"):
+                self._follow_main(frame)
             frames = self.target_frames(frame, _traceback_of(exc) if exc is not None else None)
             position = self._position(trigger, frames, boundary)
             if trigger in records.FINAL_TRIGGERS:

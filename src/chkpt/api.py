@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit", "cell")
+TRIGGER_SELECTORS = ("crash", "exit", "signal", "periodic", "explicit", "cell", "return")
 SELECTORS = ("first", "last", "latest", *TRIGGER_SELECTORS)  # besides checkpoint numbers
 STATUSES = (*records.STATUSES, "damaged")  # what a run's status can be, as listed
 LOAD_THREADS = 4  # threads reading and decompressing a whole checkpoint's data at once
@@ -254,7 +254,15 @@ class Checkpoint:
         if target != name:  # an alias of a path inside a saved value (`l2` → `l[3]`)
             raise NotFound(f"{name!r} of {self.ref} is {target}, saved inside {naming.root_of(target)}: "
                            f"load it with chkpt.load({name!r}), or take {naming.root_of(target)}")
-        hint = _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}"
+        if self.manifest.get("not_final"):  # a main() local whose final value was not saved
+            earlier = next((c for c in reversed(self.run.checkpoints) if c is not self and name in c), None)
+            stale = _not_final(self.run, earlier, name) if earlier is not None else None
+            if stale is not None:
+                raise stale
+        returned = next((c for c in self.run.checkpoints if c.trigger == "return" and c.index < self.index
+                         and name in c), None) if self.trigger in records.FINAL_TRIGGERS else None
+        hint = (f"; {returned.ref} has it, as {returned.function}() returned" if returned is not None
+                else _closest(name, self.names) or f"; it has: {', '.join(self.names[:10]) or 'nothing'}")
         raise NotFound(f"no variable {name!r} in {self.ref}{hint}")
 
     def load(self, name: str) -> Any:
@@ -881,12 +889,31 @@ def load(name: str, run: str | Run | None = None, script: str | None = None,
             return found.checkpoint(selector).load(name)
         for checkpoint in reversed(found.checkpoints):
             try:
-                return checkpoint.load(name)
+                value = checkpoint.load(name)
             except NotFound:
                 continue
+            stale = _not_final(found, checkpoint, name)
+            if stale is not None:
+                raise stale
+            return value
         if run is not None or script is not None:
             raise _never_saved(found, name)
     raise _not_saved_here(name, store)
+
+
+def _not_final(run: Run, checkpoint: Checkpoint, name: str) -> NotFound | None:
+    """Why `name` as saved by `checkpoint` is not its final value: the run ended without
+    main()'s final locals saved (the last checkpoint says so: no sys.monitoring tool id was free
+    to see main() return) and `checkpoint` was taken inside main(); None when it is."""
+    function = run.checkpoints[-1].manifest.get("not_final")
+    if not function or checkpoint is run.checkpoints[-1] or \
+            not any(e.get("function") == function and "file" not in e for e in checkpoint.manifest.get("stack", [])):
+        return None
+    name = naming.canonical(name)
+    return NotFound(f"{name!r} of run {run.id} is saved only as it was at checkpoint {checkpoint.index} inside "
+                    f"{function}(), not as {function}() ended (its final locals could not be saved: every "
+                    f"sys.monitoring tool id chkpt uses was taken); load that value with "
+                    f"chkpt.load({name!r}, run={checkpoint.ref!r})")
 
 
 class History(list[tuple[Checkpoint, object]]):

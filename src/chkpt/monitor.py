@@ -18,6 +18,10 @@ a line until the next tick (an interval later; while nothing is saved yet the se
 asks for it after BOUNDARY_PATIENCE) because the script is deep inside a function call, its
 own or one of the user's modules', that tick also arms every user-code function on the
 stack and the checkpoint is taken in one.
+
+main()'s return: `call_at_return` sets one local PY_RETURN event on the code of the script's
+main() (`main_call`, `main_frame`), with a tool id claimed at a tick inside it and freed at
+its return to the module frame, where the session takes the "return" checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 _mon = sys.monitoring
 _LINE = _mon.events.LINE
 _PY_START = _mon.events.PY_START
+_PY_RETURN = _mon.events.PY_RETURN
 _PREFERRED_TOOL_IDS = (4, 3, 5, 2)
 BOUNDARY_PATIENCE = 2.0
 
@@ -57,6 +62,7 @@ def free_tool_id(tool_id: int, codes: list[CodeType]) -> None:
     _mon.set_events(tool_id, 0)
     _mon.register_callback(tool_id, _LINE, None)
     _mon.register_callback(tool_id, _PY_START, None)
+    _mon.register_callback(tool_id, _PY_RETURN, None)
     if _mon.get_tool(tool_id) == "chkpt":
         _mon.free_tool_id(tool_id)
 
@@ -77,6 +83,83 @@ def watch_for_main_start(main_globals: dict, on_main_start: Callable[[CodeType],
     _mon.register_callback(tool, _PY_START, on_start)
     _mon.set_events(tool, _PY_START)
     return True
+
+
+def main_call(source: bytes) -> tuple[str, int, int] | None:
+    """The script's main(): the top-level function of the script that its last statement (or
+    the last of a last `if __name__ == "__main__":` block) calls once (`main()`,
+    `sys.exit(main())`, `raise SystemExit(main())`, `result = main()`), with that statement's
+    first and last lines; None when the script ends otherwise (a loop may call it again)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    if not tree.body:
+        return None
+    last = tree.body[-1]
+    if isinstance(last, ast.If) and last.body and not last.orelse:
+        last = last.body[-1]
+    if not isinstance(last, ast.Expr | ast.Assign | ast.AnnAssign | ast.Raise):
+        return None
+    functions = {s.name for s in tree.body if isinstance(s, ast.FunctionDef)}
+    called = [n.func.id for n in ast.walk(last)
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions]
+    if len(called) != 1:
+        return None
+    return called[0], last.lineno, last.end_lineno or last.lineno
+
+
+def main_frame(frame: FrameType | None, main_globals: dict, call: tuple[str, int, int]) -> FrameType | None:
+    """The frame of the script's main() (`main_call`) on a stack, when the module frame is
+    running the statement that calls it; else None."""
+    name, first, last = call
+    inner = None
+    while frame is not None:
+        if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
+            if (inner is not None and inner.f_globals is main_globals and inner.f_code.co_qualname == name
+                    and first <= frame.f_lineno <= last):
+                return inner
+            return None
+        inner, frame = frame, frame.f_back
+    return None
+
+
+def call_at_return(code: CodeType, main_thread: int, main_globals: dict,
+                   callback: Callable[[FrameType], None]) -> Callable[[], None] | None:
+    """Call `callback(frame)` once, on the main thread, when a call of `code` returns to the
+    script's module frame, with the returning frame (a PY_RETURN event of `code` alone; the
+    tool id is freed before the call). Returns what cancels it, or None when no tool id is free
+    or the event could not be set."""
+    tool = claim_tool_id()
+    if tool is None:
+        return None
+    pending = [True]
+    lock = _thread.allocate_lock()
+
+    def cancel() -> None:
+        with lock:
+            if pending:
+                pending.clear()
+                free_tool_id(tool, [code])
+
+    def on_return(returning: CodeType, offset: int, value: object) -> object:
+        frame = sys._getframe(1)
+        caller = frame.f_back
+        if (_thread.get_ident() == main_thread and pending and caller is not None
+                and caller.f_globals is main_globals and caller.f_code.co_name == "<module>"):
+            cancel()
+            callback(frame)
+        return None
+
+    try:
+        _mon.register_callback(tool, _PY_RETURN, on_return)
+        _mon.set_local_events(tool, code, _PY_RETURN)
+    except (ValueError, TypeError):  # not a code object it can instrument
+        cancel()
+        return None
+    return cancel
 
 
 def user_codes(frame: FrameType | None, is_user: Callable[[FrameType], bool]) -> list[CodeType]:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 FORMAT = 2  # the store format these records belong to (format 1 records are read too)
 FORMATS_READ = (1, 2)
 CODECS = ("zstd",)  # how a compressed blob's bytes were compressed
-TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal", "cell")  # cell: after a notebook cell
+# cell: after a notebook cell; return: when the script's main() returned (its final locals)
+TRIGGERS = ("periodic", "explicit", "exit", "crash", "signal", "cell", "return")
 FINAL_TRIGGERS = ("exit", "crash", "signal")  # the run ends with them; thinning keeps them
 STATUSES = ("running", "finished", "crashed", "interrupted", "killed")  # interrupted: Ctrl-C
 KINDS = ("script", "notebook")  # what a run watched: a script (or -m module), or a notebook's kernel
@@ -298,6 +299,8 @@ MANIFEST_FIELDS: dict[str, tuple[bool, Any]] = {
     "boundary": (False, _types(*_OPTIONAL_TEXT)),
     "resumable": (False, _types(bool)),
     "stack": (False, _list_of(_frame_entry)),
+    # the run's last checkpoint's: main() (its name) ended without its final locals being saved
+    "not_final": (False, _types(*_OPTIONAL_TEXT)),
     "sources": (False, _sources),
     # a notebook's: the cells run since the previous checkpoint, oldest first, the last being the
     # one it follows; and the names bound to modules, functions and classes (restore re-makes them)

@@ -9,17 +9,20 @@ Capture, serialization and the store are imported at the first checkpoint.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import time
 
 from chkpt import guard, records, unseen
+from chkpt import monitor as _monitor
 from chkpt.monitor import BOUNDARY_PATIENCE, Monitor
 from chkpt.usercode import UserCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
+    from collections.abc import Callable
+    from types import CodeType, FrameType, TracebackType
     from typing import Any
 
     from chkpt.config import Config
@@ -31,6 +34,15 @@ _traceback_of = BaseException.__dict__["__traceback__"].__get__  # not exc.__tra
 
 
 _PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def _running(frame: FrameType | None, code: CodeType | None) -> bool:
+    """Whether a frame on the stack from `frame` out runs `code`."""
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _runpy(frame: FrameType) -> bool:
@@ -79,6 +91,13 @@ class Session:
         self._last_pause = 0.0  # how long the previous checkpoint paused the program
         self._writer: Writer | None = None
         self._boundary_lines: dict[int, str] | None = None
+        # the script's main(): (name, lines of the statement calling it), or () when it has none;
+        # its code once a checkpoint was taken inside it, the PY_RETURN hook's cancel while set
+        self._main_call: tuple[str, int, int] | tuple[()] | None = None
+        self._main_code: CodeType | None = None
+        self._cancel_return: Callable[[], None] | None = None
+        self._main_returned = False
+        self._main_lock = _thread.allocate_lock()
         config = self.config
         self.user_code = UserCode(watch.main_globals, watch.target_file, config.user_code,
                                   config.user_code_include, config.user_code_exclude)
@@ -91,6 +110,7 @@ class Session:
         if not self.closed:
             self.closed = True
             self.monitor.close()
+            self._stop_following_main()
             self.user_code.close()
         self.tracked = {}
         self._writer = None
@@ -122,6 +142,7 @@ class Session:
         BOUNDARY_PATIENCE while nothing is saved yet and the checkpoint waits for a module
         frame that runs no line (the script sits in `main()`), so a run has data within seconds."""
         interval = self.config.interval
+        self._let_go_of_main(frame)
         since = time.monotonic() - self._last_checkpoint
         if (periodic_due(since, interval, self._last_pause) and not self._busy
                 and not self._pause_depth and not self.closed):
@@ -138,6 +159,53 @@ class Session:
 
             self._boundary_lines = top_level_boundaries(self.watch.source) if self.watch.source else {}
         return self._boundary_lines
+
+    def _follow_main(self, frame: FrameType) -> None:
+        """At a checkpoint taken inside the script's main() (its locals saved as they are now,
+        not final), have main()'s return to the module frame take the "return" checkpoint (its
+        final locals). A tool id is claimed for that only now, when one of chkpt's is free, and
+        freed at that return, or at a tick that finds main() gone (it raised)."""
+        with self._main_lock:
+            if self.closed or self._main_returned or self._cancel_return is not None \
+                    or self.watch.main_globals is None:
+                return
+            if self._main_call is None:
+                source = self.watch.source
+                self._main_call = (_monitor.main_call(source) if source else None) or ()
+            if not self._main_call:
+                return
+            found = _monitor.main_frame(frame, self.watch.main_globals, self._main_call)
+            if found is None:
+                return
+            self._main_code = found.f_code
+            self._cancel_return = _monitor.call_at_return(found.f_code, self.watch.main_thread,
+                                                          self.watch.main_globals, self._on_main_return)
+
+    def _let_go_of_main(self, frame: FrameType | None) -> None:
+        """At a tick (the main thread's stack): free the return hook's id if main() is gone."""
+        with self._main_lock:
+            if self._cancel_return is not None and frame is not None and not _running(frame, self._main_code):
+                self._stop_following_main()
+
+    def _stop_following_main(self) -> None:
+        if self._cancel_return is not None:
+            cancel, self._cancel_return = self._cancel_return, None
+            cancel()
+
+    def _on_main_return(self, frame: FrameType) -> None:
+        """main() returns: its locals are saved now, and not held (their finalizers run when
+        they would without chkpt)."""
+        self._main_returned = True
+        self._cancel_return = None
+        self.take("return", frame)
+
+    def _main_not_final(self, frames: list[FrameType]) -> str | None:
+        """At the end of the run: main()'s name when its locals were saved by a checkpoint
+        taken inside it, but neither at its return nor in this one (no tool id was free)."""
+        code = self._main_code
+        if code is None or self._main_returned or any(f.f_code is code for f in frames):
+            return None
+        return code.co_name
 
     def _on_safe_point(self, frame: FrameType, boundary: str | None) -> None:
         if not self._pause_depth:
@@ -236,9 +304,16 @@ class Session:
                                  main_thread=watch.main_thread, source=watch.source, extra=watch.run_meta)
                 self._writer = Writer(self.config, facts, self.user_code.file)
             started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
+            if frame is not None and trigger in ("periodic", "explicit"):
+                self._follow_main(frame)
             frames = self.target_frames(frame, _traceback_of(exc) if exc is not None else None)
+            position = self._position(trigger, frames, boundary)
+            if trigger in records.FINAL_TRIGGERS:
+                not_final = self._main_not_final(frames)
+                if not_final:
+                    position["not_final"] = not_final
             self._writer.write(trigger, frames, self.watch.main_globals or {}, self.tracked, label=label, exc=exc,
-                               position=self._position(trigger, frames, boundary))
+                               position=position)
             if final_status is not None:
                 self._writer.finish(final_status, exc=exc, exit_status=self.watch.exit_status)
         except Exception as error:

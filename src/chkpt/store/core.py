@@ -666,12 +666,12 @@ class RunWriter:
         self.save_meta()
 
     def thin(self, keep: int) -> None:
-        """Keep at most `keep` checkpoints: the first, exit/crash/signal ones, then the latest."""
+        """Keep at most `keep` checkpoints: the first, exit/crash/signal/return ones, then the latest."""
         indexes = self.store.checkpoint_indexes(self.run_id)
         if keep <= 0 or len(indexes) <= keep:
             return
         protected = {indexes[0], indexes[-1]}
-        protected.update(i for i in indexes if self.triggers.get(i) in records.FINAL_TRIGGERS)
+        protected.update(i for i in indexes if self.triggers.get(i) in (*records.FINAL_TRIGGERS, "return"))
         removable = [i for i in indexes if i not in protected]
         for index in removable[: max(0, len(indexes) - keep)]:
             self.store.delete_checkpoint(self.run_id, index)

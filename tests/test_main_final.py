@@ -120,3 +120,50 @@ def test_main_call_is_the_last_statement_calling_a_script_function_once(ending, 
     from chkpt.monitor import main_call
 
     assert main_call(f"import sys\ndef main():\n    return 0\n{ending}\n".encode()) == found
+
+
+TRAINER = """
+    import os
+    import numpy as np
+
+    class MLP:
+        def __init__(self):
+            self.w = np.zeros(4)
+
+    def fit(model, epochs):
+        for i in range(epochs):
+            model.w += 1
+            if i == 5 and not os.environ.get("FIXED"):
+                raise RuntimeError("bug in epoch 5")
+        return model
+"""
+TRAIN = """
+    from mylib.model import MLP, fit
+
+    def main():
+        model = MLP()
+        fit(model, 10)
+        print("w", model.w[0])
+        return 0
+
+    if __name__ == "__main__":
+        raise SystemExit(main())
+"""
+
+
+def test_a_resumed_main_keeps_its_final_locals_small_ones_too(env, work):
+    """Resume continues inside fit(), called by main(); the resumed run's model (129 bytes, below
+    min_size) is main()'s as it returned, not the crash's half-trained one of the run before."""
+    write(work, "mylib/__init__.py", "")
+    write(work, "mylib/model.py", TRAINER)
+    write(work, "train.py", TRAIN)
+    crashed = python(["train.py"], env, work)
+    assert crashed.returncode == 1 and "bug in epoch 5" in crashed.stderr
+    env = dict(env, FIXED="1")
+    resumed = chkpt(["resume", "train.py"], env, work)
+    assert (resumed.returncode, resumed.stdout) == (0, "w 10.0\n"), resumed.stderr
+    assert (resumed.stdout, 0) == (python(["train.py"], dict(env, CHKPT="0"), work).stdout, 0)
+    shown = chkpt(["show", "latest"], env, work).stdout
+    assert "return" in shown and "main()'s locals as it returned: chkpt show" in shown
+    loaded = python(["-c", "import chkpt; print(chkpt.load('model').w.tolist())"], dict(env, CHKPT="0"), work)
+    assert loaded.stdout == "[10.0, 10.0, 10.0, 10.0]\n", loaded.stderr

@@ -181,6 +181,11 @@ class Session:
             self._cancel_return = _monitor.call_at_return(found.f_code, self.watch.main_thread,
                                                           self.watch.main_globals, self._on_main_return)
 
+    def resumed_inside(self, frame: FrameType) -> None:
+        """A resumed run continues in `frame` (its main(), rewritten by resume) with locals saved
+        inside main(): its return to the module frame takes the "return" checkpoint too."""
+        self._follow_main(frame)
+
     def _let_go_of_main(self, frame: FrameType | None) -> None:
         """At a tick (the main thread's stack): free the return hook's id if main() is gone."""
         with self._main_lock:

@@ -347,9 +347,10 @@ class Writer:
                 return None
         roots = capture.named_roots(namespace, frames, tracked)
         # where the program died or was stopped (a crash, SIGTERM), and at resume points, the small
-        # values (loop counters, flags) are what explains it and what a resume needs; after a
-        # notebook cell, what a new kernel needs to carry on
-        keep_small = (trigger in ("crash", "signal") or self.facts.kind == "notebook"
+        # values (loop counters, flags) are what explains it and what a resume needs; as main()
+        # returns, its final locals (a small model or result would otherwise load from an older
+        # checkpoint); after a notebook cell, what a new kernel needs to carry on
+        keep_small = (trigger in ("crash", "signal", "return") or self.facts.kind == "notebook"
                       or bool(position and position.get("resumable")))
         captured = capture.collect(roots, self.rules, keep_small=keep_small)
         # a run that saved nothing leaves no run, unless it died: that is listed, data or not

@@ -233,7 +233,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(fmt.table(["NAME", "TYPE", "SHAPE", "DTYPE", "SIZE", "STORED", "SCOPE"], rows, right={4, 5},
                         paint=paint))
     else:
-        print("  (no variables)")
+        returned = [c for c in checkpoints if c.trigger == "return" and c.variables]
+        print("  (no variables" + (f"; main()'s locals as it returned: chkpt show {text(returned[-1].ref)})"
+                                   if returned else ")"))
     if chosen.aliases:
         print(paint("same object, saved once:", "bold"))
         for alias, target in chosen.aliases.items():

@@ -21,7 +21,7 @@ import itertools
 import os
 import sys
 
-from chkpt import api, fmt, naming, runner
+from chkpt import api, fmt, naming, runner, watch
 from chkpt import config as config_module
 from chkpt.guard import warn
 from chkpt.resume.analysis import enumerate_counter, target_names
@@ -57,10 +57,16 @@ class Resumer:
         self._restore.append((namespace, name, function))
 
     def enter(self) -> None:
-        """The rewritten main() has been called: the script's own is main() again."""
+        """The rewritten main() has been called: the script's own is main() again. Its locals
+        are about to be put back as they were saved inside it, so, as after a checkpoint taken
+        inside main(), its return saves its final ones (the resumed run keeps main()'s result)."""
         for namespace, name, function in self._restore:
             namespace[name] = function
         self._restore = []
+        current = watch.current()
+        session = current.session() if current is not None else None
+        if session is not None:
+            session.resumed_inside(sys._getframe(1))
 
     def values(self, names: list[str], last: bool = False) -> tuple[Any, ...]:
         """The saved locals `names`; with `last`, chkpt lets go of all of them."""

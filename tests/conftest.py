@@ -108,6 +108,15 @@ def chkpt_json(args: list[str], env: dict[str, str], cwd: Path):
     return json.loads(result.stdout)
 
 
+def last_checkpoint(env: dict[str, str], work: Path, name: str, source: str, stdout: str) -> dict:
+    """Run the script `source` as `name`, which must print `stdout` and nothing else and exit 0; its
+    run's last checkpoint as `chkpt show --json` gives it."""
+    write(work, name, source)
+    result = python([name], env, work)
+    assert (result.returncode, result.stdout, result.stderr) == (0, stdout, "")
+    return chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+
+
 def runs(env: dict[str, str], cwd: Path) -> list[dict]:
     """`chkpt ls --json` (an empty list when the store does not exist yet)."""
     return chkpt_json(["ls"], env, cwd)

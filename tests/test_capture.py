@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import chkpt, chkpt_json, python, write
+from conftest import chkpt, chkpt_json, last_checkpoint, python, write
 
 STORY = """
 import threading
@@ -124,10 +124,7 @@ print("done")
 
 
 def test_one_unsaveable_value_never_aborts_the_checkpoint(env, work):
-    write(work, "u.py", UNSAVEABLE)
-    result = python(["u.py"], env, work)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
-    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    checkpoint = last_checkpoint(env, work, "u.py", UNSAVEABLE, "done\n")
     names = {v["name"] for v in checkpoint["variables"]}
     # the program's own __reduce__ is never called: its object is saved by its plain state
     assert {"good", "opaque", "opaque.text", "opaque.values", "cfg", "cfg['data']"} <= names
@@ -159,10 +156,7 @@ print("ok")
 
 
 def test_skip_reasons_say_whether_a_file_is_open_or_closed(env, work):
-    write(work, "files.py", FILES)
-    result = python(["files.py"], env, work)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
-    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    checkpoint = last_checkpoint(env, work, "files.py", FILES, "ok\n")
     skipped = {s["name"]: s["reason"] for s in checkpoint["skipped"]}
     assert skipped["log"] == "an open file (TextIOWrapper) cannot be saved"
     assert skipped["done"] == "a closed file (BufferedWriter) cannot be saved (a file object, not data)"
@@ -232,10 +226,7 @@ print("done")
 
 
 def test_objects_of_script_classes_load_elsewhere_as_stand_ins_or_as_the_real_class(env, work):
-    write(work, "m.py", MAIN_CLASSES)
-    result = python(["m.py"], env, work)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")  # no hook of the script ran
-    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    checkpoint = last_checkpoint(env, work, "m.py", MAIN_CLASSES, "done\n")  # no hook of the script ran
     assert {"frozen", "frozen.weights", "shouting", "shouting.values"} <= {v["name"] for v in checkpoint["variables"]}
     assert checkpoint["skipped"] == []  # the closure over an array too: cloudpickle saves it (tests/test_objects.py)
     stand_in = """

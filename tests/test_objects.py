@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from chkpt import config, salience, serialize
-from conftest import chkpt, chkpt_json, python, write
+from conftest import chkpt, last_checkpoint, python
 
 pytest.importorskip("cloudpickle", reason="cloudpickle is a test dependency; not installed for this Python")
 
@@ -53,10 +53,7 @@ print("equal")
 
 
 def test_a_lambda_in_a_dict_a_closure_over_an_array_and_a_client_object_are_saved_and_load_equal(env, work):
-    write(work, "refused.py", REFUSED)
-    result = python(["refused.py"], env, work)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
-    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    checkpoint = last_checkpoint(env, work, "refused.py", REFUSED, "done\n")
     assert checkpoint["skipped"] == []
     assert {"config", "score", "client"} <= {v["name"] for v in checkpoint["variables"]}
     loaded = python(["-c", CHECK], env, work)  # a fresh process, where none of them is defined
@@ -142,10 +139,7 @@ print("shared")
 
 
 def test_a_builtin_value_reachable_by_several_names_is_stored_once_and_loads_as_one_object(env, work):
-    write(work, "shared.py", SHARED)
-    result = python(["shared.py"], env, work)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
-    checkpoint = chkpt_json(["show", "latest"], env, work)["checkpoints"][-1]
+    checkpoint = last_checkpoint(env, work, "shared.py", SHARED, "done\n")
     sizes = {v["name"]: v["size"] for v in checkpoint["variables"]}
     aliases = checkpoint["aliases"]
     assert aliases["holder[0]"] == "big" and aliases["d['x']"] == "big"

@@ -162,8 +162,6 @@ class _Job:
         self.thread_id: int | None = None
 
     def start(self) -> None:
-        # the jobs before this one are done: their threads ended while a pause came between
-        _jobs_in_flight.difference_update([job for job in _jobs_in_flight if not job.running()])
         _jobs_in_flight.add(self)
         try:
             unseen.start_thread(self._run)
@@ -208,11 +206,10 @@ class _Job:
         except BaseException as exc:
             self.error = exc
         finally:
+            _jobs_in_flight.discard(self)
             self.done.release()
 
 
-# jobs whose thread may still exist: one stays here after its work is done, until a fork has
-# waited for its thread to be gone or the next job starts (its thread is still ending when done)
 _jobs_in_flight: set[_Job] = set()
 
 
@@ -243,7 +240,6 @@ def _before_fork() -> None:
             job.wait_gone()
         except Exception:
             pass
-        _jobs_in_flight.discard(job)
 
 
 os.register_at_fork(before=_before_fork)

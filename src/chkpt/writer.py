@@ -162,6 +162,7 @@ class _Job:
         self.thread_id: int | None = None
 
     def start(self) -> None:
+        _forget_ended_threads()
         _jobs_in_flight.add(self)
         try:
             unseen.start_thread(self._run)
@@ -206,11 +207,23 @@ class _Job:
         except BaseException as exc:
             self.error = exc
         finally:
+            if self.thread_id is not None:  # before it leaves the jobs: a fork sees one or the other
+                _ending_threads.add(self.thread_id)
             _jobs_in_flight.discard(self)
             self.done.release()
 
 
 _jobs_in_flight: set[_Job] = set()
+# the native ids of job threads whose work is done but which may not have ended yet (ids only:
+# a finished job keeps nothing of the program's alive)
+_ending_threads: set[int] = set()
+
+
+def _forget_ended_threads() -> None:
+    """Wait for the threads of finished jobs to be gone (long since, but for a fork right after)."""
+    for native_id in list(_ending_threads):
+        wait_gone(native_id)
+        _ending_threads.discard(native_id)
 
 
 def _verify(data: Any, digest: str) -> Callable[[], bool]:
@@ -240,6 +253,7 @@ def _before_fork() -> None:
             job.wait_gone()
         except Exception:
             pass
+    _forget_ended_threads()
 
 
 os.register_at_fork(before=_before_fork)

@@ -2,6 +2,7 @@
 
 import _thread
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -10,9 +11,9 @@ from chkpt import unseen
 TOOL = 4  # a tool id neither chkpt nor the profilers/debuggers claim by default
 
 
-def _python_work_seen_by_a_tool_turned_on_after_the_start(**options: bool) -> list[str]:
-    """Start a chkpt thread (with `options`), turn a PY_START tool on, then let the thread run
-    Python code; the names of the thread's functions the tool saw."""
+def _python_work_seen_by_a_tool_turned_on_after_the_start(start: Callable[[Callable[[], None]], None]) -> list[str]:
+    """Start a thread by `start`, turn a PY_START tool on, then let the thread run Python code;
+    the names of the thread's functions the tool saw."""
     go, done = _thread.allocate_lock(), _thread.allocate_lock()
     go.acquire()
     done.acquire()
@@ -25,7 +26,7 @@ def _python_work_seen_by_a_tool_turned_on_after_the_start(**options: bool) -> li
         helper_of_the_thread()
         done.release()
 
-    unseen.start_thread(work_of_the_thread, **options)
+    start(work_of_the_thread)
     monitoring = sys.monitoring
     seen: list[str] = []
     monitoring.use_tool_id(TOOL, "test")
@@ -42,12 +43,13 @@ def _python_work_seen_by_a_tool_turned_on_after_the_start(**options: bool) -> li
 
 
 @pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is 3.12+")
-def test_a_thread_started_for_good_out_of_sight_is_unseen_by_a_tool_that_comes_later():
-    # chkpt's timer starts before the program can turn a profiler on
-    assert _python_work_seen_by_a_tool_turned_on_after_the_start(whatever_the_tools=True) == []
+def test_a_thread_of_chkpts_is_unseen_by_a_tool_that_comes_later():
+    # chkpt's timer, or a checkpoint's background writing, runs on when the program turns a profiler on
+    assert _python_work_seen_by_a_tool_turned_on_after_the_start(unseen.start_thread) == []
 
 
 @pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is 3.12+")
-def test_a_thread_started_while_no_tool_is_on_is_seen_by_one_that_comes_later():
-    # what the timer thread was before: the check above can fail
-    assert "helper_of_the_thread" in _python_work_seen_by_a_tool_turned_on_after_the_start()
+def test_a_plain_thread_started_while_no_tool_is_on_is_seen_by_one_that_comes_later():
+    # what chkpt's threads were before: the check above can fail
+    assert "helper_of_the_thread" in _python_work_seen_by_a_tool_turned_on_after_the_start(
+        lambda work: _thread.start_new_thread(work, ()))

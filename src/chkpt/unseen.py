@@ -5,16 +5,17 @@ of every thread while they are on, so chkpt's checkpoints, ticks and background 
 show in their results. CPython keeps, per thread, a "tracing" count that it raises while it runs
 a tool's own callback, so that the callback raises no events; chkpt raises it (through the C
 API, `PyThreadState_EnterTracing`/`LeaveTracing`) around its work on the program's thread
-(`run`), for good in its own threads (`hide_this_thread`, `start_thread`). Each is done from
+(`run`), for good in its own threads (`start_thread`). Each is done from
 inside a C-level iteration (`list(map(operator.call, steps))`), so that no event falls between
 the steps: what a tool sees is a call or two of builtins (`list`, `map`), and none of chkpt's
 code. A periodic checkpoint, taken in chkpt's own monitoring callback, is out of sight already.
 
 A signal handler of the program that runs during a checkpoint is out of sight too. Where no
 tool is on (no trace or profile function, no `sys.monitoring` tool but chkpt's), nothing is
-done; chkpt's timer thread is hidden from its first instruction whatever the tools, since the
-program may turn one on before the thread first runs. The C functions are reached through
-`_ctypes` alone, the first time they are needed (ctypes' own module costs four times as much).
+done; chkpt's threads are hidden from their first instruction whatever the tools, since the
+program may turn one on while they run (a checkpoint's background writing, the timer). The C
+functions are reached through `_ctypes` alone, the first time they are needed (ctypes' own
+module costs four times as much).
 """
 
 import _thread
@@ -104,14 +105,14 @@ def run(work: "Callable[[], Any]") -> "Any":
     return result
 
 
-def start_thread(work: "Callable[[], None]", *, whatever_the_tools: bool = False) -> None:
+def start_thread(work: "Callable[[], None]") -> None:
     """_thread.start_new_thread(work): a thread of chkpt's own, out of sight from its first
-    instruction where a tool is on (or, `whatever_the_tools`, for good: a tool may come later).
+    instruction, whatever the tools now: the program may turn one on while the thread runs.
     `work` must not raise (its exception would be printed as unhandled).
 
     The new thread's state is made by `start_new_thread` in this thread, as the interpreter's
     newest, and the new thread first waits (in C) for this one to have raised its tracing count."""
-    api = _functions() if whatever_the_tools or _watched() else None
+    api = _functions()
     if api is None:
         _thread.start_new_thread(work, ())
         return

@@ -316,7 +316,7 @@ class _Timer:
         self.native_id: int | None = None
         from chkpt import unseen
 
-        unseen.start_thread(functools.partial(_tick, self, interval), whatever_the_tools=True)
+        unseen.start_thread(functools.partial(_tick, self, interval))
 
     def stop(self, wait_gone: bool = False) -> None:
         """End the thread; with `wait_gone`, return once its OS thread is gone (Linux shows

@@ -160,10 +160,11 @@ class Session:
             self._boundary_lines = top_level_boundaries(self.watch.source) if self.watch.source else {}
         return self._boundary_lines
 
-    def _follow_main(self, frame: FrameType) -> None:
-        """At a checkpoint taken inside the script's main() (its locals saved as they are now,
-        not final), have main()'s return to the module frame take the "return" checkpoint (its
-        final locals). A tool id is claimed for that only now, when one of chkpt's is free, and
+    def follow_main(self, frame: FrameType) -> None:
+        """At a checkpoint taken inside the script's main(), or when a resumed run enters the
+        main() resume rewrote (its locals saved as they were, not final), have main()'s return
+        to the module frame take the "return" checkpoint (its final locals). A tool id is
+        claimed for that only now, when one of chkpt's is free, and
         freed at that return, or at a tick that finds main() gone (it raised)."""
         with self._main_lock:
             if self.closed or self._main_returned or self._cancel_return is not None \
@@ -180,11 +181,6 @@ class Session:
             self._main_code = found.f_code
             self._cancel_return = _monitor.call_at_return(found.f_code, self.watch.main_thread,
                                                           self.watch.main_globals, self._on_main_return)
-
-    def resumed_inside(self, frame: FrameType) -> None:
-        """A resumed run continues in `frame` (its main(), rewritten by resume) with locals saved
-        inside main(): its return to the module frame takes the "return" checkpoint too."""
-        self._follow_main(frame)
 
     def _let_go_of_main(self, frame: FrameType | None) -> None:
         """At a tick (the main thread's stack): free the return hook's id if main() is gone."""
@@ -310,7 +306,7 @@ class Session:
                 self._writer = Writer(self.config, facts, self.user_code.file)
             started = time.monotonic()  # the pause that spaces checkpoints out, imports aside
             if frame is not None and trigger in ("periodic", "explicit"):
-                self._follow_main(frame)
+                self.follow_main(frame)
             frames = self.target_frames(frame, _traceback_of(exc) if exc is not None else None)
             position = self._position(trigger, frames, boundary)
             if trigger in records.FINAL_TRIGGERS:

@@ -66,7 +66,7 @@ class Resumer:
         current = watch.current()
         session = current.session() if current is not None else None
         if session is not None:
-            session.resumed_inside(sys._getframe(1))
+            session.follow_main(sys._getframe(1))
 
     def values(self, names: list[str], last: bool = False) -> tuple[Any, ...]:
         """The saved locals `names`; with `last`, chkpt lets go of all of them."""
